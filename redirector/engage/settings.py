@@ -1,0 +1,213 @@
+"""Settings for every engage process: one INI file plus ENGAGE_* environment overrides.
+
+Loaded once, validated, frozen. A bad value raises SettingsError whose text is
+``file: [section] key: reason``; entry points turn it into exit code 78 (EX_CONFIG).
+Environment variables win over the file so containers and tests need no file at all.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG = "/etc/engage/engage.conf"
+EX_CONFIG = 78
+
+T = TypeVar("T")
+
+# (section, key) -> environment variable that overrides it.
+ENV_OVERRIDES: dict[tuple[str, str], str] = {
+    ("milter", "socket"): "ENGAGE_MILTER_SOCKET",
+    ("redis", "url"): "ENGAGE_REDIS_URL",
+    ("redis", "key_prefix"): "ENGAGE_KEY_PREFIX",
+    ("tracking", "url"): "ENGAGE_TRACKING_URL",
+    ("api", "keys"): "ENGAGE_API_KEYS",
+    ("log", "level"): "ENGAGE_LOG_LEVEL",
+    ("milter", "on_store_error"): "ENGAGE_ON_STORE_ERROR",
+    ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
+    ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
+    ("tracking", "track_text_links"): "ENGAGE_TRACK_TEXT_LINKS",
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MILTER_SOCKET = re.compile(r"^(unix|local):/.+$|^inet6?:\d{1,5}(@[\w.:\[\]-]+)?$")
+
+
+class SettingsError(Exception):
+    """A setting that cannot be used; the message names file, section and key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    milter_socket: str = "inet:8890@127.0.0.1"
+    on_store_error: str = "tempfail"
+    max_metadata_bytes: int = 1000
+    milter_timeout: int = 600
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "engage:"
+    link_retention_days: int = 0
+    tracking_url: str = "http://127.0.0.1:8080"
+    tracking_domains: Mapping[str, str] = field(default_factory=dict)
+    open_tracking: bool = True
+    click_tracking: bool = True
+    track_text_links: bool = True
+    api_keys: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    source: str = "(defaults)"
+
+    def tracking_url_for(self, sender_domain: str) -> str:
+        """The tracking base URL for a From: domain (custom tracking domains first)."""
+        domain = sender_domain.lower()
+        while domain:
+            if domain in self.tracking_domains:
+                return self.tracking_domains[domain]
+            domain = domain.partition(".")[2]
+        return self.tracking_url
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes/no/true/false/on/off, got {text!r}")
+
+
+def _parse_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        number = int(text.strip())
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+    return parse
+
+
+def _parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def _parse_http_url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, got {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return url
+
+
+def _parse_redis_url(text: str) -> str:
+    url = text.strip()
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _parse_socket(text: str) -> str:
+    value = text.strip()
+    if not MILTER_SOCKET.match(value):
+        raise ValueError("must look like inet:PORT@HOST, inet6:PORT@HOST or unix:/path")
+    return value
+
+
+def _parse_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _parse_keys(text: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in text.split(",") if key.strip())
+
+
+def _parse_prefix(text: str) -> str:
+    prefix = text.strip()
+    if not re.fullmatch(r"[\w:.{}-]{0,64}", prefix):
+        raise ValueError("letters, digits and :._-{} only, at most 64")
+    return prefix
+
+
+# (section, key, field name, parser)
+SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
+    ("milter", "socket", "milter_socket", _parse_socket),
+    ("milter", "on_store_error", "on_store_error", _parse_choice("tempfail", "accept")),
+    ("milter", "max_metadata_bytes", "max_metadata_bytes", _parse_int(0, 1_000_000)),
+    ("milter", "timeout", "milter_timeout", _parse_int(1, 3600)),
+    ("redis", "url", "redis_url", _parse_redis_url),
+    ("redis", "key_prefix", "key_prefix", _parse_prefix),
+    ("redis", "link_retention_days", "link_retention_days", _parse_int(0, 100_000)),
+    ("tracking", "url", "tracking_url", _parse_http_url),
+    ("tracking", "open_tracking", "open_tracking", _parse_bool),
+    ("tracking", "click_tracking", "click_tracking", _parse_bool),
+    ("tracking", "track_text_links", "track_text_links", _parse_bool),
+    ("api", "keys", "api_keys", _parse_keys),
+    ("log", "level", "log_level", _parse_level),
+)
+KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the file (optional when missing and not asked for), apply ENGAGE_* overrides."""
+    env = os.environ if environ is None else environ
+    explicit = path or env.get("ENGAGE_CONFIG")
+    source = explicit or DEFAULT_CONFIG
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(source, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsError(f"{source}: file not found") from None
+        source = "(defaults)"
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+    values: dict[str, object] = {"source": source}
+    _check_unknown(parser, source)
+    for section, key, name, parse in SCHEMA:
+        env_name = ENV_OVERRIDES.get((section, key))
+        if env_name and env.get(env_name) is not None:
+            raw, where = env[env_name], f"environment {env_name}"
+        elif parser.has_option(section, key):
+            raw, where = parser.get(section, key), f"{source}: [{section}] {key}"
+        else:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+    values["tracking_domains"] = _tracking_domains(parser, source)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _check_unknown(parser: configparser.ConfigParser, source: str) -> None:
+    known_keys = {(section, key) for section, key, *_ in SCHEMA}
+    for section in parser.sections():
+        if section not in KNOWN_SECTIONS:
+            raise SettingsError(f"{source}: [{section}]: unknown section")
+        if section == "tracking_domains":
+            continue
+        for key in parser.options(section):
+            if (section, key) not in known_keys:
+                raise SettingsError(f"{source}: [{section}] {key}: unknown key")
+
+
+def _tracking_domains(parser: configparser.ConfigParser, source: str) -> dict[str, str]:
+    if not parser.has_section("tracking_domains"):
+        return {}
+    domains = {}
+    for domain, url in parser.items("tracking_domains"):
+        try:
+            domains[domain.lower()] = _parse_http_url(url)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: [tracking_domains] {domain}: {exc}") from None
+    return domains
