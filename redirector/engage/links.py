@@ -1,0 +1,205 @@
+"""The link store: what a tracking token resolves to, shared by the milter and the redirector.
+
+Layout (all keys under the configured prefix, values compact JSON strings):
+  ``{p}t:<template id>``  what every recipient of the same content shares: the list of
+                          destination URLs with link names, campaign, tags, From, options.
+                          The id is a hash of that content, so a campaign to a million
+                          recipients stores its 150 links once.
+  ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
+                          Message-ID, queue id, injection time, metadata, template id.
+Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The message id is
+96 random bits (unguessable); a token whose template id differs from the record's is
+treated as unknown. Registering a message is one round trip; resolving a token is one.
+No TTL unless ``link_retention_days`` is set.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import redis
+
+MID_LEN = 16  # 12 random bytes, base64url
+TID_LEN = 12  # 9 bytes of SHA-256, base64url
+MAX_INDEX_DIGITS = 4
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d}[0-9a-z]{0,%d}" % (MID_LEN + TID_LEN, MAX_INDEX_DIGITS))
+
+
+class StoreError(Exception):
+    """The link store cannot be reached or answered wrongly."""
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    """Everything about a message that is the same for each recipient of one mailing."""
+
+    links: tuple[Link, ...] = ()
+    campaign_id: str = ""
+    tags: tuple[str, ...] = ()
+    friendly_from: str = ""
+    sending_domain: str = ""
+    open_tracking: bool = True
+    click_tracking: bool = True
+
+    def to_json(self) -> str:
+        return _dumps({
+            "l": [[link.url, link.name] if link.name else [link.url] for link in self.links],
+            "c": self.campaign_id, "g": list(self.tags), "f": self.friendly_from,
+            "d": self.sending_domain, "o": int(self.open_tracking), "k": int(self.click_tracking),
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Template":
+        data = json.loads(text)
+        return cls(
+            links=tuple(Link(*item) for item in data["l"]), campaign_id=data["c"],
+            tags=tuple(data["g"]), friendly_from=data["f"], sending_domain=data["d"],
+            open_tracking=bool(data["o"]), click_tracking=bool(data["k"]),
+        )
+
+    @property
+    def template_id(self) -> str:
+        return _b64(hashlib.sha256(self.to_json().encode()).digest()[:9])
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """What differs per message: the envelope, headers that are often personalised, metadata."""
+
+    rcpt_to: tuple[str, ...] = ()
+    mail_from: str = ""
+    subject: str = ""
+    message_id: str = ""
+    queue_id: str = ""
+    injection_time: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    template_id: str = ""
+
+    def to_json(self) -> str:
+        return _dumps({
+            "t": self.template_id, "r": list(self.rcpt_to), "f": self.mail_from,
+            "s": self.subject, "m": self.message_id, "q": self.queue_id,
+            "i": self.injection_time, "md": self.metadata,
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "MessageRecord":
+        data = json.loads(text)
+        return cls(
+            rcpt_to=tuple(data["r"]), mail_from=data["f"], subject=data["s"],
+            message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
+            metadata=data["md"], template_id=data["t"],
+        )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A token looked up: the link (None for open tokens) and the records it belongs to."""
+
+    message_key: str
+    template: Template
+    record: MessageRecord
+    link: Optional[Link]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def new_message_key() -> str:
+    """96 random bits: the unguessable part of every token of one message."""
+    return _b64(secrets.token_bytes(12))
+
+
+def open_token(message_key: str, template_id: str) -> str:
+    return message_key + template_id
+
+
+def click_token(message_key: str, template_id: str, index: int) -> str:
+    return message_key + template_id + _base36(index)
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, rest = divmod(number, 36)
+        text = digits[rest] + text
+        if not number:
+            return text
+
+
+def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
+    """(message key, template id, link index or None) or None for a malformed token."""
+    if not TOKEN_RE.fullmatch(token):
+        return None
+    index_text = token[MID_LEN + TID_LEN:]
+    index = int(index_text, 36) if index_text else None
+    return token[:MID_LEN], token[MID_LEN:MID_LEN + TID_LEN], index
+
+
+class LinkStore:
+    """Registers and resolves tracked messages in Redis; the connection is passed in."""
+
+    def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
+                 retention_days: int = 0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = retention_days * 86400 or None
+
+    def template_key(self, template_id: str) -> str:
+        return f"{self.prefix}t:{template_id}"
+
+    def message_key(self, message_key: str) -> str:
+        return f"{self.prefix}m:{message_key}"
+
+    def register(self, message_key: str, template: Template, record: MessageRecord) -> None:
+        """Store both records in one round trip; raises StoreError when Redis fails."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.template_key(record.template_id), template.to_json(), nx=self.ttl is None,
+                 ex=self.ttl)
+        pipe.set(self.message_key(message_key), record.to_json(), ex=self.ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def resolve(self, token: str) -> Optional[Resolved]:
+        """What a token points at, or None when it is malformed, unknown or forged."""
+        parts = split_token(token)
+        if parts is None:
+            return None
+        message_key, template_id, index = parts
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.message_key(message_key))
+        pipe.get(self.template_key(template_id))
+        try:
+            record_json, template_json = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(str(exc)) from exc
+        if record_json is None or template_json is None:
+            return None
+        record = MessageRecord.from_json(record_json)
+        if record.template_id != template_id:
+            return None
+        template = Template.from_json(template_json)
+        if index is None:
+            return Resolved(message_key, template, record, None)
+        if index >= len(template.links):
+            return None
+        return Resolved(message_key, template, record, template.links[index])
