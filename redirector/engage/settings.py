@@ -30,6 +30,11 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
     ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
     ("tracking", "track_text_links"): "ENGAGE_TRACK_TEXT_LINKS",
+    ("web", "rate_limit"): "ENGAGE_RATE_LIMIT",
+    ("web", "rate_limit_window"): "ENGAGE_RATE_LIMIT_WINDOW",
+    ("web", "proxy_hops"): "ENGAGE_PROXY_HOPS",
+    ("web", "geoip_db"): "ENGAGE_GEOIP_DB",
+    ("events", "retention_days"): "ENGAGE_EVENTS_RETENTION_DAYS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -55,6 +60,12 @@ class Settings:
     click_tracking: bool = True
     track_text_links: bool = True
     api_keys: tuple[str, ...] = ()
+    api_max_scan: int = 200_000
+    rate_limit: int = 300
+    rate_limit_window: int = 60
+    proxy_hops: int = 0
+    geoip_db: str = ""
+    events_retention_days: int = 10
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -130,6 +141,13 @@ def _parse_keys(text: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in text.split(",") if key.strip())
 
 
+def _parse_path(text: str) -> str:
+    path = text.strip()
+    if path and not os.path.isabs(path):
+        raise ValueError("must be an absolute path (or empty)")
+    return path
+
+
 def _parse_prefix(text: str) -> str:
     prefix = text.strip()
     if not re.fullmatch(r"[\w:.{}-]{0,64}", prefix):
@@ -151,6 +169,12 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("tracking", "click_tracking", "click_tracking", _parse_bool),
     ("tracking", "track_text_links", "track_text_links", _parse_bool),
     ("api", "keys", "api_keys", _parse_keys),
+    ("api", "max_scan", "api_max_scan", _parse_int(1000, 100_000_000)),
+    ("web", "rate_limit", "rate_limit", _parse_int(0, 1_000_000)),
+    ("web", "rate_limit_window", "rate_limit_window", _parse_int(1, 86400)),
+    ("web", "proxy_hops", "proxy_hops", _parse_int(0, 10)),
+    ("web", "geoip_db", "geoip_db", _parse_path),
+    ("events", "retention_days", "events_retention_days", _parse_int(1, 3650)),
     ("log", "level", "log_level", _parse_level),
 )
 KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
