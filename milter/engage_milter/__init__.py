@@ -1,0 +1,1 @@
+"""engage-milter: the MTA adapter that rewrites messages for open and click tracking."""

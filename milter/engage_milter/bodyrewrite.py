@@ -1,0 +1,221 @@
+"""Rewrite a message body for tracking by splicing: tracked URLs, open pixels, {{ }} escapes.
+
+Two steps, because tokens depend on the full link list: ``scan`` finds every change
+site in every eligible part; ``render`` builds the new body from the tokens. Each part
+keeps its charset and transfer encoding; bytes outside the change sites are untouched;
+7bit/8bit lines stay within 998 octets (a line break is put inside a tag, never in
+text). Anything that cannot be round-tripped raises CannotRewrite before a byte changes.
+"""
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Callable, Optional
+
+from engage.links import Link
+
+from . import htmlscan, mimewalk, textscan
+from .htmlscan import LinkSite
+from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
+
+MAX_LINE = 998
+CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
+CURLY_TEXT = {"opening": "{{", "closing": "}}"}
+NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "cp500")
+PIXEL = ('<img src="{src}" width="1" height="1" border="0" alt=""'
+         ' style="height:1px!important;width:1px!important;border:0!important;'
+         'margin:0!important;padding:0!important"/>')
+PIXEL_BREAK = PIXEL.index(" style")
+
+
+@dataclass(frozen=True)
+class Urls:
+    """How tracked URLs are spelled: click URL for link index i, and the two pixels."""
+
+    click: Callable[[int], str]
+    top_pixel: str
+    bottom_pixel: str
+
+
+@dataclass
+class _Edit:
+    start: int
+    end: int
+    text: str
+    breakable: int  # offset in text where a line break may go, -1 for none
+
+
+@dataclass
+class _Part:
+    part: mimewalk.TextPart
+    codec: Codec
+    view: str
+    latin1: bool
+    sites: list[tuple[LinkSite, int]] = field(default_factory=list)  # (site, link index)
+    pixels: Optional[tuple[int, int]] = None
+    curlies: list[_Edit] = field(default_factory=list)
+
+
+def _codec_name(charset: str) -> str:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise CannotRewrite(f"unknown charset {charset!r}") from None
+
+
+class BodyRewrite:
+    """The change sites of one message body; ``links`` is the message's link list."""
+
+    def __init__(self, headers: Message, body: bytes, *, click: bool, opens: bool,
+                 text_links: bool, tracking_url: str) -> None:
+        self.body = body
+        self.links: list[Link] = []
+        self.notes: list[str] = []
+        self._index: dict[Link, int] = {}
+        self._parts: list[_Part] = []
+        text_parts, self.notes = mimewalk.text_parts(headers, body)
+        for text_part in text_parts:
+            part = self._open(text_part)
+            if tracking_url + "/i/" in part.view or tracking_url + "/c/" in part.view:
+                raise CannotRewrite("message is already tracked")
+            self._scan(part, click, opens, text_links)
+            self._parts.append(part)
+
+    @property
+    def pixel_count(self) -> int:
+        return 2 * sum(1 for part in self._parts if part.pixels is not None)
+
+    @property
+    def changes(self) -> bool:
+        return any(part.sites or part.pixels or part.curlies for part in self._parts)
+
+    def _open(self, text_part: mimewalk.TextPart) -> _Part:
+        codec = Codec(self.body[text_part.start:text_part.end], text_part.cte)
+        name = _codec_name(text_part.charset)
+        if not name.startswith(NOT_ASCII_COMPATIBLE):
+            return _Part(text_part, codec, codec.decoded.decode("latin-1"), True)
+        try:
+            view = codec.decoded.decode(name)
+        except UnicodeDecodeError as exc:
+            raise CannotRewrite(f"{text_part.charset} part does not decode: {exc.reason}") from None
+        if view.encode(name) != codec.decoded:
+            raise CannotRewrite(f"{text_part.charset} part does not round-trip")
+        return _Part(text_part, codec, view, False)
+
+    def _scan(self, part: _Part, click: bool, opens: bool, text_links: bool) -> None:
+        if part.part.subtype == "html":
+            charset = part.part.charset
+            decode = (lambda value: value.encode("latin-1").decode(charset, "replace")) \
+                if part.latin1 else (lambda value: value)
+            scan = htmlscan.scan(part.view, decode)
+            sites = scan.links if click else []
+            if opens:
+                part.pixels = (scan.top_pixel, scan.bottom_pixel)
+        else:
+            sites = textscan.scan(part.view) if click and text_links else []
+        part.sites = [(site, self._link_index(site)) for site in sites]
+        taken = [(site.start, site.end) for site, _ in part.sites]
+        part.curlies = [
+            _Edit(m.start(), m.end(), CURLY_TEXT[m.group(1)], -1)
+            for m in CURLY.finditer(part.view)
+            if not any(start < m.end() and m.start() < end for start, end in taken)
+        ]
+
+    def _link_index(self, site: LinkSite) -> int:
+        link = Link(site.url, site.name)
+        if link not in self._index:
+            self._index[link] = len(self.links)
+            self.links.append(link)
+        return self._index[link]
+
+    def render(self, urls: Urls) -> bytes:
+        """The new body; raises CannotRewrite (nothing changed) if a part cannot take it."""
+        splices = []
+        for part in self._parts:
+            edits = self._edits(part, urls)
+            if edits:
+                new = part.codec.encode(self._splices(part, edits))
+                splices.append(Splice(part.part.start, part.part.end, new))
+        return splice(self.body, splices)
+
+    def _edits(self, part: _Part, urls: Urls) -> list[_Edit]:
+        edits = [
+            _Edit(site.start, site.end, urls.click(index), len(urls.click(index)) + (1 if site.quoted else 0)
+                  if part.part.subtype == "html" else 0)
+            for site, index in part.sites
+        ] + part.curlies
+        if part.pixels is not None:
+            top, bottom = part.pixels
+            edits.append(_Edit(top, top, PIXEL.format(src=urls.top_pixel), PIXEL_BREAK))
+            edits.append(_Edit(bottom, bottom, PIXEL.format(src=urls.bottom_pixel), PIXEL_BREAK))
+        edits.sort(key=lambda edit: (edit.start, edit.end))
+        return edits
+
+    def _splices(self, part: _Part, edits: list[_Edit]) -> list[Splice]:
+        if part.latin1 and part.codec.cte not in PLAIN:
+            return [Splice(e.start, e.end, e.text.encode("ascii")) for e in edits]
+        if part.latin1:
+            return _fold([Splice(e.start, e.end, e.text.encode("ascii")) for e in edits],
+                         [e.breakable for e in edits], part.codec)
+        new_text = _apply(part.view, edits)
+        name = _codec_name(part.part.charset)
+        new = new_text.encode(name)
+        if _max_line(new) > max(MAX_LINE, _max_line(part.codec.decoded)) and part.codec.cte in PLAIN:
+            raise CannotRewrite("a rewritten line would exceed 998 octets")
+        return [Splice(0, len(part.codec.decoded), new)]
+
+
+def _apply(text: str, edits: list[_Edit]) -> str:
+    out, pos = [], 0
+    for edit in edits:
+        out += (text[pos:edit.start], edit.text)
+        pos = edit.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _max_line(data: bytes) -> int:
+    return max((len(line.rstrip(b"\r")) for line in data.split(b"\n")), default=0)
+
+
+def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
+    """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
+    out: list[bytes] = []
+    points: list[int] = []  # offsets in the new text where a line break may go
+    pos = size = 0
+    for edit, brk in zip(splices, breaks):
+        out += (codec.decoded[pos:edit.start], edit.data)
+        size += edit.start - pos
+        if brk >= 0:
+            points.append(size + brk)
+        size += len(edit.data)
+        pos = edit.end
+    out.append(codec.decoded[pos:])
+    new = b"".join(out)
+    if _max_line(new) <= MAX_LINE:
+        return splices
+    cuts = _cuts(new, points)
+    pieces = [new[a:b] for a, b in zip([0] + cuts, cuts + [len(new)])]
+    result = codec.newline.join(pieces)
+    if _max_line(result) > max(MAX_LINE, _max_line(codec.decoded)):
+        raise CannotRewrite("a rewritten line would exceed 998 octets")
+    return [Splice(0, len(codec.decoded), result)]
+
+
+def _cuts(new: bytes, points: list[int]) -> list[int]:
+    """Greedy: on each over-long line, break at the last point within 998 octets."""
+    cuts: list[int] = []
+    line_start = 0
+    for line in new.split(b"\n"):
+        line_end = line_start + len(line.rstrip(b"\r"))
+        current = line_start
+        while line_end - current > MAX_LINE:
+            usable = [p for p in points if current < p <= current + MAX_LINE]
+            if not usable:
+                break
+            current = usable[-1]
+            cuts.append(current)
+        line_start += len(line) + 1
+    return cuts

@@ -1,0 +1,135 @@
+"""The pymilter adapter: collect the message in callbacks, decide at end of message.
+
+The only module that imports Milter. Failure policy, all of it here:
+- invalid X-MSYS-API: the documented 550 5.6.0 reply;
+- link store down: 421 4.3.3 (or, with on_store_error = accept, deliver untracked);
+- a bug while planning: deliver unchanged but without X-MSYS-API, and log it;
+- a failure while changing the message at the MTA: tempfail, so no half-changed
+  message goes out (the client retries).
+Nothing here ever answers 5xx for our own failure.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import Milter
+
+from engage.links import LinkStore, StoreError, new_message_key
+from engage.settings import Settings
+
+from . import replies
+from .plan import Envelope, Plan, msys_deletions, plan_message
+
+log = logging.getLogger("engage_milter")
+CHUNK = 65535  # libmilter's largest body chunk
+MAX_BODY_BYTES = 64 * 1024 * 1024  # larger bodies pass through untracked
+
+
+def _strip_brackets(address: str) -> str:
+    address = address.strip()
+    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
+
+
+class TrackingMilter(Milter.Base):  # type: ignore[misc]
+    """One instance per SMTP connection (pymilter's factory); one message at a time."""
+
+    def __init__(self, settings: Settings, store: LinkStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._reset()
+
+    def _reset(self) -> None:
+        self.mail_from = ""
+        self.rcpts: list[str] = []
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.body_size = 0
+
+    def envfrom(self, mail_from: str, *params: str) -> Any:
+        self._reset()
+        self.mail_from = _strip_brackets(mail_from)
+        return Milter.CONTINUE
+
+    @Milter.noreply  # type: ignore[misc]
+    def envrcpt(self, rcpt: str, *params: str) -> Any:
+        self.rcpts.append(_strip_brackets(rcpt))
+        return Milter.CONTINUE
+
+    @Milter.noreply  # type: ignore[misc]
+    @Milter.decode("bytes")  # type: ignore[misc]
+    def header(self, name: str, value: bytes) -> Any:
+        self.headers.append((name, value.decode("utf-8", "replace")))
+        return Milter.CONTINUE
+
+    @Milter.noreply  # type: ignore[misc]
+    def body(self, chunk: bytes) -> Any:
+        self.body_size += len(chunk)
+        if self.body_size <= MAX_BODY_BYTES:
+            self.chunks.append(chunk)
+        return Milter.CONTINUE
+
+    def eom(self) -> Any:
+        queue_id = self.getsymval("i") or "-"
+        plan = self._plan(queue_id)
+        if plan.reject is not None:
+            log.info("%s reject: %s", queue_id, plan.reject)
+            return self._reply(plan.reject, Milter.REJECT)
+        if plan.registers and not self._register(queue_id, plan):
+            if self.settings.on_store_error == "tempfail":
+                return self._reply(replies.STORE_UNAVAILABLE, Milter.TEMPFAIL)
+            plan.body = None
+            plan.notes.append("link store down: delivered untracked")
+        try:
+            self._apply(plan)
+        except Exception:
+            log.exception("%s tempfail: the MTA refused a change", queue_id)
+            return Milter.TEMPFAIL
+        log.info("%s accept: %s", queue_id, "; ".join(plan.notes) or "unchanged")
+        return Milter.ACCEPT
+
+    def abort(self) -> Any:
+        self._reset()
+        return Milter.CONTINUE
+
+    def _plan(self, queue_id: str) -> Plan:
+        envelope = Envelope(self.mail_from, tuple(self.rcpts), queue_id, int(time.time()))
+        if self.body_size > MAX_BODY_BYTES:
+            return Plan(delete_headers=msys_deletions(self.headers),
+                        notes=[f"body over {MAX_BODY_BYTES} bytes left alone"])
+        try:
+            return plan_message(self.headers, b"".join(self.chunks), envelope, self.settings,
+                                new_message_key())
+        except Exception:
+            log.exception("%s internal error: delivering the message unchanged", queue_id)
+            return Plan(delete_headers=msys_deletions(self.headers), notes=["internal error"])
+
+    def _register(self, queue_id: str, plan: Plan) -> bool:
+        assert plan.template is not None and plan.record is not None
+        try:
+            self.store.register(plan.message_key, plan.template, plan.record)
+            return True
+        except StoreError as exc:
+            log.error("%s link store unavailable: %s", queue_id, exc)
+            return False
+
+    def _apply(self, plan: Plan) -> None:
+        for name, index in plan.delete_headers:
+            self.chgheader(name, index, "")
+        if plan.body is not None:
+            for start in range(0, len(plan.body), CHUNK):
+                self.replacebody(plan.body[start:start + CHUNK])
+
+    def _reply(self, reply: replies.Reply, verdict: Any) -> Any:
+        self.setreply(reply.code, reply.xcode, reply.milter_text())
+        return verdict
+
+
+def run(settings: Settings, store: LinkStore, name: str = "engage-milter",
+        timeout: Optional[int] = None) -> None:
+    """Serve until libmilter stops (SIGTERM/SIGINT)."""
+    Milter.factory = lambda: TrackingMilter(settings, store)
+    Milter.set_flags(Milter.CHGBODY | Milter.CHGHDRS)
+    Milter.set_exception_policy(Milter.TEMPFAIL)
+    Milter.runmilter(name, settings.milter_socket, timeout=timeout or settings.milter_timeout)

@@ -1,0 +1,114 @@
+"""Find what tracking changes in an HTML body, without parsing it into a tree.
+
+Returns link sites (the exact span of each trackable href value) and where the two
+open pixels go; the caller splices text there and nothing else changes. Scanned:
+``<a href>``, ``<area href>`` and VML elements such as ``<v:roundrect href>`` inside
+Outlook conditional comments. Skipped: ordinary comments, script/style/title/textarea
+contents, links opted out with ``data-msys-clicktrack="0"`` or ``data-smtpd-no-track``.
+Works on any str whose ASCII characters are the HTML's (a latin-1 view of the bytes
+for ASCII-compatible charsets), so offsets map 1:1 to the part's decoded bytes.
+"""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .urls import is_trackable
+
+MAX_LINK_NAME_BYTES = 63
+TOKENS = re.compile(
+    r"<!--(?!\[if)(?:.*?)-->"                                 # comment (conditional ones are scanned)
+    r"|<(?P<raw>script|style|title|textarea)\b.*?</(?P=raw)\s*>"  # raw text elements
+    r"|<(?P<tag>a|area|body|html|v:[a-z]+|/body|/html|/head)(?=[\s/>])"
+    r"(?P<attrs>(?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
+    re.IGNORECASE | re.DOTALL,
+)
+ATTR = re.compile(
+    r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""",
+)
+
+
+@dataclass(frozen=True)
+class LinkSite:
+    """A trackable URL in the text: replace [start, end) with the tracked URL."""
+
+    start: int
+    end: int
+    url: str
+    name: str = ""
+    quoted: bool = True
+
+
+@dataclass
+class HtmlScan:
+    links: list[LinkSite]
+    top_pixel: int  # insert position for the initial_open pixel
+    bottom_pixel: int  # insert position for the open pixel
+
+
+def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> HtmlScan:
+    """Link sites and pixel positions. ``decode_attr`` turns the view's text into real text."""
+    links: list[LinkSite] = []
+    vml: list[LinkSite] = []
+    firsts: dict[str, int] = {}
+    lasts: dict[str, int] = {}
+    for match in TOKENS.finditer(text):
+        tag = (match.group("tag") or "").lower()
+        if not tag:
+            continue
+        firsts.setdefault(tag, match.end())
+        lasts[tag] = match.start()
+        if tag in ("a", "area") or tag.startswith("v:"):
+            site = _link_site(match, decode_attr)
+            if site is not None:
+                (vml if tag.startswith("v:") else links).append(site)
+    links += _name_vml_twins(vml, links)
+    links.sort(key=lambda site: site.start)
+    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))))
+
+
+def _top(firsts: dict[str, int]) -> int:
+    for tag in ("body", "/head", "html"):
+        if tag in firsts:
+            return firsts[tag]
+    return 0
+
+
+def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
+    attrs: dict[str, tuple[str, int, int, bool]] = {}
+    base = match.start("attrs")
+    for attr in ATTR.finditer(match.group("attrs")):
+        name = attr.group(1).lower()
+        for group in (2, 3, 4):
+            if attr.group(group) is not None:
+                start, end = attr.span(group)
+                attrs.setdefault(name, (attr.group(group), base + start, base + end, group != 4))
+                break
+        else:
+            attrs.setdefault(name, ("", -1, -1, False))
+    if "href" not in attrs or "data-smtpd-no-track" in attrs:
+        return None
+    if attrs.get("data-msys-clicktrack", ("1",))[0].strip() == "0":
+        return None
+    value, start, end, quoted = attrs["href"]
+    url = html.unescape(value).strip()
+    if not is_trackable(url):
+        return None
+    return LinkSite(start, end, url, _link_name(attrs, decode_attr), quoted)
+
+
+def _link_name(attrs: dict[str, tuple[str, int, int, bool]], decode_attr: Callable[[str], str]) -> str:
+    if "data-msys-linkname" not in attrs:
+        return ""
+    name = html.unescape(decode_attr(attrs["data-msys-linkname"][0])).strip()
+    return name.encode("utf-8")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
+
+
+def _name_vml_twins(vml: list[LinkSite], links: list[LinkSite]) -> list[LinkSite]:
+    """An Outlook VML button takes the link name of its HTML twin (same destination)."""
+    names = {}
+    for site in links:
+        names.setdefault(site.url, site.name)
+    return [LinkSite(s.start, s.end, s.url, s.name or names.get(s.url, ""), s.quoted) for s in vml]

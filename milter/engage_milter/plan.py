@@ -1,0 +1,120 @@
+"""Decide what happens to one message, as a value: reject, or header deletions + new body
++ the records to store. Pure: no MTA and no Redis here, so every decision is testable
+and nothing is half-applied when something raises.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.utils import getaddresses
+from typing import Optional, Sequence
+
+from engage import links
+from engage.settings import Settings
+
+from . import xmsys
+from .bodyrewrite import BodyRewrite, Urls
+from .mimewalk import headers_to_message
+from .replies import Reply
+from .transfer import CannotRewrite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str = ""
+    rcpt_to: tuple[str, ...] = ()
+    queue_id: str = ""
+    injection_time: int = 0
+
+
+@dataclass
+class Plan:
+    reject: Optional[Reply] = None
+    delete_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, 1-based index)
+    body: Optional[bytes] = None  # None: the body is not changed
+    message_key: str = ""
+    template: Optional[links.Template] = None
+    record: Optional[links.MessageRecord] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def registers(self) -> bool:
+        return self.record is not None
+
+
+def msys_deletions(headers: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Every X-MSYS-API header, last first, so each index stays valid while deleting."""
+    count = sum(1 for name, _ in headers if name.lower() == xmsys.HEADER)
+    return [("X-MSYS-API", index) for index in range(count, 0, -1)]
+
+
+def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Envelope,
+                 settings: Settings, message_key: str) -> Plan:
+    plan = Plan(delete_headers=msys_deletions(headers))
+    msys_values = [value for name, value in headers if name.lower() == xmsys.HEADER]
+    try:
+        api = xmsys.parse(msys_values[0], settings.max_metadata_bytes) if msys_values else xmsys.MsysApi()
+    except xmsys.MsysError as exc:
+        plan.reject = exc.reply
+        return plan
+    if api.ignored:
+        plan.notes.append("x-msys-api ignored: " + ",".join(api.ignored))
+    opens = settings.open_tracking if api.open_tracking is None else api.open_tracking
+    click = settings.click_tracking if api.click_tracking is None else api.click_tracking
+    if any(name.lower() == "dkim-signature" for name, _ in headers):
+        plan.notes.append("already DKIM-signed: body left alone")
+        return plan
+    if not (opens or click or msys_values):
+        return plan
+    message = headers_to_message(headers)
+    friendly_from = _from_address(message.get_all("from", []))
+    tracking_url = settings.tracking_url_for(friendly_from.rpartition("@")[2])
+    try:
+        rewrite = BodyRewrite(message, body, click=click, opens=opens,
+                              text_links=settings.track_text_links, tracking_url=tracking_url)
+    except CannotRewrite as exc:
+        plan.notes.append(f"body left alone: {exc}")
+        return plan
+    plan.notes += rewrite.notes
+    if not rewrite.changes:
+        return plan
+    template = links.Template(
+        links=tuple(rewrite.links), campaign_id=api.campaign_id, tags=api.tags,
+        friendly_from=friendly_from, sending_domain=friendly_from.rpartition("@")[2].lower(),
+        open_tracking=opens, click_tracking=click,
+    )
+    template_id = template.template_id
+    urls = Urls(
+        click=lambda index: f"{tracking_url}/c/{links.click_token(message_key, template_id, index)}",
+        top_pixel=f"{tracking_url}/i/{links.open_token(message_key, template_id)}",
+        bottom_pixel=f"{tracking_url}/o/{links.open_token(message_key, template_id)}",
+    )
+    try:
+        plan.body = rewrite.render(urls)
+    except CannotRewrite as exc:
+        plan.notes.append(f"body left alone: {exc}")
+        return plan
+    plan.message_key, plan.template = message_key, template
+    plan.record = links.MessageRecord(
+        rcpt_to=envelope.rcpt_to, mail_from=envelope.mail_from,
+        subject=_decoded(message.get("subject", "")), message_id=str(message.get("message-id", "")).strip(),
+        queue_id=envelope.queue_id, injection_time=envelope.injection_time,
+        metadata=api.metadata, template_id=template_id,
+    )
+    plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}")
+    return plan
+
+
+def _from_address(values: list[str]) -> str:
+    addresses = [address for _, address in getaddresses([str(v) for v in values]) if address]
+    return addresses[0] if addresses else ""
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(str(value)))).strip()
+    except Exception:  # a broken encoded-word: keep the raw text rather than lose the subject
+        return " ".join(str(value).split())

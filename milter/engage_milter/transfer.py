@@ -1,0 +1,156 @@
+"""Content-Transfer-Encodings: decode a part body, splice edits, encode it back.
+
+The part keeps its encoding. Quoted-printable is edited line by line: only the hard
+lines an edit touches are decoded and re-encoded, every other encoded byte stays as
+the sender wrote it. Base64 is re-encoded with the original line length and line ends.
+7bit/8bit/binary bodies are spliced as bytes. An encoding we do not know raises
+CannotRewrite and the part keeps its bytes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+PLAIN = ("7bit", "8bit", "binary", "")
+LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+
+
+class CannotRewrite(Exception):
+    """The part cannot be decoded and encoded back faithfully; leave it alone."""
+
+
+@dataclass(frozen=True)
+class Splice:
+    """Replace decoded bytes [start, end) with ``data``."""
+
+    start: int
+    end: int
+    data: bytes
+
+
+def newline_of(raw: bytes) -> bytes:
+    return b"\r\n" if b"\r\n" in raw[:4096] or b"\n" not in raw else b"\n"
+
+
+def splice(data: bytes, edits: Sequence[Splice]) -> bytes:
+    """Apply sorted, non-overlapping edits to ``data``."""
+    out, pos = [], 0
+    for edit in edits:
+        out += (data[pos:edit.start], edit.data)
+        pos = edit.end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+class Codec:
+    """A part body in its transfer encoding, with its decoded bytes."""
+
+    def __init__(self, raw: bytes, cte: str) -> None:
+        self.raw = raw
+        self.cte = cte.strip().lower()
+        self.newline = newline_of(raw)
+        if self.cte in PLAIN:
+            self.decoded = raw
+        elif self.cte == "base64":
+            self.decoded = self._b64decode(raw)
+        elif self.cte == "quoted-printable":
+            self._qp_split(raw)
+        else:
+            raise CannotRewrite(f"unknown Content-Transfer-Encoding {cte!r}")
+
+    @staticmethod
+    def _b64decode(raw: bytes) -> bytes:
+        compact = re.sub(rb"\s+", b"", raw)
+        try:
+            return base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise CannotRewrite(f"invalid base64: {exc}") from None
+
+    def encode(self, edits: Sequence[Splice]) -> bytes:
+        """The part body in its own encoding with the decoded edits applied."""
+        if not edits:
+            return self.raw
+        if self.cte in PLAIN:
+            return splice(self.raw, edits)
+        if self.cte == "base64":
+            return self._b64encode(splice(self.decoded, edits))
+        return self._qp_encode(edits)
+
+    # base64 ---------------------------------------------------------------
+    def _b64encode(self, data: bytes) -> bytes:
+        first = self.raw.lstrip().split(b"\n", 1)[0].rstrip(b"\r")
+        width = max(4, min(len(first) // 4 * 4, 76)) if b"\n" in self.raw.strip() else 76
+        text = base64.b64encode(data)
+        lines = [text[i:i + width] for i in range(0, len(text), width)]
+        ending = self.newline if self.raw.endswith(b"\n") else b""
+        return self.newline.join(lines) + ending
+
+    # quoted-printable -----------------------------------------------------
+    def _qp_split(self, raw: bytes) -> None:
+        """Cut into hard lines (soft breaks joined) and decode each one."""
+        self.hard: list[tuple[int, int]] = []  # raw span of each hard line, line end included
+        starts: list[int] = []  # decoded offset where each hard line starts
+        pieces: list[bytes] = []
+        decoded_len = 0
+        line_start = 0
+        for match in LINE.finditer(raw):
+            line = match.group()
+            if line.rstrip(b"\r\n").rstrip(b" \t").endswith(b"=") and line.endswith(b"\n"):
+                continue  # soft break: the hard line goes on
+            end = match.end()
+            piece = self._qp_decode_line(raw[line_start:end])
+            self.hard.append((line_start, end))
+            starts.append(decoded_len)
+            pieces.append(piece)
+            decoded_len += len(piece)
+            line_start = end
+        if line_start < len(raw):
+            self.hard.append((line_start, len(raw)))
+            starts.append(decoded_len)
+            pieces.append(self._qp_decode_line(raw[line_start:]))
+        self.starts = starts
+        self.decoded = b"".join(pieces)
+
+    def _qp_decode_line(self, encoded: bytes) -> bytes:
+        body = encoded.rstrip(b"\r\n")
+        ending = encoded[len(body):]
+        decoded = binascii.a2b_qp(body.rstrip(b" \t"))
+        return decoded + (b"\r\n" if ending else b"")
+
+    def _qp_encode(self, edits: Sequence[Splice]) -> bytes:
+        groups = self._qp_groups(edits)
+        out, raw_pos = [], 0
+        for first, last, group_edits in groups:
+            raw_start, raw_end = self.hard[first][0], self.hard[last][1]
+            dec_start = self.starts[first]
+            dec_end = self.starts[last + 1] if last + 1 < len(self.starts) else len(self.decoded)
+            shifted = [Splice(e.start - dec_start, e.end - dec_start, e.data) for e in group_edits]
+            text = splice(self.decoded[dec_start:dec_end], shifted)
+            out += (self.raw[raw_pos:raw_start], self._qp_encode_text(text, self.raw[raw_start:raw_end]))
+            raw_pos = raw_end
+        out.append(self.raw[raw_pos:])
+        return b"".join(out)
+
+    def _qp_groups(self, edits: Sequence[Splice]) -> list[tuple[int, int, list[Splice]]]:
+        """Runs of hard lines touched by edits: (first line, last line, edits)."""
+        groups: list[tuple[int, int, list[Splice]]] = []
+        for edit in edits:
+            first = bisect.bisect_right(self.starts, edit.start) - 1
+            last = max(first, bisect.bisect_right(self.starts, max(edit.start, edit.end - 1)) - 1)
+            if groups and first <= groups[-1][1]:
+                prev_first, prev_last, prev_edits = groups[-1]
+                groups[-1] = (prev_first, max(prev_last, last), prev_edits + [edit])
+            else:
+                groups.append((first, last, [edit]))
+        return groups
+
+    def _qp_encode_text(self, text: bytes, original: bytes) -> bytes:
+        encoded = binascii.b2a_qp(text.replace(b"\r\n", b"\n"), istext=True)
+        encoded = encoded.replace(b"\n", self.newline)
+        if original.endswith(b"\n") and not encoded.endswith(b"\n"):
+            encoded += self.newline
+        return encoded
