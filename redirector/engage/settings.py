@@ -235,3 +235,17 @@ def _tracking_domains(parser: configparser.ConfigParser, source: str) -> dict[st
         except ValueError as exc:
             raise SettingsError(f"{source}: [tracking_domains] {domain}: {exc}") from None
     return domains
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings as INI text, API keys masked (for --check-config)."""
+    lines = [f"# effective settings from {settings.source}"]
+    for section, key, name, _ in SCHEMA:
+        value = getattr(settings, name)
+        if name == "api_keys":
+            value = f"({len(value)} keys)"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        lines.append(f"{section}.{key} = {value}")
+    lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
+    return "\n".join(lines)
