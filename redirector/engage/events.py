@@ -1,0 +1,171 @@
+"""Engagement events: SparkPost ``track_event`` objects, kept in one Redis stream.
+
+``build_event`` is pure: (type, resolved token, request facts, time) -> dict. ``EventLog``
+appends an event in one round trip (a Lua script: XADD to ``{p}events`` plus one index
+sorted set per filterable value, see ``index_keys``) and trims everything older than
+the retention window (stream by MINID, indexes by score). Event ids are the stream
+entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
+are never touched here: event retention cannot break a tracked link.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional, Sequence
+
+import redis
+
+from engage.links import Resolved
+
+TYPES = ("click", "open", "initial_open")
+# Filter name in the events API -> index dimension letter.
+DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
+              "transmissions": "x", "subjects": "s"}
+SEQ_DIGITS = 3  # score = ms * 1000 + seq: exact in a double until the year 2255
+
+APPEND_LUA = """
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
+local dash = string.find(id, '-', 1, true)
+local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
+local score = string.sub(id, 1, dash - 1) .. string.format('%03d', seq)
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], score, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+return id
+"""
+
+
+class EventError(Exception):
+    """The event store cannot be reached or answered wrongly."""
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the HTTP request tells about the person (or proxy) that opened or clicked."""
+
+    ip_address: str
+    user_agent: str = ""
+    accept_language: str = ""
+    geo_ip: Optional[dict[str, Any]] = None
+
+
+def iso_time(epoch: float) -> str:
+    """SparkPost's timestamp format: UTC, milliseconds, ``Z``."""
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float) -> dict[str, Any]:
+    """The track_event for one open/initial_open/click; ``event_id`` is added when stored.
+
+    A message with several recipients has one set of links, so its events carry no
+    single ``rcpt_to``: the lowercased list is in the additive key ``rcpt_to_list``.
+    """
+    template, record = resolved.template, resolved.record
+    event: dict[str, Any] = {
+        "type": kind, "timestamp": iso_time(now), "message_id": record.message_id,
+        "transmission_id": resolved.message_key, "campaign_id": template.campaign_id,
+    }
+    event.update(_recipient_fields(record.rcpt_to))
+    event.update({
+        "rcpt_meta": record.metadata, "rcpt_tags": list(template.tags),
+        "friendly_from": template.friendly_from, "msg_from": record.mail_from,
+        "subject": record.subject, "sending_domain": template.sending_domain,
+        "injection_time": iso_time(record.injection_time),
+        "open_tracking": template.open_tracking, "click_tracking": template.click_tracking,
+        "initial_pixel": template.open_tracking, "ip_address": facts.ip_address,
+        "user_agent": facts.user_agent, "queue_id": record.queue_id,
+    })
+    if kind == "click" and resolved.link is not None:
+        event["target_link_url"] = resolved.link.url
+        event["target_link_name"] = resolved.link.name
+        event["accept_language"] = facts.accept_language
+    if facts.geo_ip:
+        event["geo_ip"] = facts.geo_ip
+    return event
+
+
+def _recipient_fields(rcpt_to: Sequence[str]) -> dict[str, Any]:
+    if len(rcpt_to) == 1:
+        raw = rcpt_to[0]
+        return {"rcpt_to": raw.lower(), "raw_rcpt_to": raw,
+                "recipient_domain": raw.rpartition("@")[2].lower()}
+    return {"rcpt_to_list": [raw.lower() for raw in rcpt_to]}
+
+
+def subject_digest(subject: str) -> str:
+    """Subjects are indexed by digest: keys stay short whatever the subject."""
+    return hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def index_values(event: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dimension, value) pairs under which an event can be found by the events API."""
+    pairs = [("c", event["campaign_id"]), ("m", event["message_id"]),
+             ("x", event["transmission_id"]), ("s", subject_digest(event["subject"]))]
+    recipients = event.get("rcpt_to_list") or [event.get("rcpt_to", "")]
+    pairs += [("r", rcpt) for rcpt in recipients]
+    return [(dim, value) for dim, value in pairs if value]
+
+
+def score_of(entry_id: str | bytes) -> int:
+    """The index score (and public event_id) of a stream entry id ``ms-seq``."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms) * 1000 + min(int(seq), 999)
+
+
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry back into the event object, with its ``event_id``."""
+    event: dict[str, Any] = json.loads(fields[b"e"])
+    event["event_id"] = str(score_of(entry_id))
+    return event
+
+
+class EventLog:
+    """Appends events to the stream with their indexes, reads them back; connection passed in."""
+
+    def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
+                 retention_days: int = 10) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.retention = retention_days * 86400
+        self.stream = f"{prefix}events"
+        self._append = client.register_script(APPEND_LUA)
+
+    def index_key(self, kind: str, dim: str = "", value: str = "") -> str:
+        """``{p}ei:<type>`` holds every event of a type; ``{p}ei:<type>:<dim>:<value>`` a subset."""
+        base = f"{self.prefix}ei:{kind}"
+        return f"{base}:{dim}:{value}" if dim else base
+
+    def cutoff_ms(self, now: Optional[float] = None) -> int:
+        return int(((time.time() if now is None else now) - self.retention) * 1000)
+
+    def append(self, event: dict[str, Any], now: Optional[float] = None) -> str:
+        """Store one event (one round trip); its stream id. Raises EventError."""
+        kind = event["type"]
+        keys = [self.stream, self.index_key(kind)]
+        keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
+        cutoff = self.cutoff_ms(now)
+        args = [json.dumps(event, separators=(",", ":"), ensure_ascii=False), cutoff,
+                cutoff * 1000, self.retention + 86400]
+        try:
+            entry_id = self._append(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def fetch(self, entry_ids: Iterable[str | bytes]) -> list[dict[str, Any]]:
+        """Events by stream id, in the order given; ids already trimmed away are skipped."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xrange(self.stream, entry_id, entry_id, count=1)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
+        return [decode(*reply[0]) for reply in replies if reply]

@@ -1,0 +1,248 @@
+"""The events API: SparkPost's ``GET /api/v1/events/message`` over the EventLog indexes.
+
+``parse_query`` turns request arguments into a Query or raises BadParameter naming the
+parameter. ``search`` never walks the whole stream: from/to become a score range on the
+index sorted sets; when every filter is served by one index (the event type is part of
+every index key) ``total_count`` is a sum of ZCOUNTs and a page is one merged range read.
+Otherwise the most selective index is scanned and the other filters applied to the
+events it yields, at most ``max_scan`` of them (else 400). Results are newest first;
+the cursor carries the score of the last result returned.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+from urllib.parse import urlencode
+
+import redis
+
+from engage.events import DIMENSIONS, TYPES, EventError, EventLog, subject_digest
+
+MAX_PER_PAGE = 10_000
+DEFAULT_PER_PAGE = 1000
+DEFAULT_WINDOW = 86400
+SCAN_CHUNK = 2000
+LIST_PARAMS = ("events", "campaigns", "recipients", "messages", "transmissions",
+               "subjects", "sending_domains")
+PARAMS = frozenset(LIST_PARAMS + ("from", "to", "cursor", "per_page", "delimiter"))
+# SparkPost's event types; those we never produce are valid filters that match nothing.
+SPARKPOST_TYPES = frozenset(TYPES + (
+    "delivery", "injection", "bounce", "delay", "policy_rejection", "out_of_band",
+    "spam_complaint", "generation_failure", "generation_rejection", "list_unsubscribe",
+    "link_unsubscribe", "amp_click", "amp_open", "amp_initial_open", "sms_status"))
+EVENT_FIELDS = {"campaigns": "campaign_id", "messages": "message_id",
+                "transmissions": "transmission_id", "subjects": "subject"}
+
+
+class BadParameter(Exception):
+    """A query parameter that cannot be used; ``param`` names it."""
+
+    def __init__(self, param: str, description: str) -> None:
+        super().__init__(f"{param}: {description}")
+        self.param = param
+        self.description = description
+
+
+@dataclass(frozen=True)
+class Query:
+    start_ms: int  # inclusive
+    end_ms: int  # exclusive
+    per_page: int = DEFAULT_PER_PAGE
+    before: Optional[int] = None  # from the cursor: only scores below this one
+    types: tuple[str, ...] = TYPES
+    filters: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    results: list[dict[str, Any]]
+    total_count: int
+    cursor: Optional[str]
+
+
+def parse_query(args: Mapping[str, str], now: float) -> Query:
+    """Validate every parameter; the first bad one raises BadParameter."""
+    for name in args:
+        if name not in PARAMS:
+            raise BadParameter(name, "unsupported parameter")
+    delimiter = args.get("delimiter", ",")
+    if len(delimiter) != 1 or delimiter.isalnum():
+        raise BadParameter("delimiter", "must be one character, not a letter or digit")
+    end = _parse_time(args["to"], "to") if "to" in args else now
+    start = _parse_time(args["from"], "from") if "from" in args else end - DEFAULT_WINDOW
+    if start >= end:
+        raise BadParameter("from", "must be earlier than to")
+    lists = {name: _parse_list(args[name], name, delimiter)
+             for name in LIST_PARAMS if name in args}
+    types = TYPES
+    if "events" in lists:
+        unknown = lists["events"] - SPARKPOST_TYPES
+        if unknown:
+            raise BadParameter("events", f"unknown event type {sorted(unknown)[0]!r}")
+        types = tuple(kind for kind in TYPES if kind in lists.pop("events"))
+    for name in ("recipients", "sending_domains"):
+        if name in lists:
+            lists[name] = frozenset(value.lower() for value in lists[name])
+    return Query(int(start * 1000), int(end * 1000), _parse_per_page(args),
+                 _parse_cursor(args.get("cursor", "initial")), types, lists)
+
+
+def _parse_time(text: str, name: str) -> float:
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(name, "expected ISO 8601, e.g. 2024-05-01T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
+    values = frozenset(value.strip() for value in text.split(delimiter) if value.strip())
+    if not values:
+        raise BadParameter(name, "must list at least one value")
+    return values
+
+
+def _parse_per_page(args: Mapping[str, str]) -> int:
+    text = args.get("per_page", str(DEFAULT_PER_PAGE))
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_PER_PAGE:
+        raise BadParameter("per_page", f"must be a whole number from 1 to {MAX_PER_PAGE}")
+    return int(text)
+
+
+def encode_cursor(score: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{score}".encode()).decode().rstrip("=")
+
+
+def _parse_cursor(text: str) -> Optional[int]:
+    if text == "initial":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    version, _, score = raw.partition(":")
+    if version != "v1" or not score.isdigit():
+        raise BadParameter("cursor", "not a cursor this API returned")
+    return int(score)
+
+
+def next_link(path: str, args: Mapping[str, str], cursor: Optional[str]) -> dict[str, str]:
+    """SparkPost's ``links``: ``next`` repeats the query with the new cursor, or is absent."""
+    if cursor is None:
+        return {}
+    params = {name: value for name, value in args.items() if name != "cursor"}
+    params["cursor"] = cursor
+    return {"next": f"{path}?{urlencode(params)}"}
+
+
+def search(log: EventLog, query: Query, max_scan: int, now: Optional[float] = None) -> Page:
+    """One page of events matching ``query``, newest first, with the total match count."""
+    low = max(query.start_ms, log.cutoff_ms(now)) * 1000
+    high = query.end_ms * 1000 - 1
+    top = high if query.before is None else min(high, query.before - 1)
+    filters = dict(query.filters)
+    if not query.types or low > high:
+        return Page([], 0, None)
+    try:
+        name, keys, candidates = _driving_index(log, query.types, filters, low, high)
+        residual = {key: values for key, values in filters.items() if key != name}
+        if not residual:
+            return _indexed_page(log, keys, candidates, low, top, query.per_page)
+        if candidates > max_scan:
+            raise BadParameter(sorted(residual)[0], f"this query would scan {candidates} "
+                               "events; narrow from/to or add an indexed filter")
+        return _scanned_page(log, keys, residual, low, high, top, query.per_page)
+    except redis.RedisError as exc:
+        raise EventError(str(exc)) from exc
+
+
+def _index_values(name: str, values: frozenset[str]) -> list[str]:
+    return [subject_digest(value) for value in values] if name == "subjects" else list(values)
+
+
+def _driving_index(log: EventLog, types: tuple[str, ...], filters: dict[str, frozenset[str]],
+                   low: int, high: int) -> tuple[str, list[str], int]:
+    """The indexed filter with the fewest events in range: (its name, its keys, the count)."""
+    options = {name: [log.index_key(kind, DIMENSIONS[name], value) for kind in types
+                      for value in _index_values(name, values)]
+               for name, values in filters.items() if name in DIMENSIONS}
+    if not options:
+        options = {"": [log.index_key(kind) for kind in types]}
+    pipe = log.client.pipeline(transaction=False)
+    for keys in options.values():
+        for key in keys:
+            pipe.zcount(key, low, high)
+    counts = iter(pipe.execute())
+    totals = {name: sum(next(counts) for _ in keys) for name, keys in options.items()}
+    name = min(totals, key=totals.__getitem__)
+    return name, options[name], totals[name]
+
+
+def _newest(log: EventLog, keys: list[str], top: int, low: int, count: int) -> list[tuple[int, bytes]]:
+    """The ``count`` newest (score, stream id) with low <= score <= top across ``keys``."""
+    pipe = log.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.zrevrangebyscore(key, top, low, start=0, num=count, withscores=True)
+    merged = heapq.merge(*([(-int(score), member) for member, score in reply]
+                           for reply in pipe.execute()))
+    newest: list[tuple[int, bytes]] = []
+    for negative, member in merged:
+        if newest and newest[-1][1] == member:
+            continue  # one event indexed under two recipients of the same filter
+        newest.append((-negative, member))
+        if len(newest) == count:
+            break
+    return newest
+
+
+def _indexed_page(log: EventLog, keys: list[str], total: int, low: int, top: int,
+                  per_page: int) -> Page:
+    newest = _newest(log, keys, top, low, per_page + 1)
+    page = newest[:per_page]
+    cursor = encode_cursor(page[-1][0]) if len(newest) > per_page else None
+    return Page(log.fetch(member for _, member in page), total, cursor)
+
+
+def _scanned_page(log: EventLog, keys: list[str], residual: dict[str, frozenset[str]],
+                  low: int, high: int, top: int, per_page: int) -> Page:
+    results: list[dict[str, Any]] = []
+    total, more, ceiling = 0, False, high
+    while ceiling >= low:
+        chunk = _newest(log, keys, ceiling, low, SCAN_CHUNK)
+        if not chunk:
+            break
+        for event in log.fetch(member for _, member in chunk):
+            if not matches(event, residual):
+                continue
+            total += 1
+            if int(event["event_id"]) <= top:
+                more = more or len(results) == per_page
+                if len(results) < per_page:
+                    results.append(event)
+        ceiling = chunk[-1][0] - 1
+    cursor = encode_cursor(int(results[-1]["event_id"])) if more else None
+    return Page(results, total, cursor)
+
+
+def matches(event: Mapping[str, Any], filters: Mapping[str, frozenset[str]]) -> bool:
+    """Whether an event passes every filter (values within one filter are alternatives)."""
+    for name, values in filters.items():
+        if name == "recipients":
+            recipients = event.get("rcpt_to_list") or [event.get("rcpt_to", "")]
+            if values.isdisjoint(recipients):
+                return False
+        elif name == "sending_domains":
+            if event.get("sending_domain", "").lower() not in values:
+                return False
+        elif event.get(EVENT_FIELDS[name], "") not in values:
+            return False
+    return True

@@ -1,0 +1,51 @@
+"""Optional GeoIP for engagement events, SparkPost's ``geo_ip`` object.
+
+Used only when a MaxMind database path is configured and the ``maxminddb`` module is
+importable; otherwise ``open_lookup`` returns None and events carry no ``geo_ip``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str], Optional[dict[str, Any]]]
+
+
+def open_lookup(path: str) -> Optional[Lookup]:
+    if not path:
+        return None
+    try:
+        import maxminddb
+    except ImportError:
+        log.warning("geoip_db is set but the maxminddb module is missing: no geo_ip in events")
+        return None
+    try:
+        reader = maxminddb.open_database(path)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot open GeoIP database %s: %s", path, exc)
+        return None
+
+    def lookup(ip: str) -> Optional[dict[str, Any]]:
+        try:
+            record = reader.get(ip)
+        except ValueError:
+            return None
+        return shape(record) if isinstance(record, dict) else None
+    return lookup
+
+
+def shape(record: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """A MaxMind City/Country record as SparkPost's geo_ip (absent parts left out)."""
+    subdivisions = record.get("subdivisions") or [{}]
+    location = record.get("location", {})
+    geo = {
+        "country": record.get("country", {}).get("iso_code"),
+        "region": subdivisions[0].get("iso_code"),
+        "city": record.get("city", {}).get("names", {}).get("en"),
+        "latitude": location.get("latitude"),
+        "longitude": location.get("longitude"),
+        "postal_code": record.get("postal", {}).get("code"),
+    }
+    return {key: value for key, value in geo.items() if value is not None} or None

@@ -1,0 +1,256 @@
+"""The redirector: a Flask app factory for gunicorn (``gunicorn 'engage.web:create_app()'``).
+
+The only module that imports Flask. Promises: ``/c/<token>`` answers 302 only to a URL
+the link store holds for that token (http/https, byte for byte), anything else is a 404
+page; ``/o`` and ``/i`` always answer the 43-byte GIF, recorded or not; the client IP
+comes from X-Forwarded-For only through ``proxy_hops`` trusted proxies; one access-log
+line per request, tokens shortened. Routes live under the path of every tracking URL.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlsplit
+
+import redis
+from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from engage import settings as config
+from engage.events import EventError, EventLog, RequestFacts, build_event
+from engage.eventsapi import BadParameter, next_link, parse_query, search
+from engage.geoip import Lookup, open_lookup
+from engage.links import LinkStore, StoreError
+from engage.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("engage.access")
+
+# The classic 1x1 transparent GIF89a, 43 bytes.
+GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c"
+                    "00000000010001000002024401003b")
+NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
+            "Pragma": "no-cache", "Expires": "0"}
+REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
+        "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
+PAGES = {403: ("Forbidden", "Too many requests from your address. Please try again later."),
+         404: ("Link not found", "This link is not valid."),
+         503: ("Temporarily unavailable", "Please try again in a moment.")}
+TOKEN_IN_PATH = re.compile(r"(/[coi]/[^/]{6})[^/]+$")  # 36 of 96 secret bits
+JSON_ENDPOINTS = ("events_message", "healthz")
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: config.Settings
+    client: "redis.Redis[bytes]"
+    links: LinkStore
+    events: EventLog
+    limiter: RateLimiter
+    geo: Optional[Lookup]
+
+
+def create_app(settings: Optional[config.Settings] = None,
+               client: "Optional[redis.Redis[bytes]]" = None) -> Flask:
+    """Build the app; with no settings, read the settings file and ENGAGE_* variables."""
+    if settings is None:
+        settings = _load_settings()
+    _configure_logging(settings.log_level)
+    if client is None:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                      socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
+    services = Services(
+        settings, client,
+        LinkStore(client, settings.key_prefix, settings.link_retention_days),
+        EventLog(client, settings.key_prefix, settings.events_retention_days),
+        RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window),
+        open_lookup(settings.geoip_db))
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
+    blueprint = _blueprint(services)
+    for number, prefix in enumerate(route_prefixes(settings)):
+        app.register_blueprint(blueprint, url_prefix=prefix, name=f"tracking{number}")
+    if "" not in route_prefixes(settings):
+        app.add_url_rule("/healthz", "healthz", _healthz(services))
+    app.register_error_handler(Exception, _error_handler)
+    app.before_request(_start_clock)
+    app.after_request(_access_line)
+    return app
+
+
+def _load_settings() -> config.Settings:
+    try:
+        return config.load()
+    except config.SettingsError as exc:
+        print(f"engage redirector: {exc}", file=sys.stderr)
+        raise SystemExit(config.EX_CONFIG) from None
+
+
+def _configure_logging(level: str) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def route_prefixes(settings: config.Settings) -> list[str]:
+    """The distinct URL paths of the tracking URL and every tracking domain ('' = root)."""
+    urls = [settings.tracking_url, *settings.tracking_domains.values()]
+    return sorted({urlsplit(url).path.rstrip("/") for url in urls})
+
+
+def _blueprint(services: Services) -> Blueprint:
+    blueprint = Blueprint("tracking", __name__)
+    blueprint.add_url_rule("/c/<token>", "click", _click(services), methods=["GET", "HEAD"])
+    blueprint.add_url_rule("/o/<token>", "open", _pixel(services, "open"))
+    blueprint.add_url_rule("/i/<token>", "initial_open", _pixel(services, "initial_open"))
+    blueprint.add_url_rule("/api/v1/events/message", "events_message", _events_api(services))
+    blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
+    return blueprint
+
+
+def safe_location(url: str) -> Optional[str]:
+    """The stored URL as a Location value: unchanged when it is printable ASCII (the milter
+    only stores RFC 3986 URLs); other bytes percent-encoded; None unless http(s)."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return None
+    return quote(url, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+
+
+def _client_facts(services: Services) -> RequestFacts:
+    ip = request.remote_addr or ""
+    return RequestFacts(ip, request.headers.get("User-Agent", ""),
+                        request.headers.get("Accept-Language", ""),
+                        services.geo(ip) if services.geo and ip else None)
+
+
+def _record(services: Services, kind: str, resolved: Any) -> None:
+    """Append the event; a failure loses the event (logged), never the answer."""
+    g.event = kind
+    try:
+        services.events.append(build_event(kind, resolved, _client_facts(services), time.time()))
+    except EventError as exc:
+        g.event = f"{kind}-lost"
+        log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
+
+
+def _click(services: Services) -> Callable[[str], Response]:
+    def click(token: str) -> Response:
+        if not services.limiter.allow(request.remote_addr or ""):
+            abort(403)
+        resolved = services.links.resolve(token)
+        location = safe_location(resolved.link.url) if resolved and resolved.link else None
+        if location is None:
+            abort(404)
+        _record(services, "click", resolved)
+        return Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})
+    return click
+
+
+def gif() -> Response:
+    return Response(GIF, mimetype="image/gif", headers=NO_CACHE)
+
+
+def _pixel(services: Services, kind: str) -> Callable[[str], Response]:
+    def pixel(token: str) -> Response:
+        resolved = services.links.resolve(token)
+        if resolved is not None and resolved.link is None:
+            _record(services, kind, resolved)
+        else:
+            g.event = "unknown"
+        return gif()
+    return pixel
+
+
+def _authorized(keys: tuple[str, ...], given: str) -> bool:
+    """Compare against every key in constant time (no early exit on a match)."""
+    candidate = given.strip().encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.encode())
+    return matched
+
+
+def _events_api(services: Services) -> Callable[[], Any]:
+    def events_message() -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        args = {name: request.args[name] for name in request.args}
+        page = search(services.events, parse_query(args, time.time()),
+                      services.settings.api_max_scan)
+        return jsonify(results=page.results, total_count=page.total_count,
+                       links=next_link(request.path, args, page.cursor))
+    return events_message
+
+
+def _healthz(services: Services) -> Callable[[], Any]:
+    def healthz() -> Any:
+        try:
+            services.client.ping()
+        except redis.RedisError as exc:
+            log.warning("healthz: redis unreachable: %s", exc)
+            return jsonify(status="unavailable", redis="unreachable"), 503
+        return jsonify(status="ok", redis="ok")
+    return healthz
+
+
+def _json_error(status: int, message: str, description: str,
+                param: Optional[str] = None) -> tuple[Response, int]:
+    error = {"message": message, "description": description}
+    if param:
+        error["param"] = param
+    return jsonify(errors=[error]), status
+
+
+def _error_handler(exc: Exception) -> Any:
+    """The one place where failures become answers: JSON for the API, pages elsewhere."""
+    endpoint = request.endpoint or ""
+    if endpoint.endswith(("open", "initial_open")):  # the pixel is always served
+        g.event = "lost"
+        log.error("open not recorded: %s", exc)
+        return gif()
+    if isinstance(exc, BadParameter):
+        return _json_error(400, "invalid parameter", exc.description, exc.param)
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+    elif isinstance(exc, (StoreError, EventError, redis.RedisError)):
+        log.error("%s %s: redis unavailable: %s", request.method, _log_path(), exc)
+        status = 503
+    else:
+        log.exception("%s %s failed", request.method, _log_path())
+        status = 500
+    if endpoint.endswith(JSON_ENDPOINTS):
+        return _json_error(status, "unavailable" if status == 503 else "error", str(exc))
+    title, text = PAGES.get(status, ("Error", "The request could not be served."))
+    return Response(PAGE.format(title, text), status=status, mimetype="text/html")
+
+
+def _start_clock() -> None:
+    g.started = time.perf_counter()
+
+
+def _log_path() -> str:
+    """The request path without its query (recipients are personal) and with tokens cut."""
+    return TOKEN_IN_PATH.sub(r"\1...", request.path)
+
+
+def _access_line(response: Response) -> Response:
+    elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
+                    request.remote_addr, request.method, _log_path(), response.status_code,
+                    elapsed, g.get("event", "-"),
+                    json.dumps(request.headers.get("User-Agent", "")[:200]))
+    return response
