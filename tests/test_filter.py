@@ -1,0 +1,174 @@
+"""The pymilter adapter in-process (Milter.testctx) against a real Redis: verdicts,
+replies, header deletions by index, and the failure policy."""
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import Milter
+import Milter.test  # noqa: F401  (makes @noreply callbacks return CONTINUE under TestCtx)
+import pytest
+import redis
+from Milter import testctx
+
+from engage.links import LinkStore, MessageRecord, Template
+from engage.settings import Settings
+from engage_milter import filter as milter_filter
+from engage_milter import replies
+
+MESSAGE = (
+    b"From: Shop <news@shop.example>\r\n"
+    b"To: Ann <ann@example.net>\r\n"
+    b"Subject: Sale\r\n"
+    b"Message-ID: <m1@shop.example>\r\n"
+    b'X-MSYS-API: {"campaign_id": "spring", "metadata": {"uid": 7},\r\n'
+    b'  "tags": ["sale"]}\r\n'
+    b"x-msys-api: {\"campaign_id\": \"ignored\"}\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b'<html><body><a href="https://shop.example/p?a=1&amp;b=2">Buy</a></body></html>\r\n'
+)
+
+
+class RecordingCtx(testctx.TestCtx):
+    """TestCtx that records chgheader's index too (TestCtx itself ignores it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_changes: list[tuple[str, int, str]] = []
+        self.fail_replacebody = False
+
+    def chgheader(self, field, idx, value):
+        self.header_changes.append((field, idx, value))
+
+    def replacebody(self, chunk):
+        if self.fail_replacebody:
+            raise Milter.error("cannot replace body")
+        super().replacebody(chunk)
+
+
+def feed(settings: Settings, store: LinkStore, raw: bytes, ctx: RecordingCtx | None = None):
+    """Drive the callbacks the way libmilter does, with the body exactly as given."""
+    ctx = ctx or RecordingCtx()
+    Milter.factory = lambda: milter_filter.TrackingMilter(settings, store)
+    ctx._setsymval("i", "4QID1")
+    assert ctx._connect() == Milter.CONTINUE
+    head, body = raw.split(b"\r\n\r\n", 1)
+    ctx._envfrom("<bounce@shop.example>")
+    ctx._envrcpt("<ann@example.net>")
+    for line in head.decode().replace("\r\n ", "\n ").replace("\r\n\t", "\n\t").split("\r\n"):
+        name, value = line.split(":", 1)
+        ctx._header(name, value.lstrip())
+    ctx._eoh()
+    ctx._feed_body(io.BytesIO(body))
+    verdict = ctx._eom()
+    new_body = ctx._body.getvalue() if ctx._bodyreplaced else None
+    return verdict, ctx, new_body
+
+
+@pytest.fixture
+def settings(redis_server):
+    return Settings(redis_url=redis_server.url, key_prefix="t:", tracking_url="https://t.example/x")
+
+
+@pytest.fixture
+def store(redis_client):
+    return LinkStore(redis_client, "t:")
+
+
+def test_tracked_message_is_accepted_rewritten_and_registered(settings, store, redis_client):
+    verdict, ctx, body = feed(settings, store, MESSAGE)
+    assert verdict == Milter.ACCEPT
+    assert ctx.header_changes == [("X-MSYS-API", 2, ""), ("X-MSYS-API", 1, "")]
+    assert body is not None and b"https://t.example/x/c/" in body and b"shop.example/p" not in body
+    token = body.split(b"https://t.example/x/c/")[1].split(b'"')[0].decode()
+    resolved = store.resolve(token)
+    assert resolved is not None
+    assert resolved.link.url == "https://shop.example/p?a=1&b=2"
+    assert resolved.template.campaign_id == "spring" and resolved.template.tags == ("sale",)
+    assert resolved.record.metadata == {"uid": 7}
+    assert resolved.record.rcpt_to == ("ann@example.net",)
+    assert resolved.record.mail_from == "bounce@shop.example"
+    assert resolved.record.queue_id == "4QID1"
+    assert resolved.record.message_id == "<m1@shop.example>"
+    assert resolved.template.friendly_from == "news@shop.example"
+
+
+def test_invalid_header_is_rejected_with_the_documented_reply(settings, store, redis_client):
+    raw = MESSAGE.replace(b'{"campaign_id": "spring"', b'{"campaign_id": "spring",,')
+    verdict, ctx, body = feed(settings, store, raw)
+    assert verdict == Milter.REJECT
+    assert ctx._reply[:2] == ("550", "5.6.0")
+    assert ctx._reply[2].startswith("JSON parsing error in X-MSYS-API:")
+    assert body is None and redis_client.dbsize() == 0
+
+
+def test_metadata_type_error_reply(settings, store):
+    raw = MESSAGE.replace(b'"metadata": {"uid": 7}', b'"metadata": [7]')
+    verdict, ctx, _ = feed(settings, store, raw)
+    assert verdict == Milter.REJECT
+    assert ctx._reply == ("550", "5.6.0", "X-MSYS-API 'metadata' must be of type 'json object'")
+
+
+def test_percent_in_reply_text_is_doubled_for_pymilter():
+    assert replies.Reply("550", "5.6.0", "100% bad\r\n  text").milter_text() == "100%% bad text"
+
+
+def test_store_down_tempfails_with_421(settings):
+    dead = LinkStore(redis.Redis(port=1, socket_connect_timeout=0.5), "t:")
+    verdict, ctx, body = feed(settings, dead, MESSAGE)
+    assert verdict == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("421", "4.3.3")
+    assert body is None
+
+
+def test_store_down_with_accept_policy_delivers_untracked_without_the_header(settings):
+    dead = LinkStore(redis.Redis(port=1, socket_connect_timeout=0.5), "t:")
+    verdict, ctx, body = feed(replace(settings, on_store_error="accept"), dead, MESSAGE)
+    assert verdict == Milter.ACCEPT
+    assert body is None
+    assert ctx.header_changes == [("X-MSYS-API", 2, ""), ("X-MSYS-API", 1, "")]
+
+
+def test_a_bug_while_planning_delivers_unchanged(settings, store, monkeypatch, redis_client):
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(milter_filter, "plan_message", broken)
+    verdict, ctx, body = feed(settings, store, MESSAGE)
+    assert verdict == Milter.ACCEPT and body is None
+    assert ctx.header_changes == [("X-MSYS-API", 2, ""), ("X-MSYS-API", 1, "")]
+    assert redis_client.dbsize() == 0
+
+
+def test_mta_refusing_a_change_tempfails(settings, store):
+    ctx = RecordingCtx()
+    ctx.fail_replacebody = True
+    verdict, _, _ = feed(settings, store, MESSAGE, ctx)
+    assert verdict == Milter.TEMPFAIL
+
+
+def test_tracking_off_in_header_leaves_body_alone(settings, store, redis_client):
+    raw = MESSAGE.replace(b'"tags": ["sale"]}',
+                          b'"tags": ["sale"], "options": {"open_tracking": false, "click_tracking": false}}')
+    verdict, ctx, body = feed(settings, store, raw)
+    assert verdict == Milter.ACCEPT and body is None and redis_client.dbsize() == 0
+    assert len(ctx.header_changes) == 2
+
+
+def test_message_without_header_is_tracked_by_config_default(settings, store):
+    raw = b"\r\n".join(l for l in MESSAGE.split(b"\r\n") if not l.lower().startswith((b"x-msys", b"  \"tags")))
+    verdict, ctx, body = feed(settings, store, raw)
+    assert verdict == Milter.ACCEPT and ctx.header_changes == []
+    assert body is not None and b"/c/" in body and b"/i/" in body and b"/o/" in body
+
+
+def test_template_is_stored_once_for_many_recipients(settings, store, redis_client):
+    for _ in range(5):
+        feed(settings, store, MESSAGE)
+    keys = sorted(k.decode()[:4] for k in redis_client.keys("t:*"))
+    assert keys.count("t:t:") == 1 and keys.count("t:m:") == 5
+    template_json = redis_client.get(next(iter(redis_client.keys("t:t:*"))))
+    assert Template.from_json(template_json).links[0].url == "https://shop.example/p?a=1&b=2"
+    record = MessageRecord.from_json(redis_client.get(next(iter(redis_client.keys("t:m:*")))))
+    assert record.metadata == {"uid": 7}
