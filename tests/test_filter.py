@@ -8,9 +8,9 @@ from dataclasses import replace
 import Milter
 import Milter.test  # noqa: F401  (makes @noreply callbacks return CONTINUE under TestCtx)
 import pytest
-import redis
 from Milter import testctx
 
+from engage.redisconn import connect
 from engage.links import LinkStore, MessageRecord, Template
 from engage.settings import Settings
 from engage_milter import filter as milter_filter
@@ -116,7 +116,7 @@ def test_percent_in_reply_text_is_doubled_for_pymilter():
 
 
 def test_store_down_tempfails_with_421(settings):
-    dead = LinkStore(redis.Redis(port=1, socket_connect_timeout=0.5), "t:")
+    dead = LinkStore(connect("redis://127.0.0.1:1/0"), "t:")
     verdict, ctx, body = feed(settings, dead, MESSAGE)
     assert verdict == Milter.TEMPFAIL
     assert ctx._reply[:2] == ("421", "4.3.3")
@@ -124,7 +124,7 @@ def test_store_down_tempfails_with_421(settings):
 
 
 def test_store_down_with_accept_policy_delivers_untracked_without_the_header(settings):
-    dead = LinkStore(redis.Redis(port=1, socket_connect_timeout=0.5), "t:")
+    dead = LinkStore(connect("redis://127.0.0.1:1/0"), "t:")
     verdict, ctx, body = feed(replace(settings, on_store_error="accept"), dead, MESSAGE)
     assert verdict == Milter.ACCEPT
     assert body is None

@@ -11,6 +11,7 @@ import redis
 from engage import settings as settings_mod
 from engage.links import LinkStore
 from engage.logsetup import configure_logging
+from engage.redisconn import connect
 
 log = logging.getLogger("engage_milter")
 
@@ -42,8 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configure_logging(settings.log_level)
     from .filter import run  # imports pymilter's C module only when serving
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
-                                  health_check_interval=30)
+    client = connect(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError as exc:
