@@ -129,6 +129,19 @@ def safe_location(url: str) -> Optional[str]:
     return quote(url, safe="".join(chr(c) for c in range(0x21, 0x7F)))
 
 
+class ExactRedirect(Response):
+    """A 302 whose Location is sent as stored: Werkzeug would run it through iri_to_uri,
+    which lowercases the scheme and host and re-quotes; browsers must get the milter's bytes."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(status=302, headers={"Location": location, **REDIRECT_HEADERS})
+
+    def get_wsgi_headers(self, environ: Any) -> Any:
+        headers = super().get_wsgi_headers(environ)
+        headers["Location"] = self.headers["Location"]
+        return headers
+
+
 def _client_facts(services: Services) -> RequestFacts:
     ip = request.remote_addr or ""
     return RequestFacts(ip, request.headers.get("User-Agent", ""),
@@ -155,7 +168,7 @@ def _click(services: Services) -> Callable[[str], Response]:
         if location is None:
             abort(404)
         _record(services, "click", resolved)
-        return Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})
+        return ExactRedirect(location)
     return click
 
 
