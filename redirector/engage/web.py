@@ -20,8 +20,6 @@ from urllib.parse import quote, urlsplit
 
 import redis
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -31,6 +29,7 @@ from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.geoip import Lookup, open_lookup
 from engage.links import LinkStore, StoreError
 from engage.ratelimit import RateLimiter
+from engage.redisconn import connect
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("engage.access")
@@ -67,8 +66,7 @@ def create_app(settings: Optional[config.Settings] = None,
         settings = _load_settings()
     _configure_logging(settings.log_level)
     if client is None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
-                                      socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
+        client = connect(settings.redis_url, timeout=2.0)
     services = Services(
         settings, client,
         LinkStore(client, settings.key_prefix, settings.link_retention_days),
