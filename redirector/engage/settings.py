@@ -113,6 +113,8 @@ def _parse_http_url(text: str) -> str:
         raise ValueError(f"must be an http(s) URL with a host, got {text!r}")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
+    if re.search(r"[^A-Za-z0-9._~:/@!$()*+,;=%\[\]-]", url):
+        raise ValueError("may hold only URL characters (no quotes, spaces, & or <>)")
     return url
 
 

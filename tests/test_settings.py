@@ -1,0 +1,66 @@
+"""Settings: the shipped file parses to the defaults, env wins, errors name file/section/key."""
+import re
+from pathlib import Path
+
+import pytest
+
+from engage import settings
+
+ETC = Path(__file__).resolve().parents[1] / "etc" / "engage" / "engage.conf"
+
+
+def test_shipped_config_lists_every_key_at_its_default(tmp_path):
+    text = ETC.read_text()
+    assert settings.load(str(ETC), environ={}) == settings.Settings(source=str(ETC))
+    path = tmp_path / "uncommented.conf"
+    path.write_text(re.sub(r"(?m)^#(\w+ =)", r"\1", text.replace("#example.com =", "#")))
+    loaded = settings.load(str(path), environ={})
+    assert {k: v for k, v in vars(loaded).items() if k not in ("source", "tracking_domains")} == \
+        {k: v for k, v in vars(settings.Settings()).items() if k not in ("source", "tracking_domains")}
+    for section, key, *_ in settings.SCHEMA:
+        assert f"#{key} =" in text, f"[{section}] {key} missing from etc/engage/engage.conf"
+
+
+def test_environment_overrides_the_file(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[tracking]\nurl = https://file.example\n[redis]\nkey_prefix = f:\n")
+    loaded = settings.load(str(conf), environ={"ENGAGE_TRACKING_URL": "https://env.example/t/"})
+    assert loaded.tracking_url == "https://env.example/t" and loaded.key_prefix == "f:"
+
+
+def test_engage_config_names_the_file(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[milter]\nsocket = inet:9999@127.0.0.1\n")
+    assert settings.load(environ={"ENGAGE_CONFIG": str(conf)}).milter_socket == "inet:9999@127.0.0.1"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[milter]\non_store_error = maybe\n", "e.conf: [milter] on_store_error: must be one of tempfail, accept"),
+    ("[milter]\nsocket = 8890\n", "e.conf: [milter] socket: must look like"),
+    ("[tracking]\nurl = ftp://x\n", "e.conf: [tracking] url: must be an http(s) URL"),
+    ("[tracking]\nurl = https://x.example/a\"b\n", "e.conf: [tracking] url: may hold only URL characters"),
+    ("[tracking]\nopen_tracking = perhaps\n", "e.conf: [tracking] open_tracking: expected yes/no"),
+    ("[milter]\nmax_metadata_bytes = -1\n", "e.conf: [milter] max_metadata_bytes: must be between"),
+    ("[milter]\nsokcet = x\n", "e.conf: [milter] sokcet: unknown key"),
+    ("[miltr]\n", "e.conf: [miltr]: unknown section"),
+    ("not ini", "e.conf: File contains no section headers"),
+])
+def test_bad_values_name_file_section_and_key(tmp_path, text, message):
+    conf = tmp_path / "e.conf"
+    conf.write_text(text)
+    with pytest.raises(settings.SettingsError) as info:
+        settings.load(str(conf), environ={})
+    assert message in str(info.value)
+
+
+def test_missing_explicit_file_is_an_error():
+    with pytest.raises(settings.SettingsError, match="file not found"):
+        settings.load("/nonexistent/engage.conf", environ={})
+
+
+def test_tracking_domain_by_from_domain_and_subdomain(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[tracking_domains]\nexample.com = https://click.example.com\n")
+    loaded = settings.load(str(conf), environ={})
+    assert loaded.tracking_url_for("news.example.com") == "https://click.example.com"
+    assert loaded.tracking_url_for("other.org") == loaded.tracking_url
