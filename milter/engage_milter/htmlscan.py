@@ -76,24 +76,29 @@ def _top(firsts: dict[str, int]) -> int:
     return 0
 
 
+WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
+
+
 def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
     attrs: dict[str, tuple[str, int, int, bool]] = {}
     base = match.start("attrs")
     for attr in ATTR.finditer(match.group("attrs")):
         name = attr.group(1).lower()
+        if name not in WANTED or name in attrs:
+            continue  # the first of duplicate attributes wins, as in browsers
         for group in (2, 3, 4):
             if attr.group(group) is not None:
                 start, end = attr.span(group)
-                attrs.setdefault(name, (attr.group(group), base + start, base + end, group != 4))
+                attrs[name] = (attr.group(group), base + start, base + end, group != 4)
                 break
         else:
-            attrs.setdefault(name, ("", -1, -1, False))
+            attrs[name] = ("", -1, -1, False)
     if "href" not in attrs or "data-smtpd-no-track" in attrs:
         return None
     if attrs.get("data-msys-clicktrack", ("1",))[0].strip() == "0":
         return None
     value, start, end, quoted = attrs["href"]
-    url = html.unescape(value).strip()
+    url = (html.unescape(value) if "&" in value else value).strip()
     if not is_trackable(url):
         return None
     return LinkSite(start, end, url, _link_name(attrs, decode_attr), quoted)

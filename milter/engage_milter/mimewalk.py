@@ -88,25 +88,30 @@ def _walk_multipart(headers: Message, body: bytes, start: int, end: int, depth: 
 def _split(body: bytes, start: int, end: int, boundary: bytes) -> Iterator[tuple[int, int]]:
     """Spans of the parts between delimiter lines (RFC 2046 5.1.1: the CRLF before a
     delimiter belongs to it; text before the first one and after the last is left)."""
-    delimiter = re.compile(rb"(\r?\n)?--" + re.escape(boundary) + rb"(--)?[ \t]*(\r?\n|\Z)")
+    marker = b"--" + boundary
     part_start: Optional[int] = None
     pos = start
     while True:
-        match = delimiter.search(body, pos, end)
-        if match is None:
+        at = body.find(marker, pos, end)
+        if at < 0:
             break
-        at = match.start()
-        if match.group(1) is None and at > 0 and body[at - 1:at] != b"\n":
-            pos = at + 1  # "--boundary" in the middle of a line is content
-            continue
+        pos = at + len(marker)
+        if at > 0 and body[at - 1:at] != b"\n":
+            continue  # "--boundary" in the middle of a line is content
+        line_end = body.find(b"\n", pos, end)
+        line_end = end if line_end < 0 else line_end + 1
+        rest = body[pos:line_end].rstrip(b"\r\n")
+        closing = rest.startswith(b"--")
+        if rest[2 if closing else 0:].strip(b" \t"):
+            continue  # a longer boundary that merely starts with ours
         if part_start is not None:
-            yield part_start, at
-        if match.group(2):
+            cut = at - 1 if at > 0 else at
+            if cut > 0 and body[cut - 1:cut] == b"\r":
+                cut -= 1
+            yield part_start, max(part_start, cut)
+        if closing:
             return
-        part_start = match.end()
-        pos = match.end() - len(match.group(3))  # the line end may start the next delimiter
-        if pos == match.start():
-            pos += 1
+        part_start = pos = line_end
     if part_start is not None and part_start < end:
         yield part_start, end
 

@@ -31,6 +31,7 @@ def is_trackable(url: str) -> bool:
     """True for a well-formed http(s) URL of at most 4096 bytes."""
     return (
         len(url) <= MAX_URL_BYTES
+        and url.isascii()
         and WELL_FORMED.fullmatch(url) is not None
         and BAD_PERCENT.search(url) is None
     )
