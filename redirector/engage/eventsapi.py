@@ -78,12 +78,11 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
         raise BadParameter("from", "must be earlier than to")
     lists = {name: _parse_list(args[name], name, delimiter)
              for name in LIST_PARAMS if name in args}
-    types = TYPES
-    if "events" in lists:
-        unknown = lists["events"] - SPARKPOST_TYPES
-        if unknown:
-            raise BadParameter("events", f"unknown event type {sorted(unknown)[0]!r}")
-        types = tuple(kind for kind in TYPES if kind in lists.pop("events"))
+    wanted = lists.pop("events", frozenset(TYPES))
+    unknown = wanted - SPARKPOST_TYPES
+    if unknown:
+        raise BadParameter("events", f"unknown event type {sorted(unknown)[0]!r}")
+    types = tuple(kind for kind in TYPES if kind in wanted)
     for name in ("recipients", "sending_domains"):
         if name in lists:
             lists[name] = frozenset(value.lower() for value in lists[name])
