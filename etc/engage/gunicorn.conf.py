@@ -1,0 +1,21 @@
+"""gunicorn settings for the engage redirector.
+
+    gunicorn -c /etc/engage/gunicorn.conf.py 'engage.web:create_app()'
+
+The app reads /etc/engage/engage.conf and ENGAGE_* itself; this file only sizes gunicorn.
+Worker class: chosen by tests/bench/bench_redirector.py on 2 cores (see docs/redirector.md).
+Every setting can be overridden on the command line or in GUNICORN_CMD_ARGS.
+"""
+import multiprocessing
+import os
+
+bind = os.environ.get("ENGAGE_WEB_BIND", "127.0.0.1:8080")
+worker_class = "gthread"
+workers = int(os.environ.get("ENGAGE_WEB_WORKERS", multiprocessing.cpu_count()))
+threads = int(os.environ.get("ENGAGE_WEB_THREADS", 4))
+keepalive = 5  # nginx keeps upstream connections open (keepalive in the upstream block)
+timeout = 30
+graceful_timeout = 10
+accesslog = None  # engage.access writes one structured line per request
+errorlog = "-"
+proc_name = "engage-redirector"
