@@ -67,8 +67,8 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
     if any(name.lower() == "dkim-signature" for name, _ in headers):
         plan.notes.append("already DKIM-signed: body left alone")
         return plan
-    if not (opens or click or msys_values):
-        return plan
+    if not (opens or click) and b"_double_curly()}}" not in body:
+        return plan  # nothing to track and no Momentum {{ }} escapes to undo
     message = headers_to_message(headers)
     friendly_from = _from_address(message.get_all("from", []))
     tracking_url = settings.tracking_url_for(friendly_from.rpartition("@")[2])
