@@ -1117,7 +1117,7 @@ def long_lines_8bit() -> None:
     last = "</body>"
     lines[-1] = lines[-1][:-len("</div>") - len(last)] + "</div>" + last
     assert len(lines[-1].encode("utf-8")) == LONG_LINE
-    html = "<html><head><meta charset=\"utf-8\"></head>\n" + "\n".join(lines) + "</html>\n"
+    html = "<html><head><meta charset=\"utf-8\"></head>\n" + "\n".join(lines) + "\n</html>\n"
     message = (
         "From: Minified Mailer <mailer@minified.example.com>\n"
         "To: someone@example.org\n"
