@@ -737,3 +737,164 @@ def test_already_tracked_message_is_left_alone():
     headers, body = oracle.milter_view(r.rewritten)
     plan = plan_message(headers, body, ENVELOPE, SETTINGS, KEY)
     assert plan.body is None and plan.template is None
+
+
+# ===================================================================== the oracle itself
+def tampered(name: str, old: bytes, new: bytes, count: int = 1) -> tuple[bytes, bytes, list[str]]:
+    """(original, rewritten with ``old`` replaced by ``new``, stored links) for a fixture."""
+    r = run(name)
+    assert r.rewritten.count(old) >= count, old
+    return r.original, r.rewritten.replace(old, new, count), r.urls
+
+
+def assert_oracle_rejects(original: bytes, rewritten: bytes, stored: list[str], match: str) -> None:
+    with pytest.raises(oracle.OracleError, match=match):
+        oracle.assert_only_tracking_changed(original, rewritten, TRACKING, stored)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_oracle_accepts_an_untouched_message(name):
+    """Nothing but X-MSYS-API removed, which always happens."""
+    raw = (DATA / name).read_bytes()
+    plan = Plan(delete_headers=run(name).plan.delete_headers)
+    oracle.assert_only_tracking_changed(raw, oracle.apply_changes(raw, plan.delete_headers, None), TRACKING, [])
+    if plan.delete_headers:
+        assert_oracle_rejects(raw, raw, [], match=r"X-MSYS-API header is still there")
+
+
+def test_oracle_rejects_a_changed_attachment_byte():
+    # the PDF: "%PDF-1.4" -> "%PDF-1.5" (base64 "JVBERi0xLjQK" -> "JVBERi0xLjUK")
+    assert_oracle_rejects(*tampered("mixed_html_attachment_pdf.eml", b"JVBERi0xLjQK", b"JVBERi0xLjUK"),
+                          match=r"part 1\.3 \(application/pdf\) must keep its bytes")
+    # the attached HTML file (an eligible type, but an attachment)
+    assert_oracle_rejects(*tampered("mixed_html_attachment_pdf.eml", b"Pay online", b"Pay 0nline"),
+                          match=r"part 1\.2 \(text/html\) must keep its bytes")
+    # the inline image of Apple Mail
+    r = run("applemail_related_inline_image.eml")
+    (image,) = parts_by_type(r.new, "image/png")
+    first = oracle.raw_payload(image)[:40]
+    flipped = first[:30] + (b"A" if first[30:31] != b"A" else b"B") + first[31:]
+    assert_oracle_rejects(*tampered("applemail_related_inline_image.eml", first, flipped),
+                          match=r"\(image/png\) must keep its bytes")
+
+
+def test_oracle_rejects_a_changed_forwarded_message():
+    assert_oracle_rejects(*tampered("forward_rfc822.eml", b"Terms</a>", b"Tarms</a>"),
+                          match=r"must keep its bytes")
+
+
+def test_oracle_rejects_a_changed_signed_part():
+    r = run("multipart_signed.eml")
+    original, rewritten = r.original, r.rewritten.replace(b"Advisory published: http", b"Advisory  published: http")
+    assert_oracle_rejects(original, rewritten, [], match=r"must keep its bytes")
+
+
+def test_oracle_rejects_a_changed_charset():
+    assert_oracle_rejects(*tampered("outlook_windows1252_qp.eml",
+                                    b'Content-Type: text/html; charset="windows-1252"',
+                                    b'Content-Type: text/html; charset="iso-8859-1"'),
+                          match=r"headers differ")
+    assert_oracle_rejects(*tampered("latin1_8bit_html.eml", b"charset=ISO-8859-1\r\nContent-Transfer",
+                                    b"charset=UTF-8\r\nContent-Transfer"),
+                          match=r"top-level headers differ")
+
+
+def test_oracle_rejects_a_changed_transfer_encoding_header():
+    assert_oracle_rejects(*tampered("gmail_utf8_qp.eml", b"Content-Transfer-Encoding: quoted-printable",
+                                    b"Content-Transfer-Encoding: Quoted-Printable"),
+                          match=r"part 1\.1: headers differ")
+
+
+def test_oracle_rejects_a_changed_word_of_text():
+    assert_oracle_rejects(*tampered("newsletter_qp.eml", b"adipiscing elit 7.", b"adipiscing elit 8."),
+                          match=r"part 1\.2: text differs")
+    assert_oracle_rejects(*tampered("newsletter_base64.eml", b"Reply with", b"Reply wiht"),
+                          match=r"part 1\.1: text differs")
+    assert_oracle_rejects(*tampered("plaintext_prose_urls.eml", b"Installation is", b"Installation was"),
+                          match=r"part 1: text differs")
+    assert_oracle_rejects(*tampered("latin1_8bit_html.eml", "s\u00e9jour".encode("latin-1"),
+                                    "sejour".encode("latin-1")),
+                          match=r"part 1: text differs")
+
+
+def test_oracle_rejects_a_changed_entity_outside_hrefs():
+    # An entity written as the character (QP "=C2=A9" is UTF-8 for the copyright sign):
+    # the same once unescaped, yet a change; only href values are compared unescaped.
+    assert_oracle_rejects(*tampered("newsletter_qp.eml", b"&copy;", b"=C2=A9"), match=r"text differs")
+    assert_oracle_rejects(*tampered("outlook_windows1252_qp.eml", b"&quot;Segoe UI&quot;", b'"Segoe UI"'),
+                          match=r"text differs")
+
+
+def test_oracle_rejects_a_wrong_destination():
+    r = run("gmail_utf8_qp.eml")
+    first, second = r.click(Link(fx.GMAIL_PHOTOS)), r.click(Link(fx.GMAIL_MAPS))
+    swapped = r.rewritten.replace(first.encode(), b"\0").replace(second.encode(), first.encode()).replace(
+        b"\0", second.encode())
+    assert_oracle_rejects(r.original, swapped, r.urls, match=r"click URL \d+ stands where the original has")
+    wrong = [url + "x" if url == fx.GMAIL_DOC else url for url in r.urls]
+    assert_oracle_rejects(r.original, r.rewritten, wrong, match=r"click URL \d+ stands where")
+    assert_oracle_rejects(r.original, r.rewritten, r.urls[:1], match=r"link index \d+ but only 1 stored")
+
+
+def test_oracle_rejects_foreign_tokens_and_stray_tracking_urls():
+    r = run("latin1_8bit_html.eml")
+    click = r.click(r.links[1])
+    other = click.replace(KEY, "Zz" + KEY[2:])
+    assert_oracle_rejects(r.original, r.rewritten.replace(click.encode(), other.encode()), r.urls,
+                          match=r"different message keys")
+    stray = r.rewritten.replace(b"Bien cordialement", f"{TRACKING}/x/1 cordialement".encode())
+    assert_oracle_rejects(r.original, stray, r.urls, match=r"not a well-formed click or pixel")
+
+
+def test_oracle_rejects_missing_or_extra_pixels():
+    r = run("latin1_8bit_html.eml")
+    top = re.search(rb'<img src="https://t\.example/t/i/[^>]*>', r.rewritten).group()
+    assert_oracle_rejects(r.original, r.rewritten.replace(top, b""), r.urls, match=r"open pixels \['o'\]")
+    assert_oracle_rejects(r.original, r.rewritten.replace(b"<p>Bien", top + b"<p>Bien"), r.urls,
+                          match=r"open pixels \['i', 'i', 'o'\]")
+
+
+def test_oracle_rejects_remaining_x_msys_api_and_changed_headers():
+    r = run("newsletter_qp.eml")
+    with_header = r.rewritten.replace(b"MIME-Version: 1.0\r\n", b"X-MSYS-API: {}\r\nMIME-Version: 1.0\r\n", 1)
+    assert_oracle_rejects(r.original, with_header, r.urls, match=r"X-MSYS-API header is still there")
+    assert_oracle_rejects(*tampered("newsletter_qp.eml", b"Subject: =?utf-8?Q?The=20Weekly",
+                                    b"Subject: =?utf-8?Q?The=20Daily"),
+                          match=r"top-level headers differ")
+
+
+def test_oracle_rejects_changes_between_parts():
+    assert_oracle_rejects(*tampered("newsletter_qp.eml", b"This is a multi-part message in MIME format\r\n",
+                                    b"This is a multipart message in MIME format\r\n"),
+                          match=r"preamble or epilogue changed")
+    r = run("mixed_html_attachment_pdf.eml")
+    boundary = b"--------------8Zl1N0QyB2sJ3wX5vC7mK9pE\r\n"
+    assert_oracle_rejects(r.original, r.rewritten.replace(boundary, boundary[:-2] + b" \r\n", 2), r.urls,
+                          match=r"bytes outside the changed parts differ")
+
+
+def test_oracle_rejects_long_lines_and_breaks_in_text():
+    r = run("long_lines_8bit_html.eml")
+    assert_oracle_rejects(r.original, r.rewritten.replace(b"\r\n style=", b" style="), r.urls,
+                          match=r"octets \(> 998\)")
+    text = "aus M\u00fcnchen".encode("utf-8")
+    assert_oracle_rejects(r.original, r.rewritten.replace(text, text.replace(b" M", b"\r\nM"), 1), r.urls,
+                          match=r"text differs")
+    # the same break inside a tag is forgiven, but only for 7bit/8bit HTML
+    oracle.assert_only_tracking_changed(
+        r.original, r.rewritten.replace(b'" style="color:#06c">link 0.0', b'"\r\n style="color:#06c">link 0.0'),
+        TRACKING, r.urls)
+    p = run("plaintext_prose_urls.eml")
+    assert_oracle_rejects(p.original, p.rewritten.replace(b"are at https", b"are at\r\nhttps"), p.urls,
+                          match=r"text differs")
+
+
+def test_oracle_rejects_a_click_url_that_is_part_of_an_href():
+    r = run("latin1_8bit_html.eml")
+    click = r.click(r.links[1]).encode()
+    assert_oracle_rejects(r.original, r.rewritten.replace(click + b'"', click + b'/x"'), r.urls,
+                          match=r"not a well-formed click|only part of an href")
+    raw = (b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n"
+           b"<a href=https://u.example/p?a=1>u</a>\r\n")
+    fake = raw.replace(b"https://u.example/p?a", f"{TRACKING}/c/{KEY}AAAAAAAAAAAA0".encode())
+    assert_oracle_rejects(raw, fake, ["https://u.example/p?a"], match=r"only part of an href value")
