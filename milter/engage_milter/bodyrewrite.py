@@ -94,7 +94,7 @@ class BodyRewrite:
     def _open(self, text_part: mimewalk.TextPart) -> _Part:
         codec = Codec(self.body[text_part.start:text_part.end], text_part.cte)
         name = _codec_name(text_part.charset)
-        if not name.startswith(NOT_ASCII_COMPATIBLE):
+        if not name.replace("-", "_").startswith(NOT_ASCII_COMPATIBLE):
             return _Part(text_part, codec, codec.decoded.decode("latin-1"), True)
         try:
             view = codec.decoded.decode(name)
@@ -143,7 +143,7 @@ class BodyRewrite:
     def _edits(self, part: _Part, urls: Urls) -> list[_Edit]:
         edits = [
             _Edit(site.start, site.end, urls.click(index), len(urls.click(index)) + (1 if site.quoted else 0)
-                  if part.part.subtype == "html" else 0)
+                  if part.part.subtype == "html" else -1)  # never break a line of prose
             for site, index in part.sites
         ] + part.curlies
         if part.pixels is not None:

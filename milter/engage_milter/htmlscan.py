@@ -19,14 +19,15 @@ from .urls import is_trackable
 
 MAX_LINK_NAME_BYTES = 63
 TOKENS = re.compile(
-    r"<!--(?!\[if)(?:.*?)-->"                                 # comment (conditional ones are scanned)
+    r"<!--(?:-?>|(?!\[if).*?-->)"                  # comment, <!--> too (conditional ones are scanned)
     r"|<(?P<raw>script|style|title|textarea)\b.*?</(?P=raw)\s*>"  # raw text elements
     r"|<(?P<tag>a|area|body|html|v:[a-z]+|/body|/html|/head)(?=[\s/>])"
     r"(?P<attrs>(?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
     re.IGNORECASE | re.DOTALL,
 )
 ATTR = re.compile(
-    r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""",
+    # An unquoted value runs to whitespace or ">" (HTML5 keeps '=' and quotes in it).
+    r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>][^\s>]*)))?""",
 )
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 
 PLAIN = ("7bit", "8bit", "binary", "")
 LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
 
 
 class CannotRewrite(Exception):
@@ -118,7 +119,9 @@ class Codec:
     def _qp_decode_line(self, encoded: bytes) -> bytes:
         body = encoded.rstrip(b"\r\n")
         ending = encoded[len(body):]
-        decoded = binascii.a2b_qp(body.rstrip(b" \t"))
+        # RFC 2045 6.7 (3): white space at the end of an encoded line is transport
+        # padding; "=  CRLF" is still a soft break.
+        decoded = binascii.a2b_qp(TRAILING_SPACE.sub(b"", body).rstrip(b" \t"))
         return decoded + (b"\r\n" if ending else b"")
 
     def _qp_encode(self, edits: Sequence[Splice]) -> bytes:
@@ -130,7 +133,7 @@ class Codec:
             dec_end = self.starts[last + 1] if last + 1 < len(self.starts) else len(self.decoded)
             shifted = [Splice(e.start - dec_start, e.end - dec_start, e.data) for e in group_edits]
             text = splice(self.decoded[dec_start:dec_end], shifted)
-            out += (self.raw[raw_pos:raw_start], self._qp_encode_text(text, self.raw[raw_start:raw_end]))
+            out += (self.raw[raw_pos:raw_start], self._qp_encode_text(text))
             raw_pos = raw_end
         out.append(self.raw[raw_pos:])
         return b"".join(out)
@@ -148,9 +151,6 @@ class Codec:
                 groups.append((first, last, [edit]))
         return groups
 
-    def _qp_encode_text(self, text: bytes, original: bytes) -> bytes:
+    def _qp_encode_text(self, text: bytes) -> bytes:
         encoded = binascii.b2a_qp(text.replace(b"\r\n", b"\n"), istext=True)
-        encoded = encoded.replace(b"\n", self.newline)
-        if original.endswith(b"\n") and not encoded.endswith(b"\n"):
-            encoded += self.newline
-        return encoded
+        return encoded.replace(b"\n", self.newline)
