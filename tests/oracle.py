@@ -182,7 +182,10 @@ def decode_text(part: Message) -> str:
         codecs.lookup(charset)
     except LookupError:
         charset = "latin-1"
-    return data.decode(charset, "surrogateescape")
+    try:
+        return data.decode(charset, "surrogateescape")
+    except UnicodeDecodeError as exc:
+        raise OracleError(f"{part.get_content_type()} part does not decode as {charset}: {exc}") from None
 
 
 def _check_text(old: Message, new: Message, path: str, tracking_url: str,

@@ -305,6 +305,8 @@ def test_outlook_vml_button_and_its_twin_share_one_link():
 
 
 def test_twin_in_downlevel_revealed_comment_minimal():
+    """Regression: '<!-->' in '<!--[if !mso]><!-->' was read as a comment running to
+    '<!--<![endif]-->', hiding the <a> twin of an Outlook VML button."""
     raw = (b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n"
            b"<html><body><!--[if !mso]><!-->\r\n<a href=\"https://x.example/go\">Go</a>\r\n"
            b"<!--<![endif]--></body></html>\r\n")
@@ -338,6 +340,8 @@ def test_gmail_without_body_tag_gets_pixels_at_both_ends():
 
 
 def test_qp_html_without_body_tag_minimal():
+    """Regression: with no </body>, the bottom pixel went after the last CRLF of a QP part
+    and the encoder added another CRLF after it."""
     raw = (b"From: a@example.com\r\nContent-Type: text/html; charset=utf-8\r\n"
            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
            b"<div>Hi <a href=3D\"https://x.example/a\">there</a></div>\r\n")
@@ -645,6 +649,8 @@ def test_plaintext_links_off_by_setting():
 
 
 def test_long_text_plain_line_is_not_broken_in_prose():
+    """Regression: text/plain edits had a break point at offset 0, so folding a line over
+    998 octets put a CRLF before a URL, in the prose."""
     line = ("see https://a.example/1 and " * 40)[:980]
     raw = (b"From: a@example.com\r\nContent-Type: text/plain; charset=us-ascii\r\n"
            b"Content-Transfer-Encoding: 7bit\r\n\r\n" + line.ljust(990, "x").encode() + b"\r\n")
@@ -687,6 +693,8 @@ def test_over_long_line_that_cannot_be_folded_leaves_the_message_alone():
 
 # ===================================================================== other minimal cases
 def test_unquoted_href_with_query_minimal():
+    """Regression: an unquoted value stopped at '=', so href=https://u/p?a=1 was tracked
+    as 'https://u/p?a' and the tag became href=<click URL>=1."""
     raw = (b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n"
            b"<html><body><a href=https://u.example/p?a=1&amp;b=2>u</a></body></html>\r\n")
     plan, rewritten = plan_for(raw)
@@ -873,6 +881,8 @@ def test_oracle_rejects_a_click_url_that_is_part_of_an_href():
 
 
 def test_qp_soft_break_with_transport_padding_minimal():
+    """Regression: '=  CRLF' (a soft break with transport padding, RFC 2045 6.7 (3)) was
+    decoded literally and re-encoded as '=3D =20' + CRLF inside the href."""
     raw = (b"From: a@example.com\r\nContent-Type: text/html; charset=utf-8\r\n"
            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
            b"<html><body><a href=3D\"https://x.e=  \r\nxample/a\">x</a></body></html>\r\n")
@@ -882,6 +892,8 @@ def test_qp_soft_break_with_transport_padding_minimal():
 
 @pytest.mark.parametrize("charset", ["utf-16", "utf-32"])
 def test_utf16_and_utf32_parts_minimal(charset):
+    """Regression: codec names are 'utf-16'/'utf-32', not 'utf_16'/'utf_32', so these parts
+    were scanned as latin-1 bytes and got ASCII pixel bytes spliced into them."""
     page = '<html><body><a href="https://x.example/a">x</a></body></html>\r\n'
     raw = (b"From: a@example.com\r\nContent-Type: text/html; charset=" + charset.encode()
            + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
