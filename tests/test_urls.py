@@ -35,3 +35,10 @@ def test_text_urls_lose_sentence_punctuation_and_unbalanced_brackets():
     ]
     site = textscan.scan(text)[2]
     assert text[site.start:site.end] == "https://c.example/z?q=1"
+
+
+def test_url_glued_to_non_url_text_is_left_alone():
+    text = "Über uns: https://x.example/über-uns and https://x.example/ok\r\n"
+    view = text.encode("utf-8").decode("latin-1")  # how the rewriter sees a UTF-8 part
+    assert [s.url for s in textscan.scan(view)] == ["https://x.example/ok"]
+    assert [s.url for s in textscan.scan("a https://x.example/|b c")] == []
