@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
@@ -20,7 +21,7 @@ from urllib.parse import urlencode
 
 import redis
 
-from engage.events import DIMENSIONS, TYPES, EventError, EventLog, subject_digest
+from engage.events import DIMENSIONS, TYPES, EventError, EventLog, score_of, subject_digest
 
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
@@ -59,7 +60,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Page:
-    results: list[dict[str, Any]]
+    results: bytes  # JSON objects as stored plus event_id, joined by commas
     total_count: int
     cursor: Optional[str]
 
@@ -150,7 +151,7 @@ def search(log: EventLog, query: Query, max_scan: int, now: Optional[float] = No
     top = high if query.before is None else min(high, query.before - 1)
     filters = dict(query.filters)
     if not query.types or low > high:
-        return Page([], 0, None)
+        return Page(b"", 0, None)
     try:
         name, keys, candidates = _driving_index(log, query.types, filters, low, high)
         residual = {key: values for key, values in filters.items() if key != name}
@@ -190,8 +191,8 @@ def _newest(log: EventLog, keys: list[str], top: int, low: int, count: int) -> l
     """The ``count`` newest (score, stream id) with low <= score <= top across ``keys``."""
     pipe = log.client.pipeline(transaction=False)
     for key in keys:
-        pipe.zrevrangebyscore(key, top, low, start=0, num=count, withscores=True)
-    merged = heapq.merge(*([(-int(score), member) for member, score in reply]
+        pipe.zrevrangebyscore(key, top, low, start=0, num=count)
+    merged = heapq.merge(*([(-score_of(member), member) for member in reply]
                            for reply in pipe.execute()))
     newest: list[tuple[int, bytes]] = []
     for negative, member in merged:
@@ -205,31 +206,30 @@ def _newest(log: EventLog, keys: list[str], top: int, low: int, count: int) -> l
 
 def _indexed_page(log: EventLog, keys: list[str], total: int, low: int, top: int,
                   per_page: int) -> Page:
-    newest = _newest(log, keys, top, low, per_page + 1)
-    page = newest[:per_page]
-    cursor = encode_cursor(page[-1][0]) if len(newest) > per_page else None
-    return Page(log.fetch(member for _, member in page), total, cursor)
+    joined, last, more = log.page(keys, top, low, per_page)
+    return Page(joined, total, encode_cursor(last) if more else None)
 
 
 def _scanned_page(log: EventLog, keys: list[str], residual: dict[str, frozenset[str]],
                   low: int, high: int, top: int, per_page: int) -> Page:
-    results: list[dict[str, Any]] = []
-    total, more, ceiling = 0, False, high
+    results: list[bytes] = []
+    total, more, ceiling, last = 0, False, high, 0
     while ceiling >= low:
         chunk = _newest(log, keys, ceiling, low, SCAN_CHUNK)
         if not chunk:
             break
-        for event in log.fetch(member for _, member in chunk):
+        for text in log.fetch_json(member for _, member in chunk):
+            event = json.loads(text)
             if not matches(event, residual):
                 continue
             total += 1
             if int(event["event_id"]) <= top:
                 more = more or len(results) == per_page
                 if len(results) < per_page:
-                    results.append(event)
+                    results.append(text)
+                    last = int(event["event_id"])
         ceiling = chunk[-1][0] - 1
-    cursor = encode_cursor(int(results[-1]["event_id"])) if more else None
-    return Page(results, total, cursor)
+    return Page(b",".join(results), total, encode_cursor(last) if more else None)
 
 
 def matches(event: Mapping[str, Any], filters: Mapping[str, frozenset[str]]) -> bool:

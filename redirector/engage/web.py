@@ -47,6 +47,7 @@ PAGES = {403: ("Forbidden", "Too many requests from your address. Please try aga
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/[coi]/[^/]{6})[^/]+$")  # 36 of 96 secret bits
 JSON_ENDPOINTS = ("events_message", "healthz")
+URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ def safe_location(url: str) -> Optional[str]:
     only stores RFC 3986 URLs); other bytes percent-encoded; None unless http(s)."""
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         return None
-    return quote(url, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+    if url.isascii() and url.isprintable() and " " not in url:
+        return url
+    return quote(url, safe=URL_SAFE)
 
 
 class ExactRedirect(Response):
@@ -202,8 +205,11 @@ def _events_api(services: Services) -> Callable[[], Any]:
         args = {name: request.args[name] for name in request.args}
         page = search(services.events, parse_query(args, time.time()),
                       services.settings.api_max_scan)
-        return jsonify(results=page.results, total_count=page.total_count,
-                       links=next_link(request.path, args, page.cursor))
+        # The stored events are JSON already: splice them in rather than parse and re-dump.
+        links = json.dumps(next_link(request.path, args, page.cursor)).encode()
+        body = b'{"results":[%s],"total_count":%d,"links":%s}' % (
+            page.results, page.total_count, links)
+        return Response(body, mimetype="application/json")
     return events_message
 
 

@@ -189,13 +189,16 @@ def test_retention_hides_and_trims_old_events_but_links_still_resolve(events, ma
     query = parse_query({}, now=later)
     query = type(query)(0, query.end_ms)
     assert search(events, query, 10_000, now=later).total_count == 0
-    for link in (None, message.links[0]):  # each index is trimmed when it is next written
+    for link in (None, message.links[0]):  # an index is trimmed now and then when written
         kind = "click" if link else "open"
         assert events.client.zcard(events.index_key(kind)) > 100
         event = build_event(kind, Resolved(message.key, message.template, message.record, link),
                             RequestFacts("192.0.2.1"), later)
-        events.append(event, now=later)  # 11 days on, everything stored so far is too old
-        assert events.client.zcard(events.index_key(kind)) == 0
+        for _ in range(3000):  # 11 days on, everything stored so far is too old
+            events.append(event, now=later)
+            if not events.client.exists(events.index_key(kind)):
+                break
+        assert not events.client.exists(events.index_key(kind))
     assert events.client.xlen(events.stream) < 400  # MINID trimmed whole stream nodes
     assert 0 < events.client.ttl(events.index_key("open", "c", "summer")) <= 11 * 86400
     assert client.get(f"/c/{message.click(0)}").headers["Location"] == "https://example.com/kept"

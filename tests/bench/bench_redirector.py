@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Redirector benchmark, a script (not a test) that prints figures; loopback only.
+
+    python3 tests/bench/bench_redirector.py [--seconds 10] [--connections 64] [--events 1000000]
+
+1. Clicks: requests/s and p99 latency of ``GET /c/<token>`` (random tokens of 2000 stored
+   messages, events recorded, access log on) under gunicorn with several worker classes,
+   and nginx ``return 302`` on the same machine in the same run; each as a ratio to nginx.
+   Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
+2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
+nginx and wrk are installed with apt-get when missing and we are root. Every server it
+starts (redis-server, gunicorn, nginx) is private, on 127.0.0.1, and stopped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "redirector"))
+
+import redis  # noqa: E402
+from engage.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.links import (Link, LinkStore, MessageRecord, Resolved, Template,  # noqa: E402
+                          click_token, new_message_key)
+
+API_KEY = "bench-key"
+WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 4, 4), ("gthread", 2, 16)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_tools() -> None:
+    missing = [pkg for pkg, binary in (("nginx", "nginx"), ("wrk", "wrk"))
+               if not shutil.which(binary) and not os.path.exists(f"/usr/sbin/{binary}")]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        if subprocess.call(["apt-get", "install", "-y", *missing], **quiet) != 0:
+            subprocess.call(["apt-get", "update"], **quiet)
+            subprocess.call(["apt-get", "install", "-y", *missing], **quiet)
+
+
+def wait_http(port: int, path: str, timeout: float = 15) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", path)
+            if connection.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", directory],
+                               stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return process, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def register_links(client: "redis.Redis[bytes]", messages: int = 2000) -> list[str]:
+    store = LinkStore(client)
+    template = Template(links=tuple(Link(f"https://example.com/p{i}?utm_source=bench&x={i}")
+                                    for i in range(5)), campaign_id="bench",
+                        friendly_from="news@example.com", sending_domain="example.com")
+    tokens = []
+    for n in range(messages):
+        key = new_message_key()
+        store.register(key, template, MessageRecord(
+            rcpt_to=(f"user{n}@example.com",), subject="Bench", message_id=f"<{n}@bench>",
+            injection_time=int(time.time()), template_id=template.template_id))
+        tokens += [click_token(key, template.template_id, i) for i in range(5)]
+    return tokens
+
+
+def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
+                   log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "redirector"),
+           "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ENGAGE_API_KEYS": API_KEY,
+           "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}",
+           "ENGAGE_RATE_LIMIT": "100000000",  # counted (as deployed) but never reached
+           "ENGAGE_CONFIG": os.devnull}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "etc/engage/gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "-k", worker, "-w", str(workers),
+             "--threads", str(threads), "engage.web:create_app()"],
+            env=env, stdout=out, stderr=out)
+    wait_http(port, "/healthz")
+    return process, port
+
+
+def start_nginx(directory: str) -> Optional[tuple[subprocess.Popen[bytes], int]]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        return None
+    port = free_port()
+    conf = Path(directory) / "nginx.conf"
+    conf.write_text(f"""daemon off; worker_processes auto; pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {directory};
+  fastcgi_temp_path {directory}; uwsgi_temp_path {directory}; scgi_temp_path {directory};
+  server {{ listen 127.0.0.1:{port}; location / {{ return 302 https://example.com/p1?x=1; }} }} }}
+""")
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", directory],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(port, "/")
+    return process, port
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(port: int, seconds: int, connections: int, tokens_file: str) -> dict[str, float]:
+    script = Path(tokens_file).with_suffix(".lua")
+    script.write_text(f"""local tokens = {{}}
+for line in io.lines("{tokens_file}") do tokens[#tokens + 1] = line end
+math.randomseed(os.time())
+request = function() return wrk.format("GET", "/c/" .. tokens[math.random(#tokens)]) end
+""")
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
+                          "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p99": float(p99.group(1)) * UNITS[p99.group(2)] if p99 else float("nan"),
+            "bad": float(bad.group(1)) if bad else 0.0, "errors": errors.group(1) if errors else ""}
+
+
+def run_python_load(port: int, seconds: int, connections: int, tokens_file: str) -> dict[str, Any]:
+    """A fallback load generator: threads with keep-alive connections, GIL-bound."""
+    tokens = Path(tokens_file).read_text().split()
+    latencies: list[float] = []
+    deadline = time.time() + seconds
+    lock = threading.Lock()
+
+    def worker() -> None:
+        mine: list[float] = []
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.time() < deadline:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", "/c/" + random.choice(tokens))
+                connection.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                continue
+            mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            latencies.extend(mine)
+    threads = [threading.Thread(target=worker) for _ in range(min(connections, 32))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return {"rps": len(latencies) / seconds, "bad": 0.0, "errors": "",
+            "p99": latencies[int(len(latencies) * 0.99)] if latencies else float("nan")}
+
+
+def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> tuple[str, int, int]:
+    client = redis.Redis(port=redis_port)
+    tokens_file = os.path.join(directory, "tokens.txt")
+    Path(tokens_file).write_text("\n".join(register_links(client)) + "\n")
+    load: Callable[..., dict[str, Any]] = run_wrk if shutil.which("wrk") else run_python_load
+    print(f"\n== clicks: GET /c/<token>, {args.connections} connections, {args.seconds} s each, "
+          f"load from {'wrk -t2' if load is run_wrk else 'Python threads (no wrk)'} ==")
+    results: dict[str, dict[str, Any]] = {}
+    configs: dict[str, tuple[str, int, int]] = {}
+    nginx = start_nginx(directory)
+    if nginx:
+        load(nginx[1], 2, args.connections, tokens_file)
+        results["nginx return 302"] = load(nginx[1], args.seconds, args.connections, tokens_file)
+        stop(nginx[0])
+    for worker, workers, threads in WORKERS:
+        name = f"gunicorn {worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
+        configs[name] = (worker, workers, threads)
+        process, port = start_gunicorn(redis_port, worker, workers, threads,
+                                       Path(directory) / "gunicorn.log")
+        try:
+            load(port, 2, args.connections, tokens_file)  # warm up
+            results[name] = load(port, args.seconds, args.connections, tokens_file)
+        finally:
+            stop(process)
+    base = results.get("nginx return 302", {}).get("rps")
+    print(f"{'server':34} {'req/s':>9} {'p99 ms':>8} {'x nginx':>8}  non-3xx  socket errors")
+    for name, row in results.items():
+        ratio = f"{row['rps'] / base:8.4f}" if base else "     n/a"
+        print(f"{name:34} {row['rps']:9.0f} {row['p99']:8.2f} {ratio}  {row['bad']:7.0f}  "
+              f"{row['errors']}")
+    clicks = client.xlen("engage:events")
+    print(f"(click events recorded in the stream: {clicks})")
+    best = max(configs, key=lambda name: results[name]["rps"])
+    print(f"best gunicorn configuration by req/s: {best}")
+    return configs[best]
+
+
+CAMPAIGNS = [f"campaign-{n}" for n in range(20)]
+
+
+def fake_event(n: int, now: float) -> dict[str, Any]:
+    """Event n of a busy week: 200k messages, 100k recipients, campaign-0 has 40%."""
+    message = n // 5
+    campaign = CAMPAIGNS[0] if message % 5 < 2 else CAMPAIGNS[message % 20]
+    kind = ("open", "open", "initial_open", "open", "click")[n % 5]
+    link = Link(f"https://example.com/offer/{n % 7}?utm_campaign={campaign}", "offer")
+    template = Template(links=(link,), campaign_id=campaign, tags=("news", "weekly"),
+                        friendly_from="news@example.com", sending_domain="example.com")
+    record = MessageRecord(rcpt_to=(f"user{message % 100_000}@example.net",),
+                           mail_from="bounces@example.com", subject=f"Weekly news {message % 1000}",
+                           message_id=f"<{message}.bench@example.com>", queue_id="4XyZ",
+                           injection_time=int(now) - 3600, metadata={"user_id": message % 100_000},
+                           template_id=template.template_id)
+    resolved = Resolved(f"tx{message:09d}", template, record, link if kind == "click" else None)
+    facts = RequestFacts("198.51.100.23", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Bench",
+                         "en-US,en;q=0.9")
+    return build_event(kind, resolved, facts, now)
+
+
+def fill_events(client: "redis.Redis[bytes]", total: int) -> None:
+    log = EventLog(client)
+    started = time.time()
+    batch = 2000
+    for first in range(0, total, batch):
+        now = time.time()
+        log.append_many(fake_event(n, now) for n in range(first, min(total, first + batch)))
+        if first and first % 200_000 == 0:
+            print(f"  ... {first} events stored ({time.time() - started:.0f} s)", flush=True)
+    memory = client.info("memory")["used_memory"]
+    print(f"stored {total} events in {time.time() - started:.0f} s "
+          f"({total / (time.time() - started):.0f}/s); redis used_memory {memory / 2**20:.0f} MiB "
+          f"({memory / total:.0f} B per event, stream + indexes)")
+
+
+def timed_get(port: int, path: str) -> tuple[float, int, dict[str, Any]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    started = time.perf_counter()
+    connection.request("GET", path, headers={"Authorization": API_KEY})
+    response = connection.getresponse()
+    body = response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    connection.close()
+    return elapsed, response.status, json.loads(body)
+
+
+def bench_events_api(args: argparse.Namespace, directory: str, config: tuple[str, int, int]) -> None:
+    redis_process, redis_port = start_redis(directory)
+    client = redis.Redis(port=redis_port)
+    try:
+        print(f"\n== events API over {args.events} stored events (gunicorn {config[0]}) ==")
+        fill_events(client, args.events)
+        process, port = start_gunicorn(redis_port, *config, Path(directory) / "gunicorn-api.log")
+        try:
+            queries = {
+                "no filter, per_page=1000": {"per_page": 1000},
+                "events=click, per_page=1000": {"events": "click"},
+                "campaigns=campaign-0 (40%), per_page=1000": {"campaigns": "campaign-0"},
+                "campaigns=campaign-7, events=click, per_page=10000":
+                    {"campaigns": "campaign-7", "events": "click", "per_page": 10000},
+                "recipients=user4242@example.net": {"recipients": "user4242@example.net"},
+                "messages=<4242.bench@example.com>": {"messages": "<4242.bench@example.com>"},
+                "subjects='Weekly news 42', per_page=100": {"subjects": "Weekly news 42",
+                                                            "per_page": 100},
+                "campaigns=campaign-0 + recipients=... (scan)":
+                    {"campaigns": "campaign-0", "recipients": "user4240@example.net"},
+                "subjects + sending_domains (scan of 1 subject)":
+                    {"subjects": "Weekly news 42", "sending_domains": "example.com"},
+                "sending_domains only (scan of everything)": {"sending_domains": "example.com"},
+            }
+            print(f"{'query':52} {'median ms':>9} {'p95 ms':>8} {'max ms':>8} {'results':>7} "
+                  f"{'total_count':>11}")
+            for name, params in queries.items():
+                path = "/api/v1/events/message?" + urlencode(params)
+                runs = [timed_get(port, path) for _ in range(args.repeat)]
+                times = sorted(run[0] for run in runs)
+                status, body = runs[0][1], runs[0][2]
+                count = len(body.get("results", [])) if status == 200 else f"{status}"
+                total = body.get("total_count", body.get("errors", [{}])[0].get("param", ""))
+                print(f"{name:52} {statistics.median(times):9.1f} "
+                      f"{times[int(len(times) * 0.95) - 1]:8.1f} {times[-1]:8.1f} {count:>7} "
+                      f"{total:>11}")
+            # Deep paging: the fifth page through the cursor costs what the first does.
+            path = "/api/v1/events/message?" + urlencode({"per_page": 1000})
+            for _ in range(4):
+                path = timed_get(port, path)[2]["links"]["next"]
+            times = sorted(timed_get(port, path)[0] for _ in range(args.repeat))
+            print(f"{'no filter, 5th page via cursor':52} {statistics.median(times):9.1f} "
+                  f"{times[int(len(times) * 0.95) - 1]:8.1f} {times[-1]:8.1f}")
+        finally:
+            stop(process)
+    finally:
+        stop(redis_process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="per load run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=20, help="runs per events API query")
+    parser.add_argument("--skip-clicks", action="store_true")
+    args = parser.parse_args()
+    ensure_tools()
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="bench-redirector-") as directory:
+        config = ("gthread", 2, 4)
+        if not args.skip_clicks:
+            redis_process, redis_port = start_redis(directory)
+            try:
+                config = bench_clicks(args, directory, redis_port)
+            finally:
+                stop(redis_process)
+        if args.events:
+            bench_events_api(args, directory, config)
+
+
+if __name__ == "__main__":
+    main()
