@@ -1,0 +1,1 @@
+"""Test support code (real daemons on loopback): see procs.py."""

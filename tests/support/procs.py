@@ -1,0 +1,447 @@
+"""Real daemons for the tests and benchmarks: redis-server, the milter, a sandbox Postfix.
+
+Everything listens on 127.0.0.1 on a free port and lives under one temporary directory
+(see ``session_dir``). The Postfix side is scripts/sandbox-postfix, the same script
+``make run`` uses. tests/conftest.py wraps these classes in pytest fixtures; benchmark
+scripts can use them directly (``sys.path.insert(0, "tests")``, then
+``from support.procs import ...``).
+
+Facts worth knowing (measured on Debian 12, Postfix 3.7, pymilter 1.0.5):
+- A pymilter milter needs up to 5 s to exit after SIGTERM: libmilter's listener only
+  checks its stop flag every 5 s (MI_CHK_TIME). ``MilterProcess.stop()`` waits for
+  that; ``kill()`` is immediate; fixture teardown only signals and the session end
+  reaps, so tests do not pay 5 s each.
+- Postfix must be started as root, and virtual(8) delivers as an unprivileged user
+  (nobody here) that must be able to walk to the Maildir, so the session directory is
+  made under /tmp with mode 0755, not under pytest's 0700 tmp_path.
+- The delivered file is what Postfix wrote: Return-Path:, X-Original-To:,
+  Delivered-To: and Received: are prepended, line endings are LF, and there is one
+  file per recipient. ``split_message()`` and ``crlf_to_lf()`` help comparing.
+- With the milter down (milter_default_action = tempfail) Postfix answers MAIL FROM
+  with ``451 4.7.1 Service unavailable - try again later``: smtplib raises
+  SMTPSenderRefused.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX_POSTFIX = REPO / "scripts" / "sandbox-postfix"
+MILTER_MODULE = "engage_milter.main"
+
+
+class ProcError(RuntimeError):
+    """A daemon did not start or misbehaved; the message carries its log tail."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def session_dir(prefix: str = "engage-tests-") -> Path:
+    """A fresh directory under /tmp that unprivileged Postfix users can traverse."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    """True when a socket listens on PORT (127.0.0.1 or any address), without connecting.
+
+    Reads /proc/net/tcp{,6} so probing never opens a session with the daemon.
+    """
+    want = f"{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    if fields[1].rsplit(":", 1)[1] == want and fields[3] == "0A":
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def crlf_to_lf(data: bytes) -> bytes:
+    """SMTP sends CRLF; Postfix stores and delivers LF. Compare after this."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block, body) of a message with CRLF or LF line endings."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = raw.partition(sep)
+        if found:
+            return head, body
+    return raw, b""
+
+
+def _stop_popen(proc: "subprocess.Popen[bytes]", timeout: float) -> Optional[int]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+# --------------------------------------------------------------------------- Redis
+
+class RedisServer:
+    """A private redis-server (AOF on, like production) that tests may stop and restart.
+
+    ``url``, ``port``, ``host``; ``start()``, ``stop()``, ``running``, ``log_text()``.
+    Restarting keeps the port and the data directory, so data written before
+    ``stop()`` is there again after ``start()``.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = self.workdir / "redis.log"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            raise ProcError("redis-server is not installed: run scripts/install-deps")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 15) -> "RedisServer":
+        if self.running:
+            return self
+        self.proc = subprocess.Popen(
+            [self.binary, "--bind", self.host, "--port", str(self.port),
+             "--dir", str(self.workdir), "--appendonly", "yes", "--save", "",
+             "--daemonize", "no", "--logfile", str(self.log_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self._ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise ProcError(f"redis-server on {self.port} did not start:\n{tail(self.log_path)}")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10) -> None:
+        """Shut down (SIGTERM: Redis fsyncs the AOF and exits) and wait until it is gone."""
+        if self.proc is not None:
+            _stop_popen(self.proc, timeout)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# --------------------------------------------------------------------------- milter
+
+class MilterProcess:
+    """One milter process (by default ``python -m engage_milter.main``).
+
+    ``socket`` (pymilter syntax, what ENGAGE_MILTER_SOCKET says), ``postfix_socket``
+    (Postfix syntax), ``port`` (None for a unix socket), ``env`` (the ENGAGE_* it got),
+    ``pid``, ``log_path``, ``log_text()``, ``alive()``, ``returncode``,
+    ``stop()`` (SIGTERM, waits; up to 5 s for libmilter), ``terminate()`` (SIGTERM, no
+    wait), ``kill()`` (SIGKILL, waits), ``wait_exit(timeout)``.
+    """
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log_path = Path(log_path)
+        self.socket = self.env["ENGAGE_MILTER_SOCKET"]
+        self.port: Optional[int] = None
+        self.unix_path: Optional[Path] = None
+        match = re.fullmatch(r"inet6?:(\d+)(@.*)?", self.socket)
+        if match:
+            self.port = int(match.group(1))
+            self.postfix_socket = f"inet:127.0.0.1:{self.port}"
+        elif re.fullmatch(r"(unix|local):/.+", self.socket):
+            self.unix_path = Path(self.socket.split(":", 1)[1])
+            self.postfix_socket = f"unix:{self.unix_path}"
+        else:
+            self.postfix_socket = self.socket  # invalid on purpose (config error tests)
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self, wait: bool = True, timeout: float = 20) -> "MilterProcess":
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+        full_env.update(self.env)
+        pythonpath = [str(REPO / "milter"), str(REPO / "redirector")]
+        if full_env.get("PYTHONPATH"):
+            pythonpath.append(full_env["PYTHONPATH"])
+        full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        if wait:
+            self.wait_listening(timeout)
+        return self
+
+    def _ready(self) -> bool:
+        if self.port is not None:
+            return listening(self.port)
+        if self.unix_path is not None and self.unix_path.exists():
+            with socket.socket(socket.AF_UNIX) as sock:
+                try:
+                    sock.connect(str(self.unix_path))
+                    return True
+                except OSError:
+                    return False
+        return False
+
+    def wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            if not self.alive():
+                raise ProcError(f"milter {self.argv} exited with {self.returncode} before "
+                                f"listening on {self.socket}:\n{self.log_text()[-4000:]}")
+            time.sleep(0.02)
+        self.kill()
+        raise ProcError(f"milter {self.argv} did not listen on {self.socket} within "
+                        f"{timeout}s:\n{self.log_text()[-4000:]}")
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.proc.poll() if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_exit(self, timeout: float = 15) -> int:
+        assert self.proc is not None, "milter was never started"
+        return self.proc.wait(timeout)
+
+    def terminate(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 10) -> Optional[int]:
+        """SIGTERM and wait (libmilter takes up to 5 s), SIGKILL after ``timeout``."""
+        return _stop_popen(self.proc, timeout) if self.proc else None
+
+    def kill(self) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- Postfix
+
+MilterSpec = Union[None, str, MilterProcess]
+
+_MAILDIR_NAME = re.compile(r"^(\d+)\.V[0-9a-fA-F]+I[0-9a-fA-F]+M(\d+)\.")
+
+
+def _milter_socket(milter: MilterSpec) -> str:
+    if milter is None:
+        return "none"
+    if isinstance(milter, MilterProcess):
+        return milter.socket
+    return str(milter)
+
+
+class PostfixSandbox:
+    """A private Postfix (scripts/sandbox-postfix) on 127.0.0.1:``smtp_port``.
+
+    Mail goes into the Maildir ``sink`` (files in ``sink/new``), or to
+    ``smtp:[127.0.0.1]:relay_port`` when started with ``relay_port``.
+    ``start(milter)``, ``set_milter(milter)``, ``reset()``, ``stop()``,
+    ``send(msg, mail_from, rcpts)``, ``wait_delivered(count, timeout)``,
+    ``delivered_paths()``, ``queue()``, ``log_text()``, ``mark_log()``.
+    A milter is given as a MilterProcess, a socket string (pymilter or Postfix syntax)
+    or None.
+    """
+
+    def __init__(self, base: Path, smtp_port: Optional[int] = None) -> None:
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.dir = self.base / "pf"
+        self.sink = self.base / "sink"
+        self.smtp_port = smtp_port or free_port()
+        self.milter_socket = "none"
+        self.relay_port: Optional[int] = None
+        self.log_path = self.dir / "log" / "postfix.log"
+        self._log_offset = 0
+        self.started = False
+
+    # -- control
+    def _script(self, *args: str, timeout: float = 60) -> str:
+        result = subprocess.run(["bash", str(SANDBOX_POSTFIX), *args], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise ProcError(f"sandbox-postfix {' '.join(args)} failed ({result.returncode}):\n"
+                            f"{result.stdout}{result.stderr}\n--- {self.log_path}:\n"
+                            f"{tail(self.log_path)}")
+        return result.stdout
+
+    def start(self, milter: MilterSpec = None, relay_port: Optional[int] = None) -> "PostfixSandbox":
+        self.milter_socket = _milter_socket(milter)
+        self.relay_port = relay_port
+        relay = ["--relay", str(relay_port)] if relay_port else []
+        sink = "-" if relay_port else str(self.sink)
+        for attempt in range(3):
+            try:
+                self._script("start", *relay, str(self.dir), str(self.smtp_port),
+                             self.milter_socket, sink)
+                break
+            except ProcError as exc:
+                # Someone took the free port between free_port() and the bind: try another.
+                if "already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.smtp_port = free_port()
+        self.started = True
+        self.mark_log()
+        return self
+
+    def set_milter(self, milter: MilterSpec) -> None:
+        """Point smtpd_milters at another milter (or none) and reload; no-op if unchanged."""
+        socket_ = _milter_socket(milter)
+        if socket_ != self.milter_socket:
+            self._script("milter", str(self.dir), socket_)
+            self.milter_socket = socket_
+
+    def reset(self) -> None:
+        """Drop every queued message and empty the sink: a clean slate for the next test."""
+        self._script("purge", str(self.dir))
+        for sub in ("new", "cur", "tmp"):
+            folder = self.sink / sub
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    path.unlink()
+        self.mark_log()
+
+    def stop(self) -> None:
+        if self.started:
+            self._script("stop", str(self.dir))
+            self.started = False
+
+    # -- mail
+    def send(self, msg: Union[bytes, str], mail_from: str = "sender@example.com",
+             rcpts: Union[str, Iterable[str]] = ("rcpt@example.org",), *,
+             timeout: float = 60) -> dict:
+        """Submit by SMTP; returns smtplib's dict of refused recipients ({} = all accepted).
+
+        SMTP errors raise as usual (SMTPSenderRefused for the 451 of a milter that is
+        down, SMTPDataError for a 5xx/4xx after DATA, ...).
+        """
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=timeout) as smtp:
+            return smtp.sendmail(mail_from, list(rcpts), msg)
+
+    def delivered_paths(self) -> list[Path]:
+        """Files in sink/new, oldest delivery first (Maildir name: seconds, then microseconds)."""
+        folder = self.sink / "new"
+        if not folder.is_dir():
+            return []
+
+        def key(path: Path) -> tuple[int, int, str]:
+            match = _MAILDIR_NAME.match(path.name)
+            if match:
+                return int(match.group(1)), int(match.group(2)), path.name
+            stat = path.stat()
+            return int(stat.st_mtime), stat.st_mtime_ns % 1_000_000_000 // 1000, path.name
+
+        return sorted(folder.iterdir(), key=key)
+
+    def wait_delivered(self, count: int = 1, timeout: float = 20) -> list[bytes]:
+        """Wait until sink/new holds at least ``count`` files; return all their bytes.
+
+        One file per recipient. On timeout, fails with the queue and the log tail.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            paths = self.delivered_paths()
+            if len(paths) >= count:
+                return [path.read_bytes() for path in paths]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(paths)} of {count} message(s) delivered to {self.sink}/new within "
+                    f"{timeout}s\n--- queue:\n{self.queue()}\n--- postfix log:\n"
+                    f"{self.log_text()[-4000:]}")
+            time.sleep(0.02)
+
+    def queue(self) -> str:
+        """``postqueue -p`` of this instance (what is still queued and why)."""
+        result = subprocess.run(["postqueue", "-c", str(self.dir / "etc"), "-p"],
+                                capture_output=True, text=True,
+                                env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
+        return result.stdout + result.stderr
+
+    def mark_log(self) -> None:
+        """From now on ``log_text()`` returns only what is logged after this point."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_text(self, everything: bool = False) -> str:
+        """The Postfix log since the last ``mark_log()`` (``reset()`` marks), or all of it."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as handle:
+            if not everything:
+                handle.seek(self._log_offset)
+            return handle.read().decode(errors="replace")
+
+
+def milter_argv(module: str = MILTER_MODULE) -> list[str]:
+    return [sys.executable, "-m", module]
