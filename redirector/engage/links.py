@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Optional
 
 import redis
@@ -53,6 +54,10 @@ class Template:
     click_tracking: bool = True
 
     def to_json(self) -> str:
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         return _dumps({
             "l": [[link.url, link.name] if link.name else [link.url] for link in self.links],
             "c": self.campaign_id, "g": list(self.tags), "f": self.friendly_from,
@@ -68,7 +73,7 @@ class Template:
             open_tracking=bool(data["o"]), click_tracking=bool(data["k"]),
         )
 
-    @property
+    @cached_property
     def template_id(self) -> str:
         return _b64(hashlib.sha256(self.to_json().encode()).digest()[:9])
 
