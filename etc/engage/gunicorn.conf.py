@@ -3,7 +3,9 @@
     gunicorn -c /etc/engage/gunicorn.conf.py 'engage.web:create_app()'
 
 The app reads /etc/engage/engage.conf and ENGAGE_* itself; this file only sizes gunicorn.
-Worker class: chosen by tests/bench/bench_redirector.py on 2 cores (see docs/redirector.md).
+Worker class chosen by tests/bench/bench_redirector.py on 2 cores: gthread, one process
+per core, 16 threads each, beat sync (4 or 8 workers) and gthread with 4 threads in every
+run: a click waits on three Redis round trips, and threads overlap that wait cheaply.
 Every setting can be overridden on the command line or in GUNICORN_CMD_ARGS.
 """
 import multiprocessing
@@ -12,7 +14,7 @@ import os
 bind = os.environ.get("ENGAGE_WEB_BIND", "127.0.0.1:8080")
 worker_class = "gthread"
 workers = int(os.environ.get("ENGAGE_WEB_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("ENGAGE_WEB_THREADS", 4))
+threads = int(os.environ.get("ENGAGE_WEB_THREADS", 16))
 keepalive = 5  # nginx keeps upstream connections open (keepalive in the upstream block)
 timeout = 30
 graceful_timeout = 10

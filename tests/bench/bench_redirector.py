@@ -40,7 +40,8 @@ from engage.links import (Link, LinkStore, MessageRecord, Resolved, Template,  #
                           click_token, new_message_key)
 
 API_KEY = "bench-key"
-WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 4, 4), ("gthread", 2, 16)]
+WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16), ("gthread", 3, 16),
+           ("gthread", 4, 8)]
 
 
 def free_port() -> int:
@@ -111,7 +112,7 @@ def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "redirector"),
            "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ENGAGE_API_KEYS": API_KEY,
            "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}",
-           "ENGAGE_RATE_LIMIT": "100000000",  # counted (as deployed) but never reached
+           "ENGAGE_RATE_LIMIT": "1000000",  # counted (as deployed) but never reached
            "ENGAGE_CONFIG": os.devnull}
     with open(log, "ab") as out:
         process = subprocess.Popen(

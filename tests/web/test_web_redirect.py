@@ -146,3 +146,11 @@ def test_click_still_redirects_when_the_event_cannot_be_stored(client, mail, eve
     response = client.get(f"/c/{message.click(0)}")
     assert response.status_code == 302
     assert response.headers["Location"] == "https://example.com/lost-event"
+
+
+def test_a_stored_url_with_raw_non_ascii_is_percent_encoded_not_dropped(client, mail):
+    # The milter stores RFC 3986 URLs only; should another writer store raw UTF-8 or a
+    # space, the Location header still cannot carry it, so those bytes are encoded.
+    message = mail("https://example.com/caf\u00e9 menu?q=\u20ac")
+    response = client.get(f"/c/{message.click(0)}")
+    assert response.headers["Location"] == "https://example.com/caf%C3%A9%20menu?q=%E2%82%AC"

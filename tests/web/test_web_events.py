@@ -1,0 +1,55 @@
+"""engage.events: the event object and how stream readers get it back."""
+from __future__ import annotations
+
+import json
+
+from engage.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
+from engage.links import Link, MessageRecord, Resolved, Template
+
+TEMPLATE = Template(links=(Link("https://example.com/x", "cta"),), campaign_id="c1",
+                    tags=("a",), friendly_from="f@example.com", sending_domain="example.com",
+                    open_tracking=False)
+RECORD = MessageRecord(rcpt_to=("Bob@Example.com",), mail_from="b@example.com", subject="S",
+                       message_id="<m@x>", queue_id="Q", injection_time=1700000000,
+                       metadata={"k": "v"}, template_id=TEMPLATE.template_id)
+
+
+def test_open_event_has_sparkpost_fields_and_no_link_fields():
+    event = build_event("open", Resolved("tx1", TEMPLATE, RECORD, None),
+                        RequestFacts("192.0.2.1", "UA", "en"), 1700000001.5)
+    assert event["type"] == "open" and event["timestamp"] == "2023-11-14T22:13:21.500Z"
+    assert event["open_tracking"] is False and event["initial_pixel"] is False
+    assert event["transmission_id"] == "tx1" and event["rcpt_meta"] == {"k": "v"}
+    assert not {"target_link_url", "target_link_name", "accept_language", "geo_ip"} & set(event)
+
+
+def test_index_values_cover_every_indexed_filter():
+    event = build_event("click", Resolved("tx1", TEMPLATE, RECORD, TEMPLATE.links[0]),
+                        RequestFacts("192.0.2.1"), 1700000001)
+    dims = dict(index_values(event))
+    assert dims["c"] == "c1" and dims["r"] == "bob@example.com" and dims["m"] == "<m@x>"
+    assert dims["x"] == "tx1" and len(dims["s"]) == 24
+
+
+def test_stream_readers_get_the_event_with_its_id(events):
+    event = build_event("click", Resolved("tx1", TEMPLATE, RECORD, TEMPLATE.links[0]),
+                        RequestFacts("192.0.2.1"), 1700000001)
+    entry_id = events.append(event)
+    [(stored_id, fields)] = events.client.xrange(events.stream)
+    decoded = decode(stored_id, fields)
+    assert decoded == {**event, "event_id": str(score_of(entry_id))}
+    assert json.loads(fields[b"e"]) == event
+
+
+def test_append_many_stores_a_batch_with_its_indexes(events):
+    batch = [build_event("open", Resolved(f"tx{n}", TEMPLATE, RECORD, None),
+                         RequestFacts("192.0.2.1"), 1700000001) for n in range(50)]
+    events.append_many(batch)
+    assert events.client.xlen(events.stream) == 50
+    assert events.client.zcard(events.index_key("open", "c", "c1")) == 50
+    assert events.client.zcard(events.index_key("open", "x", "tx7")) == 1
+
+
+def test_score_is_time_ordered_and_iso_time_is_utc_ms():
+    assert score_of("1700000000000-0") < score_of("1700000000000-1") < score_of("1700000000001-0")
+    assert iso_time(0) == "1970-01-01T00:00:00.000Z"
