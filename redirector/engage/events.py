@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import redis
 
@@ -103,7 +104,7 @@ class RequestFacts:
     ip_address: str
     user_agent: str = ""
     accept_language: str = ""
-    geo_ip: Optional[dict[str, Any]] = None
+    geo_ip: dict[str, Any] | None = None
 
 
 def iso_time(epoch: float) -> str:
@@ -185,7 +186,7 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
 class EventLog:
     """Appends events to the stream with their indexes, reads them back; connection passed in."""
 
-    def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
+    def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
                  retention_days: int = 10) -> None:
         self.client = client
         self.prefix = prefix
@@ -200,10 +201,10 @@ class EventLog:
         base = f"{self.prefix}ei:{kind}"
         return f"{base}:{dim}:{value}" if dim else base
 
-    def cutoff_ms(self, now: Optional[float] = None) -> int:
+    def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
 
-    def _keys_args(self, event: dict[str, Any], now: Optional[float]) -> tuple[list[str], list[Any]]:
+    def _keys_args(self, event: dict[str, Any], now: float | None) -> tuple[list[str], list[Any]]:
         kind = event["type"]
         keys = [self.stream, self.index_key(kind)]
         keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
@@ -211,7 +212,7 @@ class EventLog:
         return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False), cutoff,
                       cutoff * 1000, self.retention + 86400]
 
-    def append(self, event: dict[str, Any], now: Optional[float] = None) -> str:
+    def append(self, event: dict[str, Any], now: float | None = None) -> str:
         """Store one event (one round trip); its stream id. Raises EventError."""
         keys, args = self._keys_args(event, now)
         try:
@@ -220,7 +221,7 @@ class EventLog:
             raise EventError(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    def append_many(self, events: Iterable[dict[str, Any]], now: Optional[float] = None) -> None:
+    def append_many(self, events: Iterable[dict[str, Any]], now: float | None = None) -> None:
         """Store a batch in one round trip (imports, benchmarks). Raises EventError."""
         pipe = self.client.pipeline(transaction=False)
         for event in events:

@@ -14,9 +14,10 @@ import base64
 import binascii
 import heapq
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from typing import Any
 from urllib.parse import urlencode
 
 import redis
@@ -53,7 +54,7 @@ class Query:
     start_ms: int  # inclusive
     end_ms: int  # exclusive
     per_page: int = DEFAULT_PER_PAGE
-    before: Optional[int] = None  # from the cursor: only scores below this one
+    before: int | None = None  # from the cursor: only scores below this one
     types: tuple[str, ...] = TYPES
     filters: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
@@ -62,7 +63,7 @@ class Query:
 class Page:
     results: bytes  # JSON objects as stored plus event_id, joined by commas
     total_count: int
-    cursor: Optional[str]
+    cursor: str | None
 
 
 def parse_query(args: Mapping[str, str], now: float) -> Query:
@@ -122,7 +123,7 @@ def encode_cursor(score: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{score}".encode()).decode().rstrip("=")
 
 
-def _parse_cursor(text: str) -> Optional[int]:
+def _parse_cursor(text: str) -> int | None:
     if text == "initial":
         return None
     try:
@@ -135,7 +136,7 @@ def _parse_cursor(text: str) -> Optional[int]:
     return int(score)
 
 
-def next_link(path: str, args: Mapping[str, str], cursor: Optional[str]) -> dict[str, str]:
+def next_link(path: str, args: Mapping[str, str], cursor: str | None) -> dict[str, str]:
     """SparkPost's ``links``: ``next`` repeats the query with the new cursor, or is absent."""
     if cursor is None:
         return {}
@@ -144,7 +145,7 @@ def next_link(path: str, args: Mapping[str, str], cursor: Optional[str]) -> dict
     return {"next": f"{path}?{urlencode(params)}"}
 
 
-def search(log: EventLog, query: Query, max_scan: int, now: Optional[float] = None) -> Page:
+def search(log: EventLog, query: Query, max_scan: int, now: float | None = None) -> Page:
     """One page of events matching ``query``, newest first, with the total match count."""
     low = max(query.start_ms, log.cutoff_ms(now)) * 1000
     high = query.end_ms * 1000 - 1
@@ -187,7 +188,8 @@ def _driving_index(log: EventLog, types: tuple[str, ...], filters: dict[str, fro
     return name, options[name], totals[name]
 
 
-def _newest(log: EventLog, keys: list[str], top: int, low: int, count: int) -> list[tuple[int, bytes]]:
+def _newest(log: EventLog, keys: list[str], top: int, low: int,
+            count: int) -> list[tuple[int, bytes]]:
     """The ``count`` newest (score, stream id) with low <= score <= top across ``keys``."""
     pipe = log.client.pipeline(transaction=False)
     for key in keys:

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 Lookup = Callable[[str], Optional[dict[str, Any]]]
 
 
-def open_lookup(path: str) -> Optional[Lookup]:
+def open_lookup(path: str) -> Lookup | None:
     if not path:
         return None
     try:
@@ -27,7 +27,7 @@ def open_lookup(path: str) -> Optional[Lookup]:
         log.warning("cannot open GeoIP database %s: %s", path, exc)
         return None
 
-    def lookup(ip: str) -> Optional[dict[str, Any]]:
+    def lookup(ip: str) -> dict[str, Any] | None:
         try:
             record = reader.get(ip)
         except ValueError:
@@ -36,7 +36,7 @@ def open_lookup(path: str) -> Optional[Lookup]:
     return lookup
 
 
-def shape(record: dict[str, Any]) -> Optional[dict[str, Any]]:
+def shape(record: dict[str, Any]) -> dict[str, Any] | None:
     """A MaxMind City/Country record as SparkPost's geo_ip (absent parts left out)."""
     subdivisions = record.get("subdivisions") or [{}]
     location = record.get("location", {})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
 
 import redis
 
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 class RateLimiter:
     """``allow(ip)`` is False once ``limit`` requests came from ``ip`` in the current window."""
 
-    def __init__(self, client: "redis.Redis[bytes]", prefix: str, limit: int, window: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], prefix: str, limit: int, window: int) -> None:
         self.client = client
         self.prefix = prefix
         self.limit = limit  # 0: no limit
@@ -27,7 +26,7 @@ class RateLimiter:
     def key(self, ip: str, now: float) -> str:
         return f"{self.prefix}rl:{ip}:{int(now // self.window)}"
 
-    def allow(self, ip: str, now: Optional[float] = None) -> bool:
+    def allow(self, ip: str, now: float | None = None) -> bool:
         if not self.limit:
             return True
         key = self.key(ip, time.time() if now is None else now)

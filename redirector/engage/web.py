@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import redis
@@ -53,15 +53,15 @@ URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, 
 @dataclass(frozen=True)
 class Services:
     settings: config.Settings
-    client: "redis.Redis[bytes]"
+    client: redis.Redis[bytes]
     links: LinkStore
     events: EventLog
     limiter: RateLimiter
-    geo: Optional[Lookup]
+    geo: Lookup | None
 
 
-def create_app(settings: Optional[config.Settings] = None,
-               client: "Optional[redis.Redis[bytes]]" = None) -> Flask:
+def create_app(settings: config.Settings | None = None,
+               client: redis.Redis[bytes] | None = None) -> Flask:
     """Build the app; with no settings, read the settings file and ENGAGE_* variables."""
     if settings is None:
         settings = _load_settings()
@@ -120,7 +120,7 @@ def _blueprint(services: Services) -> Blueprint:
     return blueprint
 
 
-def safe_location(url: str) -> Optional[str]:
+def safe_location(url: str) -> str | None:
     """The stored URL as a Location value: unchanged when it is printable ASCII (the milter
     only stores RFC 3986 URLs); other bytes percent-encoded; None unless http(s)."""
     if urlsplit(url).scheme.lower() not in ("http", "https"):
@@ -225,7 +225,7 @@ def _healthz(services: Services) -> Callable[[], Any]:
 
 
 def _json_error(status: int, message: str, description: str,
-                param: Optional[str] = None) -> tuple[Response, int]:
+                param: str | None = None) -> tuple[Response, int]:
     error = {"message": message, "description": description}
     if param:
         error["param"] = param

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +36,19 @@ sys.path.insert(0, str(ROOT / "redirector"))
 
 import redis  # noqa: E402
 from engage.events import EventLog, RequestFacts, build_event  # noqa: E402
-from engage.links import (Link, LinkStore, MessageRecord, Resolved, Template,  # noqa: E402
-                          click_token, new_message_key)
+from engage.links import (  # noqa: E402
+    Link,
+    LinkStore,
+    MessageRecord,
+    Resolved,
+    Template,
+    click_token,
+    new_message_key,
+)
 
 API_KEY = "bench-key"
-WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16), ("gthread", 3, 16),
-           ("gthread", 4, 8)]
+WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16),
+           ("gthread", 3, 16), ("gthread", 4, 8)]
 
 
 def free_port() -> int:
@@ -91,7 +98,7 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("redis-server did not start")
 
 
-def register_links(client: "redis.Redis[bytes]", messages: int = 2000) -> list[str]:
+def register_links(client: redis.Redis[bytes], messages: int = 2000) -> list[str]:
     store = LinkStore(client)
     template = Template(links=tuple(Link(f"https://example.com/p{i}?utm_source=bench&x={i}")
                                     for i in range(5)), campaign_id="bench",
@@ -124,7 +131,7 @@ def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
     return process, port
 
 
-def start_nginx(directory: str) -> Optional[tuple[subprocess.Popen[bytes], int]]:
+def start_nginx(directory: str) -> tuple[subprocess.Popen[bytes], int] | None:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
         return None
@@ -264,7 +271,7 @@ def fake_event(n: int, now: float) -> dict[str, Any]:
     return build_event(kind, resolved, facts, now)
 
 
-def fill_events(client: "redis.Redis[bytes]", total: int) -> None:
+def fill_events(client: redis.Redis[bytes], total: int) -> None:
     log = EventLog(client)
     started = time.time()
     batch = 2000
@@ -290,7 +297,8 @@ def timed_get(port: int, path: str) -> tuple[float, int, dict[str, Any]]:
     return elapsed, response.status, json.loads(body)
 
 
-def bench_events_api(args: argparse.Namespace, directory: str, config: tuple[str, int, int]) -> None:
+def bench_events_api(args: argparse.Namespace, directory: str,
+                     config: tuple[str, int, int]) -> None:
     redis_process, redis_port = start_redis(directory)
     client = redis.Redis(port=redis_port)
     try:

@@ -9,14 +9,22 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 import pytest
 import redis
 from engage.events import EventLog
-from engage.links import (Link, LinkStore, MessageRecord, Template, click_token,
-                          new_message_key, open_token)
+from engage.links import (
+    Link,
+    LinkStore,
+    MessageRecord,
+    Template,
+    click_token,
+    new_message_key,
+    open_token,
+)
 from engage.settings import Settings
 from engage.web import create_app
 from flask import Flask
@@ -35,7 +43,7 @@ def free_port() -> int:
 class RedisServer:
     port: int
     directory: str
-    process: Optional["subprocess.Popen[bytes]"] = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,7 +79,7 @@ def web_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 
 
 @pytest.fixture
-def rclient(web_redis: RedisServer) -> "redis.Redis[bytes]":
+def rclient(web_redis: RedisServer) -> redis.Redis[bytes]:
     if web_redis.process is None:
         web_redis.start()
     client = redis.Redis(port=web_redis.port)
@@ -80,7 +88,7 @@ def rclient(web_redis: RedisServer) -> "redis.Redis[bytes]":
 
 
 @pytest.fixture
-def settings(web_redis: RedisServer, rclient: "redis.Redis[bytes]") -> Settings:
+def settings(web_redis: RedisServer, rclient: redis.Redis[bytes]) -> Settings:
     return Settings(redis_url=web_redis.url, api_keys=(API_KEY,),
                     tracking_url="https://click.example.com", rate_limit=0)
 
@@ -101,7 +109,7 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 
 
 @pytest.fixture
-def events(settings: Settings, rclient: "redis.Redis[bytes]") -> EventLog:
+def events(settings: Settings, rclient: redis.Redis[bytes]) -> EventLog:
     return EventLog(rclient, settings.key_prefix, settings.events_retention_days)
 
 
@@ -123,12 +131,12 @@ class Mail:
 
 
 @pytest.fixture
-def mail(settings: Settings, rclient: "redis.Redis[bytes]") -> Callable[..., Mail]:
+def mail(settings: Settings, rclient: redis.Redis[bytes]) -> Callable[..., Mail]:
     store = LinkStore(rclient, settings.key_prefix)
 
     def register(*urls: str, rcpt: tuple[str, ...] = ("Rcpt@Example.COM",),
                  campaign: str = "spring", subject: str = "Hello", names: tuple[str, ...] = (),
-                 metadata: Optional[dict[str, Any]] = None, **template: Any) -> Mail:
+                 metadata: dict[str, Any] | None = None, **template: Any) -> Mail:
         links = tuple(Link(url, names[i] if i < len(names) else "")
                       for i, url in enumerate(urls or ("https://example.com/",)))
         tpl = Template(links=links, campaign_id=campaign, tags=("news", "vip"),
