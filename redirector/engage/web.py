@@ -234,23 +234,23 @@ def _json_error(status: int, message: str, description: str,
 
 def _error_handler(exc: Exception) -> Any:
     """The one place where failures become answers: JSON for the API, pages elsewhere."""
-    endpoint = request.endpoint or ""
-    if endpoint.endswith(("open", "initial_open")):  # the pixel is always served
+    endpoint = (request.endpoint or "").rpartition(".")[2]
+    if endpoint in ("open", "initial_open"):  # the pixel is always served
         g.event = "lost"
         log.error("open not recorded: %s", exc)
         return gif()
     if isinstance(exc, BadParameter):
         return _json_error(400, "invalid parameter", exc.description, exc.param)
     if isinstance(exc, HTTPException):
-        status = exc.code or 500
+        status, detail = exc.code or 500, exc.description or ""
     elif isinstance(exc, (StoreError, EventError, redis.RedisError)):
         log.error("%s %s: redis unavailable: %s", request.method, _log_path(), exc)
-        status = 503
+        status, detail = 503, "the event store is unreachable, try again"
     else:
         log.exception("%s %s failed", request.method, _log_path())
-        status = 500
-    if endpoint.endswith(JSON_ENDPOINTS):
-        return _json_error(status, "unavailable" if status == 503 else "error", str(exc))
+        status, detail = 500, "internal error"
+    if endpoint in JSON_ENDPOINTS:
+        return _json_error(status, "unavailable" if status == 503 else "error", detail)
     title, text = PAGES.get(status, ("Error", "The request could not be served."))
     return Response(PAGE.format(title, text), status=status, mimetype="text/html")
 
