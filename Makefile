@@ -29,9 +29,15 @@ bench: install
 	done; \
 	[ $$found = 1 ] || echo "no tests/bench/bench_*.py scripts yet"
 
-# Stops the sandbox, removes run/ and build/test leftovers; keeps .venv (slow to rebuild).
+# Stops the sandbox, removes run/ (with what sandbox-postfix kept under /var/tmp for it)
+# and build/test leftovers; keeps .venv (slow to rebuild). run/postfix is root's.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 clean: stop
-	rm -rf run build dist .pytest_cache
+	@for link in run/postfix run/sink; do \
+	    if [ -L "$$link" ]; then echo "rm -rf $$(readlink -f "$$link")"; $(SUDO) rm -rf "$$(readlink -f "$$link")"; fi; \
+	done
+	$(SUDO) rm -rf run
+	rm -rf build dist .pytest_cache
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
 distclean: clean
