@@ -17,6 +17,9 @@ Facts worth knowing (measured on Debian 12, Postfix 3.7, pymilter 1.0.5):
 - The delivered file is what Postfix wrote: Return-Path:, X-Original-To:,
   Delivered-To: and Received: are prepended, line endings are LF, and there is one
   file per recipient. ``split_message()`` and ``crlf_to_lf()`` help comparing.
+- smtpd talks to the milter as the postfix user: a unix: socket that a root milter
+  creates with the default umask (srwxr-xr-x) is refused ("connect to Milter service
+  unix:...: Permission denied", then 451). inet: sockets have no such problem.
 - With the milter down (milter_default_action = tempfail) Postfix answers MAIL FROM
   with ``451 4.7.1 Service unavailable - try again later``: smtplib raises
   SMTPSenderRefused.
