@@ -88,7 +88,8 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     for name in ("recipients", "sending_domains"):
         if name in lists:
             lists[name] = frozenset(value.lower() for value in lists[name])
-    return Query(int(start * 1000), int(end * 1000), _parse_per_page(args),
+    # round(), not int(): 1795990589.836 * 1000 is 1795990589835.9998.
+    return Query(round(start * 1000), round(end * 1000), _parse_per_page(args),
                  _parse_cursor(args.get("cursor", "initial")), types, lists)
 
 

@@ -128,14 +128,21 @@ def test_next_link_keeps_the_filters(client, thousands):
 
 def test_from_and_to_select_a_time_window(client, events):
     before = store(events, 30)
-    time.sleep(0.01)
-    middle = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    time.sleep(0.01)
+    time.sleep(0.02)
     after = store(events, 20, start=30)
-    newer = get(client, **{"from": middle}).json
+    # Bounds from the stored ids (Redis's clock, in ms), not from this process's clock.
+    last_before = max(int(e["event_id"]) for e in before) // 1000
+    first_after = min(int(e["event_id"]) for e in after) // 1000
+    assert first_after > last_before
+
+    def iso(ms: int) -> str:
+        moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    newer = get(client, **{"from": iso(first_after)}).json
     assert newer["total_count"] == 20
     assert {e["event_id"] for e in newer["results"]} == {e["event_id"] for e in after}
-    older = get(client, to=middle).json
+    older = get(client, to=iso(last_before + 1)).json  # "to" is exclusive
     assert {e["event_id"] for e in older["results"]} == {e["event_id"] for e in before}
     long_ago = {"from": "2000-01-01T00:00", "to": "2000-01-02T00:00"}
     assert get(client, **long_ago).json["total_count"] == 0
