@@ -73,7 +73,7 @@ class BodyRewrite:
         self.body = body
         self.links: list[Link] = []
         self.notes: list[str] = []
-        self._index: dict[Link, int] = {}
+        self._index: dict[tuple[str, str], int] = {}
         self._parts: list[_Part] = []
         text_parts, self.notes = mimewalk.text_parts(headers, body)
         for text_part in text_parts:
@@ -124,26 +124,30 @@ class BodyRewrite:
         ]
 
     def _link_index(self, site: LinkSite) -> int:
-        link = Link(site.url, site.name)
-        if link not in self._index:
-            self._index[link] = len(self.links)
-            self.links.append(link)
-        return self._index[link]
+        key = (site.url, site.name)
+        index = self._index.get(key)
+        if index is None:
+            index = self._index[key] = len(self.links)
+            self.links.append(Link(site.url, site.name))
+        return index
 
     def render(self, urls: Urls) -> bytes:
         """The new body; raises CannotRewrite (nothing changed) if a part cannot take it."""
         splices = []
+        clicks = [urls.click(index) for index in range(len(self.links))]
         for part in self._parts:
-            edits = self._edits(part, urls)
+            edits = self._edits(part, clicks, urls)
             if edits:
                 new = part.codec.encode(self._splices(part, edits))
                 splices.append(Splice(part.part.start, part.part.end, new))
         return splice(self.body, splices)
 
-    def _edits(self, part: _Part, urls: Urls) -> list[_Edit]:
+    def _edits(self, part: _Part, clicks: list[str], urls: Urls) -> list[_Edit]:
+        html = part.part.subtype == "html"
         edits = [
-            _Edit(site.start, site.end, urls.click(index), len(urls.click(index)) + (1 if site.quoted else 0)
-                  if part.part.subtype == "html" else -1)  # never break a line of prose
+            # In HTML a line may break right after the value; never in a line of prose.
+            _Edit(site.start, site.end, clicks[index],
+                  len(clicks[index]) + site.quoted if html else -1)
             for site, index in part.sites
         ] + part.curlies
         if part.pixels is not None:
@@ -182,6 +186,8 @@ def _max_line(data: bytes) -> int:
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
     """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
+    if _edited_lines_fit(splices, codec.decoded):
+        return splices
     out: list[bytes] = []
     points: list[int] = []  # offsets in the new text where a line break may go
     pos = size = 0
@@ -202,6 +208,21 @@ def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice
     if _max_line(result) > max(MAX_LINE, _max_line(codec.decoded)):
         raise CannotRewrite("a rewritten line would exceed 998 octets")
     return [Splice(0, len(codec.decoded), result)]
+
+
+def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:
+    """Whether every line an edit touches stays within 998 octets (edits hold no line
+    break, so each line's new length is its old length plus the edits' growth)."""
+    growth: dict[int, int] = {}
+    for edit in splices:
+        line_start = data.rfind(b"\n", 0, edit.start) + 1
+        growth[line_start] = growth.get(line_start, 0) + len(edit.data) - (edit.end - edit.start)
+    for line_start, extra in growth.items():
+        line_end = data.find(b"\n", line_start)
+        line_end = len(data) if line_end < 0 else line_end
+        if line_end - line_start - (data[line_end - 1:line_end] == b"\r") + extra > MAX_LINE:
+            return False
+    return True
 
 
 def _cuts(new: bytes, points: list[int]) -> list[int]:

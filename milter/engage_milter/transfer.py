@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 PLAIN = ("7bit", "8bit", "binary", "")
-LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+# One hard line of quoted-printable: physical lines ending in a soft break ("=", maybe
+# followed by transport padding), then the line that ends it.
+PADDED_SOFT_BREAK = re.compile(rb"=[ \t]+\r?\n")
+HARD_LINE = re.compile(rb"(?:[^\n]*?=[ \t]*\r?\n)*[^\n]*(?:\n|\Z)")
 TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
 
 
@@ -94,35 +97,28 @@ class Codec:
     def _qp_split(self, raw: bytes) -> None:
         """Cut into hard lines (soft breaks joined) and decode each one."""
         self.hard: list[tuple[int, int]] = []  # raw span of each hard line, line end included
-        starts: list[int] = []  # decoded offset where each hard line starts
+        self.starts: list[int] = []  # decoded offset where each hard line starts
         pieces: list[bytes] = []
         decoded_len = 0
-        line_start = 0
-        for match in LINE.finditer(raw):
-            line = match.group()
-            if line.rstrip(b"\r\n").rstrip(b" \t").endswith(b"=") and line.endswith(b"\n"):
-                continue  # soft break: the hard line goes on
-            end = match.end()
-            piece = self._qp_decode_line(raw[line_start:end])
-            self.hard.append((line_start, end))
-            starts.append(decoded_len)
+        if PADDED_SOFT_BREAK.search(raw):
+            spans = [m.span() for m in HARD_LINE.finditer(raw) if m.end() > m.start()]
+        else:  # the common case, found faster: a hard line ends at a newline after no "="
+            spans, start, pos = [], 0, 0
+            for line in raw.split(b"\n"):
+                pos += len(line) + 1
+                if not line.endswith((b"=", b"=\r")):
+                    spans.append((start, min(pos, len(raw))))
+                    start = pos
+            if start < len(raw):
+                spans.append((start, len(raw)))
+            spans = [(a, b) for a, b in spans if b > a]
+        for start, end in spans:
+            piece = _qp_decode_line(raw[start:end])
+            self.hard.append((start, end))
+            self.starts.append(decoded_len)
             pieces.append(piece)
             decoded_len += len(piece)
-            line_start = end
-        if line_start < len(raw):
-            self.hard.append((line_start, len(raw)))
-            starts.append(decoded_len)
-            pieces.append(self._qp_decode_line(raw[line_start:]))
-        self.starts = starts
         self.decoded = b"".join(pieces)
-
-    def _qp_decode_line(self, encoded: bytes) -> bytes:
-        body = encoded.rstrip(b"\r\n")
-        ending = encoded[len(body):]
-        # RFC 2045 6.7 (3): white space at the end of an encoded line is transport
-        # padding; "=  CRLF" is still a soft break.
-        decoded = binascii.a2b_qp(TRAILING_SPACE.sub(b"", body).rstrip(b" \t"))
-        return decoded + (b"\r\n" if ending else b"")
 
     def _qp_encode(self, edits: Sequence[Splice]) -> bytes:
         groups = self._qp_groups(edits)
@@ -154,3 +150,14 @@ class Codec:
     def _qp_encode_text(self, text: bytes) -> bytes:
         encoded = binascii.b2a_qp(text.replace(b"\r\n", b"\n"), istext=True)
         return encoded.replace(b"\n", self.newline)
+
+
+def _qp_decode_line(encoded: bytes) -> bytes:
+    """One hard line decoded, its line end as CRLF."""
+    body = encoded.rstrip(b"\r\n")
+    if b" \n" in body or b"\t\n" in body or b" \r\n" in body or b"\t\r\n" in body:
+        # RFC 2045 6.7 (3): white space at the end of an encoded line is transport
+        # padding; "=  CRLF" is still a soft break.
+        body = TRAILING_SPACE.sub(b"", body)
+    decoded = binascii.a2b_qp(body.rstrip(b" \t"))
+    return decoded + b"\r\n" if len(body) < len(encoded) else decoded
