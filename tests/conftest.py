@@ -20,6 +20,16 @@ postfix_sandbox (function)  make_postfix(milter=None, *, private=False, relay_po
                             private=True (or relay_port) gives a separate instance,
                             stopped at the end of the test. Needs root: skipped otherwise
                             (a failure instead when CI is set).
+start_redirector (function) start_redirector(env_overrides=None, *, nginx=False)
+                            -> Redirector (.url .public_url .api_key .nginx .env
+                            .log_text() .stop()). gunicorn with etc/engage/gunicorn.conf.py
+                            on a free port, sharing redis_server and the milter's key
+                            prefix test:, ENGAGE_API_KEYS=REDIRECTOR_API_KEY,
+                            ENGAGE_TRACKING_URL=.public_url, ENGAGE_CONFIG=an empty file.
+                            nginx=True puts a private nginx (etc/nginx/sandbox-nginx.conf.in,
+                            .nginx: NginxProxy) in front and sets ENGAGE_PROXY_HOPS=1;
+                            .public_url is then nginx's (skipped when nginx is missing).
+                            Pass .public_url to start_milter as ENGAGE_TRACKING_URL.
 
 Daemons live in /tmp/engage-tests-XXXX (kept, and printed, when a test failed).
 """
@@ -32,11 +42,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
-
-from support.procs import (MilterProcess, PostfixSandbox, ProcError, RedisServer,
-                           milter_argv, session_dir)
+from support.procs import (
+    MilterProcess,
+    NginxProxy,
+    PostfixSandbox,
+    ProcError,
+    Redirector,
+    RedisServer,
+    free_port,
+    milter_argv,
+    nginx_binary,
+    session_dir,
+)
 
 _state: dict[str, Any] = {}
+REDIRECTOR_API_KEY = "test-api-key"
 
 
 def _need(condition: bool, reason: str) -> None:
@@ -98,8 +118,6 @@ def _milters() -> Iterator[list[MilterProcess]]:
 @pytest.fixture
 def start_milter(redis_server: RedisServer, engage_tmp: Path,
                  _milters: list[MilterProcess]) -> Iterator[Callable[..., MilterProcess]]:
-    from support.procs import free_port
-
     mine: list[MilterProcess] = []
     empty_config = engage_tmp / "empty.conf"
     empty_config.touch()
@@ -168,6 +186,46 @@ def postfix_sandbox(engage_tmp: Path,
             sandbox.stop()
         except ProcError as exc:  # do not hide the test's own result
             print(f"warning: {exc}")
+
+
+@pytest.fixture
+def start_redirector(redis_server: RedisServer, engage_tmp: Path
+                     ) -> Iterator[Callable[..., Redirector]]:
+    started: list[Any] = []
+    empty_config = engage_tmp / "empty.conf"
+    empty_config.touch()
+
+    def start(env_overrides: Optional[dict[str, Optional[str]]] = None, *,
+              nginx: bool = False) -> Redirector:
+        if nginx:
+            _need(nginx_binary() is not None, "nginx is not installed (run scripts/install-deps)")
+        index = _state["redirectors"] = _state.get("redirectors", 0) + 1
+        port = free_port()
+        proxy = NginxProxy(engage_tmp / f"nginx-{index}", f"127.0.0.1:{port}") if nginx else None
+        public_url = proxy.url if proxy else f"http://127.0.0.1:{port}"
+        env: dict[str, Optional[str]] = {
+            "ENGAGE_REDIS_URL": redis_server.url,
+            "ENGAGE_KEY_PREFIX": "test:",
+            "ENGAGE_TRACKING_URL": public_url,
+            "ENGAGE_API_KEYS": REDIRECTOR_API_KEY,
+            "ENGAGE_PROXY_HOPS": "1" if nginx else "0",
+            "ENGAGE_LOG_LEVEL": "INFO",
+            "ENGAGE_CONFIG": str(empty_config),
+        }
+        env.update(env_overrides or {})
+        redirector = Redirector({k: v for k, v in env.items() if v is not None},
+                                engage_tmp / f"redirector-{index}.log", port)
+        redirector.nginx = proxy
+        started.append(redirector)
+        redirector.start()
+        if proxy is not None:
+            started.append(proxy)
+            proxy.start()
+        return redirector
+
+    yield start
+    for process in reversed(started):
+        process.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,4 +1,5 @@
-"""Real daemons for the tests and benchmarks: redis-server, the milter, a sandbox Postfix.
+"""Real daemons for the tests and benchmarks: redis-server, the milter, a sandbox Postfix,
+the redirector under gunicorn and an nginx in front of it.
 
 Everything listens on 127.0.0.1 on a free port and lives under one temporary directory
 (see ``session_dir``). The Postfix side is scripts/sandbox-postfix, the same script
@@ -23,6 +24,10 @@ Facts worth knowing (measured on Debian 12, Postfix 3.7, pymilter 1.0.5):
 - With the milter down (milter_default_action = tempfail) Postfix answers MAIL FROM
   with ``451 4.7.1 Service unavailable - try again later``: smtplib raises
   SMTPSenderRefused.
+- nginx started as root runs its worker as nobody; the sandbox template streams
+  responses (``proxy_max_temp_file_size 0``) so that worker never needs the prefix.
+  Requests sent from 127.0.0.2 (``http_get(..., source=...)``) reach a 127.0.0.1
+  listener: that is how a test tells the client's address from nginx's.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_POSTFIX = REPO / "scripts" / "sandbox-postfix"
@@ -448,3 +453,172 @@ class PostfixSandbox:
 
 def milter_argv(module: str = MILTER_MODULE) -> list[str]:
     return [sys.executable, "-m", module]
+
+
+# --------------------------------------------------------------------------- redirector
+
+GUNICORN_CONF = REPO / "etc" / "engage" / "gunicorn.conf.py"
+NGINX_TEMPLATE = REPO / "etc" / "nginx" / "sandbox-nginx.conf.in"
+
+
+def http_get(url: str, headers: Optional[Mapping[str, str]] = None, *,
+             source: Optional[str] = None, method: str = "GET",
+             timeout: float = 10) -> tuple[int, Mapping[str, str], bytes]:
+    """One plain HTTP request, redirects NOT followed: (status, headers, body).
+
+    ``source`` is the local address to connect from (any 127.x.y.z works on Linux), so a
+    test can tell the client's address from the proxy's (127.0.0.1).
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                            timeout=timeout,
+                                            source_address=(source, 0) if source else None)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path or "/", headers=dict(headers or {}))
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def _wait_http(url: str, deadline: float, alive: Callable[[], bool]) -> bool:
+    while time.monotonic() < deadline and alive():
+        try:
+            if http_get(url, timeout=2)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+class Redirector:
+    """The redirector as production runs it: gunicorn with etc/engage/gunicorn.conf.py
+    serving ``engage.web:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
+
+    ``env`` are its ENGAGE_* variables (nothing else of the caller's ENGAGE_* leaks in);
+    ``url`` (http://127.0.0.1:port), ``public_url`` (what recipients use: ``nginx.url``
+    when an NginxProxy is in front, else ``url``), ``api_key`` (the first of
+    ENGAGE_API_KEYS), ``start()`` (returns once /healthz answers 200), ``stop()``,
+    ``alive()``, ``log_text()``.
+    """
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, port: Optional[int] = None,
+                 workers: int = 2, threads: int = 4) -> None:
+        self.env = dict(env)
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.workers, self.threads = workers, threads
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.nginx: Optional[NginxProxy] = None
+
+    @property
+    def public_url(self) -> str:
+        return self.nginx.url if self.nginx else self.url
+
+    @property
+    def api_key(self) -> str:
+        return self.env.get("ENGAGE_API_KEYS", "").split(",")[0].strip()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "Redirector":
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+        full_env.update(self.env)
+        pythonpath = [str(REPO / "redirector")]
+        if full_env.get("PYTHONPATH"):
+            pythonpath.append(full_env["PYTHONPATH"])
+        full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                 "--threads", str(self.threads), "engage.web:create_app()"],
+                env=full_env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        if not _wait_http(f"{self.url}/healthz", time.monotonic() + timeout, self.alive):
+            self.stop()
+            raise ProcError(f"gunicorn on {self.port} did not answer /healthz:\n"
+                            f"{tail(self.log_path)}")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is not None:
+            _stop_popen(self.proc, timeout)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def nginx_binary() -> Optional[str]:
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return found if os.path.exists(found) else None
+
+
+def render_nginx_conf(listen: str, upstream: str) -> str:
+    """etc/nginx/sandbox-nginx.conf.in with its two placeholders filled (as run-sandbox does)."""
+    return NGINX_TEMPLATE.read_text().replace("@LISTEN@", listen).replace("@UPSTREAM@", upstream)
+
+
+class NginxProxy:
+    """A private nginx from etc/nginx/sandbox-nginx.conf.in: 127.0.0.1:``port`` proxying to
+    ``upstream`` (host:port), prefix ``workdir`` (conf, pid, logs, temp files).
+
+    ``url``, ``start()`` (returns once /healthz answers through it), ``stop()``,
+    ``alive()``, ``log_text()`` (error log), ``access_log_text()``.
+    """
+
+    def __init__(self, workdir: Path, upstream: str, port: Optional[int] = None) -> None:
+        self.workdir = Path(workdir)
+        self.upstream = upstream
+        self.port = port or free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> "NginxProxy":
+        binary = nginx_binary()
+        if binary is None:
+            raise ProcError("nginx is not installed: run scripts/install-deps")
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(render_nginx_conf(f"127.0.0.1:{self.port}", self.upstream))
+        error_log = self.workdir / "error.log"
+        # daemon off: the Popen is the master, so stop() is a plain SIGTERM (fast shutdown).
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", f"{self.workdir}/", "-e", str(error_log),
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        if not _wait_http(f"{self.url}/healthz", time.monotonic() + timeout, self.alive):
+            self.stop()
+            raise ProcError(f"nginx on {self.port} did not proxy /healthz:\n{tail(error_log)}")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is not None:
+            _stop_popen(self.proc, timeout)
+            self.proc = None
+
+    def log_text(self) -> str:
+        path = self.workdir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def access_log_text(self) -> str:
+        path = self.workdir / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""

@@ -3,51 +3,27 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import redis
+from support.procs import Redirector, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-1"  # as in tests/web/conftest.py
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def gunicorn(web_redis, tmp_path_factory):
-    """gunicorn 'engage.web:create_app()' with only the three documented variables set."""
+    """gunicorn 'engage.web:create_app()' (etc/engage/gunicorn.conf.py) with only the three
+    documented variables set."""
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "redirector"),
-           "ENGAGE_REDIS_URL": web_redis.url, "ENGAGE_API_KEYS": API_KEY,
+    env = {"ENGAGE_REDIS_URL": web_redis.url, "ENGAGE_API_KEYS": API_KEY,
            "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}/t"}
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "engage.web:create_app()"], env=env, cwd=str(ROOT), stdout=out, stderr=out)
+    redirector = Redirector(env, log, port).start()
     try:
-        for _ in range(100):
-            try:
-                if request(port, "GET", "/t/healthz").status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(log.read_text())
         yield port
     finally:
-        process.terminate()
-        process.wait(10)
+        redirector.stop()
 
 
 class Reply:
