@@ -1,0 +1,52 @@
+"""POST one batch (or the validation ping) to a webhook's target, with its headers and auth.
+
+Headers: ``Content-Type: application/json``, ``X-MessageSystems-Batch-ID`` (the same on
+every retry of a batch, so a receiver can drop a batch it already has), the webhook's
+custom headers, ``Authorization`` (basic or OAuth2 bearer) and, with a signing secret,
+``X-Engage-Signature``. An OAuth2 target answering 400 or 401 gets one more try at once
+with a freshly fetched token.
+"""
+from __future__ import annotations
+
+from engage.webhooks import auth, signature, transport
+from engage.webhooks.config import Webhook
+from engage.webhooks.payload import PING
+from engage.webhooks.queue import new_batch_id
+
+BATCH_HEADER = "X-MessageSystems-Batch-ID"
+
+
+def headers_for(hook: Webhook, body: bytes, batch_id: str) -> dict[str, str]:
+    headers = dict(hook.custom_headers)
+    headers["Content-Type"] = "application/json"
+    headers[BATCH_HEADER] = batch_id
+    if hook.signing_secret:
+        headers[signature.HEADER] = signature.sign(hook.signing_secret, body)
+    return headers
+
+
+def send(hook: Webhook, body: bytes, batch_id: str, tokens: auth.Tokens,
+         timeout: float) -> transport.Answer:
+    """One attempt: the target's answer (status 0 when it, or the token endpoint, failed)."""
+    answer = _post(hook, body, batch_id, tokens, timeout)
+    if hook.auth_type == "oauth2" and answer.status in (400, 401):
+        tokens.drop(hook.id)
+        answer = _post(hook, body, batch_id, tokens, timeout)
+    return answer
+
+
+def ping(hook: Webhook, timeout: float) -> transport.Answer:
+    """SparkPost's validation request, ``[{"msys": {}}]``; the target must answer 2xx."""
+    return send(hook, PING, new_batch_id(), auth.Tokens(), timeout)
+
+
+def _post(hook: Webhook, body: bytes, batch_id: str, tokens: auth.Tokens,
+          timeout: float) -> transport.Answer:
+    headers = headers_for(hook, body, batch_id)
+    try:
+        authorization = auth.authorization(hook, tokens, timeout)
+    except auth.AuthError as exc:
+        return transport.Answer(0, 0, error=f"oauth2: {exc}")
+    if authorization:
+        headers["Authorization"] = authorization
+    return transport.post(hook.target, body, headers, timeout)

@@ -1,0 +1,40 @@
+"""SparkPost's webhook batch body, built from our stored events.
+
+A batch is ``[{"msys": {"track_event": {...}}}, ...]``; the validation ping is
+``[{"msys": {}}]``. In webhook payloads SparkPost writes ``timestamp`` as unix seconds
+in a string ("1454442600") while ``injection_time`` stays ISO 8601, as in its documented
+samples; our events store ISO timestamps, so only ``timestamp`` is converted. Every other
+field, our additive ones included, passes through untouched.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+PING = b'[{"msys":{}}]'
+EVENT_CLASS = "track_event"  # click, open and initial_open are SparkPost "track" events
+
+
+def unix_seconds(iso: str) -> str:
+    """``2016-02-02T19:50:00.000Z`` -> ``"1454442600"`` (UTC, whole seconds)."""
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return str(int(moment.timestamp()))
+
+
+def webhook_event(event: dict[str, Any]) -> dict[str, Any]:
+    """One stored event in SparkPost's webhook form."""
+    converted = dict(event)
+    if isinstance(converted.get("timestamp"), str):
+        converted["timestamp"] = unix_seconds(converted["timestamp"])
+    return converted
+
+
+def batch_body(stored: Iterable[bytes]) -> tuple[bytes, int]:
+    """(body, number of events) for stored event JSON objects (as EventLog.fetch_json gives)."""
+    items = [{"msys": {EVENT_CLASS: webhook_event(json.loads(raw))}} for raw in stored]
+    body = json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return body, len(items)

@@ -1,0 +1,189 @@
+"""``engage-webhooks run``: deliver every active webhook's batches, in the foreground.
+
+One thread per webhook, so a slow or dead target only delays its own batches. Each
+thread loops: send a due retry if there is one, else take a new batch from the events
+stream, else wait (blocked on the stream, so a new event wakes it). Several workers, on
+one host or many, may run at once: the queue scripts hand each batch to one of them.
+The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from engage.events import EventLog
+from engage.settings import Settings
+from engage.webhooks import auth, deliver
+from engage.webhooks.config import Webhook
+from engage.webhooks.payload import batch_body
+from engage.webhooks.queue import Batch, BatchQueue, Missing, Waiting
+from engage.webhooks.store import Attempt, WebhookStore
+
+log = logging.getLogger("engage.webhooks")
+REFRESH = 1.0  # seconds between reads of the webhook list
+MAX_WAIT_MS = 1000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The time knobs, from settings (tests shrink them)."""
+
+    batch_size: int
+    interval_ms: int
+    timeout: float
+    retry_base: float
+    retry_max: float
+    window_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timing:
+        return cls(settings.webhook_batch_size, int(settings.webhook_batch_interval * 1000),
+                   settings.webhook_timeout, settings.webhook_retry_base,
+                   settings.webhook_retry_max, int(settings.webhook_retry_window * 1000))
+
+    @property
+    def lease_ms(self) -> int:
+        """Longest a send can take (token fetch + POST, each bounded by the timeout) + slack."""
+        return int((2 * self.timeout + 2) * 1000)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next try after ``attempts`` failed ones: base, doubling, capped."""
+        return float(min(self.retry_base * 2 ** min(attempts - 1, 40), self.retry_max))
+
+
+class HookLoop(threading.Thread):
+    """Delivers one webhook's batches until stopped or the webhook goes away."""
+
+    def __init__(self, hook: Webhook, client: redis.Redis[bytes], store: WebhookStore,
+                 events: EventLog, timing: Timing, stop: threading.Event) -> None:
+        super().__init__(name=f"webhook-{hook.id}", daemon=True)
+        self.hook, self.client, self.store, self.events = hook, client, store, events
+        self.timing, self.stop = timing, stop
+        self.gone = threading.Event()
+        self.queue = BatchQueue(client, store.keys, hook.id)
+        self.tokens = auth.Tokens()
+
+    def run(self) -> None:
+        while not (self.stop.is_set() or self.gone.is_set()):
+            try:
+                self.step()
+            except redis.RedisError as exc:
+                log.error("webhook %s: redis error: %s; retrying in 1 s", self.hook.id, exc)
+                self.stop.wait(1.0)
+
+    def step(self) -> None:
+        hook = self.hook
+        if not hook.active:
+            self.stop.wait(REFRESH)
+            return
+        due = self.queue.claim_due(self.timing.lease_ms)
+        if isinstance(due, Batch):
+            self.attempt(hook, due)
+            return
+        taken = self.queue.take(hook.events, self.timing.batch_size, self.timing.interval_ms,
+                                self.timing.lease_ms)
+        if isinstance(taken, Batch):
+            self.attempt(hook, taken)
+        elif isinstance(taken, Waiting):
+            self.wait(taken, due)
+        elif isinstance(taken, Missing):
+            self.recreate_group()
+
+    def recreate_group(self) -> None:
+        """The group vanished: recreate it (new events only) unless the webhook is deleted."""
+        if self.client.exists(self.store.keys.hook(self.hook.id)):
+            log.warning("webhook %s: consumer group missing, created at the stream's end",
+                        self.hook.id)
+            self.queue.ensure_group()
+        else:
+            self.gone.set()
+
+    def wait(self, taken: Waiting, due: Waiting) -> None:
+        limits = [MAX_WAIT_MS, taken.ms] + ([due.ms] if due.ms >= 0 else [])
+        block = max(1, min(limits))
+        if taken.after is None:
+            self.stop.wait(block / 1000)
+            return
+        # Wakes at once when a new event arrives (its batch may now be full).
+        self.client.xread({self.store.keys.events: taken.after}, count=1, block=block)
+
+    def attempt(self, hook: Webhook, batch: Batch) -> None:
+        body, size = (batch.body, batch.size) if batch.body is not None else \
+            batch_body(self.events.fetch_json(batch.ids))
+        attempt = batch.attempts + 1
+        if size == 0:  # every event already trimmed by the events retention
+            self.queue.succeed(batch)
+            self._record(batch, attempt, 0, 0, "empty", "events expired")
+            return
+        answer = deliver.send(hook, body, batch.id, self.tokens, self.timing.timeout)
+        if answer.ok:
+            self.queue.succeed(batch)
+            log.info("webhook %s batch %s: %d events delivered, %s in %d ms (attempt %d)",
+                     hook.id, batch.id, size, answer.status, answer.latency_ms, attempt)
+            self._record(batch, attempt, answer.status, answer.latency_ms, "delivered")
+            return
+        delay = self.timing.backoff(attempt)
+        error = answer.error or f"HTTP {answer.status}"
+        outcome = self.queue.fail(batch, attempt, int(delay * 1000), self.timing.window_ms,
+                                  answer.status, error, body)
+        level = logging.ERROR if outcome == "dead" else logging.WARNING
+        log.log(level, "webhook %s batch %s: %s (attempt %d, %d events): %s", hook.id, batch.id,
+                error, attempt, size, _next_step(outcome, delay))
+        self._record(batch, attempt, answer.status, answer.latency_ms, outcome, error, size)
+
+    def _record(self, batch: Batch, attempt: int, code: int, latency_ms: int, outcome: str,
+                error: str = "", size: int | None = None) -> None:
+        self.store.record(self.hook.id, Attempt(time.time(), batch.id, batch.size if size is None
+                                                else size, attempt, code, latency_ms, outcome,
+                                                error))
+
+
+def _next_step(outcome: str, delay: float) -> str:
+    if outcome == "retry":
+        return f"retry in {delay:g} s"
+    if outcome == "dead":
+        return "retry window over, parked in the dead-letter stream"
+    return "another worker took the batch over"
+
+
+class Worker:
+    """Keeps one HookLoop per webhook, in step with the definitions in Redis."""
+
+    def __init__(self, client: redis.Redis[bytes], settings: Settings) -> None:
+        self.client = client
+        self.store = WebhookStore(client, settings.key_prefix, settings.webhook_status_retention)
+        self.events = EventLog(client, settings.key_prefix, settings.events_retention_days)
+        self.timing = Timing.from_settings(settings)
+        self.stop = threading.Event()
+        self.loops: dict[str, HookLoop] = {}
+
+    def run(self) -> None:
+        log.info("engage-webhooks worker started (batch %d events / %g s, timeout %g s)",
+                 self.timing.batch_size, self.timing.interval_ms / 1000, self.timing.timeout)
+        while not self.stop.is_set():
+            try:
+                self.refresh()
+            except redis.RedisError as exc:
+                log.error("cannot read the webhook list: %s", exc)
+            self.stop.wait(REFRESH)
+        for loop in self.loops.values():
+            loop.join(self.timing.timeout * 2 + 5)
+        log.info("engage-webhooks worker stopped")
+
+    def refresh(self) -> None:
+        hooks = {hook.id: hook for hook in self.store.all()}
+        for hook_id in set(self.loops) - set(hooks):
+            self.loops.pop(hook_id).gone.set()
+            log.info("webhook %s deleted: its loop stops", hook_id)
+        for hook_id, hook in hooks.items():
+            loop = self.loops.get(hook_id)
+            if loop is None or not loop.is_alive():
+                loop = HookLoop(hook, self.client, self.store, self.events, self.timing, self.stop)
+                self.loops[hook_id] = loop
+                loop.start()
+                log.info("webhook %s (%s) -> %s", hook_id, hook.name, hook.target)
+            loop.hook = hook
