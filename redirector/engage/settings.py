@@ -35,6 +35,13 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("web", "proxy_hops"): "ENGAGE_PROXY_HOPS",
     ("web", "geoip_db"): "ENGAGE_GEOIP_DB",
     ("events", "retention_days"): "ENGAGE_EVENTS_RETENTION_DAYS",
+    ("webhooks", "batch_size"): "ENGAGE_WEBHOOK_BATCH_SIZE",
+    ("webhooks", "batch_interval"): "ENGAGE_WEBHOOK_BATCH_INTERVAL",
+    ("webhooks", "timeout"): "ENGAGE_WEBHOOK_TIMEOUT",
+    ("webhooks", "retry_base"): "ENGAGE_WEBHOOK_RETRY_BASE",
+    ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
+    ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
+    ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -66,6 +73,13 @@ class Settings:
     proxy_hops: int = 0
     geoip_db: str = ""
     events_retention_days: int = 10
+    webhook_batch_size: int = 100
+    webhook_batch_interval: float = 1.0
+    webhook_timeout: float = 10.0
+    webhook_retry_base: float = 30.0
+    webhook_retry_max: float = 3600.0
+    webhook_retry_window: float = 28800.0
+    webhook_status_retention: float = 86400.0
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -93,6 +107,15 @@ def _parse_int(low: int, high: int) -> Callable[[str], int]:
         number = int(text.strip())
         if not low <= number <= high:
             raise ValueError(f"must be between {low} and {high}")
+        return number
+    return parse
+
+
+def _parse_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        number = float(text.strip())
+        if not low <= number <= high:  # also refuses nan
+            raise ValueError(f"must be between {low:g} and {high:g}")
         return number
     return parse
 
@@ -177,6 +200,13 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("web", "proxy_hops", "proxy_hops", _parse_int(0, 10)),
     ("web", "geoip_db", "geoip_db", _parse_path),
     ("events", "retention_days", "events_retention_days", _parse_int(1, 3650)),
+    ("webhooks", "batch_size", "webhook_batch_size", _parse_int(1, 10_000)),
+    ("webhooks", "batch_interval", "webhook_batch_interval", _parse_float(0, 3600)),
+    ("webhooks", "timeout", "webhook_timeout", _parse_float(0.1, 300)),
+    ("webhooks", "retry_base", "webhook_retry_base", _parse_float(0.01, 86400)),
+    ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
+    ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
+    ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
     ("log", "level", "log_level", _parse_level),
 )
 KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
