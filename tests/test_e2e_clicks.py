@@ -147,3 +147,27 @@ def test_every_tracked_link_lands_on_its_url_and_the_events_api_reports_it(
     if redirector.nginx is not None:
         # nginx logged the requests it proxied, from our address.
         assert redirector.nginx.access_log_text().count(f"{CLIENT} - ") >= len(events)
+
+
+def test_a_message_to_two_recipients_gives_events_with_rcpt_to_list(
+        start_redirector, start_milter, postfix_sandbox):
+    """One transaction, two RCPT TO: one body, one set of links, so the click cannot say
+    who clicked: no rcpt_to, the lowercased list in rcpt_to_list; either address finds it."""
+    redirector = start_redirector()
+    postfix = postfix_sandbox(start_milter({"ENGAGE_TRACKING_URL": redirector.public_url}))
+    message = (b'From: a@example.com\r\nSubject: two\r\nX-MSYS-API: {"campaign_id": "pair"}\r\n'
+               b"Content-Type: text/plain\r\n\r\nhttps://example.com/both\r\n")
+    postfix.send(message, "s@example.com", ["One@Example.net", "two@example.org"])
+    first, second = postfix.wait_delivered(2)
+    [url] = tracked(first.decode(), redirector.public_url, "c")
+    assert tracked(second.decode(), redirector.public_url, "c") == [url]
+    status, headers, _ = http_get(url)
+    assert (status, headers["Location"]) == (302, "https://example.com/both")
+    for rcpt in ("one@example.net", "TWO@example.org"):
+        status, _, body = http_get(
+            f"{redirector.public_url}/api/v1/events/message?recipients={rcpt}",
+            {"Authorization": redirector.api_key})
+        [event] = json.loads(body)["results"]
+        assert event["rcpt_to_list"] == ["one@example.net", "two@example.org"]
+        assert not {"rcpt_to", "raw_rcpt_to", "recipient_domain"} & event.keys()
+        assert event["campaign_id"] == "pair"
