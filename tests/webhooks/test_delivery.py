@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from urllib.parse import parse_qs
@@ -11,7 +13,7 @@ from engage.webhooks import signature
 from engage.webhooks.cli import main as cli
 from engage.webhooks.keys import Keys
 
-from .conftest import PREFIX
+from .conftest import PREFIX, REPO
 
 
 def pending_entries(redis_client, hook_id):
@@ -191,3 +193,42 @@ def test_inactive_webhook_gets_nothing_and_deleted_one_stops(receiver, add_hook,
     assert not redis_client.exists(Keys(PREFIX).hook(deleted.id))
     groups = [g["name"].decode() for g in redis_client.xinfo_groups(Keys(PREFIX).events)]
     assert Keys.group(deleted.id) not in groups
+
+
+def test_two_workers_share_the_work_without_duplicates(receiver, add_hook, append, start_worker):
+    rec = receiver()
+    add_hook(rec.url)
+    start_worker(webhook_batch_size=5)
+    start_worker(webhook_batch_size=5)
+    ids = append(60)
+    rec.wait_events(60)
+    time.sleep(0.3)
+    counts = Counter(e["message_id"] for e in rec.delivered_events())
+    assert set(counts) == set(ids) and set(counts.values()) == {1}
+
+
+def test_unreachable_token_endpoint_is_a_failed_attempt_then_retried(receiver, add_hook, append,
+                                                                      start_worker, store):
+    calls: list[int] = []
+
+    def token_endpoint(request):
+        calls.append(1)
+        if len(calls) == 1:
+            return 503
+        return 200, b'{"access_token": "t", "expires_in": 60}', 0
+
+    tokens = receiver(token_endpoint)
+    target = receiver(lambda r: 200 if r.headers.get("authorization") == "Bearer t" else 401)
+    hook = add_hook(target.url, auth_type="oauth2", auth_request_details={
+        "url": tokens.url, "body": {"client_id": "c", "client_secret": "s"}})
+    start_worker()
+    append(2)
+    target.wait_events(2)
+    first = store.attempts(hook.id)[-1]
+    assert (first.code, first.outcome) == (0, "retry") and "token endpoint answered 503" in first.error
+
+
+def test_webhook_code_never_imports_flask():
+    code = ("import sys, engage.webhooks.cli, engage.webhooks.worker; "
+            "sys.exit(1 if any(m.split('.')[0] == 'flask' for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO / "redirector").returncode == 0
