@@ -33,6 +33,20 @@ def test_batch_body_is_sparkpost_track_event_array_a_sparkpost_consumer_accepts(
     assert events[0]["raw_rcpt_to"] == "User0@Example.com"
 
 
+def test_spliced_fast_path_equals_parsing_and_odd_events_are_parsed():
+    from engage.events import with_event_id
+    from engage.webhooks.payload import FAST, webhook_json
+
+    stored = with_event_id("1700000000123-4", json.dumps(make_event(7), separators=(",", ":"),
+                                                       ensure_ascii=False).encode())
+    assert FAST.match(stored)
+    assert json.loads(webhook_json(stored)) == webhook_event(json.loads(stored))
+    odd = b'{"event_id":"1","timestamp":"2016-02-02T19:50:00.000Z","type":"open","subject":"\xc3\xa9"}'
+    assert not FAST.match(odd)
+    assert json.loads(webhook_json(odd)) == {"event_id": "1", "timestamp": "1454442600",
+                                             "type": "open", "subject": "\u00e9"}
+
+
 def test_ping_is_sparkposts_empty_msys():
     assert json.loads(PING) == [{"msys": {}}]
     assert sparkpost_events(PING) == []

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
+from engage.events import with_event_id
 from engage.webhooks.keys import CONSUMER, Keys
 
 _LIB = """
@@ -39,8 +40,8 @@ end
 # KEYS: events stream, due zset, batches hash.
 # ARGV: group, max events, interval ms, new batch id, lease ms, lease token, types (a,b,c).
 # Returns {0, wait ms, last id}: nothing ready (wait at most that long, XREAD after last id);
-# {1, batch id, record JSON}: a new batch; {2}: events read but none of our types (acked);
-# {-1}: the consumer group is missing.
+# {1, batch id, record JSON, stream id, event JSON, ...}: a new batch with its events;
+# {2}: events read but none of our types (acked); {-1}: the consumer group is missing.
 TAKE = _LIB + """
 local info = nil
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -62,16 +63,23 @@ if waiting < max and age < interval then
 end
 local entries = redis.call('XREADGROUP', 'GROUP', ARGV[1], 'engage', 'COUNT', max,
                            'STREAMS', KEYS[1], '>')[1][2]
-local wanted, ids, other = {}, {}, {}
+local wanted, ids, other, out = {}, {}, {}, {}
 for kind in string.gmatch(ARGV[7], '[^,]+') do wanted[kind] = true end
 for _, entry in ipairs(entries) do
   local fields, json = entry[2], nil
   if fields then
     for i = 1, #fields, 2 do if fields[i] == 'e' then json = fields[i + 1] end end
   end
-  local ok, event = pcall(cjson.decode, json)
-  if ok and type(event) == 'table' and wanted[event['type']] then
+  -- engage.events writes "type" first; anything else is decoded
+  local kind = json and string.match(json, '^{"type":"([%w_]+)"')
+  if json and not kind then
+    local ok, event = pcall(cjson.decode, json)
+    if ok and type(event) == 'table' then kind = event['type'] end
+  end
+  if kind and wanted[kind] then
     ids[#ids + 1] = entry[1]
+    out[#out + 1] = entry[1]
+    out[#out + 1] = json
   else
     other[#other + 1] = entry[1]
   end
@@ -82,7 +90,10 @@ local record = cjson.encode({ids = table.concat(ids, ' '), size = #ids, created 
                              attempts = 0, lease = ARGV[6], code = 0})
 redis.call('HSET', KEYS[3], ARGV[4], record)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
-return {1, ARGV[4], record}
+table.insert(out, 1, record)
+table.insert(out, 1, ARGV[4])
+table.insert(out, 1, 1)
+return out
 """.replace("'engage'", repr(CONSUMER))
 
 # KEYS: due zset, batches hash. ARGV: lease ms, lease token.
@@ -151,6 +162,7 @@ class Batch:
     created_ms: int
     lease: str
     body: bytes | None = None  # replayed from the dead-letter stream: sent as it is
+    stored: tuple[bytes, ...] | None = None  # the events (with event_id), when just taken
 
     @classmethod
     def from_record(cls, batch_id: str | bytes, raw: str | bytes) -> Batch:
@@ -214,7 +226,8 @@ class BatchQueue:
             return Waiting(int(reply[1]), _text(reply[2]))
         if reply[0] == 2:
             return None
-        return Batch.from_record(reply[1], reply[2])
+        stored = tuple(with_event_id(reply[i], reply[i + 1]) for i in range(3, len(reply), 2))
+        return replace(Batch.from_record(reply[1], reply[2]), stored=stored)
 
     def claim_due(self, lease_ms: int) -> Batch | Waiting:
         """The earliest retry whose time has come (leased to us), or how long until one is."""

@@ -112,8 +112,11 @@ class HookLoop(threading.Thread):
         self.client.xread({self.store.keys.events: taken.after}, count=1, block=block)
 
     def attempt(self, hook: Webhook, batch: Batch) -> None:
-        body, size = (batch.body, batch.size) if batch.body is not None else \
-            batch_body(self.events.fetch_json(batch.ids))
+        if batch.body is not None:
+            body, size = batch.body, batch.size
+        else:
+            body, size = batch_body(batch.stored if batch.stored is not None
+                                    else self.events.fetch_json(batch.ids))
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
             self.queue.succeed(batch)
