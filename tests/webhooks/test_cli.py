@@ -116,3 +116,29 @@ def test_batches_shows_the_attempts_of_the_last_day(receiver, run, add_hook, app
 def test_check_config_lists_the_webhook_settings(run):
     code, out, _ = run("check-config")
     assert code == 0 and "webhooks.batch_size = 100" in out and "webhooks.timeout = 1.0" in out
+
+
+def test_discard_drops_dead_letters(run, store, add_hook, redis_client):
+    hook = add_hook("http://127.0.0.1:9/x")
+    keys = Keys(PREFIX)
+    for n in range(2):
+        redis_client.xadd(keys.dead, {"webhook": hook.id, "batch": f"b{n}", "size": 1,
+                                      "attempts": 3, "code": 0, "error": "x", "created": 0,
+                                      "ids": "", "body": "[]"})
+    first = store.dead_letters()[0]["id"]
+    assert run("discard", first)[0] == 0 and len(store.dead_letters()) == 1
+    assert run("discard", first)[0] == 1
+    assert run("discard")[0] == 1  # neither ids nor --all
+    assert run("discard", "--all", "--webhook", hook.id)[0] == 0 and store.dead_letters() == []
+
+
+def test_reactivated_webhook_skips_what_happened_while_inactive(receiver, run, append,
+                                                                start_worker):
+    rec = receiver()
+    hook_id = run("create", "--name", "a", "--target", rec.url, "--inactive")[1].strip()
+    start_worker()
+    append(3)
+    assert run("update", hook_id, "--active")[0] == 0
+    append(2, start=10)
+    events = rec.wait_events(2)
+    assert sorted(e["message_id"] for e in events) == ["<m10@example.com>", "<m11@example.com>"]

@@ -1,8 +1,8 @@
 """``engage-webhooks``: manage SparkPost-style webhooks and run their delivery worker.
 
-Sub-commands: create, list, update, delete, batches, dead-letters, replay, run. Creating
-a webhook (or changing where or how it is delivered) first sends SparkPost's validation
-ping and refuses the target unless it answers 2xx. Exit codes: 0 done, 1 refused or not
+Sub-commands: create, list, update, delete, batches, dead-letters, replay, discard,
+run. Creating a webhook (or changing where or how it is delivered) first sends
+SparkPost's validation ping and refuses the target unless it answers 2xx. Exit codes: 0 done, 1 refused or not
 found, 2 bad usage, 78 bad settings. Secrets may be given as ``env:NAME`` to keep them
 out of the process list and shell history.
 """
@@ -117,6 +117,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     replay.add_argument("ids", nargs="*", metavar="DEAD_LETTER_ID")
     replay.add_argument("--all", action="store_true", help="every dead letter (of --webhook)")
     replay.add_argument("--webhook", help="with --all: only this webhook's")
+
+    discard = sub.add_parser("discard", help="drop dead letters for good")
+    discard.add_argument("ids", nargs="*", metavar="DEAD_LETTER_ID")
+    discard.add_argument("--all", action="store_true", help="every dead letter (of --webhook)")
+    discard.add_argument("--webhook", help="with --all: only this webhook's")
 
     sub.add_parser("run", help="deliver batches (the worker), in the foreground")
     sub.add_parser("check-config", help="print the effective settings and exit")
@@ -256,13 +261,23 @@ def cmd_dead_letters(args: argparse.Namespace, store: WebhookStore, _: settings_
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Settings) -> int:
+def _dead_ids(args: argparse.Namespace, store: WebhookStore) -> list[str]:
     if args.all == bool(args.ids):
         raise Refused("give dead-letter ids or --all")
-    ids = args.ids or [d["id"] for d in store.dead_letters(args.webhook)]
-    for dead_id in ids:
+    return list(args.ids) or [d["id"] for d in store.dead_letters(args.webhook)]
+
+
+def cmd_replay(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Settings) -> int:
+    for dead_id in _dead_ids(args, store):
         batch_id = store.replay(dead_id)
         print(f"replaying {dead_id} as batch {batch_id}")
+    return 0
+
+
+def cmd_discard(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Settings) -> int:
+    for dead_id in _dead_ids(args, store):
+        store.discard(dead_id)
+        print(f"discarded {dead_id}")
     return 0
 
 
@@ -286,7 +301,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace, WebhookStore, settings_mod.Settings], int]] = {
     "create": cmd_create, "list": cmd_list, "update": cmd_update, "delete": cmd_delete,
     "batches": cmd_batches, "dead-letters": cmd_dead_letters, "replay": cmd_replay,
-    "run": cmd_run,
+    "discard": cmd_discard, "run": cmd_run,
 }
 
 

@@ -140,6 +140,12 @@ class WebhookStore:
         return batch_id
 
 
+    def discard(self, dead_id: str) -> None:
+        """Drop a dead letter for good. NotFound if absent."""
+        if not self.client.xdel(self.keys.dead, dead_id):
+            raise NotFound(dead_id)
+
+
 def _attempt(entry_id: Any, fields: dict[Any, Any]) -> Attempt:
     item = {_text(k): _text(v) for k, v in fields.items()}
     when = int(_text(entry_id).partition("-")[0]) / 1000

@@ -74,6 +74,9 @@ class HookLoop(threading.Thread):
             except redis.RedisError as exc:
                 log.error("webhook %s: redis error: %s; retrying in 1 s", self.hook.id, exc)
                 self.stop.wait(1.0)
+            except Exception:  # a bug must not end this webhook's deliveries for good
+                log.exception("webhook %s: unexpected error; retrying in 1 s", self.hook.id)
+                self.stop.wait(1.0)
 
     def step(self) -> None:
         hook = self.hook
