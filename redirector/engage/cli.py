@@ -1,0 +1,63 @@
+"""``engage``: the administrator's command. ``engage doctor`` checks a live installation.
+
+Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
+Imports neither Flask nor pymilter, so it runs on every engage host.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from engage import doctor
+from engage import settings as settings_mod
+
+
+def _topics(text: str) -> frozenset[str]:
+    topics = frozenset(t.strip() for t in text.split(",") if t.strip())
+    unknown = topics - set(doctor.TOPICS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown check {', '.join(sorted(unknown))} (choose from {', '.join(doctor.TOPICS)})")
+    return topics
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="engage", description="Administer an engage installation (open and click "
+        "tracking for Postfix and Sendmail).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser(
+        "doctor", help="check the live installation and say what is wrong",
+        description="Check the live installation: the settings; Redis (reachable, persistence "
+        "on, no eviction of links); the milter socket (answers, usable by Postfix); "
+        "Postfix's smtpd_milters (contains engage, ahead of any DKIM signer); every tracking "
+        "URL (resolves, the redirector's /healthz answers through it). Prints one line per "
+        "finding (ok, WARN, ERROR, skip).",
+        epilog="Run it as root (it reads the settings and Postfix's configuration). On a host "
+        "that only runs the redirector: engage doctor --skip milter,postfix. ENGAGE_* "
+        "environment variables override the settings file, as for the services.")
+    check.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+    check.add_argument("--postfix-config", metavar="DIR",
+                       help="Postfix configuration directory (default: postconf's, /etc/postfix)")
+    check.add_argument("--skip", type=_topics, default=frozenset(), metavar="CHECK[,CHECK]",
+                       help=f"leave out checks: {', '.join(doctor.TOPICS[1:])}")
+    check.add_argument("--mta-user", default="postfix",
+                       help="the user the MTA connects to the milter as (default postfix)")
+    check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="per network check (default 5)")
+    check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
+                             skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
+    findings = doctor.run(options)
+    print(doctor.render(findings))
+    return doctor.exit_status(findings, args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
