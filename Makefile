@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run stop test bench clean distclean
+.PHONY: install run stop test bench deb rpm clean distclean
 
 install:
 	scripts/install-deps
@@ -28,6 +28,26 @@ bench: install
 	    echo "== $$f"; $(PYTHON) "$$f"; \
 	done; \
 	[ $$found = 1 ] || echo "no tests/bench/bench_*.py scripts yet"
+
+# Packages (docs/packaging.md). Built in a temporary copy of the tree, never in it.
+# deb: dpkg-buildpackage (debhelper, pybuild) from packaging/debian, then lintian.
+# rpm: rpmbuild from packaging/rpm/engage-milter.spec (--nodeps on Debian), then rpm -qlp.
+DEB_OUT ?= dist/deb
+RPM_OUT ?= dist/rpm
+VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
+DEB_VERSION := $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version 2>/dev/null)
+
+deb: install
+	packaging/build-deb $(DEB_OUT)
+	lintian --fail-on error --display-level '>=pedantic' \
+	    $(DEB_OUT)/engage-milter_$(DEB_VERSION)_$$(dpkg --print-architecture).changes
+	@echo "lintian: no errors; packages in $(DEB_OUT)"
+
+rpm: install
+	packaging/build-rpm $(RPM_OUT)
+	@for f in $(RPM_OUT)/*-$(VERSION)-*.noarch.rpm; do \
+	    echo "== rpm -qlp $$f"; rpm -qlp "$$f" 2>/dev/null | grep -v __pycache__; \
+	done
 
 # Stops the sandbox, removes run/ (with what sandbox-postfix kept under /var/tmp for it)
 # and build/test leftovers; keeps .venv (slow to rebuild). run/postfix is root's.
