@@ -7,6 +7,8 @@ written here (a running Postfix is not needed to read main.cf).
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import socket
 import subprocess
 import sys
@@ -65,6 +67,15 @@ class Redirector:
 
 
 @pytest.fixture
+def conf_dir(engage_tmp, request) -> Path:
+    """A directory the engage user (present once the packages were installed) may read:
+    the doctor checks that the services could read the settings file."""
+    path = Path(engage_tmp) / "doctor" / re.sub(r"\W", "_", request.node.name)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
 def redirector(redis_server) -> Iterator[Redirector]:
     server = Redirector(redis_server.url)
     yield server
@@ -72,11 +83,11 @@ def redirector(redis_server) -> Iterator[Redirector]:
 
 
 @pytest.fixture
-def healthy(tmp_path, redis_server, redis_client, start_milter, redirector):
+def healthy(tmp_path, redis_server, redis_client, start_milter, redirector, conf_dir):
     """A settings file for a running milter, Redis (AOF) and redirector, and a main.cf
     that calls engage first, then a DKIM signer."""
     milter = start_milter()
-    conf = write_config(tmp_path / "engage.conf", milter.socket, redis_server.url, redirector.url)
+    conf = write_config(conf_dir / "engage.conf", milter.socket, redis_server.url, redirector.url)
     pf = postfix_dir(tmp_path / "postfix", f"{milter.postfix_socket}, inet:127.0.0.1:8891")
     return doctor.Options(config=conf, postfix_config=pf, postconf=POSTCONF, timeout=3)
 
@@ -115,13 +126,26 @@ def test_command_line_prints_findings_and_never_imports_flask_or_pymilter(health
     assert "0 errors, 1 warning." in done.stdout
 
 
-def test_settings_that_do_not_load_stop_every_other_check(tmp_path):
-    bad = tmp_path / "engage.conf"
+def test_settings_that_do_not_load_stop_every_other_check(conf_dir):
+    bad = conf_dir / "engage.conf"
     bad.write_text("[milter]\nsocket = nonsense\n")
     findings = doctor.run(doctor.Options(config=str(bad)))
     assert findings[0].level == doctor.ERROR and "[milter] socket" in findings[0].text
     assert [f.level for f in findings[1:]] == ["skip"] * 4
     assert doctor.exit_status(findings) == 1
+
+
+def test_settings_the_engage_user_cannot_read_are_an_error(conf_dir):
+    try:
+        pwd.getpwnam("engage")
+    except KeyError:
+        pytest.skip("no engage user here (it comes with the packages)")
+    conf = conf_dir / "secret.conf"
+    conf.write_text("[log]\nlevel = INFO\n")
+    conf.chmod(0o600)
+    findings = doctor.run(doctor.Options(config=str(conf), skip=frozenset(doctor.TOPICS[1:])))
+    assert findings[1].level == doctor.ERROR
+    assert "user engage may not read" in findings[1].text and "chmod 640" in findings[1].text
 
 
 @needs_postconf
@@ -150,9 +174,9 @@ def test_redis_without_persistence_is_an_error(healthy, redis_client):
     assert error.topic == "redis" and "in memory only" in error.text
 
 
-def test_redis_down_is_an_error_and_passwords_are_not_printed(tmp_path):
+def test_redis_down_is_an_error_and_passwords_are_not_printed(conf_dir):
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
-    conf = write_config(tmp_path / "e.conf", "inet:1@127.0.0.1", url, "http://127.0.0.1:1")
+    conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", url, "http://127.0.0.1:1")
     findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"milter", "postfix",
                                                                       "tracking"})))
     (error,) = [f for f in findings if f.level == doctor.ERROR]
@@ -161,8 +185,8 @@ def test_redis_down_is_an_error_and_passwords_are_not_printed(tmp_path):
 
 
 @needs_postconf
-def test_milter_down_is_an_error(healthy, tmp_path, redis_server, redirector):
-    conf = write_config(tmp_path / "down.conf", f"inet:{free_port()}@127.0.0.1",
+def test_milter_down_is_an_error(healthy, redis_server, redirector, conf_dir):
+    conf = write_config(conf_dir / "down.conf", f"inet:{free_port()}@127.0.0.1",
                         redis_server.url, redirector.url)
     findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"postfix"})))
     (error,) = [f for f in findings if f.level == doctor.ERROR]
@@ -193,11 +217,11 @@ def test_probe_negotiates_with_engage_milter(start_milter):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the socket is checked for user postfix")
 def test_root_milter_unix_socket_refused_to_postfix_is_an_error(start_milter, engage_tmp,
-                                                                redis_server, tmp_path):
+                                                                redis_server, conf_dir):
     sock_dir = Path(engage_tmp) / f"sock-{free_port()}"
     sock_dir.mkdir()
     milter = start_milter({"ENGAGE_MILTER_SOCKET": f"unix:{sock_dir}/milter.sock"})
-    conf = write_config(tmp_path / "e.conf", milter.socket, redis_server.url, "http://127.0.0.1:1")
+    conf = write_config(conf_dir / "e.conf", milter.socket, redis_server.url, "http://127.0.0.1:1")
     findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"postfix", "tracking"})))
     errors = [f for f in findings if f.level == doctor.ERROR]
     assert [f.topic for f in errors] == ["milter"], findings
@@ -233,8 +257,8 @@ def test_dkim_signer_ahead_of_engage_is_an_error(healthy, tmp_path, start_milter
 
 
 @needs_postconf
-def test_unix_socket_outside_a_chrooted_smtpd_is_explained(tmp_path, healthy):
-    conf = write_config(tmp_path / "unix.conf", "unix:/run/engage/milter.sock",
+def test_unix_socket_outside_a_chrooted_smtpd_is_explained(tmp_path, healthy, conf_dir):
+    conf = write_config(conf_dir / "unix.conf", "unix:/run/engage/milter.sock",
                         "redis://127.0.0.1:1/0", "http://127.0.0.1:1")
     pf = postfix_dir(tmp_path / "pf-chroot", "unix:/run/engage/milter.sock", chroot="y")
     findings = doctor.run(doctor.Options(config=conf, postfix_config=pf, postconf=POSTCONF,
@@ -242,15 +266,15 @@ def test_unix_socket_outside_a_chrooted_smtpd_is_explained(tmp_path, healthy):
     errors = [f.text for f in findings if f.level == doctor.ERROR]
     assert len(errors) == 1 and "runs chrooted in /var/spool/postfix" in errors[0]
     good = postfix_dir(tmp_path / "pf-chroot-ok", "unix:/engage/milter.sock", chroot="y")
-    conf = write_config(tmp_path / "spool.conf", "unix:/var/spool/postfix/engage/milter.sock",
+    conf = write_config(conf_dir / "spool.conf", "unix:/var/spool/postfix/engage/milter.sock",
                         "redis://127.0.0.1:1/0", "http://127.0.0.1:1")
     findings = doctor.run(doctor.Options(config=conf, postfix_config=good, postconf=POSTCONF,
                                          skip=frozenset({"redis", "milter", "tracking"})))
     assert [f.level for f in findings if f.topic == "postfix"] == ["ok"]
 
 
-def test_tracking_host_that_does_not_resolve_is_an_error(tmp_path):
-    conf = write_config(tmp_path / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
+def test_tracking_host_that_does_not_resolve_is_an_error(conf_dir):
+    conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                         "https://click.engage-doctor.invalid",
                         "[tracking_domains]\nbrand.example = http://127.0.0.1:1\n")
     findings = doctor.run(doctor.Options(config=conf, timeout=2,
@@ -261,10 +285,10 @@ def test_tracking_host_that_does_not_resolve_is_an_error(tmp_path):
                for f in tracking)
 
 
-def test_redirector_that_cannot_reach_redis_is_an_error(tmp_path):
+def test_redirector_that_cannot_reach_redis_is_an_error(conf_dir):
     server = Redirector(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        conf = write_config(tmp_path / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
+        conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                             server.url)
         findings = doctor.run(doctor.Options(config=conf, timeout=5,
                                              skip=frozenset({"redis", "milter", "postfix"})))
@@ -274,13 +298,13 @@ def test_redirector_that_cannot_reach_redis_is_an_error(tmp_path):
     assert tracking[0].level == doctor.ERROR and "cannot reach Redis" in tracking[0].text
 
 
-def test_something_else_answering_is_not_taken_for_the_redirector(tmp_path):
+def test_something_else_answering_is_not_taken_for_the_redirector(conf_dir):
     from http.server import HTTPServer, SimpleHTTPRequestHandler
 
     server = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        conf = write_config(tmp_path / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
+        conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                             f"http://127.0.0.1:{server.server_port}/nowhere")
         findings = doctor.run(doctor.Options(config=conf, timeout=5,
                                              skip=frozenset({"redis", "milter", "postfix"})))

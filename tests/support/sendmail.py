@@ -29,7 +29,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 from support.procs import ProcError, free_port, listening, tail
 
@@ -114,7 +113,7 @@ class SandboxSendmail:
         self.relay_port = relay_port
         self.port = free_port()
         self.log_path = self.dir / "sendmail.out"
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def binary(self) -> Path:
@@ -139,7 +138,7 @@ class SandboxSendmail:
             raise ProcError(f"m4 {mc} failed: {done.stderr.decode(errors='replace')}")
         return cf
 
-    def start(self, timeout: float = 20) -> "SandboxSendmail":
+    def start(self, timeout: float = 20) -> SandboxSendmail:
         cf = self.write_config()
         script = f'hostname {HOSTNAME} && exec "$0" -C "$1" -bD -L sandbox-sendmail'
         with open(self.log_path, "ab") as log:
