@@ -1,0 +1,195 @@
+"""The Debian packages, used the way a mail operator uses them.
+
+Built exactly as `make deb` builds them (packaging/build-deb, into a temporary directory),
+checked with lintian; then, as root, installed with `apt-get install ./*.deb` (Python
+dependencies from Debian), the installed files and users checked, the autopkgtest
+packaging/debian/tests/smoke run against them (the units' commands as the engage user,
+a private Postfix reaching the packaged milter on its unix socket, engage doctor, one
+message tracked, its click followed and read back from the events API), and finally
+`apt-get purge`, after which nothing of ours is left.
+
+Needs root and the packaging tools (scripts/install-deps): skipped otherwise, a failure
+when CI is set. It purges engage packages that were installed before it ran.
+"""
+from __future__ import annotations
+
+import configparser
+import fcntl
+import grp
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("python3-engage", "engage-common", "engage-milter", "engage-redirector")
+SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+              "DEBIAN_FRONTEND": "noninteractive"}
+APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"]
+LOCK = "/run/lock/engage-package-tests.lock"
+
+
+def need(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
+    pytest.skip(reason)
+
+
+def run(argv: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**SYSTEM_ENV, **kwargs.pop("env", {})}, **kwargs)
+    print(f"$ {' '.join(argv)}  ({time.monotonic() - started:.1f} s, exit {done.returncode})")
+    return done
+
+
+def versions() -> tuple[str, str, str]:
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    changelog = (REPO / "packaging/debian/changelog").read_text().split("\n", 1)[0]
+    spec = (REPO / "packaging/rpm/engage-milter.spec").read_text()
+    deb = re.match(r"engage-milter \(([^)-]+)-\d+\)", changelog)
+    rpm = re.search(r"(?m)^Version:\s*(\S+)", spec)
+    assert deb and rpm
+    return setup["metadata"]["version"], deb.group(1), rpm.group(1)
+
+
+def test_setup_cfg_debian_changelog_and_rpm_spec_agree_on_the_version():
+    python, debian, rpm = versions()
+    assert python == debian == rpm, "add a packaging/debian/changelog entry and bump the spec"
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory) -> dict[str, Path]:
+    need(shutil.which("dpkg-buildpackage") is not None and shutil.which("lintian") is not None,
+         "dpkg-buildpackage/lintian missing: run scripts/install-deps")
+    out = tmp_path_factory.mktemp("deb")
+    done = run(["bash", str(REPO / "packaging/build-deb"), str(out)], timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    built = {path.name.split("_")[0]: path for path in out.glob("*.deb")}
+    assert sorted(built) == sorted(PACKAGES), built
+    built["changes"] = next(out.glob("*.changes"))
+    return built
+
+
+def fields(deb: Path, *names: str) -> str:
+    return run(["dpkg-deb", "--field", str(deb), *names]).stdout
+
+
+def contents(deb: Path) -> list[str]:
+    listing = run(["dpkg-deb", "--contents", str(deb)]).stdout.splitlines()
+    return [line.split()[-1].lstrip(".") for line in listing if not line.endswith("/")]
+
+
+def test_lintian_reports_no_errors_or_warnings(debs):
+    done = run(["lintian", "--display-level", ">=pedantic", "--show-overrides",
+                str(debs["changes"])], timeout=600)
+    print(done.stdout, done.stderr)
+    tags = [line for line in done.stdout.splitlines() if re.match(r"[EW]: ", line)]
+    assert done.returncode == 0 and tags == [], done.stdout
+
+
+def test_a_milter_host_gets_no_flask_and_a_web_host_no_libmilter(debs):
+    milter_host = " ".join(fields(debs[p], "Depends", "Recommends")
+                           for p in ("python3-engage", "engage-common", "engage-milter"))
+    web_host = " ".join(fields(debs[p], "Depends", "Recommends")
+                        for p in ("python3-engage", "engage-common", "engage-redirector"))
+    assert "python3-milter" in milter_host and "python3-redis (>= 4.3)" in milter_host
+    assert not re.search(r"flask|gunicorn", milter_host), milter_host
+    assert "python3-flask" in web_host and "gunicorn" in web_host
+    assert not re.search(r"milter", web_host.replace("engage-common", "")), web_host
+
+
+def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
+    common, milter, web = (contents(debs[p]) for p in PACKAGES[1:])
+    assert {"/etc/engage/engage.conf", "/usr/bin/engage", "/usr/lib/sysusers.d/engage.conf",
+            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/man/man8/engage.8.gz"} <= set(common)
+    assert {"/usr/bin/engage-milter", "/lib/systemd/system/engage-milter.service",
+            "/usr/share/man/man8/engage-milter.8.gz",
+            "/usr/share/doc/engage-milter/examples/main.cf.engage",
+            "/usr/share/doc/engage-milter/examples/engage-milter.mc"} <= set(milter)
+    assert {"/etc/engage/gunicorn.conf.py", "/usr/bin/engage-webhooks",
+            "/lib/systemd/system/engage-redirector.service",
+            "/lib/systemd/system/engage-webhooks.service",
+            "/usr/share/doc/engage-redirector/examples/engage-redirector.conf"} <= set(web)
+    assert not any("dist-packages/engage/" in f for f in milter + web + common)
+    conffiles = {p: run(["dpkg-deb", "--info", str(debs[p]), "conffiles"]).stdout.split()
+                 for p in ("engage-common", "engage-redirector")}
+    assert conffiles == {"engage-common": ["/etc/engage/engage.conf"],
+                         "engage-redirector": ["/etc/engage/gunicorn.conf.py"]}
+
+
+@pytest.fixture
+def exclusive():
+    """One package test at a time on this machine (they install and purge system packages)."""
+    with open(LOCK, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def installed() -> list[str]:
+    done = run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *PACKAGES])
+    return [line.split()[0] for line in done.stdout.splitlines() if len(line.split()) > 1]
+
+
+def apt_install(debs: dict[str, Path]) -> None:
+    argv = APT + ["install", "--no-install-recommends", *(str(debs[p]) for p in PACKAGES)]
+    done = run(argv)
+    if done.returncode != 0:  # a fresh machine's package lists may be stale
+        run(APT + ["update"])
+        done = run(argv)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def purge() -> subprocess.CompletedProcess:
+    return run(APT + ["purge", *PACKAGES])
+
+
+def check_installed() -> None:
+    account = pwd.getpwnam("engage")
+    assert account.pw_shell.endswith("nologin")
+    conf = os.stat("/etc/engage/engage.conf")
+    assert (conf.st_mode & 0o777, conf.st_uid, conf.st_gid) == (0o640, 0, account.pw_gid)
+    if shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
+        assert "postfix" in grp.getgrnam("engage").gr_mem, "postinst adds postfix to group engage"
+    for command in ("engage-milter --check-config", "engage doctor --help",
+                    "engage-webhooks --help", "gunicorn --version"):
+        argv = ["/usr/bin/" + command.split()[0], *command.split()[1:]]
+        assert run(argv).returncode == 0, command
+
+
+def check_purged() -> None:
+    assert installed() == []
+    leftovers = [p for p in ("/etc/engage", "/run/engage", "/usr/bin/engage",
+                             "/usr/bin/engage-milter", "/usr/bin/engage-webhooks",
+                             "/lib/systemd/system/engage-milter.service",
+                             "/usr/lib/python3/dist-packages/engage",
+                             "/usr/lib/python3/dist-packages/engage_milter",
+                             "/etc/systemd/system/multi-user.target.wants/engage-milter.service")
+                 if os.path.lexists(p)]
+    assert leftovers == []
+    assert "postfix" not in grp.getgrnam("engage").gr_mem
+
+
+def test_install_track_a_message_and_purge(debs, exclusive):
+    need(os.geteuid() == 0, "needs root: installs the packages with apt-get")
+    need(os.path.exists("/usr/sbin/postfix") and shutil.which("redis-server") is not None,
+         "postfix and redis-server are needed (scripts/install-deps)")
+    try:
+        apt_install(debs)
+        check_installed()
+        smoke = run([str(REPO / "packaging/debian/tests/smoke")], cwd=str(REPO), timeout=300)
+        print(smoke.stdout, smoke.stderr)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        assert "PASS: the installed packages tracked a message end to end" in smoke.stdout
+    finally:
+        done = purge()
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_purged()
