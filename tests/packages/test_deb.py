@@ -32,6 +32,10 @@ SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
               "DEBIAN_FRONTEND": "noninteractive"}
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"]
 LOCK = "/run/lock/engage-package-tests.lock"
+UNITS = ("engage-milter", "engage-redirector", "engage-webhooks")
+HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+             "PrivateDevices=yes", "CapabilityBoundingSet=", "SystemCallFilter=@system-service",
+             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "MemoryDenyWriteExecute=yes")
 
 
 def need(condition: bool, reason: str) -> None:
@@ -64,6 +68,24 @@ def versions() -> tuple[str, str, str]:
 def test_setup_cfg_debian_changelog_and_rpm_spec_agree_on_the_version():
     python, debian, rpm = versions()
     assert python == debian == rpm, "add a packaging/debian/changelog entry and bump the spec"
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_run_in_the_foreground_as_engage_hardened(unit):
+    text = (REPO / "packaging/systemd" / f"{unit}.service").read_text()
+    lines = set(text.splitlines())
+    assert {"Type=simple", "User=engage", "Group=engage", "RestartPreventExitStatus=78",
+            "WantedBy=multi-user.target", *HARDENING} <= lines
+    assert not re.search(r"(?m)^(PIDFile|StandardOutput|StandardError)=|--daemon", text)
+    if unit == "engage-milter":
+        assert {"RuntimeDirectory=engage", "RuntimeDirectoryMode=0750", "UMask=0007"} <= lines
+
+
+def test_sysusers_and_tmpfiles_agree_with_the_units():
+    sysusers = (REPO / "packaging/systemd/engage.sysusers").read_text()
+    tmpfiles = (REPO / "packaging/systemd/engage.tmpfiles").read_text()
+    assert re.search(r"(?m)^u engage - ", sysusers)
+    assert re.search(r"(?m)^d /run/engage 0750 engage engage -$", tmpfiles)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +181,10 @@ def check_installed() -> None:
     assert (conf.st_mode & 0o777, conf.st_uid, conf.st_gid) == (0o640, 0, account.pw_gid)
     if shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
         assert "postfix" in grp.getgrnam("engage").gr_mem, "postinst adds postfix to group engage"
+    if shutil.which("systemd-analyze"):  # syntax, users, executables; works without systemd running
+        units = [f"/lib/systemd/system/{u}.service" for u in UNITS]
+        done = run(["systemd-analyze", "verify", "--man=no", *units])
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr
     for command in ("engage-milter --check-config", "engage doctor --help",
                     "engage-webhooks --help", "gunicorn --version"):
         argv = ["/usr/bin/" + command.split()[0], *command.split()[1:]]
