@@ -35,12 +35,11 @@ bench: install
 DEB_OUT ?= dist/deb
 RPM_OUT ?= dist/rpm
 VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
-DEB_VERSION := $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version 2>/dev/null)
 
 deb: install
 	packaging/build-deb $(DEB_OUT)
-	lintian --fail-on error --display-level '>=pedantic' \
-	    $(DEB_OUT)/engage-milter_$(DEB_VERSION)_$$(dpkg --print-architecture).changes
+	lintian --fail-on error --display-level '>=pedantic' $(DEB_OUT)/engage-milter_$$(\
+	    dpkg-parsechangelog -l packaging/debian/changelog -S Version)_$$(dpkg --print-architecture).changes
 	@echo "lintian: no errors; packages in $(DEB_OUT)"
 
 rpm: install

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -313,6 +315,31 @@ def test_something_else_answering_is_not_taken_for_the_redirector(conf_dir):
     tracking = [f for f in findings if f.topic == "tracking"]
     assert tracking[0].level == doctor.ERROR
     assert "answers 404, not like the engage" in tracking[0].text
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_https_tracking_url_with_an_untrusted_certificate_is_an_error(conf_dir):
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    key, cert = conf_dir / "key.pem", conf_dir / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
+                            f"https://localhost:{server.server_port}")
+        findings = doctor.run(doctor.Options(config=conf, timeout=5,
+                                             skip=frozenset({"redis", "milter", "postfix"})))
+    finally:
+        server.shutdown()
+    tracking = [f for f in findings if f.topic == "tracking"]
+    assert tracking[0].level == doctor.ERROR
+    assert "TLS certificate is refused (self-signed certificate)" in tracking[0].text
 
 
 # ------------------------------------------------------------------ pure parts
