@@ -11,8 +11,10 @@ Nothing here ever answers 5xx for our own failure.
 from __future__ import annotations
 
 import logging
+import signal
 import time
-from typing import Any, Optional
+from multiprocessing import resource_tracker
+from typing import Any, Callable, Optional
 
 import Milter
 
@@ -21,6 +23,7 @@ from engage.settings import Settings
 
 from . import replies
 from .plan import Envelope, Plan, msys_deletions, plan_message
+from .pool import Planner
 
 log = logging.getLogger("engage_milter")
 CHUNK = 65535  # libmilter's largest body chunk
@@ -35,9 +38,11 @@ def _strip_brackets(address: str) -> str:
 class TrackingMilter(Milter.Base):  # type: ignore[misc]
     """One instance per SMTP connection (pymilter's factory); one message at a time."""
 
-    def __init__(self, settings: Settings, store: LinkStore) -> None:
+    def __init__(self, settings: Settings, store: LinkStore,
+                 planner: Optional[Callable[..., Plan]] = None) -> None:
         self.settings = settings
         self.store = store
+        self.planner = planner
         self._reset()
 
     def _reset(self) -> None:
@@ -99,8 +104,8 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
             return Plan(delete_headers=msys_deletions(self.headers),
                         notes=[f"body over {MAX_BODY_BYTES} bytes left alone"])
         try:
-            return plan_message(self.headers, b"".join(self.chunks), envelope, self.settings,
-                                new_message_key())
+            return (self.planner or plan_message)(self.headers, b"".join(self.chunks), envelope,
+                                                  self.settings, new_message_key())
         except Exception:
             log.exception("%s internal error: delivering the message unchanged", queue_id)
             return Plan(delete_headers=msys_deletions(self.headers), notes=["internal error"])
@@ -128,8 +133,18 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
 
 def run(settings: Settings, store: LinkStore, name: str = "engage-milter",
         timeout: Optional[int] = None) -> None:
-    """Serve until libmilter stops (SIGTERM/SIGINT)."""
-    Milter.factory = lambda: TrackingMilter(settings, store)
+    """Serve until libmilter stops (SIGTERM/SIGINT/SIGHUP)."""
+    # libmilter takes these signals in a sigwait() thread and stops cleanly, provided no
+    # other thread can receive them: block them before the pool starts its threads. But
+    # first start multiprocessing's resource tracker, whose start unblocks SIGINT and
+    # SIGTERM again in its caller.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    planner = Planner(settings.milter_workers)
+    Milter.factory = lambda: TrackingMilter(settings, store, planner)
     Milter.set_flags(Milter.CHGBODY | Milter.CHGHDRS)
     Milter.set_exception_policy(Milter.TEMPFAIL)
-    Milter.runmilter(name, settings.milter_socket, timeout=timeout or settings.milter_timeout)
+    try:
+        Milter.runmilter(name, settings.milter_socket, timeout=timeout or settings.milter_timeout)
+    finally:
+        planner.close()

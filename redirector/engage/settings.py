@@ -27,6 +27,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("api", "keys"): "ENGAGE_API_KEYS",
     ("log", "level"): "ENGAGE_LOG_LEVEL",
     ("milter", "on_store_error"): "ENGAGE_ON_STORE_ERROR",
+    ("milter", "workers"): "ENGAGE_MILTER_WORKERS",
     ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
     ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
     ("tracking", "track_text_links"): "ENGAGE_TRACK_TEXT_LINKS",
@@ -58,6 +59,7 @@ class Settings:
     on_store_error: str = "tempfail"
     max_metadata_bytes: int = 1000
     milter_timeout: int = 600
+    milter_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "engage:"
     link_retention_days: int = 0
@@ -118,6 +120,12 @@ def _parse_float(low: float, high: float) -> Callable[[str], float]:
             raise ValueError(f"must be between {low:g} and {high:g}")
         return number
     return parse
+
+
+def _parse_workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _parse_int(0, 256)(text)
 
 
 def _parse_choice(*choices: str) -> Callable[[str], str]:
@@ -186,6 +194,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "on_store_error", "on_store_error", _parse_choice("tempfail", "accept")),
     ("milter", "max_metadata_bytes", "max_metadata_bytes", _parse_int(0, 1_000_000)),
     ("milter", "timeout", "milter_timeout", _parse_int(1, 3600)),
+    ("milter", "workers", "milter_workers", _parse_workers),
     ("redis", "url", "redis_url", _parse_redis_url),
     ("redis", "key_prefix", "key_prefix", _parse_prefix),
     ("redis", "link_retention_days", "link_retention_days", _parse_int(0, 100_000)),
