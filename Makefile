@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run stop test bench deb rpm clean distclean
+.PHONY: install run stop lint test bench deb rpm clean distclean
 
 install:
 	scripts/install-deps
@@ -16,8 +16,12 @@ run:
 stop:
 	scripts/stop-sandbox
 
+# ruff with the rules in ruff.toml (STYLE.md's small set).
+lint: install
+	$(VENV)/bin/ruff check milter redirector tests
+
 # The same command the README gives: install-deps, then pytest from the venv.
-test: install
+test: install lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # Every tests/bench/bench_*.py script, one after the other; stops at the first failure.

@@ -41,9 +41,10 @@ import email
 import html
 import quopri
 import re
+from collections.abc import Iterator
 from email.message import Message
 from email.policy import compat32
-from typing import Iterator, Optional
+from typing import Optional
 
 MAX_LINE = 998
 TOKEN_PREFIX = 28  # message key (16) + template id (12), then the link index in base 36

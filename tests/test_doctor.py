@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from engage import doctor, postfixconf
 from engage.milterprobe import Address, parse_socket, probe
 from support.procs import REPO, free_port
@@ -53,9 +54,10 @@ class Redirector:
     """The real Flask app (engage.web.create_app) served by werkzeug in a thread."""
 
     def __init__(self, redis_url: str) -> None:
+        from werkzeug.serving import make_server
+
         from engage.settings import Settings
         from engage.web import create_app
-        from werkzeug.serving import make_server
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from urllib.parse import urlencode
 
 import pytest
+
 from support.procs import http_get
 
 CAMPAIGN = "e2e-clicks"

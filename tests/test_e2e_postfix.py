@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from newsletter import newsletter
-from oracle import assert_only_tracking_changed
 
 from engage.links import LinkStore, split_token
+from newsletter import newsletter
+from oracle import assert_only_tracking_changed
 
 TRACKING = "http://track.test"
 CLICK = re.compile(rb"http://track\.test/c/([A-Za-z0-9_-]+)")

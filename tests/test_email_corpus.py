@@ -18,7 +18,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle  # noqa: E402
-
 from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, plan_message  # noqa: E402
 

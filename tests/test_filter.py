@@ -10,8 +10,8 @@ import Milter.test  # noqa: F401  (makes @noreply callbacks return CONTINUE unde
 import pytest
 from Milter import testctx
 
-from engage.redisconn import connect
 from engage.links import LinkStore, MessageRecord, Template
+from engage.redisconn import connect
 from engage.settings import Settings
 from engage_milter import filter as milter_filter
 from engage_milter import replies
@@ -157,7 +157,8 @@ def test_tracking_off_in_header_leaves_body_alone(settings, store, redis_client)
 
 
 def test_message_without_header_is_tracked_by_config_default(settings, store):
-    raw = b"\r\n".join(l for l in MESSAGE.split(b"\r\n") if not l.lower().startswith((b"x-msys", b"  \"tags")))
+    raw = b"\r\n".join(line for line in MESSAGE.split(b"\r\n")
+                        if not line.lower().startswith((b"x-msys", b"  \"tags")))
     verdict, ctx, body = feed(settings, store, raw)
     assert verdict == Milter.ACCEPT and ctx.header_changes == []
     assert body is not None and b"/c/" in body and b"/i/" in body and b"/o/" in body

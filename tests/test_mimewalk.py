@@ -18,7 +18,8 @@ NESTED = (
     b"--m2\r\n"
     b"Content-Type: multipart/alternative; boundary=\"m3\"\r\n\r\n"  # outer boundary is a prefix
     b"--m3\r\nContent-Type: text/plain\r\n\r\nplain text\r\n"
-    b"--m3\r\nContent-Type: text/html; charset=\"ISO-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>html</p>\r\n"
+    b"--m3\r\nContent-Type: text/html; charset=\"ISO-8859-1\"\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n<p>html</p>\r\n"
     b"--m3--\r\n"
     b"--m2\r\nContent-Type: image/png\r\nContent-ID: <i1>\r\n\r\nPNG\r\n"
     b"--m2--\r\n"
@@ -47,7 +48,8 @@ def test_sealed_and_attached_parts_are_left_alone():
 
 
 def test_missing_close_delimiter_runs_to_the_end():
-    raw = b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\r\nno headers\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n"
+    raw = (b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\r\nno headers\r\n"
+           b"--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n")
     parts, _ = walk(raw)
     assert parts == [("plain", "us-ascii", "7bit", b"no headers"), ("html", "us-ascii", "7bit", b"<p>x</p>\r\n")]
 

@@ -4,12 +4,12 @@ import signal
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from newsletter import newsletter
-from oracle import milter_view
 
 from engage.settings import Settings
 from engage_milter.plan import Envelope, plan_message
 from engage_milter.pool import Planner
+from newsletter import newsletter
+from oracle import milter_view
 
 
 @pytest.fixture(scope="module")

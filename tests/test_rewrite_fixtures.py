@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import email
 import functools
-import html
 import importlib.util
 import quopri
 import re
@@ -24,13 +23,11 @@ from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle  # noqa: E402
-
 from engage.links import Link  # noqa: E402
 from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, Plan, plan_message  # noqa: E402
@@ -115,7 +112,7 @@ def plan_for(raw: bytes, settings: Settings = SETTINGS, fold: str = "\r\n") -> t
     return plan, oracle.apply_changes(raw, plan.delete_headers, plan.body)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(name: str) -> Run:
     raw = (DATA / name).read_bytes()
     plan, rewritten = plan_for(raw)

@@ -12,6 +12,7 @@ import re
 import smtplib
 
 import pytest
+
 from support.procs import crlf_to_lf, split_message
 from support.sendmail import SandboxSendmail, can_unshare_uts, unpack_sendmail
 

@@ -54,7 +54,7 @@ def test_unknown_encoding_cannot_be_rewritten():
 
 
 def test_8bit_is_spliced_as_bytes():
-    raw = "Grüße <a href=\"http://a.example/\">x</a>\r\n".encode("utf-8")
+    raw = "Grüße <a href=\"http://a.example/\">x</a>\r\n".encode()
     codec = Codec(raw, "8bit")
     start = raw.index(b"http")
     new = codec.encode([Splice(start, start + 17, b"https://t.example/c/T")])

@@ -10,11 +10,12 @@ splices new bytes into the spans.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Iterable, Iterator, Optional
+from typing import Optional
 
 MAX_DEPTH = 16
 SEALED = {"multipart/signed", "multipart/encrypted", "multipart/report", "multipart/digest",

@@ -5,10 +5,11 @@ and nothing is half-applied when something raises.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses
-from typing import Optional, Sequence
+from typing import Optional
 
 from engage import links
 from engage.settings import Settings

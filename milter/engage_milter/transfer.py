@@ -12,8 +12,8 @@ import base64
 import binascii
 import bisect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 PLAIN = ("7bit", "8bit", "binary", "")
 # One hard line of quoted-printable: physical lines ending in a soft break ("=", maybe

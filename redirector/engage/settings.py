@@ -9,8 +9,9 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG = "/etc/engage/engage.conf"

@@ -24,10 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "milter"), str(ROOT / "redirector"), str(ROOT / "tests")]
 
-from newsletter import newsletter  # noqa: E402
-
 from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, plan_message  # noqa: E402
+from newsletter import newsletter  # noqa: E402
 
 SANDBOX = ROOT / "scripts" / "sandbox-postfix"
 
@@ -89,7 +88,8 @@ def main() -> None:
         procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                        "--save", "", "--appendonly", "no", "--dir", str(work)],
                                       stdout=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), "-c", f"127.0.0.1:{sink_port}", "1024"],
+        sink_user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        procs.append(subprocess.Popen(["smtp-sink", *sink_user, "-c", f"127.0.0.1:{sink_port}", "1024"],
                                       stdout=subprocess.DEVNULL))
         wait_port(redis_port)
         wait_port(sink_port)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "redirector"))
 
 import redis  # noqa: E402
+
 from engage.events import EventLog, RequestFacts, build_event  # noqa: E402
 from engage.links import (  # noqa: E402
     Link,

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "redirector"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
+
 from engage.events import EventLog  # noqa: E402
 from engage.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
 from engage.settings import Settings  # noqa: E402

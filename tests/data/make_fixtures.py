@@ -427,11 +427,12 @@ def newsletter_html() -> str:
     rows = []
     for i in range(NEWS_ARTICLES):
         name = f' data-msys-linkname="article-{i:03d}"' if i in NEWS_NAMED else ""
+        href = news_article(i).replace("&", "&amp;")
         rows.append(
             '<tr>\n<td class="mcnTextContent" valign="top" style="padding:9px 18px;">\n'
-            f'<a href="{news_article(i).replace("&", "&amp;")}" target="_blank"><img align="left" alt="" src="{news_image(i)}" '
+            f'<a href="{href}" target="_blank"><img align="left" alt="" src="{news_image(i)}" '
             'width="120" style="max-width:120px;padding-right:12px;" class="mcnImage"></a>\n'
-            f'<h3 style="margin:0;font-size:18px;"><a href="{news_article(i).replace("&", "&amp;")}"{name} target="_blank" '
+            f'<h3 style="margin:0;font-size:18px;"><a href="{href}"{name} target="_blank" '
             f'style="color:#007C89;">Story number {i}: '
             "what happened this week</a></h3>\n"
             f"Lorem ipsum dolor sit amet, consectetur adipiscing elit {i}.\n</td>\n</tr>\n"

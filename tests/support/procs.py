@@ -41,8 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_POSTFIX = REPO / "scripts" / "sandbox-postfix"

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
 from engage.events import EventLog
 from engage.links import (
     Link,
@@ -27,8 +30,6 @@ from engage.links import (
 )
 from engage.settings import Settings
 from engage.web import create_app
-from flask import Flask
-from flask.testing import FlaskClient
 
 API_KEY = "test-key-1"
 

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 import pytest
+
 from engage.events import RequestFacts, build_event, score_of
 from engage.eventsapi import encode_cursor, parse_query, search
 from engage.links import Link, MessageRecord, Resolved, Template

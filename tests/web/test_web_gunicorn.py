@@ -6,6 +6,7 @@ import json
 
 import pytest
 import redis
+
 from support.procs import Redirector, free_port
 
 API_KEY = "test-key-1"  # as in tests/web/conftest.py

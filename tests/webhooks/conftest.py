@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
 from engage.events import EventLog, iso_time
 from engage.settings import Settings
 from engage.webhooks import config

@@ -5,6 +5,7 @@ import base64
 import json
 
 import pytest
+
 from engage.webhooks import signature
 from engage.webhooks.cli import main as cli
 from engage.webhooks.keys import Keys

@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+
 from engage.webhooks import config, signature
 from engage.webhooks.config import ConfigError, Webhook
 from engage.webhooks.payload import PING, batch_body, unix_seconds, webhook_event
