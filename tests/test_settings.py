@@ -1,5 +1,7 @@
 """Settings: the shipped file parses to the defaults, env wins, errors name file/section/key."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,26 @@ def test_tracking_domain_by_from_domain_and_subdomain(tmp_path):
     loaded = settings.load(str(conf), environ={})
     assert loaded.tracking_url_for("news.example.com") == "https://click.example.com"
     assert loaded.tracking_url_for("other.org") == loaded.tracking_url
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "engage_milter.main", "--config"],
+    ["-m", "engage.webhooks", "--config"],
+])
+def test_entry_points_refuse_bad_settings_with_exit_78(tmp_path, argv):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[milter]\non_store_error = maybe\n")
+    result = subprocess.run([sys.executable, *argv, str(conf), *(["check-config"] if "webhooks" in argv[1] else [])],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert f"{conf}: [milter] on_store_error: must be one of tempfail, accept" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_milter_check_config_prints_the_effective_settings_with_keys_masked(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[api]\nkeys = secret-one, secret-two\n")
+    result = subprocess.run([sys.executable, "-m", "engage_milter.main", "--config", str(conf), "--check-config"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "api.keys = (2 keys)" in result.stdout and "secret" not in result.stdout

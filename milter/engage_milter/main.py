@@ -33,11 +33,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = settings_mod.load(args.config)
-    except settings_mod.SettingsError as exc:
-        print(f"engage-milter: {exc}", file=sys.stderr)
-        return settings_mod.EX_CONFIG
+    settings = settings_mod.load_or_exit("engage-milter", args.config)
     if args.check_config:
         print(settings_mod.describe(settings))
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -36,6 +37,8 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("web", "rate_limit_window"): "ENGAGE_RATE_LIMIT_WINDOW",
     ("web", "proxy_hops"): "ENGAGE_PROXY_HOPS",
     ("web", "geoip_db"): "ENGAGE_GEOIP_DB",
+    ("web", "url_signing_key"): "ENGAGE_URL_SIGNING_KEY",
+    ("tracking", "link_style"): "ENGAGE_LINK_STYLE",
     ("events", "retention_days"): "ENGAGE_EVENTS_RETENTION_DAYS",
     ("webhooks", "batch_size"): "ENGAGE_WEBHOOK_BATCH_SIZE",
     ("webhooks", "batch_interval"): "ENGAGE_WEBHOOK_BATCH_INTERVAL",
@@ -69,12 +72,14 @@ class Settings:
     open_tracking: bool = True
     click_tracking: bool = True
     track_text_links: bool = True
+    link_style: str = "short"
     api_keys: tuple[str, ...] = ()
     api_max_scan: int = 200_000
     rate_limit: int = 300
     rate_limit_window: int = 60
     proxy_hops: int = 0
     geoip_db: str = ""
+    url_signing_key: str = ""
     events_retention_days: int = 10
     webhook_batch_size: int = 100
     webhook_batch_interval: float = 1.0
@@ -189,6 +194,13 @@ def _parse_prefix(text: str) -> str:
     return prefix
 
 
+def _parse_signing_key(text: str) -> str:
+    key = text.strip()
+    if key and len(key) < 16:
+        raise ValueError("must be at least 16 characters (or empty: broadcast mode off)")
+    return key
+
+
 # (section, key, field name, parser)
 SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "socket", "milter_socket", _parse_socket),
@@ -203,12 +215,14 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("tracking", "open_tracking", "open_tracking", _parse_bool),
     ("tracking", "click_tracking", "click_tracking", _parse_bool),
     ("tracking", "track_text_links", "track_text_links", _parse_bool),
+    ("tracking", "link_style", "link_style", _parse_choice("short", "v1")),
     ("api", "keys", "api_keys", _parse_keys),
     ("api", "max_scan", "api_max_scan", _parse_int(1000, 100_000_000)),
     ("web", "rate_limit", "rate_limit", _parse_int(0, 1_000_000)),
     ("web", "rate_limit_window", "rate_limit_window", _parse_int(1, 86400)),
     ("web", "proxy_hops", "proxy_hops", _parse_int(0, 10)),
     ("web", "geoip_db", "geoip_db", _parse_path),
+    ("web", "url_signing_key", "url_signing_key", _parse_signing_key),
     ("events", "retention_days", "events_retention_days", _parse_int(1, 3650)),
     ("webhooks", "batch_size", "webhook_batch_size", _parse_int(1, 10_000)),
     ("webhooks", "batch_interval", "webhook_batch_interval", _parse_float(0, 3600)),
@@ -255,6 +269,16 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def load_or_exit(program: str, path: str | None = None) -> Settings:
+    """load() for an entry point: a bad setting ends the process with exit code 78 and
+    ``program: file: [section] key: reason`` on stderr."""
+    try:
+        return load(path)
+    except SettingsError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
 def _check_unknown(parser: configparser.ConfigParser, source: str) -> None:
     known_keys = {(section, key) for section, key, *_ in SCHEMA}
     for section in parser.sections():
@@ -286,6 +310,8 @@ def describe(settings: Settings) -> str:
         value = getattr(settings, name)
         if name == "api_keys":
             value = f"({len(value)} keys)"
+        elif name == "url_signing_key":
+            value = "(set)" if value else ""
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         lines.append(f"{section}.{key} = {value}")

@@ -2,7 +2,10 @@
 
 The only module that imports Flask. Promises: ``/c/<token>`` answers 302 only to a URL
 the link store holds for that token (http/https, byte for byte), anything else is a 404
-page; ``/o`` and ``/i`` always answer the 43-byte GIF, recorded or not; the client IP
+page; ``/o`` and ``/i`` always answer the 43-byte GIF, recorded or not. The /v1/track
+family answers from the same store: ``/v1/track/open/<email_id>`` as ``/o``,
+``/v1/track/click/<tracking_id>`` as ``/c`` except that a ``?url=`` is followed only with
+a valid ``sig`` (else 400, never a redirect); the client IP
 comes from X-Forwarded-For only through ``proxy_hops`` trusted proxies; one access-log
 line per request, tokens shortened. Routes live under the path of every tracking URL.
 """
@@ -14,7 +17,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
@@ -27,9 +30,10 @@ from engage import settings as config
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.geoip import Lookup, open_lookup
-from engage.links import LinkStore, StoreError
+from engage.links import Link, LinkStore, StoreError
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
+from engage.trackapi import message_status, signed
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("engage.access")
@@ -42,11 +46,13 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
 REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
         "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
-PAGES = {403: ("Forbidden", "Too many requests from your address. Please try again later."),
+PAGES = {400: ("Bad request", "This link is not valid."),
+         403: ("Forbidden", "Too many requests from your address. Please try again later."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
-TOKEN_IN_PATH = re.compile(r"(/[coi]/[^/]{6})[^/]+$")  # 36 of 96 secret bits
-JSON_ENDPOINTS = ("events_message", "healthz")
+TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
+JSON_ENDPOINTS = ("events_message", "message_status", "healthz")
+PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 
 
@@ -64,14 +70,15 @@ def create_app(settings: config.Settings | None = None,
                client: redis.Redis[bytes] | None = None) -> Flask:
     """Build the app; with no settings, read the settings file and ENGAGE_* variables."""
     if settings is None:
-        settings = _load_settings()
+        settings = config.load_or_exit("engage redirector")
     _configure_logging(settings.log_level)
     if client is None:
         client = connect(settings.redis_url, timeout=2.0)
     services = Services(
         settings, client,
         LinkStore(client, settings.key_prefix, settings.link_retention_days),
-        EventLog(client, settings.key_prefix, settings.events_retention_days),
+        EventLog(client, settings.key_prefix, settings.events_retention_days,
+                 settings.link_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window),
         open_lookup(settings.geoip_db))
     app = Flask(__name__)
@@ -88,14 +95,6 @@ def create_app(settings: config.Settings | None = None,
     app.before_request(_start_clock)
     app.after_request(_access_line)
     return app
-
-
-def _load_settings() -> config.Settings:
-    try:
-        return config.load()
-    except config.SettingsError as exc:
-        print(f"engage redirector: {exc}", file=sys.stderr)
-        raise SystemExit(config.EX_CONFIG) from None
 
 
 def _configure_logging(level: str) -> None:
@@ -115,7 +114,12 @@ def _blueprint(services: Services) -> Blueprint:
     blueprint.add_url_rule("/c/<token>", "click", _click(services), methods=["GET", "HEAD"])
     blueprint.add_url_rule("/o/<token>", "open", _pixel(services, "open"))
     blueprint.add_url_rule("/i/<token>", "initial_open", _pixel(services, "initial_open"))
+    blueprint.add_url_rule("/v1/track/click/<tracking_id>", "v1_click", _v1_click(services),
+                           methods=["GET", "HEAD"])
+    blueprint.add_url_rule("/v1/track/open/<token>", "v1_open", _pixel(services, "open"))
     blueprint.add_url_rule("/api/v1/events/message", "events_message", _events_api(services))
+    blueprint.add_url_rule("/api/v1/messages/<email_id>", "message_status",
+                           _message_api(services))
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
     return blueprint
 
@@ -147,7 +151,8 @@ def _client_facts(services: Services) -> RequestFacts:
     ip = request.remote_addr or ""
     return RequestFacts(ip, request.headers.get("User-Agent", ""),
                         request.headers.get("Accept-Language", ""),
-                        services.geo(ip) if services.geo and ip else None)
+                        services.geo(ip) if services.geo and ip else None,
+                        request.headers.get("Referer", ""))
 
 
 def _record(services: Services, kind: str, resolved: Any) -> None:
@@ -164,13 +169,41 @@ def _click(services: Services) -> Callable[[str], Response]:
     def click(token: str) -> Response:
         if not services.limiter.allow(request.remote_addr or ""):
             abort(403)
-        resolved = services.links.resolve(token)
-        location = safe_location(resolved.link.url) if resolved and resolved.link else None
-        if location is None:
-            abort(404)
-        _record(services, "click", resolved)
-        return ExactRedirect(location)
+        return _stored_redirect(services, token)
     return click
+
+
+def _stored_redirect(services: Services, token: str) -> Response:
+    resolved = services.links.resolve(token)
+    location = safe_location(resolved.link.url) if resolved and resolved.link else None
+    if location is None:
+        abort(404)
+    _record(services, "click", resolved)
+    return ExactRedirect(location)
+
+
+def _v1_click(services: Services) -> Callable[[str], Response]:
+    """The stored link, or in broadcast mode the ``url`` argument when ``sig`` is ours for
+    it; the click is recorded against the message the tracking id (or email id) names."""
+    def v1_click(tracking_id: str) -> Response:
+        if not services.limiter.allow(request.remote_addr or ""):
+            abort(403)
+        if "url" not in request.args:
+            return _stored_redirect(services, tracking_id)
+        url = request.args["url"]
+        if not signed(services.settings.url_signing_key, url, request.args.get("sig", "")):
+            g.event = "bad-signature"
+            abort(400)
+        location = safe_location(url)
+        if location is None:
+            abort(400)
+        resolved = services.links.resolve(tracking_id)
+        if resolved is None:
+            g.event = "unknown"
+        else:
+            _record(services, "click", replace(resolved, link=Link(url)))
+        return ExactRedirect(location)
+    return v1_click
 
 
 def gif() -> Response:
@@ -213,6 +246,18 @@ def _events_api(services: Services) -> Callable[[], Any]:
     return events_message
 
 
+def _message_api(services: Services) -> Callable[[str], Any]:
+    def message_status_view(email_id: str) -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        resolved = services.links.resolve(email_id)
+        if resolved is None or resolved.link is not None:
+            return _json_error(404, "Not found.", "no message has this email_id")
+        return jsonify(results=message_status(resolved, services.links.status(resolved.message_key)))
+    return message_status_view
+
+
 def _healthz(services: Services) -> Callable[[], Any]:
     def healthz() -> Any:
         try:
@@ -235,7 +280,7 @@ def _json_error(status: int, message: str, description: str,
 def _error_handler(exc: Exception) -> Any:
     """The one place where failures become answers: JSON for the API, pages elsewhere."""
     endpoint = (request.endpoint or "").rpartition(".")[2]
-    if endpoint in ("open", "initial_open"):  # the pixel is always served
+    if endpoint in PIXEL_ENDPOINTS:  # the pixel is always served
         g.event = "lost"
         log.error("open not recorded: %s", exc)
         return gif()

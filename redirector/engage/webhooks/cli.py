@@ -27,10 +27,11 @@ from engage.logsetup import configure_logging
 from engage.redisconn import connect
 from engage.webhooks import config, deliver
 from engage.webhooks.config import ConfigError, Webhook
+from engage.webhooks.payload import FORMATS
 from engage.webhooks.store import NotFound, WebhookStore
 
 DELIVERY_FIELDS = ("target", "auth_type", "auth_credentials", "auth_request_details",
-                   "custom_headers", "signing_secret")
+                   "custom_headers", "signing_secret", "format")
 
 
 class Refused(Exception):
@@ -59,6 +60,9 @@ def _header(text: str) -> tuple[str, str]:
 
 def _delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="URL that receives the POSTed batches")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="sparkpost (default: msys batches) or events (one "
+                             "{type: email.opened|email.clicked, ...} object per POST)")
     parser.add_argument("--events", type=_events,
                         help=f"comma-separated event types (default all: {','.join(TYPES)})")
     parser.add_argument("--auth", choices=config.AUTH_TYPES, help="authentication (default none)")
@@ -156,7 +160,7 @@ def _auth_fields(args: argparse.Namespace, current: Webhook | None) -> dict[str,
 
 def _changes(args: argparse.Namespace, current: Webhook | None) -> dict[str, Any]:
     changes: dict[str, Any] = _auth_fields(args, current)
-    for name in ("name", "target", "events"):
+    for name in ("name", "target", "events", "format"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
     if args.header is not None:
@@ -184,6 +188,8 @@ def cmd_create(args: argparse.Namespace, store: WebhookStore, settings: settings
                ) -> int:
     if not args.target:
         raise Refused("--target is required")
+    if args.format == "events" and args.events is None:
+        args.events = ("open", "click")  # initial_open would be a second email.opened
     hook = config.validate(Webhook(id=secrets.token_hex(8), name=args.name, target=args.target,
                                    active=not args.inactive, created=time.time(),
                                    **{k: v for k, v in _changes(args, None).items()
@@ -307,11 +313,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, WebhookStore, settings_mod.Set
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = settings_mod.load(args.config)
-    except settings_mod.SettingsError as exc:
-        print(f"engage-webhooks: {exc}", file=sys.stderr)
-        return settings_mod.EX_CONFIG
+    settings = settings_mod.load_or_exit("engage-webhooks", args.config)
     if args.command == "check-config":
         print(settings_mod.describe(settings))
         return 0
