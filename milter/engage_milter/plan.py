@@ -88,11 +88,7 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         open_tracking=opens, click_tracking=click,
     )
     template_id = template.template_id
-    urls = Urls(
-        click=lambda index: f"{tracking_url}/c/{links.click_token(message_key, template_id, index)}",
-        top_pixel=f"{tracking_url}/i/{links.open_token(message_key, template_id)}",
-        bottom_pixel=f"{tracking_url}/o/{links.open_token(message_key, template_id)}",
-    )
+    urls = tracked_urls(tracking_url, settings.link_style, message_key, template_id)
     try:
         plan.body = rewrite.render(urls)
     except CannotRewrite as exc:
@@ -107,6 +103,22 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
     )
     plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}")
     return plan
+
+
+# The URL families the redirector answers: (click, top pixel, bottom pixel) path parts.
+# The v1 family has no initial-open pixel, so the top pixel stays /i/ in both.
+LINK_PATHS = {"short": ("/c/", "/i/", "/o/"), "v1": ("/v1/track/click/", "/i/", "/v1/track/open/")}
+
+
+def tracked_urls(tracking_url: str, style: str, message_key: str, template_id: str) -> Urls:
+    """How tracked URLs are spelled for ``[tracking] link_style`` (short or v1)."""
+    click, top, bottom = LINK_PATHS[style]
+    opened = links.open_token(message_key, template_id)
+    return Urls(
+        click=lambda index: f"{tracking_url}{click}{links.click_token(message_key, template_id, index)}",
+        top_pixel=f"{tracking_url}{top}{opened}",
+        bottom_pixel=f"{tracking_url}{bottom}{opened}",
+    )
 
 
 def _from_address(values: list[str]) -> str:

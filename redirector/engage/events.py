@@ -2,8 +2,10 @@
 
 ``build_event`` is pure: (type, resolved token, request facts, time) -> dict. ``EventLog``
 appends an event in one round trip (a Lua script: XADD to ``{p}events`` plus one index
-sorted set per filterable value, see ``index_keys``) and trims everything older than
-the retention window (stream by MINID, indexes by score). Event ids are the stream
+sorted set per filterable value, see ``index_keys``, plus the message's status hash
+``{p}ms:<message key>``: first open/click time by HSETNX, so two simultaneous first opens
+leave exactly one ``opened_at``, and counts) and trims everything older than the
+retention window (stream by MINID, indexes by score). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
 are never touched here: event retention cannot break a tracked link.
 """
@@ -19,9 +21,10 @@ from typing import Any
 
 import redis
 
-from engage.links import Resolved
+from engage.links import Resolved, open_token, status_key
 
 TYPES = ("click", "open", "initial_open")
+STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
 # Filter name in the events API -> index dimension letter.
 DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
               "transmissions": "x", "subjects": "s"}
@@ -29,13 +32,23 @@ PAGE_CHUNK = 2000
 
 # Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
 # to the retention window anyway, and EXPIRE drops an index that gets no new events.
+# With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
+# first open (or click) time is set only if absent, the count of that kind goes up.
 APPEND_LUA = """
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local dash = string.find(id, '-', 1, true)
 local seq = tonumber(string.sub(id, dash + 1))
 local score = string.sub(id, 1, dash - 1) .. string.format('%03d', math.min(seq, 999))
 local trim = seq == 0 and tonumber(string.sub(id, dash - 2, dash - 1)) % 32 == 0
-for i = 2, #KEYS do
+local first = 2
+if ARGV[5] ~= '' then
+  first = 3
+  redis.call('HSETNX', KEYS[2], ARGV[5] == 'c' and 'clicked_at' or 'opened_at', ARGV[6])
+  local counts = {o = 'open_count', i = 'initial_open_count', c = 'click_count'}
+  redis.call('HINCRBY', KEYS[2], counts[ARGV[5]], 1)
+  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+end
+for i = first, #KEYS do
   redis.call('ZADD', KEYS[i], score, id)
   if trim then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3]) end
   redis.call('EXPIRE', KEYS[i], ARGV[4])
@@ -105,6 +118,7 @@ class RequestFacts:
     user_agent: str = ""
     accept_language: str = ""
     geo_ip: dict[str, Any] | None = None
+    referer: str = ""
 
 
 def iso_time(epoch: float) -> str:
@@ -118,6 +132,8 @@ def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float) 
 
     A message with several recipients has one set of links, so its events carry no
     single ``rcpt_to``: the lowercased list is in the additive key ``rcpt_to_list``.
+    Additive keys for the /v1/track family: ``email_id`` (the message's open token) and,
+    on clicks, ``referer``.
     """
     template, record = resolved.template, resolved.record
     event: dict[str, Any] = {
@@ -133,11 +149,13 @@ def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float) 
         "open_tracking": template.open_tracking, "click_tracking": template.click_tracking,
         "initial_pixel": template.open_tracking, "ip_address": facts.ip_address,
         "user_agent": facts.user_agent, "queue_id": record.queue_id,
+        "email_id": open_token(resolved.message_key, record.template_id),
     })
     if kind == "click" and resolved.link is not None:
         event["target_link_url"] = resolved.link.url
         event["target_link_name"] = resolved.link.name
         event["accept_language"] = facts.accept_language
+        event["referer"] = facts.referer
     if facts.geo_ip:
         event["geo_ip"] = facts.geo_ip
     return event
@@ -187,10 +205,11 @@ class EventLog:
     """Appends events to the stream with their indexes, reads them back; connection passed in."""
 
     def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
-                 retention_days: int = 10) -> None:
+                 retention_days: int = 10, link_retention_days: int = 0) -> None:
         self.client = client
         self.prefix = prefix
         self.retention = retention_days * 86400
+        self.status_ttl = link_retention_days * 86400  # the status lives as long as the links
         self.stream = f"{prefix}events"
         self._append = client.register_script(APPEND_LUA)
         self._fetch = client.register_script(FETCH_LUA)
@@ -206,11 +225,16 @@ class EventLog:
 
     def _keys_args(self, event: dict[str, Any], now: float | None) -> tuple[list[str], list[Any]]:
         kind = event["type"]
-        keys = [self.stream, self.index_key(kind)]
+        status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
+        keys = [self.stream]
+        if status:
+            keys.append(status_key(self.prefix, event["transmission_id"]))
+        keys.append(self.index_key(kind))
         keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
         cutoff = self.cutoff_ms(now)
         return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False), cutoff,
-                      cutoff * 1000, self.retention + 86400]
+                      cutoff * 1000, self.retention + 86400, status,
+                      event.get("timestamp", ""), self.status_ttl]
 
     def append(self, event: dict[str, Any], now: float | None = None) -> str:
         """Store one event (one round trip); its stream id. Raises EventError."""

@@ -7,6 +7,9 @@ Layout (all keys under the configured prefix, values compact JSON strings):
                           recipients stores its 150 links once.
   ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
                           Message-ID, queue id, injection time, metadata, template id.
+  ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.events
+                          with each event: opened_at, clicked_at (first, ISO 8601),
+                          open_count, initial_open_count, click_count.
 Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The message id is
 96 random bits (unguessable); a token whose template id differs from the record's is
 treated as unknown. Registering a message is one round trip; resolving a token is one.
@@ -126,6 +129,10 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def status_key(prefix: str, message_key: str) -> str:
+    return f"{prefix}ms:{message_key}"
+
+
 def new_message_key() -> str:
     """96 random bits: the unguessable part of every token of one message."""
     return _b64(secrets.token_bytes(12))
@@ -172,6 +179,14 @@ class LinkStore:
 
     def message_key(self, message_key: str) -> str:
         return f"{self.prefix}m:{message_key}"
+
+    def status(self, message_key: str) -> dict[str, str]:
+        """The message's status hash (empty before the first open or click)."""
+        try:
+            raw = self.client.hgetall(status_key(self.prefix, message_key))
+        except redis.RedisError as exc:
+            raise StoreError(str(exc)) from exc
+        return {name.decode(): value.decode() for name, value in raw.items()}
 
     def register(self, message_key: str, template: Template, record: MessageRecord) -> None:
         """Store both records in one round trip; raises StoreError when Redis fails."""

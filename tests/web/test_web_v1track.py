@@ -1,0 +1,166 @@
+"""The /v1/track family on the Flask test client: the same stored links as /c/ and /o/,
+signed and unsigned broadcast ``?url=``, referer on clicks, the message status API."""
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from engage.trackapi import sign
+from engage.web import GIF
+
+KEY = "k" * 32
+AUTH = {"Authorization": "test-key-1"}
+
+
+def stream(events):
+    return [json.loads(fields[b"e"]) for _, fields in events.client.xrange(events.stream)]
+
+
+def test_both_url_families_resolve_the_same_stored_links(client, mail, events):
+    urls = [f"https://example.com/{n}?q={n}" for n in range(12)]
+    message = mail(*urls)
+    for index, url in enumerate(urls):
+        short = client.get(f"/c/{message.click(index)}")
+        v1 = client.get(f"/v1/track/click/{message.click(index)}")
+        assert short.status_code == v1.status_code == 302
+        assert short.headers["Location"] == v1.headers["Location"] == url
+    assert [e["type"] for e in stream(events)] == ["click"] * 24
+
+
+def test_v1_open_is_the_pixel_and_records_an_open(client, mail, events):
+    message = mail()
+    response = client.get(f"/v1/track/open/{message.open}")
+    assert response.status_code == 200 and response.data == GIF and len(GIF) == 43
+    assert response.mimetype == "image/gif"
+    assert "no-store" in response.headers["Cache-Control"]
+    (event,) = stream(events)
+    assert event["type"] == "open" and event["email_id"] == message.open
+    assert event["transmission_id"] == message.key
+    assert message.record.message_id not in message.open
+
+
+@pytest.mark.parametrize("email_id", ["nope", "A" * 28, "!" * 28])
+def test_v1_open_serves_the_pixel_for_unknown_ids(client, mail, events, email_id):
+    mail()
+    response = client.get(f"/v1/track/open/{email_id}")
+    assert response.status_code == 200 and response.data == GIF
+    assert events.client.xlen(events.stream) == 0
+
+
+def test_v1_open_serves_the_pixel_when_redis_is_down(make_app, mail, web_redis):
+    message = mail()
+    app_client = make_app().test_client()
+    web_redis.stop()
+    try:
+        response = app_client.get(f"/v1/track/open/{message.open}")
+        assert response.status_code == 200 and response.data == GIF
+    finally:
+        web_redis.start()
+
+
+def test_v1_click_unknown_tracking_id_is_404(client, mail):
+    message = mail("https://example.com/")
+    assert client.get(f"/v1/track/click/{message.click(1)}").status_code == 404
+    assert client.get(f"/v1/track/click/{message.open}").status_code == 404
+
+
+def test_clicks_record_referer_for_both_families(client, mail, events):
+    message = mail("https://example.com/r")
+    client.get(f"/c/{message.click(0)}", headers={"Referer": "https://mail.example/inbox"})
+    client.get(f"/v1/track/click/{message.click(0)}", headers={"Referer": "https://webmail.example/"})
+    referers = [e["referer"] for e in stream(events)]
+    assert referers == ["https://mail.example/inbox", "https://webmail.example/"]
+
+
+@pytest.mark.parametrize("query", [
+    "url=https%3A%2F%2Fevil.example%2F",
+    "url=https%3A%2F%2Fevil.example%2F&sig=",
+    "url=https%3A%2F%2Fevil.example%2F&sig=AAAA",
+    "url=",
+])
+def test_unsigned_or_badly_signed_url_is_400_without_redirect(make_app, mail, events, query):
+    message = mail("https://example.com/stored")
+    client = make_app(url_signing_key=KEY).test_client()
+    response = client.get(f"/v1/track/click/{message.click(0)}?{query}")
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert events.client.xlen(events.stream) == 0
+
+
+def test_signed_url_is_followed_and_recorded_as_a_click(make_app, mail, events):
+    message = mail("https://example.com/stored")
+    client = make_app(url_signing_key=KEY).test_client()
+    url = "https://news.example/offer?a=1&b=%C3%A4"
+    response = client.get(f"/v1/track/click/{message.open}?url={quote(url, safe='')}"
+                          f"&sig={sign(KEY, url)}", headers={"Referer": "https://m.example/"})
+    assert response.status_code == 302 and response.headers["Location"] == url
+    (event,) = stream(events)
+    assert event["type"] == "click" and event["target_link_url"] == url
+    assert event["referer"] == "https://m.example/" and event["transmission_id"] == message.key
+
+
+def test_a_signature_is_for_one_exact_url(make_app, mail):
+    message = mail()
+    client = make_app(url_signing_key=KEY).test_client()
+    url = "https://news.example/offer"
+    other = quote(url + "x", safe="")
+    assert client.get(f"/v1/track/click/{message.click(0)}?url={other}"
+                      f"&sig={sign(KEY, url)}").status_code == 400
+    assert client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
+                      f"&sig={sign('other' + KEY, url)}").status_code == 400
+
+
+def test_without_a_server_key_broadcast_mode_is_off(client, mail):
+    message = mail()
+    url = "https://news.example/offer"
+    response = client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
+                          f"&sig={sign('', url)}")
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "//evil.example/", "data:text/html,x",
+                                 "ftp://example.com/"])
+def test_a_signed_url_that_is_not_http_is_still_refused(make_app, mail, url):
+    message = mail()
+    client = make_app(url_signing_key=KEY).test_client()
+    response = client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
+                          f"&sig={sign(KEY, url)}")
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_message_status_api(client, mail):
+    message = mail("https://example.com/a", campaign="autumn", metadata={"user": 9})
+    empty = client.get(f"/api/v1/messages/{message.open}", headers=AUTH).get_json()["results"]
+    assert empty["opened_at"] is None and empty["clicked_at"] is None
+    assert empty["open_count"] == empty["click_count"] == 0
+    client.get(f"/v1/track/open/{message.open}")
+    client.get(f"/o/{message.open}")
+    client.get(f"/i/{message.open}")
+    client.get(f"/c/{message.click(0)}")
+    result = client.get(f"/api/v1/messages/{message.open}", headers=AUTH).get_json()["results"]
+    assert result["email_id"] == message.open
+    assert result["campaign_id"] == "autumn" and result["metadata"] == {"user": 9}
+    assert result["tags"] == ["news", "vip"] and result["recipients"] == ["Rcpt@Example.COM"]
+    assert result["recipient"] == "Rcpt@Example.COM"
+    assert result["open_count"] == 2 and result["initial_open_count"] == 1
+    assert result["click_count"] == 1
+    assert result["opened_at"].endswith("Z") and result["clicked_at"] >= result["opened_at"]
+
+
+def test_message_status_api_needs_a_key_and_a_known_email_id(client, mail):
+    message = mail()
+    assert client.get(f"/api/v1/messages/{message.open}").status_code == 401
+    missing = client.get("/api/v1/messages/" + "A" * 28, headers=AUTH)
+    assert missing.status_code == 404 and missing.get_json()["errors"]
+    assert client.get(f"/api/v1/messages/{message.click(0)}", headers=AUTH).status_code == 404
+
+
+def test_first_open_keeps_its_time(client, mail, rclient):
+    message = mail()
+    client.get(f"/v1/track/open/{message.open}")
+    first = rclient.hget(f"engage:ms:{message.key}", "opened_at")
+    client.get(f"/v1/track/open/{message.open}")
+    assert rclient.hget(f"engage:ms:{message.key}", "opened_at") == first
+    assert rclient.hget(f"engage:ms:{message.key}", "open_count") == b"2"
