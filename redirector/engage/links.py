@@ -189,13 +189,19 @@ class LinkStore:
         return {name.decode(): value.decode() for name, value in raw.items()}
 
     def register(self, message_key: str, template: Template, record: MessageRecord) -> None:
-        """Store both records in one round trip; raises StoreError when Redis fails."""
+        """Store the message record, and its template unless Redis has it already: one
+        round trip when the template is known (every message of a mailing but the first),
+        two when it is new, so a 150-link list is sent once rather than per recipient.
+        Raises StoreError when Redis fails."""
+        template_key = self.template_key(record.template_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.template_key(record.template_id), template.to_json(), nx=self.ttl is None,
-                 ex=self.ttl)
+        pipe.exists(template_key)
+        if self.ttl:
+            pipe.expire(template_key, self.ttl)  # the template lives as long as its newest message
         pipe.set(self.message_key(message_key), record.to_json(), ex=self.ttl)
         try:
-            pipe.execute()
+            if not pipe.execute()[0]:
+                self.client.set(template_key, template.to_json(), ex=self.ttl)
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
 

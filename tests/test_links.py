@@ -1,0 +1,81 @@
+"""The link store on a real Redis: register/resolve, templates stored once, forged tokens."""
+import pytest
+
+from engage.links import Link, LinkStore, MessageRecord, StoreError, Template, click_token, new_message_key, open_token
+from engage.redisconn import connect
+
+TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
+                    campaign_id="spring", tags=("t",), friendly_from="news@a.example",
+                    sending_domain="a.example")
+
+
+def record(rcpt: str = "r@example.net") -> MessageRecord:
+    return MessageRecord(rcpt_to=(rcpt,), mail_from="b@a.example", subject="Hi", message_id="<m@a>",
+                         queue_id="Q1", injection_time=1795990000, metadata={"u": 1},
+                         template_id=TEMPLATE.template_id)
+
+
+@pytest.fixture
+def store(redis_client):
+    return LinkStore(redis_client, "t:")
+
+
+def test_register_then_resolve_click_and_open_tokens(store):
+    key = new_message_key()
+    store.register(key, TEMPLATE, record())
+    clicked = store.resolve(click_token(key, TEMPLATE.template_id, 0))
+    assert clicked.link == Link("https://a.example/?x=1&y=2", "cta")
+    assert clicked.template == TEMPLATE and clicked.record == record()
+    opened = store.resolve(open_token(key, TEMPLATE.template_id))
+    assert opened.link is None and opened.record.metadata == {"u": 1}
+
+
+def test_the_template_is_sent_once_and_restored_when_missing(store, redis_client):
+    store.register(new_message_key(), TEMPLATE, record("a@example.net"))
+    template_key = store.template_key(TEMPLATE.template_id)
+    redis_client.set(template_key, "sentinel")
+    store.register(new_message_key(), TEMPLATE, record("b@example.net"))
+    assert redis_client.get(template_key) == b"sentinel"  # known: not sent again
+    redis_client.delete(template_key)
+    key = new_message_key()
+    store.register(key, TEMPLATE, record("c@example.net"))
+    assert store.resolve(click_token(key, TEMPLATE.template_id, 1)).link.url == "https://b.example/"
+
+
+def test_no_ttl_by_default_and_retention_extends_the_template(redis_client):
+    store = LinkStore(redis_client, "t:")
+    key = new_message_key()
+    store.register(key, TEMPLATE, record())
+    assert redis_client.ttl(store.message_key(key)) == -1
+    assert redis_client.ttl(store.template_key(TEMPLATE.template_id)) == -1
+    kept = LinkStore(redis_client, "t:", retention_days=2)
+    redis_client.expire(store.template_key(TEMPLATE.template_id), 10)
+    kept.register(new_message_key(), TEMPLATE, record())
+    assert redis_client.ttl(store.template_key(TEMPLATE.template_id)) > 86400
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda key, tid: click_token(key, tid, 2),                 # no such link
+    lambda key, tid: click_token(new_message_key(), tid, 0),   # unknown message
+    lambda key, tid: click_token(key, "A" * 12, 0),            # another template id
+    lambda key, tid: click_token(key, tid, 0) + "!",           # malformed
+    lambda key, tid: click_token(key, tid, 0)[:-2],            # truncated
+    lambda key, tid: "",
+])
+def test_forged_or_unknown_tokens_resolve_to_nothing(store, mangle):
+    key = new_message_key()
+    store.register(key, TEMPLATE, record())
+    assert store.resolve(mangle(key, TEMPLATE.template_id)) is None
+
+
+def test_message_keys_are_unguessable():
+    keys = {new_message_key() for _ in range(10000)}
+    assert len(keys) == 10000 and all(len(k) == 16 for k in keys)
+
+
+def test_redis_down_is_a_store_error():
+    dead = LinkStore(connect("redis://127.0.0.1:1/0"), "t:")
+    with pytest.raises(StoreError):
+        dead.register(new_message_key(), TEMPLATE, record())
+    with pytest.raises(StoreError):
+        dead.resolve(click_token(new_message_key(), TEMPLATE.template_id, 0))
