@@ -2,7 +2,8 @@
 
 Field names follow SparkPost's Webhooks API (``target``, ``events``, ``active``,
 ``auth_type``, ``auth_credentials``, ``auth_request_details``, ``custom_headers``) so
-a configuration can be carried over; ``signing_secret`` is ours. ``from_json`` and
+a configuration can be carried over; ``signing_secret`` and ``format`` (``sparkpost``,
+the default, or ``events``: the /v1/track family's one object per event) are ours. ``from_json`` and
 ``to_json`` round-trip; ``public`` masks every secret for display.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engage.events import TYPES
+from engage.webhooks.payload import FORMATS
 
 AUTH_TYPES = ("none", "basic", "oauth2")
 # Headers we set ourselves; a custom header may not replace them.
@@ -41,6 +43,7 @@ class Webhook:
     custom_headers: Mapping[str, str] = field(default_factory=dict)
     signing_secret: str = ""
     created: float = 0.0
+    format: str = "sparkpost"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -77,6 +80,8 @@ def validate(hook: Webhook) -> Webhook:
         raise ConfigError("name: must be 1 to 1024 characters")
     if not hook.events or any(kind not in TYPES for kind in hook.events):
         raise ConfigError(f"events: each must be one of {', '.join(TYPES)}")
+    if hook.format not in FORMATS:
+        raise ConfigError(f"format: must be one of {', '.join(FORMATS)}")
     if hook.auth_type not in AUTH_TYPES:
         raise ConfigError(f"auth_type: must be one of {', '.join(AUTH_TYPES)}")
     if hook.auth_type == "basic" and not hook.auth_credentials.get("username"):

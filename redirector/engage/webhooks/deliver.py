@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from engage.webhooks import auth, signature, transport
 from engage.webhooks.config import Webhook
-from engage.webhooks.payload import PING
+from engage.webhooks.payload import ping_body
 from engage.webhooks.queue import new_batch_id
 
 BATCH_HEADER = "X-MessageSystems-Batch-ID"
@@ -36,8 +36,9 @@ def send(hook: Webhook, body: bytes, batch_id: str, tokens: auth.Tokens,
 
 
 def ping(hook: Webhook, timeout: float) -> transport.Answer:
-    """SparkPost's validation request, ``[{"msys": {}}]``; the target must answer 2xx."""
-    return send(hook, PING, new_batch_id(), auth.Tokens(), timeout)
+    """SparkPost's validation request, ``[{"msys": {}}]`` (``events`` format:
+    ``{"type": "ping", ...}``); the target must answer 2xx."""
+    return send(hook, ping_body(hook.format), new_batch_id(), auth.Tokens(), timeout)
 
 
 def _post(hook: Webhook, body: bytes, batch_id: str, tokens: auth.Tokens,

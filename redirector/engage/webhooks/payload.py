@@ -1,10 +1,15 @@
-"""SparkPost's webhook batch body, built from our stored events.
+"""Webhook bodies built from our stored events: SparkPost's batch, or the /v1/track
+family's ``events`` format.
 
 A batch is ``[{"msys": {"track_event": {...}}}, ...]``; the validation ping is
 ``[{"msys": {}}]``. In webhook payloads SparkPost writes ``timestamp`` as unix seconds
 in a string ("1454442600") while ``injection_time`` stays ISO 8601, as in its documented
 samples; our events store ISO timestamps, so only ``timestamp`` is converted. Every other
 field, our additive ones included, passes through untouched.
+
+The ``events`` format is one JSON object per event and per POST (its webhooks take
+batches of one): ``{"type": "email.opened" | "email.clicked", "created_at": ISO 8601,
+"data": {...}}``; ``open`` and ``initial_open`` are both ``email.opened``.
 """
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 PING = b'[{"msys":{}}]'
+EVENTS_PING = b'{"type":"ping","created_at":"","data":{}}'
+FORMATS = ("sparkpost", "events")
+V1_TYPES = {"open": "email.opened", "initial_open": "email.opened", "click": "email.clicked"}
 EVENT_CLASS = "track_event"  # click, open and initial_open are SparkPost "track" events
 # engage.events writes event_id, type and timestamp first: then the timestamp is spliced
 # into the stored text (no parse, no re-encode; 4x faster); anything else is parsed.
@@ -47,8 +55,36 @@ def webhook_json(raw: bytes) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def batch_body(stored: Iterable[bytes]) -> tuple[bytes, int]:
-    """(body, number of events) for stored event JSON objects (as EventLog.fetch_json gives)."""
+def ping_body(form: str) -> bytes:
+    return EVENTS_PING if form == "events" else PING
+
+
+def v1_event(event: dict[str, Any]) -> dict[str, Any]:
+    """One stored event as the /v1/track family's webhook object."""
+    recipients = event.get("rcpt_to_list") or [event.get("raw_rcpt_to") or event.get("rcpt_to", "")]
+    data: dict[str, Any] = {
+        "email_id": event.get("email_id", ""), "recipient": ", ".join(recipients),
+        "campaign_id": event.get("campaign_id", ""), "metadata": event.get("rcpt_meta", {}),
+        "tags": event.get("rcpt_tags", []), "ip_address": event.get("ip_address", ""),
+        "user_agent": event.get("user_agent", ""),
+    }
+    if event.get("type") == "click":
+        data["url"] = event.get("target_link_url", "")
+        data["referer"] = event.get("referer", "")
+    data.update({"recipients": recipients, "message_id": event.get("message_id", ""),
+                 "event_id": event.get("event_id", "")})
+    return {"type": V1_TYPES.get(event.get("type", ""), "email." + str(event.get("type"))),
+            "created_at": event.get("timestamp", ""), "data": data}
+
+
+def batch_body(stored: Iterable[bytes], form: str = "sparkpost") -> tuple[bytes, int]:
+    """(body, number of events) for stored event JSON objects (as EventLog.fetch_json gives).
+    In the ``events`` format a batch holds one event; more would be sent as a JSON array."""
+    if form == "events":
+        objects = [json.dumps(v1_event(json.loads(raw)), separators=(",", ":"),
+                              ensure_ascii=False).encode("utf-8") for raw in stored]
+        body = objects[0] if len(objects) == 1 else b"[" + b",".join(objects) + b"]"
+        return body, len(objects)
     items = [b'{"msys":{"' + EVENT_CLASS.encode() + b'":' + webhook_json(raw) + b"}}"
              for raw in stored]
     return b"[" + b",".join(items) + b"]", len(items)

@@ -87,8 +87,8 @@ class HookLoop(threading.Thread):
         if isinstance(due, Batch):
             self.attempt(hook, due)
             return
-        taken = self.queue.take(hook.events, self.timing.batch_size, self.timing.interval_ms,
-                                self.timing.lease_ms)
+        size = 1 if hook.format == "events" else self.timing.batch_size  # one event per POST
+        taken = self.queue.take(hook.events, size, self.timing.interval_ms, self.timing.lease_ms)
         if isinstance(taken, Batch):
             self.attempt(hook, taken)
         elif isinstance(taken, Waiting):
@@ -119,7 +119,7 @@ class HookLoop(threading.Thread):
             body, size = batch.body, batch.size
         else:
             body, size = batch_body(batch.stored if batch.stored is not None
-                                    else self.events.fetch_json(batch.ids))
+                                    else self.events.fetch_json(batch.ids), hook.format)
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
             self.queue.succeed(batch)
