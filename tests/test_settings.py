@@ -44,6 +44,8 @@ def test_engage_config_names_the_file(tmp_path):
     ("[tracking]\nopen_tracking = perhaps\n", "e.conf: [tracking] open_tracking: expected yes/no"),
     ("[milter]\nmax_metadata_bytes = -1\n", "e.conf: [milter] max_metadata_bytes: must be between"),
     ("[milter]\nsokcet = x\n", "e.conf: [milter] sokcet: unknown key"),
+    ("[tracking]\nlink_style = long\n", "e.conf: [tracking] link_style: must be one of short, v1"),
+    ("[web]\nurl_signing_key = short\n", "e.conf: [web] url_signing_key: must be at least 16"),
     ("[miltr]\n", "e.conf: [miltr]: unknown section"),
     ("not ini", "e.conf: File contains no section headers"),
 ])
@@ -53,6 +55,14 @@ def test_bad_values_name_file_section_and_key(tmp_path, text, message):
     with pytest.raises(settings.SettingsError) as info:
         settings.load(str(conf), environ={})
     assert message in str(info.value)
+
+
+def test_v1_settings_from_the_environment_and_the_signing_key_is_masked():
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null", "ENGAGE_LINK_STYLE": "V1",
+                                    "ENGAGE_URL_SIGNING_KEY": "k" * 20})
+    assert loaded.link_style == "v1" and loaded.url_signing_key == "k" * 20
+    assert "k" * 20 not in settings.describe(loaded)
+    assert settings.load(environ={"ENGAGE_CONFIG": "/dev/null"}).link_style == "short"
 
 
 def test_missing_explicit_file_is_an_error():
