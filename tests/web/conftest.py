@@ -50,19 +50,37 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, new_port_if_taken: bool = False) -> None:
+        """Start on ``port``. Another test session on this machine may have taken the port
+        since it was picked: then our redis-server exits, and a ping would be answered by
+        theirs (which flushes our data). Only our own process counts; the first start may
+        move to another free port."""
+        for _ in range(5):
+            if self._start_once():
+                return
+            if not new_port_if_taken:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self) -> bool:
         self.process = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.directory], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host="127.0.0.1", port=self.port)
         for _ in range(100):
+            if self.process.poll() is not None:
+                self.process = None
+                return False
             try:
-                client.ping()
-                return
+                if client.info("server")["process_id"] == self.process.pid:
+                    return True
             except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+                pass
+            time.sleep(0.05)
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -74,7 +92,7 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def web_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(free_port(), str(tmp_path_factory.mktemp("web-redis")))
-    server.start()
+    server.start(new_port_if_taken=True)
     yield server
     server.stop()
 
