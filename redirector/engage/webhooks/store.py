@@ -78,13 +78,14 @@ class WebhookStore:
 
     def delete(self, hook_id: str) -> None:
         self.get(hook_id)
-        try:
-            self.client.xgroup_destroy(self.keys.events, Keys.group(hook_id))
-        except redis.ResponseError:
-            pass  # stream or group already gone
-        self.client.delete(self.keys.hook(hook_id), self.keys.batches(hook_id),
-                           self.keys.due(hook_id), self.keys.log(hook_id))
-        self.client.srem(self.keys.ids, hook_id)
+        # One MULTI: a worker loop must never see the group gone while the definition is
+        # still there (it would recreate the group of a deleted webhook).
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xgroup_destroy(self.keys.events, Keys.group(hook_id))
+        pipe.delete(self.keys.hook(hook_id), self.keys.batches(hook_id),
+                    self.keys.due(hook_id), self.keys.log(hook_id))
+        pipe.srem(self.keys.ids, hook_id)
+        pipe.execute(raise_on_error=False)  # the stream or group may be gone already
 
     # ----------------------------------------------------------------- status
     def record(self, hook_id: str, attempt: Attempt) -> None:
