@@ -497,7 +497,21 @@ def _wait_http(url: str, deadline: float, alive: Callable[[], bool]) -> bool:
     return False
 
 
-class Redirector:
+class _Foreground:
+    """A daemon run in the foreground as ``self.proc``."""
+
+    proc: Optional["subprocess.Popen[bytes]"] = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is not None:
+            _stop_popen(self.proc, timeout)
+            self.proc = None
+
+
+class Redirector(_Foreground):
     """The redirector as production runs it: gunicorn with etc/engage/gunicorn.conf.py
     serving ``engage.web:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
 
@@ -549,14 +563,6 @@ class Redirector:
                             f"{tail(self.log_path)}")
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc is not None:
-            _stop_popen(self.proc, timeout)
-            self.proc = None
-
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -571,7 +577,7 @@ def render_nginx_conf(listen: str, upstream: str) -> str:
     return NGINX_TEMPLATE.read_text().replace("@LISTEN@", listen).replace("@UPSTREAM@", upstream)
 
 
-class NginxProxy:
+class NginxProxy(_Foreground):
     """A private nginx from etc/nginx/sandbox-nginx.conf.in: 127.0.0.1:``port`` proxying to
     ``upstream`` (host:port), prefix ``workdir`` (conf, pid, logs, temp files).
 
@@ -607,14 +613,6 @@ class NginxProxy:
             self.stop()
             raise ProcError(f"nginx on {self.port} did not proxy /healthz:\n{tail(error_log)}")
         return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc is not None:
-            _stop_popen(self.proc, timeout)
-            self.proc = None
 
     def log_text(self) -> str:
         path = self.workdir / "error.log"
