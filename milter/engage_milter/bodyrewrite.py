@@ -21,6 +21,7 @@ from .htmlscan import LinkSite
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
 MAX_LINE = 998
+TRACKED_PATHS = ("/i/", "/c/", "/v1/track/")  # a message that passed a tracking milter already
 CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
 CURLY_TEXT = {"opening": "{{", "closing": "}}"}
 NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "cp500")
@@ -78,7 +79,7 @@ class BodyRewrite:
         text_parts, self.notes = mimewalk.text_parts(headers, body)
         for text_part in text_parts:
             part = self._open(text_part)
-            if tracking_url + "/i/" in part.view or tracking_url + "/c/" in part.view:
+            if any(tracking_url + path in part.view for path in TRACKED_PATHS):
                 raise CannotRewrite("message is already tracked")
             self._scan(part, click, opens, text_links)
             self._parts.append(part)
