@@ -75,7 +75,7 @@ def test_newsletter_is_delivered_tracked_and_otherwise_unchanged(stack, store):
     assert resolved.record.metadata == {"user_id": "u-1234"}
     assert resolved.record.rcpt_to == ("rcpt@example.net",)
     queue_id = resolved.record.queue_id
-    assert re.search(rf"{queue_id} accept: links=301 pixels=2 campaign='spring-sale'", milter.log_text())
+    assert re.search(rf"{queue_id} accept: links=301 pixels=2 campaign='spring-sale' skipped=1", milter.log_text())
 
 
 @pytest.mark.parametrize("header, reply", [

@@ -22,3 +22,11 @@ def test_a_tracked_message_is_not_tracked_twice(link_style, opens):
     second = plan_message(*milter_view(tracked), Envelope(), settings, "B" * 16)
     assert second.body is None and second.record is None
     assert "body left alone: message is already tracked" in second.notes
+
+
+def test_the_log_note_counts_tracked_and_skipped_links():
+    message = (b"From: a@shop.example\r\nContent-Type: text/html\r\n\r\n"
+               b'<a href="https://shop.example/p">p</a> <a href="mailto:x@shop.example">m</a>\r\n'
+               b'<a data-msys-clicktrack="0" href="https://shop.example/q">q</a> <a name="top">t</a>\r\n')
+    plan = plan_message(*milter_view(message), Envelope(), Settings(tracking_url="https://t.example"), "A" * 16)
+    assert plan.notes[-1] == "links=1 pixels=2 campaign='' skipped=2"

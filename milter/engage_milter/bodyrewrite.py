@@ -74,6 +74,7 @@ class BodyRewrite:
         self.body = body
         self.links: list[Link] = []
         self.notes: list[str] = []
+        self.skipped = 0  # HTML links left untracked, for the log
         self._index: dict[tuple[str, str], int] = {}
         self._parts: list[_Part] = []
         text_parts, self.notes = mimewalk.text_parts(headers, body)
@@ -112,6 +113,7 @@ class BodyRewrite:
                 if part.latin1 else (lambda value: value)
             scan = htmlscan.scan(part.view, decode)
             sites = scan.links if click else []
+            self.skipped += scan.skipped if click else 0
             if opens:
                 part.pixels = (scan.top_pixel, scan.bottom_pixel)
         else:

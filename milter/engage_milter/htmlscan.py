@@ -47,6 +47,7 @@ class HtmlScan:
     links: list[LinkSite]
     top_pixel: int  # insert position for the initial_open pixel
     bottom_pixel: int  # insert position for the open pixel
+    skipped: int = 0  # links with an href left as they are (not http(s), opted out, ...)
 
 
 def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> HtmlScan:
@@ -55,6 +56,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     vml: list[LinkSite] = []
     firsts: dict[str, int] = {}
     lasts: dict[str, int] = {}
+    skipped = 0
     for match in TOKENS.finditer(text):
         tag = (match.group("tag") or "").lower()
         if not tag:
@@ -65,9 +67,11 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             site = _link_site(match, decode_attr)
             if site is not None:
                 (vml if tag.startswith("v:") else links).append(site)
+            elif "href" in match.group("attrs").lower():
+                skipped += 1
     links += _name_vml_twins(vml, links)
     links.sort(key=lambda site: site.start)
-    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))))
+    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))), skipped)
 
 
 def _top(firsts: dict[str, int]) -> int:

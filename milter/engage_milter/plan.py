@@ -101,7 +101,8 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         queue_id=envelope.queue_id, injection_time=envelope.injection_time,
         metadata=api.metadata, template_id=template_id,
     )
-    plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}")
+    plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}"
+                      f" skipped={rewrite.skipped}")
     return plan
 
 
