@@ -85,7 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="SparkPost-compatible event webhooks: manage them, and run the worker "
                     "that delivers their batches (`run`, in the foreground, logs to stderr).",
         epilog="Environment: ENGAGE_CONFIG, ENGAGE_REDIS_URL, ENGAGE_KEY_PREFIX, "
-               "ENGAGE_WEBHOOK_* ... override the settings file. See docs/webhooks.md.")
+               "ENGAGE_WEBHOOK_* ... override the settings file. See README.md, section Webhooks.")
     parser.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
