@@ -27,14 +27,9 @@ sys.path[:0] = [str(ROOT / "milter"), str(ROOT / "redirector"), str(ROOT / "test
 from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, plan_message  # noqa: E402
 from newsletter import newsletter  # noqa: E402
+from support.procs import free_port  # noqa: E402
 
 SANDBOX = ROOT / "scripts" / "sandbox-postfix"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15) -> None:

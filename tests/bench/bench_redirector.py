@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "redirector"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
@@ -46,16 +46,11 @@ from engage.links import (  # noqa: E402
     click_token,
     new_message_key,
 )
+from support.procs import free_port, stop_process  # noqa: E402
 
 API_KEY = "bench-key"
 WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16),
            ("gthread", 3, 16), ("gthread", 4, 8)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_tools() -> None:
@@ -151,15 +146,6 @@ http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {dire
     return process, port
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -226,7 +212,7 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
     if nginx:
         load(nginx[1], 2, args.connections, tokens_file)
         results["nginx return 302"] = load(nginx[1], args.seconds, args.connections, tokens_file)
-        stop(nginx[0])
+        stop_process(nginx[0])
     for worker, workers, threads in WORKERS:
         name = f"gunicorn {worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
         configs[name] = (worker, workers, threads)
@@ -236,7 +222,7 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
             load(port, 2, args.connections, tokens_file)  # warm up
             results[name] = load(port, args.seconds, args.connections, tokens_file)
         finally:
-            stop(process)
+            stop_process(process)
     base = results.get("nginx return 302", {}).get("rps")
     print(f"{'server':34} {'req/s':>9} {'p99 ms':>8} {'x nginx':>8}  non-3xx  socket errors")
     for name, row in results.items():
@@ -343,9 +329,9 @@ def bench_events_api(args: argparse.Namespace, directory: str,
             print(f"{'no filter, 5th page via cursor':52} {statistics.median(times):9.1f} "
                   f"{times[int(len(times) * 0.95) - 1]:8.1f} {times[-1]:8.1f}")
         finally:
-            stop(process)
+            stop_process(process)
     finally:
-        stop(redis_process)
+        stop_process(redis_process)
 
 
 def main() -> None:
@@ -365,7 +351,7 @@ def main() -> None:
             try:
                 config = bench_clicks(args, directory, redis_port)
             finally:
-                stop(redis_process)
+                stop_process(redis_process)
         if args.events:
             bench_events_api(args, directory, config)
 

@@ -41,7 +41,7 @@ from engage.web import create_app  # noqa: E402
 from engage.webhooks import config  # noqa: E402
 from engage.webhooks.config import Webhook  # noqa: E402
 from engage.webhooks.store import WebhookStore  # noqa: E402
-from support.procs import RedisServer  # noqa: E402
+from support.procs import RedisServer, stop_process  # noqa: E402
 
 PREFIX = "bench:"
 
@@ -103,15 +103,6 @@ def start_worker(redis_url: str, log: Path, **knobs: Any) -> subprocess.Popen[by
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def add_hook(store: WebhookStore, target: str) -> Webhook:
     hook = config.validate(Webhook(id=f"bench{time.time_ns()}", name="bench", target=target,
                                    created=time.time()))
@@ -150,7 +141,7 @@ def throughput(client: redis.Redis[bytes], url: str, events: int, batch_size: in
             raise RuntimeError(f"only {receiver.count} of {events} events arrived")
         return events / (receiver.arrived[f"<{events - 1}@bench>"] - started)
     finally:
-        stop(worker)
+        stop_process(worker)
         receiver.server.shutdown()
 
 
@@ -193,7 +184,7 @@ def lag(client: redis.Redis[bytes], url: str, clicks: int, rate: float, interval
         if not receiver.wait(clicks, timeout=30):
             raise RuntimeError(f"only {receiver.count} of {clicks} clicks arrived")
     finally:
-        stop(worker)
+        stop_process(worker)
         receiver.server.shutdown()
     lags = sorted((receiver.arrived[m] - t) * 1000 for m, t in clicked.items())
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]

@@ -111,7 +111,8 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
     return raw, b""
 
 
-def _stop_popen(proc: "subprocess.Popen[bytes]", timeout: float) -> Optional[int]:
+def stop_process(proc: "subprocess.Popen[bytes]", timeout: float = 15) -> Optional[int]:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -182,7 +183,7 @@ class RedisServer:
     def stop(self, timeout: float = 10) -> None:
         """Shut down (SIGTERM: Redis fsyncs the AOF and exits) and wait until it is gone."""
         if self.proc is not None:
-            _stop_popen(self.proc, timeout)
+            stop_process(self.proc, timeout)
             self.proc = None
 
     def log_text(self) -> str:
@@ -285,7 +286,7 @@ class MilterProcess:
 
     def stop(self, timeout: float = 10) -> Optional[int]:
         """SIGTERM and wait (libmilter takes up to 5 s), SIGKILL after ``timeout``."""
-        return _stop_popen(self.proc, timeout) if self.proc else None
+        return stop_process(self.proc, timeout) if self.proc else None
 
     def kill(self) -> Optional[int]:
         if self.proc is None:
@@ -507,7 +508,7 @@ class _Foreground:
 
     def stop(self, timeout: float = 15) -> None:
         if self.proc is not None:
-            _stop_popen(self.proc, timeout)
+            stop_process(self.proc, timeout)
             self.proc = None
 
 
