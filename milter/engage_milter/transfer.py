@@ -16,10 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 PLAIN = ("7bit", "8bit", "binary", "")
-# One hard line of quoted-printable: physical lines ending in a soft break ("=", maybe
-# followed by transport padding), then the line that ends it.
-PADDED_SOFT_BREAK = re.compile(rb"=[ \t]+\r?\n")
-HARD_LINE = re.compile(rb"(?:[^\n]*?=[ \t]*\r?\n)*[^\n]*(?:\n|\Z)")
 TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
 
 
@@ -100,18 +96,16 @@ class Codec:
         self.starts: list[int] = []  # decoded offset where each hard line starts
         pieces: list[bytes] = []
         decoded_len = 0
-        if PADDED_SOFT_BREAK.search(raw):
-            spans = [m.span() for m in HARD_LINE.finditer(raw) if m.end() > m.start()]
-        else:  # the common case, found faster: a hard line ends at a newline after no "="
-            spans, start, pos = [], 0, 0
-            for line in raw.split(b"\n"):
-                pos += len(line) + 1
-                if not line.endswith((b"=", b"=\r")):
-                    spans.append((start, min(pos, len(raw))))
-                    start = pos
-            if start < len(raw):
-                spans.append((start, len(raw)))
-            spans = [(a, b) for a, b in spans if b > a]
+        spans, start, pos = [], 0, 0
+        for line in raw.split(b"\n"):
+            pos += len(line) + 1
+            # A line ending in "=" (maybe followed by transport padding) is a soft break.
+            if not line.rstrip(b" \t\r").endswith(b"="):
+                spans.append((start, min(pos, len(raw))))
+                start = pos
+        if start < len(raw):
+            spans.append((start, len(raw)))
+        spans = [(a, b) for a, b in spans if b > a]
         for start, end in spans:
             piece = _qp_decode_line(raw[start:end])
             self.hard.append((start, end))
