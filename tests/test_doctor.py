@@ -23,6 +23,7 @@ import pytest
 
 from engage import doctor, postfixconf
 from engage.milterprobe import Address, parse_socket, probe
+from engage.settings import Settings
 from support.procs import REPO, free_port
 
 POSTCONF = "/usr/sbin/postconf"
@@ -56,7 +57,6 @@ class Redirector:
     def __init__(self, redis_url: str) -> None:
         from werkzeug.serving import make_server
 
-        from engage.settings import Settings
         from engage.web import create_app
 
         self.port = free_port()
@@ -392,3 +392,20 @@ def test_postfix_syntax_of_our_socket():
     chrooted = postfixconf.PostfixMilters((), (), "", "/var/spool/postfix", True)
     assert doctor.postfix_syntax(Address("unix", path="/var/spool/postfix/engage/m.sock"),
                                  chrooted) == "unix:/engage/m.sock"
+
+
+@needs_postconf
+def test_settings_that_inflate_memory_are_warnings(healthy, redis_client):
+    redis_client.config_set("hash-max-listpack-value", "32")
+    try:
+        findings = doctor.run(healthy)
+    finally:
+        redis_client.config_set("hash-max-listpack-value", "64")
+    (warning,) = [f for f in findings if f.topic == "redis" and f.level == doctor.WARN]
+    assert "hash-max-listpack-value is 32 (default 64)" in warning.text
+
+
+def test_a_long_key_prefix_is_a_memory_warning(redis_client):
+    (warning,) = doctor._memory(redis_client, Settings(key_prefix="engage-production:"))
+    assert warning.level == doctor.WARN and "16 bytes more" in warning.text
+    assert doctor._memory(redis_client, Settings(key_prefix="engage:")) == []

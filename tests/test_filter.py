@@ -171,5 +171,5 @@ def test_template_is_stored_once_for_many_recipients(settings, store, redis_clie
     assert keys.count("t:t:") == 1 and keys.count("t:m:") == 5
     template_json = redis_client.get(next(iter(redis_client.keys("t:t:*"))))
     assert Template.from_json(template_json).links[0].url == "https://shop.example/p?a=1&b=2"
-    record = MessageRecord.from_json(redis_client.get(next(iter(redis_client.keys("t:m:*")))))
+    record = MessageRecord.from_text(redis_client.get(next(iter(redis_client.keys("t:m:*")))))
     assert record.metadata == {"uid": 7}

@@ -1,4 +1,6 @@
 """The link store on a real Redis: register/resolve, templates stored once, forged tokens."""
+from dataclasses import replace
+
 import pytest
 
 from engage.links import Link, LinkStore, MessageRecord, StoreError, Template, click_token, new_message_key, open_token
@@ -79,3 +81,33 @@ def test_redis_down_is_a_store_error():
         dead.register(new_message_key(), TEMPLATE, record())
     with pytest.raises(StoreError):
         dead.resolve(click_token(new_message_key(), TEMPLATE.template_id, 0))
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"rcpt_to": ("a@x.example", "B@y.example"), "metadata": {}},
+    {"subject": "", "message_id": "", "queue_id": "", "rcpt_to": ()},
+    {"subject": "Größe 🎉 \u2028 | ; ,", "metadata": {"nested": {"k": [1, "\x1f"]}}},
+])
+def test_records_round_trip_in_the_compact_form(changes):
+    original = replace(record(), **changes)
+    stored = original.to_text()
+    assert not stored.startswith("{")
+    assert MessageRecord.from_text(stored.encode()) == original
+
+
+@pytest.mark.parametrize("changes", [{"subject": "a\x1fb"}, {"rcpt_to": ("a\x1eb@x",)},
+                                     {"rcpt_to": ("",)}])
+def test_a_field_holding_a_separator_makes_a_json_record(changes):
+    original = replace(record(), **changes)
+    stored = original.to_text()
+    assert stored.startswith("{")
+    assert MessageRecord.from_text(stored) == original
+
+
+def test_records_written_as_json_before_the_compact_form_still_resolve(store, redis_client):
+    key = new_message_key()
+    store.register(key, TEMPLATE, record())
+    redis_client.set(store.message_key(key), record()._json_form())
+    resolved = store.resolve(click_token(key, TEMPLATE.template_id, 1))
+    assert resolved.record == record() and resolved.link == Link("https://b.example/")

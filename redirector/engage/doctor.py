@@ -117,7 +117,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
             findings.append(Finding(ERROR, "redis", f"Redis at {where} is a read-only replica: "
                                     "point [redis] url at the primary"))
         findings += _persistence(client, info) + _eviction(client, settings)
-        return findings
+        return findings + _memory(client, settings)
     except redis.AuthenticationError as exc:
         return [Finding(ERROR, "redis", f"Redis at {where} refuses the password in [redis] "
                         f"url: {exc}")]
@@ -173,6 +173,34 @@ def _eviction(client: redis.Redis[bytes], settings: config.Settings) -> list[Fin
                         "links before their link_retention_days are over. Set "
                         "maxmemory-policy noeviction")]
     return [Finding(OK, "redis", f"maxmemory-policy {policy} never evicts tracking links")]
+
+
+# Redis's defaults for its compact encodings; lower values turn the small hashes (message
+# status, aggregates) and sorted sets (event indexes) into structures 2-3x the size.
+COMPACT_ENCODINGS = {"hash-max-listpack-entries": 128, "hash-max-listpack-value": 64,
+                     "zset-max-listpack-entries": 128, "zset-max-listpack-value": 64}
+# A message record's key is prefix + "m:" + 16 characters; up to 28 it fits jemalloc's
+# 32-byte class (with the sds header), beyond it the 48-byte one: 16 bytes per message more.
+LONGEST_CHEAP_PREFIX = 10
+
+
+def _memory(client: redis.Redis[bytes], settings: config.Settings) -> list[Finding]:
+    """Settings that make every tracked message cost more memory than it needs."""
+    findings = []
+    for name, default in COMPACT_ENCODINGS.items():
+        value = _config_get(client, name)
+        if value is not None and value.isdigit() and int(value) < default:
+            findings.append(Finding(WARN, "redis", f"{name} is {value} (default {default}): "
+                                    "message status hashes and event indexes take 2-3x the "
+                                    f"memory. Set {name} {default} or more"))
+    if len(settings.key_prefix) > LONGEST_CHEAP_PREFIX:
+        findings.append(Finding(WARN, "redis", f"[redis] key_prefix {settings.key_prefix!r} is "
+                                f"longer than {LONGEST_CHEAP_PREFIX} characters: every message "
+                                "record key takes 16 bytes more (about 5% per message)"))
+    if settings.link_retention_days:
+        findings.append(Finding(OK, "redis", "link_retention_days is set: each message record "
+                                "carries an expiry (Redis keeps about 30 bytes per key for it)"))
+    return findings
 
 
 # ------------------------------------------------------------------------------ milter

@@ -1,12 +1,13 @@
 """The link store: what a tracking token resolves to, shared by the milter and the redirector.
 
-Layout (all keys under the configured prefix, values compact JSON strings):
+Layout (all keys under the configured prefix, string values):
   ``{p}t:<template id>``  what every recipient of the same content shares: the list of
                           destination URLs with link names, campaign, tags, From, options.
                           The id is a hash of that content, so a campaign to a million
                           recipients stores its 150 links once.
   ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
-                          Message-ID, queue id, injection time, metadata, template id.
+                          Message-ID, queue id, injection time, metadata, template id
+                          (separated fields, see ``MessageRecord.to_text``).
   ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.events
                           with each event: opened_at, clicked_at (first, ISO 8601),
                           open_count, initial_open_count, click_count.
@@ -31,6 +32,7 @@ import redis
 MID_LEN = 16  # 12 random bytes, base64url
 TID_LEN = 12  # 9 bytes of SHA-256, base64url
 MAX_INDEX_DIGITS = 4
+US, RS = "\x1f", "\x1e"  # the record's field and recipient separators
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d}[0-9a-z]{0,%d}" % (MID_LEN + TID_LEN, MAX_INDEX_DIGITS))
 
 
@@ -94,7 +96,22 @@ class MessageRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     template_id: str = ""
 
-    def to_json(self) -> str:
+    def to_text(self) -> str:
+        """The stored value: fields joined by US (0x1f), recipients by RS (0x1e), injection
+        time in base 36, metadata as JSON (empty when none). Each record is one Redis key,
+        so every byte counts a million times; the text is short enough that a typical
+        record fits jemalloc's 192-byte class. A field holding a separator (a control
+        character in a subject, say) makes the whole record JSON, as records were first
+        written; both forms are read."""
+        texts = (self.template_id, *self.rcpt_to, self.mail_from, self.subject,
+                 self.message_id, self.queue_id)
+        if any(US in text or RS in text for text in texts) or "" in self.rcpt_to:
+            return self._json_form()
+        metadata = _dumps(self.metadata) if self.metadata else ""
+        return US.join((self.template_id, RS.join(self.rcpt_to), self.mail_from, self.subject,
+                        self.message_id, self.queue_id, _base36(self.injection_time), metadata))
+
+    def _json_form(self) -> str:
         return _dumps({
             "t": self.template_id, "r": list(self.rcpt_to), "f": self.mail_from,
             "s": self.subject, "m": self.message_id, "q": self.queue_id,
@@ -102,12 +119,23 @@ class MessageRecord:
         })
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "MessageRecord":
-        data = json.loads(text)
+    def from_text(cls, text: str | bytes) -> "MessageRecord":
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "surrogatepass")
+        if text.startswith("{"):
+            data = json.loads(text)
+            return cls(
+                rcpt_to=tuple(data["r"]), mail_from=data["f"], subject=data["s"],
+                message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
+                metadata=data["md"], template_id=data["t"],
+            )
+        template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = (
+            text.split(US))
         return cls(
-            rcpt_to=tuple(data["r"]), mail_from=data["f"], subject=data["s"],
-            message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
-            metadata=data["md"], template_id=data["t"],
+            rcpt_to=tuple(rcpts.split(RS)) if rcpts else (), mail_from=mail_from,
+            subject=subject, message_id=message_id, queue_id=queue_id,
+            injection_time=int(injected, 36), metadata=json.loads(metadata) if metadata else {},
+            template_id=template_id,
         )
 
 
@@ -198,7 +226,7 @@ class LinkStore:
         pipe.exists(template_key)
         if self.ttl:
             pipe.expire(template_key, self.ttl)  # the template lives as long as its newest message
-        pipe.set(self.message_key(message_key), record.to_json(), ex=self.ttl)
+        pipe.set(self.message_key(message_key), record.to_text(), ex=self.ttl)
         try:
             if not pipe.execute()[0]:
                 self.client.set(template_key, template.to_json(), ex=self.ttl)
@@ -220,7 +248,7 @@ class LinkStore:
             raise StoreError(str(exc)) from exc
         if record_json is None or template_json is None:
             return None
-        record = MessageRecord.from_json(record_json)
+        record = MessageRecord.from_text(record_json)
         if record.template_id != template_id:
             return None
         template = Template.from_json(template_json)
