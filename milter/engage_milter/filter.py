@@ -5,7 +5,9 @@ The only module that imports Milter. Failure policy, all of it here:
 - link store down: 421 4.3.3 (or, with on_store_error = accept, deliver untracked);
 - a bug while planning: deliver unchanged but without X-MSYS-API, and log it;
 - a failure while changing the message at the MTA: tempfail, so no half-changed
-  message goes out (the client retries).
+  message goes out (the client retries);
+- with split_recipients on, the 2nd and later RCPT TO of a transaction: 452 4.5.3, so
+  the client sends each recipient in a transaction of its own (own links, own rcpt_to).
 Nothing here ever answers 5xx for our own failure.
 """
 from __future__ import annotations
@@ -35,6 +37,12 @@ def _strip_brackets(address: str) -> str:
     return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
+def smtp_peer(hostaddr: Any) -> bool:
+    """True for an SMTP client's (address, port, ...) with a real port; False for a
+    connect an MTA makes up (port 0, unix or unknown family)."""
+    return isinstance(hostaddr, tuple) and len(hostaddr) >= 2 and hostaddr[1] != 0
+
+
 class TrackingMilter(Milter.Base):  # type: ignore[misc]
     """One instance per SMTP connection (pymilter's factory); one message at a time."""
 
@@ -43,6 +51,7 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
         self.settings = settings
         self.store = store
         self.planner = planner
+        self.split = False  # set by connect when split_recipients is on
         self._reset()
 
     def _reset(self) -> None:
@@ -52,6 +61,27 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
         self.chunks: list[bytes] = []
         self.body_size = 0
 
+    def negotiate(self, opts: list[int]) -> Any:
+        offered = opts[1]
+        verdict = super().negotiate(opts)
+        if self.settings.split_recipients:
+            # envrcpt may answer 452, so the MTA must wait for its reply: give up the
+            # no-reply step @noreply negotiated. connect is wanted (see there).
+            opts[1] = self._protocol = self._protocol & ~Milter.P_NR_RCPT
+        else:
+            # Mode off: the MTA skips connect and need not wait on RCPT, as before.
+            opts[1] = self._protocol = self._protocol | (offered & Milter.P_NOCONNECT)
+        return verdict
+
+    @Milter.noreply  # type: ignore[misc]
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> Any:
+        # Split only real SMTP clients, which re-send a recipient refused with 452.
+        # Postfix's non_smtpd_milters (sendmail(1), pickup) fake a connect from port 0,
+        # and cleanup(8) cannot refuse a single recipient: it would defer the whole
+        # message again and again ("can't reject recipient in non-smtpd(8) submission").
+        self.split = self.settings.split_recipients and smtp_peer(hostaddr)
+        return Milter.CONTINUE
+
     def envfrom(self, mail_from: str, *params: str) -> Any:
         self._reset()
         self.mail_from = _strip_brackets(mail_from)
@@ -59,6 +89,12 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply  # type: ignore[misc]
     def envrcpt(self, rcpt: str, *params: str) -> Any:
+        # The MTA calls us only for recipients it accepted itself (P_RCPT_REJ is not
+        # negotiated), so self.rcpts counts the transaction's accepted recipients.
+        if self.split and self.rcpts:
+            log.debug("%s RCPT answered 452: one recipient per transaction (split_recipients)",
+                      self.getsymval("i") or "-")
+            return self._reply(replies.TOO_MANY_RECIPIENTS, Milter.TEMPFAIL)
         self.rcpts.append(_strip_brackets(rcpt))
         return Milter.CONTINUE
 

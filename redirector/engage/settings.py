@@ -30,6 +30,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("log", "level"): "ENGAGE_LOG_LEVEL",
     ("milter", "on_store_error"): "ENGAGE_ON_STORE_ERROR",
     ("milter", "workers"): "ENGAGE_MILTER_WORKERS",
+    ("milter", "split_recipients"): "ENGAGE_SPLIT_RECIPIENTS",
     ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
     ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
     ("tracking", "track_text_links"): "ENGAGE_TRACK_TEXT_LINKS",
@@ -64,6 +65,7 @@ class Settings:
     max_metadata_bytes: int = 1000
     milter_timeout: int = 600
     milter_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    split_recipients: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "engage:"
     link_retention_days: int = 0
@@ -208,6 +210,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "max_metadata_bytes", "max_metadata_bytes", _parse_int(0, 1_000_000)),
     ("milter", "timeout", "milter_timeout", _parse_int(1, 3600)),
     ("milter", "workers", "milter_workers", _parse_workers),
+    ("milter", "split_recipients", "split_recipients", _parse_bool),
     ("redis", "url", "redis_url", _parse_redis_url),
     ("redis", "key_prefix", "key_prefix", _parse_prefix),
     ("redis", "link_retention_days", "link_retention_days", _parse_int(0, 100_000)),

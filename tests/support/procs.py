@@ -318,7 +318,9 @@ class PostfixSandbox:
     ``smtp:[127.0.0.1]:relay_port`` when started with ``relay_port``.
     ``start(milter)``, ``set_milter(milter)``, ``reset()``, ``stop()``,
     ``send(msg, mail_from, rcpts)``, ``wait_delivered(count, timeout)``,
-    ``delivered_paths()``, ``queue()``, ``log_text()``, ``mark_log()``.
+    ``delivered_paths()``, ``queue()``, ``queue_empty()``, ``flush()``, ``log_text()``,
+    ``mark_log()``, ``postconf(name=value, ...)`` (private instances), ``sendmail(msg,
+    mail_from, rcpts)`` (local submission through pickup).
     A milter is given as a MilterProcess, a socket string (pymilter or Postfix syntax)
     or None.
     """
@@ -434,10 +436,37 @@ class PostfixSandbox:
 
     def queue(self) -> str:
         """``postqueue -p`` of this instance (what is still queued and why)."""
-        result = subprocess.run(["postqueue", "-c", str(self.dir / "etc"), "-p"],
+        return self._postqueue("-p")
+
+    def queue_empty(self) -> bool:
+        return "Mail queue is empty" in self.queue()
+
+    def flush(self) -> None:
+        """``postqueue -f``: retry deferred mail now, whatever its backoff time."""
+        self._postqueue("-f")
+
+    def _postqueue(self, *args: str) -> str:
+        result = subprocess.run(["postqueue", "-c", str(self.dir / "etc"), *args],
                                 capture_output=True, text=True,
                                 env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
         return result.stdout + result.stderr
+
+    def postconf(self, **settings: str) -> None:
+        """Set main.cf parameters (``postconf -e``) and reload. Meant for private
+        instances (``make_postfix(private=True)``): a later ``start()`` rewrites main.cf."""
+        subprocess.run(["postconf", "-c", str(self.dir / "etc"), "-e",
+                        *(f"{name} = {value}" for name, value in settings.items())],
+                       check=True, capture_output=True)
+        # A main.cf younger than a few seconds makes `postfix reload` pause ~2 s.
+        past = time.time() - 5
+        os.utime(self.dir / "etc" / "main.cf", (past, past))
+        self._script("reload", str(self.dir))
+
+    def sendmail(self, msg: bytes, mail_from: str, rcpts: Iterable[str]) -> None:
+        """Submit like a local program: sendmail(1) -> postdrop -> pickup -> cleanup (where
+        non_smtpd_milters apply), not by SMTP."""
+        subprocess.run(["/usr/sbin/sendmail", "-C", str(self.dir / "etc"), "-f", mail_from,
+                        "--", *rcpts], input=msg, check=True, capture_output=True, timeout=60)
 
     def mark_log(self) -> None:
         """From now on ``log_text()`` returns only what is logged after this point."""
