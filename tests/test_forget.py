@@ -96,7 +96,7 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
             for name in ("j1", "multi", "never")}
     assert urls == {"j1": ["https://shop.example/a", "https://shop.example/u?e="],
                     "multi": ["https://shop.example/both"], "never": ["https://shop.example/never"]}
-    assert world.links.resolve(world.tokens["multi"][0]).record.rcpt_to == (BOB,)
+    assert world.links.resolve(world.tokens["multi"][0]).record.rcpt_to == (BOB, "")
     assert world.links.resolve(world.tokens["j1"][0]).record == MessageRecord(
         injection_time=1700000000, template_id=world.tokens["j1"][0][16:])
 

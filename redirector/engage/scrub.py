@@ -101,9 +101,11 @@ class Address:
 
 def scrub_record(raw: str | bytes, address: Address) -> str | None:
     """A message record ``{p}m:<key>`` without the address. Its recipient's record keeps
-    the template id and injection time only; a multi-recipient record loses the address,
-    the subject and the metadata (they may be about any of its recipients), other records
-    just the address wherever it appears."""
+    the template id and injection time only. In a multi-recipient record the address
+    becomes an empty string (later events still say "several recipients" rather than
+    credit the others with what may be the forgotten one's click), and subject and
+    metadata go (they may be about any of its recipients). Other records lose just the
+    address, wherever it appears."""
     if not address.mentions(raw):
         return None
     record = json.loads(raw)
@@ -113,7 +115,7 @@ def scrub_record(raw: str | bytes, address: Address) -> str | None:
         blank = PERSONAL_FIELDS if not others else ("s", "md")
         record.update({name: [] if name == "r" else {} if name == "md" else "" for name in blank})
         if others:
-            record["r"] = others
+            record["r"] = ["" if address.is_(r) else r for r in recipients]
     return _dumps(address.cut_all(record))
 
 
