@@ -282,7 +282,7 @@ class Forgetter:
         batches, due = self.keys.batches(hook_id), self.keys.due(hook_id)
         for batch_id, raw in self.client.hgetall(batches).items():
             for _ in range(ATTEMPTS):
-                new, removed = scrub_batch(raw, address)
+                new, _ = scrub_batch(raw, address)
                 if new == _text(raw):
                     break
                 if self._batch_if(keys=[batches, due], args=[batch_id, raw, new or ""]):
@@ -318,8 +318,6 @@ def _dead_letter_without(item: dict[str, str], address: Address,
     out["size"] = str(kept)
     out["ids"] = " ".join(i for i in item.get("ids", "").split() if i not in deleted)
     return out
-
-
 
 
 def address_from_json(body: bytes) -> Address:
