@@ -63,16 +63,17 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         return plan
     if api.ignored:
         plan.notes.append("x-msys-api ignored: " + ",".join(api.ignored))
-    opens = settings.open_tracking if api.open_tracking is None else api.open_tracking
+    message = headers_to_message(headers)
+    friendly_from = _from_address(message.get_all("from", []))
+    sending_domain = friendly_from.rpartition("@")[2].lower()
+    opens = open_tracking(settings, sending_domain, api.open_tracking, plan.notes)
     click = settings.click_tracking if api.click_tracking is None else api.click_tracking
     if any(name.lower() == "dkim-signature" for name, _ in headers):
         plan.notes.append("already DKIM-signed: body left alone")
         return plan
     if not (opens or click) and b"_double_curly()}}" not in body:
         return plan  # nothing to track and no Momentum {{ }} escapes to undo
-    message = headers_to_message(headers)
-    friendly_from = _from_address(message.get_all("from", []))
-    tracking_url = settings.tracking_url_for(friendly_from.rpartition("@")[2])
+    tracking_url = settings.tracking_url_for(sending_domain)
     try:
         rewrite = BodyRewrite(message, body, click=click, opens=opens,
                               text_links=settings.track_text_links, tracking_url=tracking_url)
@@ -84,7 +85,7 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         return plan
     template = links.Template(
         links=tuple(rewrite.links), campaign_id=api.campaign_id, tags=api.tags,
-        friendly_from=friendly_from, sending_domain=friendly_from.rpartition("@")[2].lower(),
+        friendly_from=friendly_from, sending_domain=sending_domain,
         open_tracking=opens, click_tracking=click,
     )
     template_id = template.template_id
@@ -104,6 +105,20 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
     plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}"
                       f" skipped={rewrite.skipped}")
     return plan
+
+
+def open_tracking(settings: Settings, sending_domain: str, asked: Optional[bool],
+                  notes: list[str]) -> bool:
+    """Whether to add open pixels. The operator's ``[open_tracking] <domain> = no`` is
+    final (the message cannot turn it on); otherwise the message's X-MSYS-API option
+    wins over the domain's entry, which wins over ``[tracking] open_tracking``."""
+    domain = settings.open_tracking_for(sending_domain)
+    if domain is False:
+        if asked:
+            notes.append(f"open tracking off for {sending_domain} (x-msys-api asked for it)")
+        return False
+    default = settings.open_tracking if domain is None else domain
+    return default if asked is None else asked
 
 
 # The URL families the redirector answers: (click, top pixel, bottom pixel) path parts.

@@ -1,4 +1,5 @@
-"""``engage``: the administrator's command. ``engage doctor`` checks a live installation.
+"""``engage``: the administrator's command. ``engage doctor`` checks a live installation;
+``engage forget <address>`` erases a recipient (engage.forget).
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -6,11 +7,17 @@ Imports neither Flask nor pymilter, so it runs on every engage host.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
+import redis
+
 from engage import doctor
 from engage import settings as settings_mod
+from engage.forget import Forgetter, Summary
+from engage.redisconn import connect
+from engage.scrub import Address
 
 
 def _topics(text: str) -> frozenset[str]:
@@ -47,11 +54,65 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per network check (default 5)")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    forget = sub.add_parser(
+        "forget", help="erase a recipient address from Redis (GDPR erasure)",
+        description="Erase ADDRESS (any case): delete every event that mentions it, with its "
+        "index entries, verdict overrides and copies in webhook queues and dead letters; "
+        "rewrite the message records of its messages without address, sender, subject, "
+        "Message-ID, queue id or metadata, and cut it out of link URLs, so every link keeps "
+        "redirecting. Aggregate counts stay. Safe while the services run; running it again "
+        "finds nothing to do.",
+        epilog="Reads every key once (SCAN) and every event once, in chunks. ENGAGE_* "
+        "environment variables override the settings file. The same as POST "
+        "/api/v1/recipients/forget.")
+    forget.add_argument("address", type=_address, help="the recipient's email address")
+    forget.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+    forget.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser.parse_args(argv)
+
+
+def _address(text: str) -> Address:
+    try:
+        return Address.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def describe(address: Address, summary: Summary) -> str:
+    """The summary for a person: what changed, what was read, what was left."""
+    read = (f"read {summary.keys_scanned} keys and {summary.events_scanned} events "
+            f"in {summary.seconds:.2f} s")
+    lines = [f"nothing to forget for {address.text} ({read})"] if not summary.changed else [
+        f"forgot {address.text}:",
+        f"  events deleted: {summary.events} (index entries {summary.index_entries}, "
+        f"index keys {summary.index_keys}, verdict overrides {summary.verdicts})",
+        f"  message records scrubbed: {summary.messages}, templates: {summary.templates}",
+        f"  webhook batches rewritten: {summary.webhook_batches}, "
+        f"dead letters: {summary.dead_letters}",
+        f"  {read}"]
+    if summary.unknown_keys:
+        lines.append("left, unknown to engage forget (delete them yourself): "
+                     + " ".join(summary.unknown_keys))
+    return "\n".join(lines)
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    settings = settings_mod.load_or_exit("engage forget", args.config)
+    client = connect(settings.redis_url)
+    try:
+        summary = Forgetter(client, settings.key_prefix).forget(args.address)
+    except redis.RedisError as exc:
+        print(f"engage forget: redis failed: {exc} (nothing is half-done that a second "
+              "run does not finish: run it again)", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.as_dict()) if args.json else describe(args.address, summary))
+    return 1 if summary.unknown_keys else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "forget":
+        return run_forget(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
                              skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
     findings = doctor.run(options)

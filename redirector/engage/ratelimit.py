@@ -3,6 +3,8 @@
 One round trip per request (INCR + EXPIRE pipelined), shared by every worker and every
 redirector host on the same Redis. Fails open: when Redis is unreachable nobody is
 limited, because the click could not be resolved anyway and pixels must be served.
+Unless ``[privacy] ip_addresses = full`` the counter is per /24 (IPv6 /48) network, so no
+client address is written to Redis.
 """
 from __future__ import annotations
 
@@ -11,20 +13,24 @@ import time
 
 import redis
 
+from engage.privacy import limiter_ip
+
 log = logging.getLogger(__name__)
 
 
 class RateLimiter:
     """``allow(ip)`` is False once ``limit`` requests came from ``ip`` in the current window."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str, limit: int, window: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], prefix: str, limit: int, window: int,
+                 ip_mode: str = "full") -> None:
         self.client = client
         self.prefix = prefix
         self.limit = limit  # 0: no limit
         self.window = window
+        self.ip_mode = ip_mode
 
     def key(self, ip: str, now: float) -> str:
-        return f"{self.prefix}rl:{ip}:{int(now // self.window)}"
+        return f"{self.prefix}rl:{limiter_ip(ip, self.ip_mode)}:{int(now // self.window)}"
 
     def allow(self, ip: str, now: float | None = None) -> bool:
         if not self.limit:

@@ -48,6 +48,8 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("privacy", "ip_addresses"): "ENGAGE_IP_ADDRESSES",
+    ("privacy", "user_agents"): "ENGAGE_USER_AGENTS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -72,6 +74,7 @@ class Settings:
     tracking_url: str = "http://127.0.0.1:8080"
     tracking_domains: Mapping[str, str] = field(default_factory=dict)
     open_tracking: bool = True
+    open_tracking_domains: Mapping[str, bool] = field(default_factory=dict)
     click_tracking: bool = True
     track_text_links: bool = True
     link_style: str = "short"
@@ -90,17 +93,30 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    ip_addresses: str = "full"
+    user_agents: str = "keep"
     log_level: str = "INFO"
     source: str = "(defaults)"
 
     def tracking_url_for(self, sender_domain: str) -> str:
         """The tracking base URL for a From: domain (custom tracking domains first)."""
-        domain = sender_domain.lower()
-        while domain:
-            if domain in self.tracking_domains:
-                return self.tracking_domains[domain]
-            domain = domain.partition(".")[2]
-        return self.tracking_url
+        return by_domain(self.tracking_domains, sender_domain) or self.tracking_url
+
+    def open_tracking_for(self, sender_domain: str) -> bool | None:
+        """The operator's ``[open_tracking]`` word for a From: domain (or a parent domain),
+        None when it has none."""
+        return by_domain(self.open_tracking_domains, sender_domain)
+
+
+def by_domain(entries: Mapping[str, T], domain: str) -> T | None:
+    """The entry for ``domain`` or its nearest parent domain (news.example.com, then
+    example.com, then com), None when there is none."""
+    domain = domain.lower()
+    while domain:
+        if domain in entries:
+            return entries[domain]
+        domain = domain.partition(".")[2]
+    return None
 
 
 def _parse_bool(text: str) -> bool:
@@ -234,9 +250,12 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("privacy", "ip_addresses", "ip_addresses", _parse_choice("full", "truncated", "none")),
+    ("privacy", "user_agents", "user_agents", _parse_choice("keep", "drop")),
     ("log", "level", "log_level", _parse_level),
 )
-KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
+DOMAIN_SECTIONS = ("tracking_domains", "open_tracking")  # keys are From: domains
+KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | set(DOMAIN_SECTIONS)
 
 
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -268,7 +287,10 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
             values[name] = parse(raw)
         except ValueError as exc:
             raise SettingsError(f"{where}: {exc}") from None
-    values["tracking_domains"] = _tracking_domains(parser, source)
+    values["tracking_domains"] = _domain_section(parser, source, "tracking_domains",
+                                                 _parse_http_url)
+    values["open_tracking_domains"] = _domain_section(parser, source, "open_tracking",
+                                                      _parse_bool)
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -287,22 +309,24 @@ def _check_unknown(parser: configparser.ConfigParser, source: str) -> None:
     for section in parser.sections():
         if section not in KNOWN_SECTIONS:
             raise SettingsError(f"{source}: [{section}]: unknown section")
-        if section == "tracking_domains":
+        if section in DOMAIN_SECTIONS:
             continue
         for key in parser.options(section):
             if (section, key) not in known_keys:
                 raise SettingsError(f"{source}: [{section}] {key}: unknown key")
 
 
-def _tracking_domains(parser: configparser.ConfigParser, source: str) -> dict[str, str]:
-    if not parser.has_section("tracking_domains"):
+def _domain_section(parser: configparser.ConfigParser, source: str, section: str,
+                    parse: Callable[[str], T]) -> dict[str, T]:
+    """A section whose keys are From: domains ([tracking_domains], [open_tracking])."""
+    if not parser.has_section(section):
         return {}
     domains = {}
-    for domain, url in parser.items("tracking_domains"):
+    for domain, text in parser.items(section):
         try:
-            domains[domain.lower()] = _parse_http_url(url)
+            domains[domain.lower()] = parse(text)
         except ValueError as exc:
-            raise SettingsError(f"{source}: [tracking_domains] {domain}: {exc}") from None
+            raise SettingsError(f"{source}: [{section}] {domain}: {exc}") from None
     return domains
 
 
@@ -319,4 +343,6 @@ def describe(settings: Settings) -> str:
             value = "yes" if value else "no"
         lines.append(f"{section}.{key} = {value}")
     lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
+    lines += [f"open_tracking.{d} = {'yes' if on else 'no'}"
+              for d, on in sorted(settings.open_tracking_domains.items())]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
@@ -29,8 +30,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from engage import settings as config
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
+from engage.forget import Forgetter, address_from_json
 from engage.geoip import Lookup, open_lookup
 from engage.links import Link, LinkStore, StoreError
+from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
 from engage.trackapi import message_status, signed
@@ -51,7 +54,7 @@ PAGES = {400: ("Bad request", "This link is not valid."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
-JSON_ENDPOINTS = ("events_message", "message_status", "healthz")
+JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz")
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 
@@ -79,7 +82,8 @@ def create_app(settings: config.Settings | None = None,
         LinkStore(client, settings.key_prefix, settings.link_retention_days),
         EventLog(client, settings.key_prefix, settings.events_retention_days,
                  settings.link_retention_days),
-        RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window),
+        RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,
+                    settings.ip_addresses),
         open_lookup(settings.geoip_db))
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -93,7 +97,7 @@ def create_app(settings: config.Settings | None = None,
         app.add_url_rule("/healthz", "healthz", _healthz(services))
     app.register_error_handler(Exception, _error_handler)
     app.before_request(_start_clock)
-    app.after_request(_access_line)
+    app.after_request(partial(_access_line, settings))
     return app
 
 
@@ -120,6 +124,8 @@ def _blueprint(services: Services) -> Blueprint:
     blueprint.add_url_rule("/api/v1/events/message", "events_message", _events_api(services))
     blueprint.add_url_rule("/api/v1/messages/<email_id>", "message_status",
                            _message_api(services))
+    blueprint.add_url_rule("/api/v1/recipients/forget", "forget_recipient",
+                           _forget_api(services), methods=["POST"])
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
     return blueprint
 
@@ -159,7 +165,9 @@ def _record(services: Services, kind: str, resolved: Any) -> None:
     """Append the event; a failure loses the event (logged), never the answer."""
     g.event = kind
     try:
-        services.events.append(build_event(kind, resolved, _client_facts(services), time.time()))
+        facts = mask_facts(_client_facts(services), services.settings.ip_addresses,
+                           services.settings.user_agents)
+        services.events.append(build_event(kind, resolved, facts, time.time()))
     except EventError as exc:
         g.event = f"{kind}-lost"
         log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
@@ -258,6 +266,22 @@ def _message_api(services: Services) -> Callable[[str], Any]:
     return message_status_view
 
 
+def _forget_api(services: Services) -> Callable[[], Any]:
+    """POST {"recipient": "<address>"}: erase it (engage.forget); a JSON summary."""
+    forgetter = Forgetter(services.client, services.settings.key_prefix)
+
+    def forget_recipient() -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        try:
+            address = address_from_json(request.get_data())
+        except ValueError as exc:
+            return _json_error(400, "invalid parameter", str(exc), "recipient")
+        return jsonify(results=forgetter.forget(address).as_dict())
+    return forget_recipient
+
+
 def _healthz(services: Services) -> Callable[[], Any]:
     def healthz() -> Any:
         try:
@@ -309,10 +333,12 @@ def _log_path() -> str:
     return TOKEN_IN_PATH.sub(r"\1...", request.path)
 
 
-def _access_line(response: Response) -> Response:
+def _access_line(settings: config.Settings, response: Response) -> Response:
+    """One line per request; IP and User-Agent as [privacy] allows them to be kept."""
     elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    ip = mask_ip(request.remote_addr or "", settings.ip_addresses) or "-"
+    agent = mask_user_agent(request.headers.get("User-Agent", ""), settings.user_agents)
     access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
-                    request.remote_addr, request.method, _log_path(), response.status_code,
-                    elapsed, g.get("event", "-"),
-                    json.dumps(request.headers.get("User-Agent", "")[:200]))
+                    ip, request.method, _log_path(), response.status_code,
+                    elapsed, g.get("event", "-"), json.dumps(agent[:200]))
     return response

@@ -130,6 +130,8 @@ return 1
 # ARGV: group, batch id, lease token, attempts, delay ms, window ms, code, error, body,
 # webhook id. Returns 'retry' (due again after the delay, never later than the window's
 # end), 'dead' (the window is over: parked and acknowledged) or 'lost' (lease taken over).
+# A replayed batch parks the body its record holds now, not the one just sent: an
+# erasure (engage.forget) may have rewritten it meanwhile.
 FAIL = _LIB + """
 local raw = redis.call('HGET', KEYS[3], ARGV[2])
 if not raw then return 'lost' end
@@ -145,7 +147,7 @@ if now < deadline then
 end
 redis.call('XADD', KEYS[4], '*', 'webhook', ARGV[10], 'batch', ARGV[2],
            'size', record['size'], 'attempts', ARGV[4], 'code', ARGV[7], 'error', ARGV[8],
-           'created', record['created'], 'ids', record['ids'] or '', 'body', ARGV[9])
+           'created', record['created'], 'ids', record['ids'] or '', 'body', record['body'] or ARGV[9])
 ack(KEYS[1], ARGV[1], split(record['ids']))
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
