@@ -63,19 +63,19 @@ def record(rcpts, **fields):
     return MessageRecord(rcpt_to=tuple(rcpts), mail_from="bounce-jane.roe+news=example.org@shop.example",
                          subject=fields.get("subject", "Hello Jane"), message_id="<1@shop.example>",
                          queue_id="4XyZ1", injection_time=1700000000,
-                         metadata=fields.get("metadata", {"user": 7}), template_id="T" * 12).to_json()
+                         metadata=fields.get("metadata", {"user": 7}), template_id="T" * 12).to_text()
 
 
 def test_the_recipients_own_record_keeps_only_what_its_links_need():
     scrubbed = scrub_record(record(["Jane.Roe+news@Example.ORG"]), JANE)
     assert scrubbed is not None and not JANE.mentions(scrubbed)
-    assert MessageRecord.from_json(scrubbed) == MessageRecord(
+    assert MessageRecord.from_text(scrubbed) == MessageRecord(
         injection_time=1700000000, template_id="T" * 12)
 
 
 def test_a_multi_recipient_record_loses_the_address_subject_and_metadata_only():
     scrubbed = scrub_record(record(["bob@example.net", "JANE.ROE+NEWS@example.org"]), JANE)
-    kept = MessageRecord.from_json(scrubbed)
+    kept = MessageRecord.from_text(scrubbed)
     assert kept.rcpt_to == ("bob@example.net", "")  # still two: a click is not Bob's alone
     assert (kept.subject, kept.metadata) == ("", {})
     assert kept.message_id == "<1@shop.example>" and kept.queue_id == "4XyZ1"
@@ -85,7 +85,7 @@ def test_a_multi_recipient_record_loses_the_address_subject_and_metadata_only():
 def test_another_recipients_record_only_loses_the_mention():
     raw = record(["bob@example.net"], subject="Invited by jane.roe+news@example.org",
                  metadata={"referrer": "Jane.Roe+news@example.org", "n": 1})
-    kept = MessageRecord.from_json(scrub_record(raw, JANE))
+    kept = MessageRecord.from_text(scrub_record(raw, JANE))
     assert kept.rcpt_to == ("bob@example.net",) and kept.subject == "Invited by "
     assert kept.metadata == {"referrer": "", "n": 1}
     assert scrub_record(record(["bob@example.net"]), JANE) is None  # no mention: untouched

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote
+
+from engage.links import MessageRecord
 
 MAX_ADDRESS = 320
 # Not part of the match: an address character just before (a longer local part) unless
 # it ends a %XX escape; a domain character just after (a longer domain).
 LEFT = r"(?:(?<![A-Za-z0-9._+\-])|(?<=%[0-9A-Fa-f]{2}))"
 RIGHT = r"(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
-# The message record's fields that describe its recipient (engage.links.MessageRecord):
-# recipients, envelope sender (VERP senders hold the recipient), subject, Message-ID and
-# queue id (both lead to the MTA's log lines about the recipient), metadata.
-PERSONAL_FIELDS = ("r", "f", "s", "m", "q", "md")
 
 
 def _dumps(value: Any) -> str:
@@ -108,15 +106,19 @@ def scrub_record(raw: str | bytes, address: Address) -> str | None:
     address, wherever it appears."""
     if not address.mentions(raw):
         return None
-    record = json.loads(raw)
-    recipients = [r for r in record.get("r", []) if isinstance(r, str)]
-    others = [r for r in recipients if not address.is_(r)]
-    if len(others) < len(recipients):
-        blank = PERSONAL_FIELDS if not others else ("s", "md")
-        record.update({name: [] if name == "r" else {} if name == "md" else "" for name in blank})
-        if others:
-            record["r"] = ["" if address.is_(r) else r for r in recipients]
-    return _dumps(address.cut_all(record))
+    record = MessageRecord.from_text(raw)
+    others = [r for r in record.rcpt_to if not address.is_(r)]
+    if not others and record.rcpt_to:
+        record = MessageRecord(injection_time=record.injection_time,
+                               template_id=record.template_id)
+    elif len(others) < len(record.rcpt_to):
+        record = replace(record, subject="", metadata={}, rcpt_to=tuple(
+            "" if address.is_(r) else r for r in record.rcpt_to))
+    return replace(
+        record, rcpt_to=tuple(address.cut(r) for r in record.rcpt_to),
+        mail_from=address.cut(record.mail_from), subject=address.cut(record.subject),
+        message_id=address.cut(record.message_id), queue_id=address.cut(record.queue_id),
+        metadata=address.cut_all(record.metadata)).to_text()
 
 
 def scrub_template(raw: str | bytes, address: Address) -> str | None:
