@@ -47,6 +47,9 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("verdicts", "rules"): "ENGAGE_VERDICT_RULES",
+    ("verdicts", "extra_rules"): "ENGAGE_VERDICT_EXTRA_RULES",
+    ("verdicts", "trap_link"): "ENGAGE_TRAP_LINK",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,6 +91,13 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    verdict_rules: str = ""  # "" = the list shipped with engage
+    verdict_extra_rules: tuple[str, ...] = ()
+    fast_click_seconds: float = 5.0
+    fast_open_seconds: float = 2.0
+    burst_links: int = 3
+    trap_link: bool = False
+    trap_window: int = 30
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -187,6 +197,14 @@ def _parse_path(text: str) -> str:
     return path
 
 
+def _parse_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(path.strip() for path in text.split(",") if path.strip())
+    for path in paths:
+        if not os.path.isabs(path):
+            raise ValueError(f"{path!r} must be an absolute path")
+    return paths
+
+
 def _parse_prefix(text: str) -> str:
     prefix = text.strip()
     if not re.fullmatch(r"[\w:.{}-]{0,64}", prefix):
@@ -231,6 +249,13 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("verdicts", "rules", "verdict_rules", _parse_path),
+    ("verdicts", "extra_rules", "verdict_extra_rules", _parse_paths),
+    ("verdicts", "fast_click_seconds", "fast_click_seconds", _parse_float(0, 3600)),
+    ("verdicts", "fast_open_seconds", "fast_open_seconds", _parse_float(0, 3600)),
+    ("verdicts", "burst_links", "burst_links", _parse_int(0, 10_000)),
+    ("verdicts", "trap_link", "trap_link", _parse_bool),
+    ("verdicts", "trap_window", "trap_window", _parse_int(1, 86400)),
     ("log", "level", "log_level", _parse_level),
 )
 KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
@@ -314,6 +339,8 @@ def describe(settings: Settings) -> str:
             value = "(set)" if value else ""
         elif isinstance(value, bool):
             value = "yes" if value else "no"
+        elif isinstance(value, tuple):
+            value = ", ".join(value)
         lines.append(f"{section}.{key} = {value}")
     lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
     return "\n".join(lines)
