@@ -1,4 +1,5 @@
-"""``engage``: the administrator's command. ``engage doctor`` checks a live installation.
+"""``engage``: the administrator's command. ``engage doctor`` checks a live installation;
+``engage verdicts`` recomputes verdicts and checks their rules (engage.verdictscli).
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -9,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engage import doctor
+from engage import doctor, verdictscli
 from engage import settings as settings_mod
 
 
@@ -47,11 +48,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per network check (default 5)")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    verdictscli.add_parser(sub)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "verdicts":
+        return verdictscli.run(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
                              skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
     findings = doctor.run(options)
