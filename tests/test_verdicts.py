@@ -123,7 +123,7 @@ def test_an_operator_file_extends_the_shipped_one(tmp_path):
     extra = tmp_path / "local.conf"
     extra.write_text("[Microsoft Safe Links]\nnet = 198.51.100.0/24  # our own relay\n"
                      "[Gmail image proxy]\nverdict = privacy_proxy\n"
-                     "[Link checker]\nverdict = scanner\nevents = click\nua = ^LinkCheck/\n")
+                     "[Link checker]\nverdict = scanner\nevents = click\nua = (?i)^LinkCheck/\n")
     rules = machines.load([str(SHIPPED), str(extra)])
     assert [hit.reason for hit in rules.match("click", "198.51.100.9", "")] == \
         ["network 198.51.100.0/24 (Microsoft Safe Links)"]

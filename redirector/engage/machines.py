@@ -5,22 +5,24 @@ A rules file is a list of sections, one per machine (a proxy or a scanner)::
     [Microsoft Safe Links]       the name shown in reasons
     verdict = scanner            scanner | privacy_proxy | prefetch | human
     events = open, click         which events the rule applies to (open covers initial_open)
-    ua = Microsoft Office Existence Discovery     a regular expression, searched in the
-                                 User-Agent, case-insensitive; repeatable
+    ua = Microsoft Office Existence Discovery     a regular expression (Python syntax),
+                                 searched in the User-Agent, case-sensitive unless it
+                                 starts with (?i); repeatable
     net = 40.92.0.0/15 40.107.0.0/16              IPv4/IPv6 networks; repeatable
 
 Lines starting with ``#`` or ``;`` are comments (also after the networks of a ``net``
 line). Later files extend earlier ones: a section of a known name adds its ``ua`` and
 ``net`` lines and may change ``verdict``/``events``. Any mistake is a RulesError that
-names the file and line. Matching costs one regular expression search per new User-Agent
-(results are cached) and one dictionary lookup per distinct prefix length, however long
-the network list.
+names the file and line. Matching costs one search per pattern for a User-Agent not seen
+lately (results are cached per User-Agent) and one dictionary lookup per distinct prefix
+length, however long the network list.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ VERDICTS = ("human", "scanner", "privacy_proxy", "prefetch")
 EVENT_CLASSES = ("open", "click")
 KEYS = ("verdict", "events", "ua", "net")
 UA_CACHE = 4096
+MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, IPv4-mapped IPv6
 
 
 class RulesError(Exception):
@@ -68,9 +71,8 @@ class Rules:
     def __init__(self, machines: Sequence[Machine], sources: Sequence[str] = ()) -> None:
         self.machines = tuple(machines)
         self.sources = tuple(sources)
-        self._patterns = [[re.compile(p, re.IGNORECASE) for p in m.patterns] for m in self.machines]
-        alternatives = [f"(?:{p})" for m in self.machines for p in m.patterns]
-        self._any_ua = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+        # Case-sensitive: re.IGNORECASE makes a search about 5 times slower.
+        self._patterns = [[re.compile(p) for p in m.patterns] for m in self.machines]
         self._tables = _network_tables(self.machines)
         self._ua_hits = lru_cache(maxsize=UA_CACHE)(self._ua_hits_uncached)
 
@@ -89,23 +91,19 @@ class Rules:
         return hits
 
     def _ua_hits_uncached(self, user_agent: str) -> tuple[int, ...]:
-        if self._any_ua is None or not self._any_ua.search(user_agent):
-            return ()  # the common case: one search, no rule matches
         return tuple(index for index, patterns in enumerate(self._patterns)
                      if any(pattern.search(user_agent) for pattern in patterns))
 
     def _network_hits(self, ip: str) -> list[tuple[int, str]]:
-        try:
-            address = ipaddress.ip_address(ip.strip())
-        except ValueError:
+        address = _address(ip) if ip else None
+        if address is None:
             return []
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        number, bits = int(address), address.max_prefixlen
-        hits = []
-        for prefix, table in self._tables.get(bits, ()):
-            for entry in table.get(number >> (bits - prefix), ()):
-                hits.append(entry)
+        number, bits = address
+        hits: list[tuple[int, str]] = []
+        for shift, table in self._tables.get(bits, ()):
+            found = table.get(number >> shift)
+            if found:
+                hits += found
         return hits
 
     def summary(self) -> str:
@@ -115,8 +113,24 @@ class Rules:
                 f"from {', '.join(self.sources) or '(none)'}")
 
 
+def _address(ip: str) -> tuple[int, int] | None:
+    """(number, 32 or 128) of an address; IPv4-mapped IPv6 as IPv4; None if not one.
+    (inet_pton is about 8 times faster than the ipaddress module.)"""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"), 32
+    except OSError:
+        pass
+    try:
+        raw = socket.inet_pton(socket.AF_INET6, ip)
+    except OSError:
+        return None
+    if raw[:12] == MAPPED:
+        return int.from_bytes(raw[12:], "big"), 32
+    return int.from_bytes(raw, "big"), 128
+
+
 def _network_tables(machines: Sequence[Machine]) -> dict[int, list[tuple[int, dict[int, list[tuple[int, str]]]]]]:
-    """Per address size (32, 128): [(prefix length, {network number: [(machine, cidr)]})],
+    """Per address size (32, 128): [(shift, {network number >> shift: [(machine, cidr)]})],
     longest prefix first, so a lookup is one dict access per distinct prefix length."""
     tables: dict[int, dict[int, dict[int, list[tuple[int, str]]]]] = {}
     for index, machine in enumerate(machines):
@@ -125,7 +139,8 @@ def _network_tables(machines: Sequence[Machine]) -> dict[int, list[tuple[int, di
             by_prefix = tables.setdefault(bits, {}).setdefault(prefix, {})
             key = int(network.network_address) >> (bits - prefix)
             by_prefix.setdefault(key, []).append((index, str(network)))
-    return {bits: sorted(by_prefix.items(), reverse=True) for bits, by_prefix in tables.items()}
+    return {bits: [(bits - prefix, table) for prefix, table in sorted(by_prefix.items(), reverse=True)]
+            for bits, by_prefix in tables.items()}
 
 
 # ------------------------------------------------------------------ the file format
@@ -189,7 +204,7 @@ def _pattern(value: str, where: str) -> str:
     if not value:
         raise RulesError(f"{where}: ua needs a regular expression")
     try:
-        compiled = re.compile(value, re.IGNORECASE)
+        compiled = re.compile(value)
     except re.error as exc:
         raise RulesError(f"{where}: ua {value!r} is not a regular expression: {exc}") from None
     if compiled.groupindex or re.search(r"\\\d|\(\?P=", value):
