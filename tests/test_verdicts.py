@@ -144,6 +144,9 @@ def test_networks_nested_and_overlapping_all_match(tmp_path):
     assert rules.match("open", "11.0.0.1", "") == []
     assert rules.match("open", "not an address", "") == []
     assert rules.match("open", "", "") == []
+    wide = rules_from(tmp_path, "[Half]\nverdict = scanner\nnet = 128.0.0.0/1 10.0.0.0/8\n")
+    assert [hit.reason for hit in wide.match("open", "200.1.1.1", "")] == \
+        ["network 128.0.0.0/1 (Half)"]  # wider than /8: no first-octet shortcut
 
 
 def test_a_long_network_list_is_looked_up_by_prefix_length_not_entry(tmp_path):

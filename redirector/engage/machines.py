@@ -74,6 +74,11 @@ class Rules:
         # Case-sensitive: re.IGNORECASE makes a search about 5 times slower.
         self._patterns = [[re.compile(p) for p in m.patterns] for m in self.machines]
         self._tables = _network_tables(self.machines)
+        # Most addresses are in no listed network: when no IPv4 network is wider than
+        # a /8, the first octet alone rules them out with one set lookup.
+        v4 = [n for m in self.machines for n in m.networks if n.version == 4]
+        self._octets = frozenset(int(n.network_address) >> 24 for n in v4) \
+            if all(n.prefixlen >= 8 for n in v4) else None
         self._ua_hits = lru_cache(maxsize=UA_CACHE)(self._ua_hits_uncached)
 
     def match(self, kind: str, ip: str, user_agent: str) -> list[Hit]:
@@ -99,6 +104,8 @@ class Rules:
         if address is None:
             return []
         number, bits = address
+        if bits == 32 and self._octets is not None and number >> 24 not in self._octets:
+            return []
         hits: list[tuple[int, str]] = []
         for shift, table in self._tables.get(bits, ()):
             found = table.get(number >> shift)
