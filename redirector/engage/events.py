@@ -7,7 +7,8 @@ sorted set per filterable value, see ``index_keys``, plus the message's status h
 leave exactly one ``opened_at``, and counts) and trims everything older than the
 retention window (stream by MINID, indexes by score). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
-are never touched here: event retention cannot break a tracked link.
+are never touched here: event retention cannot break a tracked link. Readers (``page``,
+``fetch_json``) get recomputed verdicts (engage.overrides) in place of the stored ones.
 """
 from __future__ import annotations
 
