@@ -30,6 +30,12 @@ raises ``OracleError`` (an AssertionError) unless all of this holds:
   for HTML, so ``&amp;`` vs ``&`` in an href does not matter, verbatim for
   text/plain). In HTML each click URL must be the whole value of an href attribute.
   All tokens of a message share one message key + template id, the pixels too.
+* with ``trap=True`` (``[verdicts] trap_link``) each changed HTML part holds exactly one
+  hidden trap link, taken out before the comparison: an empty
+  ``<a href="{tracking_url}/c/<token>" style="display:none!important" aria-hidden="true"
+  tabindex="-1"></a>`` (a line break may stand before `` style``) right after ``<body>``
+  (after the top pixel); its link is the last one stored, ``{tracking_url}/``. With
+  ``trap=False`` there is none.
 * only when that comparison fails for a 7bit/8bit/binary HTML part (where the
   rewriter must fold lines over 998 octets), line breaks inside tags are dropped on
   both sides and the comparison is made again.
@@ -60,7 +66,7 @@ class OracleError(AssertionError):
 
 
 def assert_only_tracking_changed(original: bytes, rewritten: bytes, tracking_url: str,
-                                 stored_links: list[str]) -> None:
+                                 stored_links: list[str], trap: bool = False) -> None:
     tracking_url = tracking_url.rstrip("/")
     _check_line_lengths(original, rewritten)
     old = email.message_from_bytes(original, policy=compat32)
@@ -73,7 +79,7 @@ def assert_only_tracking_changed(original: bytes, rewritten: bytes, tracking_url
     keys: set[str] = set()
     changed: list[tuple[bytes, bytes]] = []
     _compare(old, new, "1", sealed=False, tracking_url=tracking_url, stored_links=stored_links,
-             keys=keys, changed=changed)
+             keys=keys, changed=changed, trap=trap)
     if len(keys) > 1:
         raise OracleError(f"tracking tokens with different message keys/templates: {sorted(keys)}")
     _check_skeleton(original, rewritten, changed)
@@ -81,7 +87,8 @@ def assert_only_tracking_changed(original: bytes, rewritten: bytes, tracking_url
 
 # ------------------------------------------------------------------ structure
 def _compare(old: Message, new: Message, path: str, *, sealed: bool, tracking_url: str,
-             stored_links: list[str], keys: set[str], changed: list[tuple[bytes, bytes]]) -> None:
+             stored_links: list[str], keys: set[str], changed: list[tuple[bytes, bytes]],
+             trap: bool = False) -> None:
     if path != "1" and old.items() != new.items():
         raise OracleError(f"part {path}: headers differ:\n{_diff(old.items(), new.items())}")
     for what, get in (("content type", Message.get_content_type),
@@ -101,7 +108,7 @@ def _compare(old: Message, new: Message, path: str, *, sealed: bool, tracking_ur
         inner_sealed = sealed or ctype in SEALED or old.get_content_maintype() == "message"
         for number, (o, n) in enumerate(zip(old_children, new_children), 1):
             _compare(o, n, f"{path}.{number}", sealed=inner_sealed, tracking_url=tracking_url,
-                     stored_links=stored_links, keys=keys, changed=changed)
+                     stored_links=stored_links, keys=keys, changed=changed, trap=trap)
         return
     old_raw, new_raw = raw_payload(old), raw_payload(new)
     if not (not sealed and eligible(old)):
@@ -113,7 +120,7 @@ def _compare(old: Message, new: Message, path: str, *, sealed: bool, tracking_ur
     if old_raw == new_raw:
         return
     changed.append((old_raw, new_raw))
-    _check_text(old, new, path, tracking_url, stored_links, keys)
+    _check_text(old, new, path, tracking_url, stored_links, keys, trap)
 
 
 def eligible(part: Message) -> bool:
@@ -190,13 +197,14 @@ def decode_text(part: Message) -> str:
 
 
 def _check_text(old: Message, new: Message, path: str, tracking_url: str,
-                stored_links: list[str], keys: set[str]) -> None:
+                stored_links: list[str], keys: set[str], trap: bool = False) -> None:
     is_html = old.get_content_subtype() == "html"
     before = decode_text(old)
     for escape, plain in CURLIES:
         before = before.replace(escape, plain)
     after = decode_text(new)
     after = _remove_pixels(after, tracking_url, keys, path, is_html)
+    after = _remove_trap(after, tracking_url, stored_links, keys, path, is_html and trap)
     segments, indexes = _split_clicks(after, tracking_url, keys, path, is_html)
     if tracking_url + "/" in "".join(segments):
         raise OracleError(f"part {path}: a tracking URL that is not a well-formed click or pixel")
@@ -239,6 +247,32 @@ def _remove_pixels(text: str, tracking_url: str, keys: set[str], path: str, is_h
     if is_html and seen not in ([], ["i", "o"]):
         raise OracleError(f"part {path}: open pixels {seen}, expected none or one /i/ then one /o/")
     return "".join(out)
+
+
+def _remove_trap(text: str, tracking_url: str, stored_links: list[str], keys: set[str],
+                 path: str, expected: bool) -> str:
+    """The text without its hidden trap link (exactly one when expected, else none)."""
+    trap = re.compile(r'<a href="%s/c/([A-Za-z0-9_-]{%d})([0-9a-z]{1,4})"(?:\r?\n)? '
+                      r'style="display:none!important" aria-hidden="true" tabindex="-1"></a>'
+                      % (re.escape(tracking_url), TOKEN_PREFIX))
+    found = list(trap.finditer(text))
+    if not expected:
+        if found:
+            raise OracleError(f"part {path}: a trap link, but none was asked for")
+        return text
+    if len(found) != 1:
+        raise OracleError(f"part {path}: {len(found)} trap links, expected one")
+    match = found[0]
+    if not re.search(r"<(?:body|/head|html)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>\s*$",
+                      text[:match.start()], re.IGNORECASE) and match.start() != 0:
+        raise OracleError(f"part {path}: the trap link is not right after <body>: "
+                          f"{text[max(0, match.start() - 60):match.end()]!r}")
+    index = int(match.group(2), 36)
+    if index != len(stored_links) - 1 or stored_links[index] != tracking_url + "/":
+        raise OracleError(f"part {path}: the trap link is link {index}, not the last stored "
+                          f"link {tracking_url}/")
+    keys.add(match.group(1))
+    return text[:match.start()] + text[match.end():]
 
 
 def _split_clicks(text: str, tracking_url: str, keys: set[str], path: str,

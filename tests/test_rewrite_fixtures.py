@@ -724,9 +724,10 @@ def tampered(name: str, old: bytes, new: bytes, count: int = 1) -> tuple[bytes, 
     return r.original, r.rewritten.replace(old, new, count), r.urls
 
 
-def assert_oracle_rejects(original: bytes, rewritten: bytes, stored: list[str], match: str) -> None:
+def assert_oracle_rejects(original: bytes, rewritten: bytes, stored: list[str], match: str,
+                          trap: bool = False) -> None:
     with pytest.raises(oracle.OracleError, match=match):
-        oracle.assert_only_tracking_changed(original, rewritten, TRACKING, stored)
+        oracle.assert_only_tracking_changed(original, rewritten, TRACKING, stored, trap=trap)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -897,3 +898,57 @@ def test_utf16_and_utf32_parts_minimal(charset):
            + base64.encodebytes(page.encode(charset)).replace(b"\n", b"\r\n"))
     plan, rewritten = plan_for(raw)
     check(raw, plan, rewritten)  # tracked properly, or left alone
+
+
+# ===================================================================== the hidden trap link
+TRAP_SETTINGS = Settings(tracking_url=TRACKING, trap_link=True)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_only_tracking_changed_with_the_trap_link(name):
+    """[verdicts] trap_link = yes: the oracle, told about the trap, accepts every fixture;
+    the trap is the last stored link, named engage-trap, in every rewritten HTML part."""
+    raw = (DATA / name).read_bytes()
+    plan, rewritten = plan_for(raw, TRAP_SETTINGS)
+    stored = [link.url for link in plan.template.links] if plan.template else []
+    oracle.assert_only_tracking_changed(raw, rewritten, TRACKING, stored, trap=True)
+    if plan.template is not None and any(part.get_content_type() == "text/html" and ok
+                                         for part, ok in leaves(email.message_from_bytes(
+                                             raw, policy=compat32))):
+        assert plan.template.links[-1] == Link(TRACKING + "/", "engage-trap")
+        assert plan.notes[-1].endswith(" trap=1")
+
+
+def test_the_oracle_refuses_a_trap_link_it_was_not_told_about():
+    raw = (DATA / "newsletter_qp.eml").read_bytes()
+    plan, rewritten = plan_for(raw, TRAP_SETTINGS)
+    stored = [link.url for link in plan.template.links]
+    assert_oracle_rejects(raw, rewritten, stored, match="trap link, but none was asked for")
+    plain, plain_rewritten = plan_for(raw)
+    assert_oracle_rejects(raw, plain_rewritten, [link.url for link in plain.template.links],
+                          match="0 trap links, expected one", trap=True)
+
+
+def test_trap_link_markup_right_after_body_and_nothing_without_clicks():
+    raw = (b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n"
+           b'<html><body class="x"><p><a href="https://u.example/a">u</a></p></body></html>\r\n')
+    plan, rewritten = plan_for(raw, TRAP_SETTINGS)
+    body = rewritten.split(b"\r\n\r\n", 1)[1].decode()
+    trap = click_url(plan, 1)
+    assert body.startswith('<html><body class="x"><img src=')
+    assert f'/><a href="{trap}" style="display:none!important" aria-hidden="true" tabindex="-1">' \
+           f'</a><p><a href="{click_url(plan, 0)}">u</a>' in body
+    assert [link.name for link in plan.template.links] == ["", "engage-trap"]
+    no_clicks = Settings(tracking_url=TRACKING, trap_link=True, click_tracking=False)
+    plan, rewritten = plan_for(raw, no_clicks)
+    assert "engage-trap" not in [link.name for link in plan.template.links]
+    assert b"aria-hidden" not in rewritten
+
+
+def test_a_senders_link_cannot_take_the_trap_name():
+    raw = (b"From: a@example.com\r\nContent-Type: text/html\r\n\r\n"
+           b'<html><body><a data-msys-linkname="engage-trap" href="https://u.example/">u</a>'
+           b"</body></html>\r\n")
+    plan, _ = plan_for(raw)
+    assert plan.template.links == (Link("https://u.example/", ""),)
+    assert any("reserved" in note for note in plan.notes)

@@ -1,4 +1,5 @@
 """Settings: the shipped file parses to the defaults, env wins, errors name file/section/key."""
+import os
 import re
 import subprocess
 import sys
@@ -99,3 +100,42 @@ def test_milter_check_config_prints_the_effective_settings_with_keys_masked(tmp_
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "api.keys = (2 keys)" in result.stdout and "secret" not in result.stdout
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[verdicts]\nrules = machines.conf\n", "[verdicts] rules: must be an absolute path"),
+    ("[verdicts]\nextra_rules = /etc/a.conf, b.conf\n", "[verdicts] extra_rules: 'b.conf' must be an absolute path"),
+    ("[verdicts]\nfast_click_seconds = -1\n", "[verdicts] fast_click_seconds: must be between 0 and 3600"),
+    ("[verdicts]\nburst_links = many\n", "[verdicts] burst_links: invalid literal"),
+    ("[verdicts]\ntrap_link = sometimes\n", "[verdicts] trap_link: expected yes/no"),
+    ("[verdicts]\ntrap_window = 0\n", "[verdicts] trap_window: must be between 1 and 86400"),
+])
+def test_bad_verdicts_settings_name_the_key(tmp_path, text, message):
+    conf = tmp_path / "e.conf"
+    conf.write_text(text)
+    with pytest.raises(settings.SettingsError, match=re.escape(message)):
+        settings.load(str(conf), environ={})
+
+
+def test_verdicts_settings_from_the_environment():
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null", "ENGAGE_TRAP_LINK": "yes",
+                                    "ENGAGE_VERDICT_EXTRA_RULES": "/etc/engage/a.conf,/etc/engage/b.conf"})
+    assert loaded.trap_link is True
+    assert loaded.verdict_extra_rules == ("/etc/engage/a.conf", "/etc/engage/b.conf")
+    assert "verdicts.extra_rules = /etc/engage/a.conf, /etc/engage/b.conf" in settings.describe(loaded)
+
+
+def test_the_redirector_refuses_a_bad_rules_file_with_exit_78(tmp_path):
+    """gunicorn imports the app factory; a bad rules file names file and line, exit 78."""
+    bad = tmp_path / "local.conf"
+    bad.write_text("# mine\n[Our gateway]\nverdict = scanner\nua = Gateway[\n")
+    conf = tmp_path / "e.conf"
+    conf.write_text(f"[verdicts]\nextra_rules = {bad}\n")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", "from engage.web import create_app; create_app()"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ENGAGE_CONFIG": str(conf), "PYTHONPATH": f"{repo / 'redirector'}"})
+    assert result.returncode == 78, result.stderr
+    assert f"engage redirector: {bad}:4: ua 'Gateway[' is not a regular expression" in result.stderr
+    assert "Traceback" not in result.stderr

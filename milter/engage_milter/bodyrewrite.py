@@ -5,6 +5,9 @@ site in every eligible part; ``render`` builds the new body from the tokens. Eac
 keeps its charset and transfer encoding; bytes outside the change sites are untouched;
 7bit/8bit lines stay within 998 octets (a line break is put inside a tag, never in
 text). Anything that cannot be round-tripped raises CannotRewrite before a byte changes.
+With ``trap``, every HTML part that is rewritten anyway also gets the hidden trap link
+(TRAP, right after ``<body>``): one more tracked link, the last one, named
+engage.verdicts.TRAP_LINK_NAME, that no person can see, focus or click.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from email.message import Message
 from typing import Callable, Optional
 
 from engage.links import Link
+from engage.verdicts import TRAP_LINK_NAME
 
 from . import htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite
@@ -29,6 +33,9 @@ PIXEL = ('<img src="{src}" width="1" height="1" border="0" alt=""'
          ' style="height:1px!important;width:1px!important;border:0!important;'
          'margin:0!important;padding:0!important"/>')
 PIXEL_BREAK = PIXEL.index(" style")
+# Empty, so nothing to see or click even where styles are stripped; hidden from screen
+# readers and from the keyboard. Scanners that follow every href follow it.
+TRAP = '<a href="{href}" style="display:none!important" aria-hidden="true" tabindex="-1"></a>'
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class _Part:
     sites: list[tuple[LinkSite, int]] = field(default_factory=list)  # (site, link index)
     pixels: Optional[tuple[int, int]] = None
     curlies: list[_Edit] = field(default_factory=list)
+    top: int = 0  # right after <body>: where the top pixel and the trap link go
+    trap: bool = False
 
 
 def _codec_name(charset: str) -> str:
@@ -70,7 +79,7 @@ class BodyRewrite:
     """The change sites of one message body; ``links`` is the message's link list."""
 
     def __init__(self, headers: Message, body: bytes, *, click: bool, opens: bool,
-                 text_links: bool, tracking_url: str) -> None:
+                 text_links: bool, tracking_url: str, trap: bool = False) -> None:
         self.body = body
         self.links: list[Link] = []
         self.notes: list[str] = []
@@ -84,6 +93,19 @@ class BodyRewrite:
                 raise CannotRewrite("message is already tracked")
             self._scan(part, click, opens, text_links)
             self._parts.append(part)
+        self.trap_index: Optional[int] = None
+        if trap and click:
+            self._add_trap(tracking_url)
+
+    def _add_trap(self, tracking_url: str) -> None:
+        """The trap link goes into the HTML parts that change anyway, as the last link."""
+        parts = [part for part in self._parts
+                 if part.part.subtype == "html" and (part.sites or part.pixels)]
+        if parts:
+            self.trap_index = len(self.links)
+            self.links.append(Link(tracking_url + "/", TRAP_LINK_NAME))
+            for part in parts:
+                part.trap = True
 
     @property
     def pixel_count(self) -> int:
@@ -112,6 +134,7 @@ class BodyRewrite:
             decode = (lambda value: value.encode("latin-1").decode(charset, "replace")) \
                 if part.latin1 else (lambda value: value)
             scan = htmlscan.scan(part.view, decode)
+            part.top = scan.top_pixel
             sites = scan.links if click else []
             self.skipped += scan.skipped if click else 0
             if opens:
@@ -127,6 +150,9 @@ class BodyRewrite:
         ]
 
     def _link_index(self, site: LinkSite) -> int:
+        if site.name == TRAP_LINK_NAME:  # reserved: a sender's link must never read as a trap
+            site = LinkSite(site.start, site.end, site.url, "", site.quoted)
+            self.notes.append(f"link name {TRAP_LINK_NAME!r} is reserved: dropped")
         key = (site.url, site.name)
         index = self._index.get(key)
         if index is None:
@@ -157,6 +183,9 @@ class BodyRewrite:
             top, bottom = part.pixels
             edits.append(_Edit(top, top, PIXEL.format(src=urls.top_pixel), PIXEL_BREAK))
             edits.append(_Edit(bottom, bottom, PIXEL.format(src=urls.bottom_pixel), PIXEL_BREAK))
+        if part.trap and self.trap_index is not None:
+            trap = TRAP.format(href=clicks[self.trap_index])
+            edits.append(_Edit(part.top, part.top, trap, trap.index(" style")))
         edits.sort(key=lambda edit: (edit.start, edit.end))
         return edits
 

@@ -76,7 +76,8 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
     tracking_url = settings.tracking_url_for(sending_domain)
     try:
         rewrite = BodyRewrite(message, body, click=click, opens=opens,
-                              text_links=settings.track_text_links, tracking_url=tracking_url)
+                              text_links=settings.track_text_links, tracking_url=tracking_url,
+                              trap=settings.trap_link)
     except CannotRewrite as exc:
         plan.notes.append(f"body left alone: {exc}")
         return plan
@@ -103,7 +104,7 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         metadata=api.metadata, template_id=template_id,
     )
     plan.notes.append(f"links={len(rewrite.links)} pixels={rewrite.pixel_count} campaign={api.campaign_id!r}"
-                      f" skipped={rewrite.skipped}")
+                      f" skipped={rewrite.skipped}" + (" trap=1" if rewrite.trap_index is not None else ""))
     return plan
 
 

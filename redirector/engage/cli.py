@@ -1,5 +1,6 @@
 """``engage``: the administrator's command. ``engage doctor`` checks a live installation;
 ``engage forget <address>`` erases a recipient (engage.forget).
+``engage verdicts`` recomputes verdicts and checks their rules (engage.verdictscli).
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import redis
 
-from engage import doctor
+from engage import doctor, verdictscli
 from engage import settings as settings_mod
 from engage.forget import Forgetter, Summary
 from engage.redisconn import connect
@@ -68,6 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     forget.add_argument("address", type=_address, help="the recipient's email address")
     forget.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
     forget.add_argument("--json", action="store_true", help="print the summary as JSON")
+    verdictscli.add_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "forget":
         return run_forget(args)
+    if args.command == "verdicts":
+        return verdictscli.run(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
                              skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
     findings = doctor.run(options)

@@ -7,7 +7,8 @@ sorted set per filterable value, see ``index_keys``, plus the message's status h
 leave exactly one ``opened_at``, and counts) and trims everything older than the
 retention window (stream by MINID, indexes by score). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
-are never touched here: event retention cannot break a tracked link.
+are never touched here: event retention cannot break a tracked link. Readers (``page``,
+``fetch_json``) get recomputed verdicts (engage.overrides) in place of the stored ones.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import redis
 
+from engage import overrides
 from engage.links import Resolved, open_token, status_key
 
 TYPES = ("click", "open", "initial_open")
@@ -127,13 +129,14 @@ def iso_time(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float) -> dict[str, Any]:
+def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float,
+                engage: dict[str, Any] | None = None) -> dict[str, Any]:
     """The track_event for one open/initial_open/click; ``event_id`` is added when stored.
 
     A message with several recipients has one set of links, so its events carry no
     single ``rcpt_to``: the lowercased list is in the additive key ``rcpt_to_list``.
     Additive keys for the /v1/track family: ``email_id`` (the message's open token) and,
-    on clicks, ``referer``.
+    on clicks, ``referer``. ``engage``: the verdict (engage.verdicts), last.
     """
     template, record = resolved.template, resolved.record
     event: dict[str, Any] = {
@@ -158,6 +161,8 @@ def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float) 
         event["referer"] = facts.referer
     if facts.geo_ip:
         event["geo_ip"] = facts.geo_ip
+    if engage is not None:
+        event["engage"] = engage
     return event
 
 
@@ -270,7 +275,7 @@ class EventLog:
             except redis.RedisError as exc:
                 raise EventError(str(exc)) from exc
             last, more = int(reply[0] or last), bool(reply[1])
-            found += reply[2:]
+            found += self._with_overrides(reply[2:])
             top = last - 1
         return b",".join(found), last, more
 
@@ -285,4 +290,12 @@ class EventLog:
             flat = self._fetch(keys=[self.stream], args=ids)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
-        return [with_event_id(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return self._with_overrides([with_event_id(flat[i], flat[i + 1])
+                                     for i in range(0, len(flat), 2)])
+
+    def _with_overrides(self, items: Sequence[bytes]) -> list[bytes]:
+        """Recomputed verdicts (engage.overrides) in place of the stored ones."""
+        try:
+            return overrides.apply(self.client, self.prefix, items)
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc

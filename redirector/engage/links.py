@@ -25,7 +25,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import redis
 
@@ -147,6 +147,7 @@ class Resolved:
     template: Template
     record: MessageRecord
     link: Optional[Link]
+    extra: tuple[Any, ...] = ()  # replies to the commands ``resolve(also=...)`` added
 
 
 def _dumps(value: Any) -> str:
@@ -233,8 +234,11 @@ class LinkStore:
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
 
-    def resolve(self, token: str) -> Optional[Resolved]:
-        """What a token points at, or None when it is malformed, unknown or forged."""
+    def resolve(self, token: str, also: Optional[Callable[[Any, str, Optional[int]], None]] = None
+                ) -> Optional[Resolved]:
+        """What a token points at, or None when it is malformed, unknown or forged.
+        ``also(pipeline, message key, link index)`` may add commands to the same round
+        trip; their replies come back in ``Resolved.extra``."""
         parts = split_token(token)
         if parts is None:
             return None
@@ -242,8 +246,10 @@ class LinkStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.message_key(message_key))
         pipe.get(self.template_key(template_id))
+        if also is not None:
+            also(pipe, message_key, index)
         try:
-            record_json, template_json = pipe.execute()
+            record_json, template_json, *extra = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
         if record_json is None or template_json is None:
@@ -253,7 +259,7 @@ class LinkStore:
             return None
         template = Template.from_json(template_json)
         if index is None:
-            return Resolved(message_key, template, record, None)
+            return Resolved(message_key, template, record, None, tuple(extra))
         if index >= len(template.links):
             return None
-        return Resolved(message_key, template, record, template.links[index])
+        return Resolved(message_key, template, record, template.links[index], tuple(extra))

@@ -50,6 +50,9 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
     ("privacy", "ip_addresses"): "ENGAGE_IP_ADDRESSES",
     ("privacy", "user_agents"): "ENGAGE_USER_AGENTS",
+    ("verdicts", "rules"): "ENGAGE_VERDICT_RULES",
+    ("verdicts", "extra_rules"): "ENGAGE_VERDICT_EXTRA_RULES",
+    ("verdicts", "trap_link"): "ENGAGE_TRAP_LINK",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -95,6 +98,13 @@ class Settings:
     webhook_status_retention: float = 86400.0
     ip_addresses: str = "full"
     user_agents: str = "keep"
+    verdict_rules: str = ""  # "" = the list shipped with engage
+    verdict_extra_rules: tuple[str, ...] = ()
+    fast_click_seconds: float = 5.0
+    fast_open_seconds: float = 2.0
+    burst_links: int = 3
+    trap_link: bool = False
+    trap_window: int = 30
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -205,6 +215,14 @@ def _parse_path(text: str) -> str:
     return path
 
 
+def _parse_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(path.strip() for path in text.split(",") if path.strip())
+    for path in paths:
+        if not os.path.isabs(path):
+            raise ValueError(f"{path!r} must be an absolute path")
+    return paths
+
+
 def _parse_prefix(text: str) -> str:
     prefix = text.strip()
     if not re.fullmatch(r"[\w:.{}-]{0,64}", prefix):
@@ -252,6 +270,13 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
     ("privacy", "ip_addresses", "ip_addresses", _parse_choice("full", "truncated", "none")),
     ("privacy", "user_agents", "user_agents", _parse_choice("keep", "drop")),
+    ("verdicts", "rules", "verdict_rules", _parse_path),
+    ("verdicts", "extra_rules", "verdict_extra_rules", _parse_paths),
+    ("verdicts", "fast_click_seconds", "fast_click_seconds", _parse_float(0, 3600)),
+    ("verdicts", "fast_open_seconds", "fast_open_seconds", _parse_float(0, 3600)),
+    ("verdicts", "burst_links", "burst_links", _parse_int(0, 10_000)),
+    ("verdicts", "trap_link", "trap_link", _parse_bool),
+    ("verdicts", "trap_window", "trap_window", _parse_int(1, 86400)),
     ("log", "level", "log_level", _parse_level),
 )
 DOMAIN_SECTIONS = ("tracking_domains", "open_tracking")  # keys are From: domains
@@ -341,6 +366,8 @@ def describe(settings: Settings) -> str:
             value = "(set)" if value else ""
         elif isinstance(value, bool):
             value = "yes" if value else "no"
+        elif isinstance(value, tuple):
+            value = ", ".join(value)
         lines.append(f"{section}.{key} = {value}")
     lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
     lines += [f"open_tracking.{d} = {'yes' if on else 'no'}"

@@ -27,11 +27,13 @@ from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from engage import machines
 from engage import settings as config
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.forget import Forgetter, address_from_json
 from engage.geoip import Lookup, open_lookup
+from engage.judge import Judge, thresholds
 from engage.links import Link, LinkStore, StoreError
 from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
@@ -67,6 +69,7 @@ class Services:
     events: EventLog
     limiter: RateLimiter
     geo: Lookup | None
+    judge: Judge
 
 
 def create_app(settings: config.Settings | None = None,
@@ -75,6 +78,8 @@ def create_app(settings: config.Settings | None = None,
     if settings is None:
         settings = config.load_or_exit("engage redirector")
     _configure_logging(settings.log_level)
+    rules = machines.load_or_exit("engage redirector", settings.verdict_rules,
+                                  settings.verdict_extra_rules)
     if client is None:
         client = connect(settings.redis_url, timeout=2.0)
     services = Services(
@@ -84,7 +89,8 @@ def create_app(settings: config.Settings | None = None,
                  settings.link_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,
                     settings.ip_addresses),
-        open_lookup(settings.geoip_db))
+        open_lookup(settings.geoip_db),
+        Judge(client, settings.key_prefix, rules, thresholds(settings), settings.trap_window))
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if settings.proxy_hops:
@@ -162,12 +168,17 @@ def _client_facts(services: Services) -> RequestFacts:
 
 
 def _record(services: Services, kind: str, resolved: Any) -> None:
-    """Append the event; a failure loses the event (logged), never the answer."""
+    """Judge the raw request, append the event; a failure loses the event (logged), never
+    the answer."""
     g.event = kind
+    now = g.get("now") or time.time()
+    facts = _client_facts(services)
+    judged = services.judge.judge(kind, request.method, facts.ip_address, facts.user_agent,
+                                  resolved, now)
     try:
-        facts = mask_facts(_client_facts(services), services.settings.ip_addresses,
-                           services.settings.user_agents)
-        services.events.append(build_event(kind, resolved, facts, time.time()))
+        masked = mask_facts(facts, services.settings.ip_addresses, services.settings.user_agents)
+        services.events.append(build_event(kind, resolved, masked, now, judged.engage))
+        services.judge.remember(judged, resolved)
     except EventError as exc:
         g.event = f"{kind}-lost"
         log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
@@ -181,8 +192,12 @@ def _click(services: Services) -> Callable[[str], Response]:
     return click
 
 
+def _click_state(services: Services, url: str | None = None) -> Any:
+    return services.judge.click_state(g.get("now") or time.time(), request.remote_addr or "", url)
+
+
 def _stored_redirect(services: Services, token: str) -> Response:
-    resolved = services.links.resolve(token)
+    resolved = services.links.resolve(token, also=_click_state(services))
     location = safe_location(resolved.link.url) if resolved and resolved.link else None
     if location is None:
         abort(404)
@@ -205,7 +220,7 @@ def _v1_click(services: Services) -> Callable[[str], Response]:
         location = safe_location(url)
         if location is None:
             abort(400)
-        resolved = services.links.resolve(tracking_id)
+        resolved = services.links.resolve(tracking_id, also=_click_state(services, url))
         if resolved is None:
             g.event = "unknown"
         else:
@@ -326,6 +341,7 @@ def _error_handler(exc: Exception) -> Any:
 
 def _start_clock() -> None:
     g.started = time.perf_counter()
+    g.now = time.time()
 
 
 def _log_path() -> str:

@@ -133,7 +133,8 @@ def test_a_milter_host_gets_no_flask_and_a_web_host_no_libmilter(debs):
 def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
     common, milter, web = (contents(debs[p]) for p in PACKAGES[1:])
     assert {"/etc/engage/engage.conf", "/usr/bin/engage", "/usr/lib/sysusers.d/engage.conf",
-            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/man/man8/engage.8.gz"} <= set(common)
+            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/man/man8/engage.8.gz",
+            "/usr/share/engage/machines.conf"} <= set(common)
     assert {"/usr/bin/engage-milter", "/lib/systemd/system/engage-milter.service",
             "/usr/share/man/man8/engage-milter.8.gz",
             "/usr/share/doc/engage-milter/examples/main.cf.engage",

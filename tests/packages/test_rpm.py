@@ -58,7 +58,7 @@ def test_rpm_qlp_lists_what_each_package_installs(rpms):
     assert common["/etc/engage/engage.conf"] == "cn -rw-r----- root:engage"  # %config(noreplace)
     assert common["/run/engage"] == "g drwxr-x--- engage:engage"
     assert {"/usr/bin/engage", "/usr/lib/sysusers.d/engage.conf",
-            "/usr/lib/tmpfiles.d/engage.conf"} <= set(common)
+            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/engage/machines.conf"} <= set(common)
     assert {"/usr/bin/engage-milter",
             "/usr/lib/systemd/system/engage-milter.service"} <= set(milter)
     assert any(p.endswith("/engage_milter/filter.py") for p in milter)
