@@ -1,4 +1,5 @@
-"""``engage``: the administrator's command. ``engage doctor`` checks a live installation.
+"""``engage``: the administrator's command. ``engage doctor`` checks a live installation;
+``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -6,11 +7,15 @@ Imports neither Flask nor pymilter, so it runs on every engage host.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 
 from engage import doctor
 from engage import settings as settings_mod
+from engage.dashboard.passwords import make_hash
+
+MIN_PASSWORD = 8
 
 
 def _topics(text: str) -> frozenset[str]:
@@ -47,11 +52,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per network check (default 5)")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    user = sub.add_parser(
+        "dashboard-user", help="print a [dashboard] users entry (name:password hash)",
+        description="Ask for a password (twice) and print NAME:HASH, the entry to add to "
+        "[dashboard] users in the settings file (entries are separated by commas). The "
+        "password itself is stored nowhere.")
+    user.add_argument("name", help="the login name (letters, digits, ._@+-)")
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read the password from the first line of standard input")
+    user.add_argument("--method", choices=("scrypt", "pbkdf2"), default="scrypt",
+                      help="hash function (default scrypt)")
     return parser.parse_args(argv)
+
+
+def dashboard_user(args: argparse.Namespace) -> int:
+    if not settings_mod.USER_NAME.fullmatch(args.name):
+        print("engage: the name may hold letters, digits and ._@+- only", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("engage: the passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < MIN_PASSWORD:
+        print(f"engage: use at least {MIN_PASSWORD} characters", file=sys.stderr)
+        return 1
+    print(f"{args.name}:{make_hash(password, args.method)}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "dashboard-user":
+        return dashboard_user(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
                              skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
     findings = doctor.run(options)

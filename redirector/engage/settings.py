@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
+from engage.dashboard.passwords import parse_hash
+
 DEFAULT_CONFIG = "/etc/engage/engage.conf"
 EX_CONFIG = 78
 
@@ -47,9 +49,12 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("dashboard", "enabled"): "ENGAGE_DASHBOARD_ENABLED",
+    ("dashboard", "users"): "ENGAGE_DASHBOARD_USERS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+USER_NAME = re.compile(r"[\w.@+-]{1,64}")  # a dashboard login name
 MILTER_SOCKET = re.compile(r"^(unix|local):/.+$|^inet6?:\d{1,5}(@[\w.:\[\]-]+)?$")
 
 
@@ -88,6 +93,8 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    dashboard_enabled: bool = False
+    dashboard_users: tuple[tuple[str, str], ...] = ()  # (name, password hash)
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -201,6 +208,25 @@ def _parse_signing_key(text: str) -> str:
     return key
 
 
+def _parse_users(text: str) -> tuple[tuple[str, str], ...]:
+    users: dict[str, str] = {}
+    for entry in re.split(r"[,\s]+", text.strip()):
+        if not entry:
+            continue
+        name, colon, stored = entry.partition(":")
+        if not colon or not USER_NAME.fullmatch(name):
+            raise ValueError(f"{entry[:20]!r}...: expected name:hash (letters, digits, ._@+- "
+                             "in the name), from `engage dashboard-user NAME`")
+        if name in users:
+            raise ValueError(f"user {name!r} is listed twice")
+        try:
+            parse_hash(stored)
+        except ValueError as exc:
+            raise ValueError(f"user {name!r}: {exc}") from None
+        users[name] = stored
+    return tuple(users.items())
+
+
 # (section, key, field name, parser)
 SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "socket", "milter_socket", _parse_socket),
@@ -231,6 +257,8 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("dashboard", "enabled", "dashboard_enabled", _parse_bool),
+    ("dashboard", "users", "dashboard_users", _parse_users),
     ("log", "level", "log_level", _parse_level),
 )
 KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
@@ -266,6 +294,9 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
         except ValueError as exc:
             raise SettingsError(f"{where}: {exc}") from None
     values["tracking_domains"] = _tracking_domains(parser, source)
+    if values.get("dashboard_enabled") and not values.get("dashboard_users"):
+        raise SettingsError(f"{source}: [dashboard] users: enabled = yes needs at least one "
+                            "user (make one with: engage dashboard-user NAME)")
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -312,6 +343,8 @@ def describe(settings: Settings) -> str:
             value = f"({len(value)} keys)"
         elif name == "url_signing_key":
             value = "(set)" if value else ""
+        elif name == "dashboard_users":
+            value = ", ".join(user for user, _ in value)  # never the hashes
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         lines.append(f"{section}.{key} = {value}")

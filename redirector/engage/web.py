@@ -8,6 +8,8 @@ family answers from the same store: ``/v1/track/open/<email_id>`` as ``/o``,
 a valid ``sig`` (else 400, never a redirect); the client IP
 comes from X-Forwarded-For only through ``proxy_hops`` trusted proxies; one access-log
 line per request, tokens shortened. Routes live under the path of every tracking URL.
+With ``[dashboard] enabled`` the dashboard page (engage.dashboard) answers ``/dashboard``
+to its users' HTTP Basic login, and those credentials open the JSON APIs too.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import redis
-from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engage import settings as config
+from engage.dashboard import assets
+from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.geoip import Lookup, open_lookup
@@ -48,12 +52,14 @@ PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
         "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
 PAGES = {400: ("Bad request", "This link is not valid."),
          403: ("Forbidden", "Too many requests from your address. Please try again later."),
+         401: ("Login required", "This page needs a dashboard login."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
 JSON_ENDPOINTS = ("events_message", "message_status", "healthz")
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
+DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ def create_app(settings: config.Settings | None = None,
         open_lookup(settings.geoip_db))
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.dashboard_enabled:
+        app.extensions[DASHBOARD] = Login(dict(settings.dashboard_users), RateLimiter(
+            client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW))
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
@@ -93,6 +102,7 @@ def create_app(settings: config.Settings | None = None,
         app.add_url_rule("/healthz", "healthz", _healthz(services))
     app.register_error_handler(Exception, _error_handler)
     app.before_request(_start_clock)
+    app.after_request(_challenge)
     app.after_request(_access_line)
     return app
 
@@ -121,6 +131,11 @@ def _blueprint(services: Services) -> Blueprint:
     blueprint.add_url_rule("/api/v1/messages/<email_id>", "message_status",
                            _message_api(services))
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
+    if services.settings.dashboard_enabled:
+        view = _dashboard(assets.load())
+        blueprint.add_url_rule("/dashboard", "dashboard", view)
+        blueprint.add_url_rule("/dashboard/", "dashboard_slash", view, defaults={"name": ""})
+        blueprint.add_url_rule("/dashboard/<name>", "dashboard_file", view)
     return blueprint
 
 
@@ -222,12 +237,40 @@ def _pixel(services: Services, kind: str) -> Callable[[str], Response]:
 
 
 def _authorized(keys: tuple[str, ...], given: str) -> bool:
-    """Compare against every key in constant time (no early exit on a match)."""
+    """Compare against every key in constant time (no early exit on a match); with the
+    dashboard on, its users' Basic credentials count too (the page calls the APIs)."""
     candidate = given.strip().encode()
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.encode())
-    return matched
+    return matched or _dashboard_user(given) is not None
+
+
+def _dashboard_user(authorization: str) -> str | None:
+    login = current_app.extensions.get(DASHBOARD)
+    return login.check(authorization, request.remote_addr or "") if login else None
+
+
+def _dashboard(files: dict[str, assets.Asset]) -> Callable[..., Response]:
+    """The page at .../dashboard (its relative URLs need exactly that), its files below."""
+    def dashboard(name: str | None = None) -> Response:
+        if name == "":
+            return ExactRedirect("../dashboard")
+        if _dashboard_user(request.headers.get("Authorization", "")) is None:
+            abort(401)
+        found = files.get(assets.PAGE if name is None else name)
+        if found is None or name == assets.PAGE:
+            abort(404)
+        g.event = "dashboard"
+        return Response(found.body, content_type=found.content_type, headers=assets.HEADERS)
+    return dashboard
+
+
+def _challenge(response: Response) -> Response:
+    """With the dashboard on, a 401 (page or API) asks the browser for the Basic login."""
+    if response.status_code == 401 and DASHBOARD in current_app.extensions:
+        response.headers.setdefault("WWW-Authenticate", CHALLENGE)
+    return response
 
 
 def _events_api(services: Services) -> Callable[[], Any]:
