@@ -47,6 +47,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("metrics", "retention_days"): "ENGAGE_METRICS_RETENTION_DAYS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,6 +89,7 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    metrics_retention_days: int = 400
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -231,6 +233,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("metrics", "retention_days", "metrics_retention_days", _parse_int(0, 3660)),
     ("log", "level", "log_level", _parse_level),
 )
 KNOWN_SECTIONS = {section for section, *_ in SCHEMA} | {"tracking_domains"}
