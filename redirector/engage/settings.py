@@ -49,6 +49,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("metrics", "retention_days"): "ENGAGE_METRICS_RETENTION_DAYS",
     ("dashboard", "enabled"): "ENGAGE_DASHBOARD_ENABLED",
     ("dashboard", "users"): "ENGAGE_DASHBOARD_USERS",
 }
@@ -93,6 +94,7 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    metrics_retention_days: int = 400
     dashboard_enabled: bool = False
     dashboard_users: tuple[tuple[str, str], ...] = ()  # (name, password hash)
     log_level: str = "INFO"
@@ -257,6 +259,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("metrics", "retention_days", "metrics_retention_days", _parse_int(0, 3660)),
     ("dashboard", "enabled", "dashboard_enabled", _parse_bool),
     ("dashboard", "users", "dashboard_users", _parse_users),
     ("log", "level", "log_level", _parse_level),

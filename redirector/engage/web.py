@@ -35,6 +35,8 @@ from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.geoip import Lookup, open_lookup
 from engage.links import Link, LinkStore, StoreError
+from engage.metricsapi import GROUPS, parse_metrics_query
+from engage.metricsapi import run as metrics_run
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
 from engage.trackapi import message_status, signed
@@ -56,7 +58,9 @@ PAGES = {400: ("Bad request", "This link is not valid."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
-JSON_ENDPOINTS = ("events_message", "message_status", "healthz")
+METRICS_ROUTE = "/api/v1/metrics/deliverability"
+JSON_ENDPOINTS = ("events_message", "message_status", "healthz",
+                  *(f"metrics_{tail or 'summary'}" for tail in GROUPS))
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
@@ -84,7 +88,7 @@ def create_app(settings: config.Settings | None = None,
         settings, client,
         LinkStore(client, settings.key_prefix, settings.link_retention_days),
         EventLog(client, settings.key_prefix, settings.events_retention_days,
-                 settings.link_retention_days),
+                 settings.link_retention_days, settings.metrics_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window),
         open_lookup(settings.geoip_db))
     app = Flask(__name__)
@@ -130,6 +134,9 @@ def _blueprint(services: Services) -> Blueprint:
     blueprint.add_url_rule("/api/v1/events/message", "events_message", _events_api(services))
     blueprint.add_url_rule("/api/v1/messages/<email_id>", "message_status",
                            _message_api(services))
+    for tail in GROUPS:
+        blueprint.add_url_rule(f"{METRICS_ROUTE}/{tail}".rstrip("/"),
+                               f"metrics_{tail or 'summary'}", _metrics_api(services, tail))
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
     if services.settings.dashboard_enabled:
         view = _dashboard(assets.load())
@@ -287,6 +294,19 @@ def _events_api(services: Services) -> Callable[[], Any]:
             page.results, page.total_count, links)
         return Response(body, mimetype="application/json")
     return events_message
+
+
+def _metrics_api(services: Services, group: str) -> Callable[[], Any]:
+    def metrics() -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        now = time.time()
+        query = parse_metrics_query(group, {name: request.args[name] for name in request.args},
+                                    now)
+        return jsonify(results=metrics_run(services.client, services.settings.key_prefix, query,
+                                           now, services.settings.metrics_retention_days))
+    return metrics
 
 
 def _message_api(services: Services) -> Callable[[str], Any]:
