@@ -145,7 +145,8 @@
   }
 
   function cell(label, text, metric) {
-    var td = el("td", metric ? "num" : "", text);
+    var td = el("td", metric ? "num" : "");
+    td.appendChild(el("span", "value", text));
     td.setAttribute("data-label", label);
     if (metric) { td.setAttribute("data-metric", metric); }
     return td;
@@ -387,7 +388,8 @@
       getJSON("api/v1/metrics/deliverability/campaign", metricsParams(range, TOTALS))
         .then(function (data) { renderCampaigns(data.results); showError("campaigns", null); },
           function (error) { showError("campaigns", error); throw error; }),
-      getJSON("api/v1/metrics/deliverability/link-name", metricsParams(range, LINK_METRICS))
+      getJSON("api/v1/metrics/deliverability/link-name",
+        metricsParams(range, LINK_METRICS, {order_by: "count_clicked", limit: String(TOP_LINKS)}))
         .then(function (data) { renderLinks(data.results); showError("links", null); },
           function (error) { showError("links", error); throw error; }),
       getJSON("api/v1/metrics/deliverability/time-series",
@@ -400,6 +402,9 @@
     return Promise.all(jobs).then(function () {
       $("#status").textContent = minuteText(range.from).replace("T", " ") + " to " +
         minuteText(range.to).replace("T", " ") + " UTC, updated " + stamp();
+      mark("from", minuteText(range.from));  // the range the numbers shown are for
+      mark("to", minuteText(range.to));
+      mark("precision", precision);
       mark("metrics", "ready");
     }, function (error) {
       $("#status").textContent = "Could not load the numbers: " + error.message;
