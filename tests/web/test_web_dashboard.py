@@ -20,6 +20,7 @@ PASSWORD = "correct horse battery"
 USERS = (("ada", generate_password_hash(PASSWORD, "pbkdf2:sha256:1000")),
          ("bob", generate_password_hash("bobs password", "pbkdf2:sha256:1000")))
 EVENTS = "/api/v1/events/message"
+METRICS = "/api/v1/metrics/deliverability/campaign?from=2026-01-01T00:00&metrics=count_sent"
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -40,9 +41,10 @@ def test_off_by_default_every_dashboard_url_is_404(client, path):
     assert "WWW-Authenticate" not in response.headers
 
 
-def test_off_basic_credentials_do_not_open_the_api_and_401_asks_no_browser_login(make_app):
+@pytest.mark.parametrize("path", [EVENTS, METRICS])
+def test_off_basic_credentials_do_not_open_the_apis_and_401_asks_no_browser_login(make_app, path):
     client = make_app(dashboard_users=USERS).test_client()  # users listed, dashboard off
-    response = client.get(EVENTS, headers=basic("ada", PASSWORD))
+    response = client.get(path, headers=basic("ada", PASSWORD))
     assert response.status_code == 401
     assert "WWW-Authenticate" not in response.headers
 
@@ -110,10 +112,11 @@ def test_the_script_never_writes_markup():
     assert "textContent" in script
 
 
-def test_dashboard_login_opens_the_json_apis_and_api_401s_ask_for_it(on, make_app):
-    assert on.get(EVENTS, headers=basic("ada", PASSWORD)).status_code == 200
-    assert on.get(EVENTS, headers={"Authorization": "test-key-1"}).status_code == 200
-    refused = on.get(EVENTS, headers=basic("ada", "nope"))
+@pytest.mark.parametrize("path", [EVENTS, METRICS])
+def test_dashboard_login_opens_the_json_apis_and_api_401s_ask_for_it(on, path):
+    assert on.get(path, headers=basic("ada", PASSWORD)).status_code == 200
+    assert on.get(path, headers={"Authorization": "test-key-1"}).status_code == 200
+    refused = on.get(path, headers=basic("ada", "nope"))
     assert refused.status_code == 401 and refused.json["errors"][0]["message"] == "Unauthorized."
     assert refused.headers["WWW-Authenticate"] == CHALLENGE
 
