@@ -1,5 +1,6 @@
 """``engage``: the administrator's command. ``engage doctor`` checks a live installation;
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
+``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from collections.abc import Sequence
 
-from engage import doctor
+import redis
+
+from engage import doctor, metricsrebuild
 from engage import settings as settings_mod
 from engage.dashboard.passwords import make_hash
 
@@ -52,6 +56,57 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per network check (default 5)")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    _metrics_parser(sub)
+    _dashboard_user_parser(sub)
+    return parser.parse_args(argv)
+
+
+def _hour(text: str) -> int:
+    hour = metricsrebuild.parse_hour(text)
+    if hour is None:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DDTHH:MM (UTC), got {text!r}")
+    return hour
+
+
+def _metrics_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    metrics = sub.add_parser("metrics", help="maintain the metrics aggregates")
+    actions = metrics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild", help="recompute the aggregates of a window from the raw events",
+        description="Recompute the opens/clicks aggregates of the whole UTC hours from FROM "
+        "to TO (exclusive) from the raw events, applying the verdict overrides; sent counts "
+        "are kept. Raw events older than [events] retention_days are gone: such a window is "
+        "refused. The current hour is left to the live counters.")
+    rebuild.add_argument("--from", dest="start", type=_hour, required=True,
+                         metavar="YYYY-MM-DDTHH:MM", help="first hour (UTC; minutes ignored)")
+    rebuild.add_argument("--to", dest="end", type=_hour, metavar="YYYY-MM-DDTHH:MM",
+                         help="end, exclusive (UTC; default: the start of the current hour)")
+    rebuild.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+
+
+def metrics_rebuild(args: argparse.Namespace) -> int:
+    from engage.redisconn import connect
+
+    settings = settings_mod.load_or_exit("engage", args.config)
+    now = time.time()
+    client = connect(settings.redis_url, timeout=30.0)
+    try:
+        report = metricsrebuild.rebuild(client, settings.key_prefix, args.start,
+                                        int(now) if args.end is None else args.end,
+                                        settings.metrics_retention_days, now)
+    except metricsrebuild.RebuildError as exc:
+        print(f"engage: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"engage: rebuild failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"rebuilt {report.hours} hours ({report.first_hour}:00Z to {report.last_hour}:59Z) "
+          f"from {report.events} events, {report.overrides} verdict overrides applied, "
+          f"{report.flags_fixed} message flags corrected")
+    return 0
+
+
+def _dashboard_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     user = sub.add_parser(
         "dashboard-user", help="print a [dashboard] users entry (name:password hash)",
         description="Ask for a password (twice) and print NAME:HASH, the entry to add to "
@@ -62,7 +117,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="read the password from the first line of standard input")
     user.add_argument("--method", choices=("scrypt", "pbkdf2"), default="scrypt",
                       help="hash function (default scrypt)")
-    return parser.parse_args(argv)
 
 
 def dashboard_user(args: argparse.Namespace) -> int:
@@ -85,6 +139,8 @@ def dashboard_user(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "metrics":
+        return metrics_rebuild(args)
     if args.command == "dashboard-user":
         return dashboard_user(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
