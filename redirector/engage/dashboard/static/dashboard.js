@@ -261,10 +261,12 @@
       label.textContent = numbers.format(value);
       chart.appendChild(label);
     }
-    var ticks = Math.min(points.length, width < 500 ? 3 : 6);
-    for (var k = 0; k < ticks; k++) {
-      var index = ticks > 1 ? Math.round(k * (points.length - 1) / (ticks - 1)) : 0;
-      var anchor = ticks > 1 && k === 0 ? "start" : ticks > 1 && k === ticks - 1 ? "end" : "middle";
+    // Evenly spaced time labels: every step-th bucket.
+    var most = width < 500 ? 3 : 7;
+    var step = Math.max(1, Math.ceil((points.length - 1) / (most - 1)));
+    for (var index = 0; index < points.length; index += step) {
+      var anchor = points.length === 1 ? "middle" : index === 0 ? "start" :
+        index === points.length - 1 ? "end" : "middle";
       var tick = svg("text", {x: x(index), y: height - 8, "class": "axis", "text-anchor": anchor});
       tick.textContent = tickText(points[index].t, series.precision);
       chart.appendChild(tick);
