@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from werkzeug.security import generate_password_hash
 
+from engage import settings as config
 from support.procs import http_get
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,13 +205,26 @@ def send_and_engage(postfix: Any, base: str) -> dict[str, Any]:
     return mail
 
 
+def settings_file(engage_tmp: Path) -> Path:
+    """The redirector's settings. Our recipients open and click within a second of the
+    send, which the verdicts' timing rules (when this tree has them) would call machine
+    traffic: they are turned off, so only the user agent and HEAD mark the scanner."""
+    path = engage_tmp / "dashboard.conf"
+    known = {(section, key) for section, key, *_ in config.SCHEMA}
+    timing = [("verdicts", "fast_click_seconds"), ("verdicts", "fast_open_seconds")]
+    lines = ["[verdicts]", *(f"{key} = 0" for _, key in timing)] if set(timing) <= known else []
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, postfix_sandbox,
-                                              chromium):
+                                              chromium, engage_tmp):
     from selenium.webdriver.support.ui import WebDriverWait
 
     users = f"{USER}:{generate_password_hash(PASSWORD, 'pbkdf2:sha256:20000')}"
     redirector = start_redirector({"ENGAGE_DASHBOARD_ENABLED": "yes",
-                                   "ENGAGE_DASHBOARD_USERS": users})
+                                   "ENGAGE_DASHBOARD_USERS": users,
+                                   "ENGAGE_CONFIG": str(settings_file(engage_tmp))})
     base, key = redirector.public_url, redirector.api_key
     postfix = postfix_sandbox(start_milter({"ENGAGE_TRACKING_URL": base}))
     mail = send_and_engage(postfix, base)
@@ -286,6 +300,13 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
         verdict = (event.get("engage") or {}).get("verdict", "human")
         assert (item["verdict"], item["badge"]) == (verdict, VERDICT_TEXT[verdict])
         assert item["campaign"] == event["campaign_id"]
+
+    if any("engage" in event for event in events):  # verdicts are kept: the scanner's two
+        # clicks count with machines only, so the two click rates of spring-sale differ.
+        assert [e["engage"]["verdict"] for e in events if e["rcpt_to"] == "a3@example.org"] == [
+            "scanner", "scanner"]
+        assert (shown[SPRING]["click_rate"], shown[SPRING]["click_rate_human"]) == (
+            "66.7%", "33.3%")
 
     # Markup in a campaign id stayed text: nothing injected, no alert (Selenium would raise).
     assert snap["injected"] == 0 and snap["scripts"] == 1

@@ -264,13 +264,19 @@
     // Evenly spaced time labels: every step-th bucket.
     var most = width < 500 ? 3 : 7;
     var step = Math.max(1, Math.ceil((points.length - 1) / (most - 1)));
-    for (var index = 0; index < points.length; index += step) {
+    var labelled = [];
+    for (var index = 0; index < points.length; index += step) { labelled.push(index); }
+    var last = points.length - 1, gap = series.precision === "hour" ? 110 : 70;
+    if (labelled[labelled.length - 1] !== last && x(last) - x(labelled[labelled.length - 1]) > gap) {
+      labelled.push(last);  // the newest bucket too, when its label has room
+    }
+    labelled.forEach(function (index) {
       var anchor = points.length === 1 ? "middle" : index === 0 ? "start" :
-        index === points.length - 1 ? "end" : "middle";
+        index === last ? "end" : "middle";
       var tick = svg("text", {x: x(index), y: height - 8, "class": "axis", "text-anchor": anchor});
       tick.textContent = tickText(points[index].t, series.precision);
       chart.appendChild(tick);
-    }
+    });
     SERIES.forEach(function (s) {
       var total = 0;
       var d = points.map(function (p, i) {
