@@ -218,7 +218,8 @@ def settings_file(engage_tmp: Path) -> Path:
 
 
 def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, postfix_sandbox,
-                                              chromium, engage_tmp):
+                                              chromium, engage_tmp, redis_client):
+    """redis_client: the session's Redis starts empty (earlier tests' counts would add up)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     users = f"{USER}:{generate_password_hash(PASSWORD, 'pbkdf2:sha256:20000')}"

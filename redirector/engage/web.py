@@ -53,8 +53,8 @@ REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
         "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
 PAGES = {400: ("Bad request", "This link is not valid."),
-         403: ("Forbidden", "Too many requests from your address. Please try again later."),
          401: ("Login required", "This page needs a dashboard login."),
+         403: ("Forbidden", "Too many requests from your address. Please try again later."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
