@@ -91,6 +91,7 @@ def test_lists_metrics_and_their_order():
     ("", {"from": "2024-05-01T00:00", "precision": "5min"}, "precision"),
     ("", {"from": "2024-05-01T00:00", "query_filters": "{}"}, "query_filters"),
     ("time-series", {"from": "2024-05-01T00:00", "limit": "3"}, "limit"),
+    ("time-series", {"from": "2023-01-01T00:00", "precision": "hour"}, "precision"),
     ("campaign", {"from": "2024-05-01T00:00", "limit": "10001"}, "limit"),
     ("campaign", {"from": "2024-05-01T00:00", "limit": "-1"}, "limit"),
     ("", {"from": "2024-05-01T00:00", "timezone": "Australia/Adelaide"}, "timezone"),

@@ -32,6 +32,7 @@ SUB_HOUR = ("1min", "5min", "15min")
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1000
 MAX_DAYS = 3700
+MAX_HOURS = 10_000  # periods of an hourly time-series (416 days)
 HOUR = aggregates.HOUR
 # SparkPost metrics that need delivery data engage never sees (it sits before the MTA).
 NOT_KEPT = frozenset((
@@ -121,6 +122,9 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
     if end_at - start_at > MAX_DAYS * 86400:
         raise BadParameter("from", f"the window may span at most {MAX_DAYS} days")
     precision = _parse_precision(args, group, end_at - start_at)
+    if group == "time-series" and precision == "hour" and end_at - start_at > MAX_HOURS * HOUR:
+        raise BadParameter("precision", f"at most {MAX_HOURS} hours per series: use 12hr, "
+                           "day, week or month for this window")
     for moment in (start_at, end_at):
         _whole_hour_offset(zone, moment)
     metrics = _parse_metrics(args, group, delimiter)
