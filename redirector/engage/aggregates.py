@@ -57,8 +57,10 @@ CODES = frozenset(SENT.values()) | frozenset(ENGAGEMENT.values())
 UPDATE_LUA = """
 do
   local st, e, l, dims, human = KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[9] == '1'
-  local function add(code) redis.call('HINCRBY', e, code .. dims, 1) end
-  local function link(code) redis.call('HINCRBY', l, code .. ARGV[10], 1) end
+  local fresh = {}  -- a counter that starts at 1 may be the key's first: set its expiry
+  local function bump(key, field) if redis.call('HINCRBY', key, field, 1) == 1 then fresh[key] = 1 end end
+  local function add(code) bump(e, code .. dims) end
+  local function link(code) bump(l, code .. ARGV[10]) end
   local function once(flag) return redis.call('HSETNX', st, flag, score) == 1 end
   local function lacks(flag) return redis.call('HEXISTS', st, flag) == 0 end
   if ARGV[5] == 'c' then
@@ -70,7 +72,6 @@ do
       if once('hc') then add('nuc') if lacks('hr') then add('nuo') end end
       if once('hk' .. ARGV[11]) then link('nuc') end
     end
-    redis.call('EXPIREAT', l, ARGV[12])
   else
     add('r')
     if new == 1 then add('ur') if lacks('clicked_at') then add('uo') end end
@@ -81,7 +82,7 @@ do
       if ARGV[5] == 'i' then add('ni') if once('hi') then add('nui') end end
     end
   end
-  redis.call('EXPIREAT', e, ARGV[12])
+  for key in pairs(fresh) do redis.call('EXPIREAT', key, ARGV[12]) end
 end
 """
 

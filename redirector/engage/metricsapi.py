@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import groupby
 from typing import Any
 
 import redis
@@ -31,6 +32,7 @@ SUB_HOUR = ("1min", "5min", "15min")
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1000
 MAX_DAYS = 3700
+MAX_HOURS = 10_000  # periods of an hourly time-series (416 days)
 HOUR = aggregates.HOUR
 # SparkPost metrics that need delivery data engage never sees (it sits before the MTA).
 NOT_KEPT = frozenset((
@@ -46,6 +48,44 @@ NOT_KEPT = frozenset((
 
 ALL_METRICS = frozenset(aggregates.SENT) | frozenset(aggregates.ENGAGEMENT) | frozenset(
     aggregates.LINKS)
+
+
+# Sums bucket hashes next to the data: KEYS are the buckets, ARGV[1] how many consecutive
+# KEYS make each output group ("24,24,..."), ARGV[2..] the field codes wanted. Returns
+# per group: the number of fields, then field, total, field, total ... A call reads at
+# most CHUNK_HOURS hours of buckets, so no call holds Redis for long (~10 ms for 48
+# hours of 20 campaign-domain pairs).
+SUM_LUA = """
+local wanted, keep, out, k = {}, {}, {}, 1
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+for size in string.gmatch(ARGV[1], '%d+') do
+  local sums, order = {}, {}
+  for _ = 1, tonumber(size) do
+    local flat = redis.call('HGETALL', KEYS[k])
+    k = k + 1
+    for i = 1, #flat, 2 do
+      local field = flat[i]
+      local wants = keep[field]  -- the same fields recur every hour: decide once
+      if wants == nil then
+        local bar = string.find(field, '|', 1, true)
+        wants = bar ~= nil and wanted[string.sub(field, 1, bar - 1)] == true
+        keep[field] = wants
+      end
+      if wants then
+        if not sums[field] then sums[field] = 0 order[#order + 1] = field end
+        sums[field] = sums[field] + tonumber(flat[i + 1])
+      end
+    end
+  end
+  out[#out + 1] = #order
+  for _, field in ipairs(order) do
+    out[#out + 1] = field
+    out[#out + 1] = sums[field]
+  end
+end
+return out
+"""
+CHUNK_HOURS = 48
 
 
 @dataclass(frozen=True)
@@ -88,6 +128,9 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
     if end_at - start_at > MAX_DAYS * 86400:
         raise BadParameter("from", f"the window may span at most {MAX_DAYS} days")
     precision = _parse_precision(args, group, end_at - start_at)
+    if group == "time-series" and precision == "hour" and end_at - start_at > MAX_HOURS * HOUR:
+        raise BadParameter("precision", f"at most {MAX_HOURS} hours per series: use 12hr, "
+                           "day, week or month for this window")
     for moment in (start_at, end_at):
         _whole_hour_offset(zone, moment)
     metrics = _parse_metrics(args, group, delimiter)
@@ -228,29 +271,52 @@ def hours(start: int, end: int) -> range:
     return range(start, end, HOUR)
 
 
-def read_buckets(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
-                 retention_days: int) -> list[tuple[int, str, dict[bytes, bytes]]]:
-    """(hour, kind, hash) for every bucket the query needs, in one pipelined round trip.
-    Hours older than the retention or more than a day ahead are known empty: not read."""
-    codes = {known_metrics(query.group)[name] for name in query.metrics}
+def read_sums(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
+              retention_days: int) -> list[tuple[str, dict[bytes, int]]]:
+    """(period label or "", {field: total}) over every bucket the query needs, summed by
+    SUM_LUA next to the data, in one pipelined round trip. Hours older than the retention
+    or more than a day ahead are known empty: not read."""
+    codes = sorted({known_metrics(query.group)[name] for name in query.metrics})
     kinds = ["l"] if query.group == "link-name" else (
-        (["s"] if "s" in codes else []) + (["e"] if codes - {"s"} else []))
+        (["s"] if "s" in codes else []) + (["e"] if set(codes) - {"s"} else []))
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
-    high = min(query.end, int(now + 86400))
-    wanted = [(hour, kind) for hour in hours(low, high) for kind in kinds]
+    wanted = list(hours(low, min(query.end, int(now + 86400))))
+    script = client.register_script(SUM_LUA)
     pipe = client.pipeline(transaction=False)
-    for hour, kind in wanted:
-        pipe.hgetall(aggregates.bucket_key(prefix, kind, aggregates.hour_of(hour)))
+    plan: list[list[str]] = []
+    for offset in range(0, len(wanted), CHUNK_HOURS):
+        keys, sizes, labels = [], [], []
+        for label, group in groupby(wanted[offset:offset + CHUNK_HOURS], key=lambda hour: (
+                period_label(hour, query.precision, query.zone)
+                if query.group == "time-series" else "")):
+            names = [aggregates.bucket_key(prefix, kind, aggregates.hour_of(hour))
+                     for hour in group for kind in kinds]
+            keys += names
+            sizes.append(str(len(names)))
+            labels.append(label)
+        script(keys=keys, args=[",".join(sizes), *codes], client=pipe)
+        plan.append(labels)
     try:
-        replies = pipe.execute() if wanted else []
+        replies = pipe.execute() if plan else []
     except redis.RedisError as exc:
         raise EventError(str(exc)) from exc
-    return [(hour, kind, reply) for (hour, kind), reply in zip(wanted, replies) if reply]
+    return [item for labels, flat in zip(plan, replies) for item in _unflatten(labels, flat)]
+
+
+def _unflatten(labels: list[str], flat: list[Any]) -> list[tuple[str, dict[bytes, int]]]:
+    """SUM_LUA's reply {n, field, total, ... n, field, total ...} as one dict per label."""
+    found, position = [], 0
+    for label in labels:
+        count = int(flat[position])
+        pairs = flat[position + 1:position + 1 + 2 * count]
+        found.append((label, {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}))
+        position += 1 + 2 * count
+    return found
 
 
 def summarize(query: MetricsQuery,
-              buckets: Iterable[tuple[int, str, Mapping[bytes, bytes]]]) -> list[dict[str, Any]]:
-    """The ``results`` list: totals per group (or per period), filters applied."""
+              sums: Iterable[tuple[str, Mapping[bytes, int]]]) -> list[dict[str, Any]]:
+    """The ``results`` list: totals per group (or per period label), filters applied."""
     wanted = known_metrics(query.group)
     codes = {wanted[name] for name in query.metrics}
     totals: dict[str, dict[str, int]] = {}
@@ -259,28 +325,28 @@ def summarize(query: MetricsQuery,
             totals.setdefault(period_label(hour, query.precision, query.zone), {})
     elif query.group == "":
         totals[""] = {}
-    for hour, _kind, fields in buckets:
+    for label, fields in sums:
         for raw, value in fields.items():
-            parts = aggregates.split_field(raw.decode("utf-8", "replace"))
-            if parts[0] not in codes or not _passes(query, parts):
+            found = _code_and_group(query, codes, raw)
+            if found is None:
                 continue
-            key = _group_key(query, hour, parts)
-            group = totals.setdefault(key, {})
-            group[parts[0]] = group.get(parts[0], 0) + int(value)
+            code, key = found
+            group = totals.setdefault(label if query.group == "time-series" else key, {})
+            group[code] = group.get(code, 0) + int(value)
     return _results(query, totals)
 
 
-def _passes(query: MetricsQuery, parts: list[str]) -> bool:
+def _code_and_group(query: MetricsQuery, codes: set[str], raw: bytes) -> tuple[str, str] | None:
+    """(field code, group value) of a field, or None when the query does not want it."""
+    parts = aggregates.split_field(raw.decode("utf-8", "replace"))
+    if len(parts) < 3 or parts[0] not in codes:
+        return None
     if query.campaigns is not None and parts[1] not in query.campaigns:
-        return False
-    return query.sending_domains is None or parts[2] in query.sending_domains
-
-
-def _group_key(query: MetricsQuery, hour: int, parts: list[str]) -> str:
-    if query.group == "time-series":
-        return period_label(hour, query.precision, query.zone)
-    column = {"": None, "campaign": 1, "sending-domain": 2, "link-name": 3}[query.group]
-    return "" if column is None else parts[column]
+        return None
+    if query.sending_domains is not None and parts[2] not in query.sending_domains:
+        return None
+    column = {"campaign": 1, "sending-domain": 2, "link-name": 3}.get(query.group)
+    return parts[0], "" if column is None or column >= len(parts) else parts[column]
 
 
 def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -300,4 +366,4 @@ def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dic
 
 def run(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
         retention_days: int) -> list[dict[str, Any]]:
-    return summarize(query, read_buckets(client, prefix, query, now, retention_days))
+    return summarize(query, read_sums(client, prefix, query, now, retention_days))

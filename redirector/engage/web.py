@@ -86,7 +86,8 @@ def create_app(settings: config.Settings | None = None,
         client = connect(settings.redis_url, timeout=2.0)
     services = Services(
         settings, client,
-        LinkStore(client, settings.key_prefix, settings.link_retention_days),
+        LinkStore(client, settings.key_prefix, settings.link_retention_days,
+                  settings.metrics_retention_days),
         EventLog(client, settings.key_prefix, settings.events_retention_days,
                  settings.link_retention_days, settings.metrics_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window),

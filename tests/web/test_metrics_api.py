@@ -23,7 +23,7 @@ from metrics_recount import (
     stream_events,
 )
 
-from engage import aggregates
+from engage import aggregates, metricsapi
 from engage.events import EventLog
 from engage.links import LinkStore
 
@@ -64,7 +64,11 @@ def windows(first_hour: int) -> list[tuple[int, int]]:
             (first_hour + 5 * 3600 + 1, first_hour + 6 * 3600 + 3599)]
 
 
-def test_every_metric_of_every_grouping_equals_the_recount(client, traffic, first_hour):
+@pytest.mark.parametrize("chunk", [metricsapi.CHUNK_HOURS, 5])
+def test_every_metric_of_every_grouping_equals_the_recount(client, traffic, first_hour, chunk,
+                                                           monkeypatch):
+    """(Also with Redis summing 5 hours per call: periods and groups span calls.)"""
+    monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
     sent, stream = traffic
     assert len(stream) > 150 and {e.get("engage", {}).get("verdict") for e in stream} >= {
         None, "human", "scanner", "privacy_proxy", "prefetch"}
@@ -106,7 +110,9 @@ def test_filters_and_the_separator_in_names(client, traffic, first_hour):
     assert "a|b%c" in by(rows, "campaign_id") and "footer|x" in by(links, "link_name")
 
 
-def test_time_series_by_day_in_a_time_zone(client, traffic, first_hour):
+@pytest.mark.parametrize("chunk", [metricsapi.CHUNK_HOURS, 7])
+def test_time_series_by_day_in_a_time_zone(client, traffic, first_hour, chunk, monkeypatch):
+    monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
     sent, stream = traffic
     zone = ZoneInfo("America/New_York")
     start, end = first_hour - 2 * 86400, first_hour + 12 * 3600
