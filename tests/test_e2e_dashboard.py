@@ -39,8 +39,8 @@ BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like G
               "Chrome/124.0 Safari/537.36")
 SCANNER_UA = "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))"
 LINKS = (("https://shop.example.com/sale?x=1", "cta"), ("https://shop.example.com/help", "footer"))
-TOTALS = ("count_sent", "count_unique_rendered", "count_unique_clicked",
-          "count_nonprefetched_unique_rendered", "count_nonprefetched_unique_clicked")
+TOTALS = ("count_sent", "count_unique_confirmed_opened", "count_unique_clicked",
+          "count_nonprefetched_unique_confirmed_opened", "count_nonprefetched_unique_clicked")
 SERIES = ("count_rendered", "count_nonprefetched_rendered", "count_clicked",
           "count_nonprefetched_clicked")
 LINK_METRICS = ("count_clicked", "count_unique_clicked", "count_nonprefetched_unique_clicked")
@@ -250,10 +250,10 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
     [total] = api(base, key, "/api/v1/metrics/deliverability", metrics=",".join(TOTALS),
                   **window)["results"]
     assert total["count_sent"] == 5  # what the test sent: the API saw the real messages
-    for metric in ("count_sent", "count_unique_rendered", "count_unique_clicked"):
+    for metric in ("count_sent", "count_unique_confirmed_opened", "count_unique_clicked"):
         assert shown_count(snap["summary"][metric]) == total[metric], metric
-    assert snap["summary"]["open"] == rate(total["count_unique_rendered"], 5)
-    assert snap["summary"]["open_human"] == rate(total["count_nonprefetched_unique_rendered"], 5)
+    assert snap["summary"]["open"] == rate(total["count_unique_confirmed_opened"], 5)
+    assert snap["summary"]["open_human"] == rate(total["count_nonprefetched_unique_confirmed_opened"], 5)
     assert snap["summary"]["click"] == rate(total["count_unique_clicked"], 5)
     assert snap["summary"]["click_human"] == rate(total["count_nonprefetched_unique_clicked"], 5)
 
@@ -266,13 +266,13 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
     for row in campaigns:
         cells, sent = shown[row["campaign_id"]], row["count_sent"]
         assert cells["name"] == row["campaign_id"]  # the markup one too: as text
-        for metric in ("count_sent", "count_unique_rendered", "count_unique_clicked"):
+        for metric in ("count_sent", "count_unique_confirmed_opened", "count_unique_clicked"):
             assert shown_count(cells[metric]) == row[metric], (row["campaign_id"], metric)
-        assert cells["open_rate"] == rate(row["count_unique_rendered"], sent)
-        assert cells["open_rate_human"] == rate(row["count_nonprefetched_unique_rendered"], sent)
+        assert cells["open_rate"] == rate(row["count_unique_confirmed_opened"], sent)
+        assert cells["open_rate_human"] == rate(row["count_nonprefetched_unique_confirmed_opened"], sent)
         assert cells["click_rate"] == rate(row["count_unique_clicked"], sent)
         assert cells["click_rate_human"] == rate(row["count_nonprefetched_unique_clicked"], sent)
-    assert shown[SPRING]["count_unique_rendered"] == "2"  # a1 and a2 loaded the pixel
+    assert shown[SPRING]["count_unique_confirmed_opened"] == "3"  # a1, a2 opened, a3 clicked
 
     # Top links = /deliverability/link-name.
     links = api(base, key, "/api/v1/metrics/deliverability/link-name",
@@ -303,11 +303,14 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
         assert item["campaign"] == event["campaign_id"]
 
     if any("engage" in event for event in events):  # verdicts are kept: the scanner's two
-        # clicks count with machines only, so the two click rates of spring-sale differ.
+        # clicks count with machines only, so the rates of spring-sale with and without
+        # machines differ.
         assert [e["engage"]["verdict"] for e in events if e["rcpt_to"] == "a3@example.org"] == [
             "scanner", "scanner"]
         assert (shown[SPRING]["click_rate"], shown[SPRING]["click_rate_human"]) == (
             "66.7%", "33.3%")
+        assert (shown[SPRING]["open_rate"], shown[SPRING]["open_rate_human"]) == (
+            "100.0%", "66.7%")
 
     # Markup in a campaign id stayed text: nothing injected, no alert (Selenium would raise).
     assert snap["injected"] == 0 and snap["scripts"] == 1

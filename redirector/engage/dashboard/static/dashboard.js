@@ -16,8 +16,8 @@
   var HOUR = 3600000;
   var DAY = 86400000;
   var SVG = "http://www.w3.org/2000/svg";
-  var TOTALS = ["count_sent", "count_unique_rendered", "count_unique_clicked",
-    "count_nonprefetched_unique_rendered", "count_nonprefetched_unique_clicked"];
+  var TOTALS = ["count_sent", "count_unique_confirmed_opened", "count_unique_clicked",
+    "count_nonprefetched_unique_confirmed_opened", "count_nonprefetched_unique_clicked"];
   var LINK_METRICS = ["count_clicked", "count_unique_clicked", "count_nonprefetched_unique_clicked"];
   var SERIES = [
     {metric: "count_rendered", label: "Opens", css: "opens"},
@@ -138,8 +138,8 @@
       if (node) { node.textContent = count(totals[metric] || 0); }
     });
     var sent = totals.count_sent || 0;
-    $('[data-rate="open"]').textContent = rate(totals.count_unique_rendered || 0, sent);
-    $('[data-rate="open_human"]').textContent = rate(totals.count_nonprefetched_unique_rendered || 0, sent);
+    $('[data-rate="open"]').textContent = rate(totals.count_unique_confirmed_opened || 0, sent);
+    $('[data-rate="open_human"]').textContent = rate(totals.count_nonprefetched_unique_confirmed_opened || 0, sent);
     $('[data-rate="click"]').textContent = rate(totals.count_unique_clicked || 0, sent);
     $('[data-rate="click_human"]').textContent = rate(totals.count_nonprefetched_unique_clicked || 0, sent);
   }
@@ -168,9 +168,9 @@
       tr.appendChild(name);
       var sent = row.count_sent || 0;
       tr.appendChild(cell("Sent", count(sent), "count_sent"));
-      tr.appendChild(cell("Unique opens", count(row.count_unique_rendered || 0), "count_unique_rendered"));
-      tr.appendChild(cell("Open rate", rate(row.count_unique_rendered || 0, sent), "open_rate"));
-      tr.appendChild(cell("Open rate, humans", rate(row.count_nonprefetched_unique_rendered || 0, sent), "open_rate_human"));
+      tr.appendChild(cell("Unique opens", count(row.count_unique_confirmed_opened || 0), "count_unique_confirmed_opened"));
+      tr.appendChild(cell("Open rate", rate(row.count_unique_confirmed_opened || 0, sent), "open_rate"));
+      tr.appendChild(cell("Open rate, humans", rate(row.count_nonprefetched_unique_confirmed_opened || 0, sent), "open_rate_human"));
       tr.appendChild(cell("Unique clicks", count(row.count_unique_clicked || 0), "count_unique_clicked"));
       tr.appendChild(cell("Click rate", rate(row.count_unique_clicked || 0, sent), "click_rate"));
       tr.appendChild(cell("Click rate, humans", rate(row.count_nonprefetched_unique_clicked || 0, sent), "click_rate_human"));
