@@ -1,6 +1,8 @@
 """``engage``: the administrator's command. ``engage doctor`` checks a live installation;
 ``engage forget <address>`` erases a recipient (engage.forget).
 ``engage verdicts`` recomputes verdicts and checks their rules (engage.verdictscli).
+``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
+``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -8,17 +10,22 @@ Imports neither Flask nor pymilter, so it runs on every engage host.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 import redis
 
-from engage import doctor, verdictscli
+from engage import doctor, metricsrebuild, verdictscli
 from engage import settings as settings_mod
+from engage.dashboard.passwords import make_hash
 from engage.forget import Forgetter, Summary
 from engage.redisconn import connect
 from engage.scrub import Address
+
+MIN_PASSWORD = 8
 
 
 def _topics(text: str) -> frozenset[str]:
@@ -70,6 +77,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     forget.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
     forget.add_argument("--json", action="store_true", help="print the summary as JSON")
     verdictscli.add_parser(sub)
+    _metrics_parser(sub)
+    _dashboard_user_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -111,12 +120,91 @@ def run_forget(args: argparse.Namespace) -> int:
     return 1 if summary.unknown_keys else 0
 
 
+def _hour(text: str) -> int:
+    hour = metricsrebuild.parse_hour(text)
+    if hour is None:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DDTHH:MM (UTC), got {text!r}")
+    return hour
+
+
+def _metrics_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    metrics = sub.add_parser("metrics", help="maintain the metrics aggregates")
+    actions = metrics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild", help="recompute the aggregates of a window from the raw events",
+        description="Recompute the opens/clicks aggregates of the whole UTC hours from FROM "
+        "to TO (exclusive) from the raw events, applying the verdict overrides; sent counts "
+        "are kept. Raw events older than [events] retention_days are gone: such a window is "
+        "refused. The current hour is left to the live counters.")
+    rebuild.add_argument("--from", dest="start", type=_hour, required=True,
+                         metavar="YYYY-MM-DDTHH:MM", help="first hour (UTC; minutes ignored)")
+    rebuild.add_argument("--to", dest="end", type=_hour, metavar="YYYY-MM-DDTHH:MM",
+                         help="end, exclusive (UTC; default: the start of the current hour)")
+    rebuild.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+
+
+def metrics_rebuild(args: argparse.Namespace) -> int:
+
+    settings = settings_mod.load_or_exit("engage", args.config)
+    now = time.time()
+    client = connect(settings.redis_url, timeout=30.0)
+    try:
+        report = metricsrebuild.rebuild(client, settings.key_prefix, args.start,
+                                        int(now) if args.end is None else args.end,
+                                        settings.metrics_retention_days, now)
+    except metricsrebuild.RebuildError as exc:
+        print(f"engage: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"engage: rebuild failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"rebuilt {report.hours} hours ({report.first_hour}:00Z to {report.last_hour}:59Z) "
+          f"from {report.events} events, {report.overrides} verdict overrides applied, "
+          f"{report.flags_fixed} message flags corrected")
+    return 0
+
+
+def _dashboard_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    user = sub.add_parser(
+        "dashboard-user", help="print a [dashboard] users entry (name:password hash)",
+        description="Ask for a password (twice) and print NAME:HASH, the entry to add to "
+        "[dashboard] users in the settings file (entries are separated by commas). The "
+        "password itself is stored nowhere.")
+    user.add_argument("name", help="the login name (letters, digits, ._@+-)")
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read the password from the first line of standard input")
+    user.add_argument("--method", choices=("scrypt", "pbkdf2"), default="scrypt",
+                      help="hash function (default scrypt)")
+
+
+def dashboard_user(args: argparse.Namespace) -> int:
+    if not settings_mod.USER_NAME.fullmatch(args.name):
+        print("engage: the name may hold letters, digits and ._@+- only", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("engage: the passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < MIN_PASSWORD:
+        print(f"engage: use at least {MIN_PASSWORD} characters", file=sys.stderr)
+        return 1
+    print(f"{args.name}:{make_hash(password, args.method)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "forget":
         return run_forget(args)
     if args.command == "verdicts":
         return verdictscli.run(args)
+    if args.command == "metrics":
+        return metrics_rebuild(args)
+    if args.command == "dashboard-user":
+        return dashboard_user(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
                              skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
     findings = doctor.run(options)

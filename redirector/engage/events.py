@@ -5,7 +5,8 @@ appends an event in one round trip (a Lua script: XADD to ``{p}events`` plus one
 sorted set per filterable value, see ``index_keys``, plus the message's status hash
 ``{p}ms:<message key>``: first open/click time by HSETNX, so two simultaneous first opens
 leave exactly one ``opened_at``, and counts) and trims everything older than the
-retention window (stream by MINID, indexes by score). Event ids are the stream
+retention window (stream by MINID, indexes by score); in the same script, the hourly
+metrics aggregates (engage.aggregates). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
 are never touched here: event retention cannot break a tracked link. Readers (``page``,
 ``fetch_json``) get recomputed verdicts (engage.overrides) in place of the stored ones.
@@ -22,7 +23,7 @@ from typing import Any
 
 import redis
 
-from engage import overrides
+from engage import aggregates, overrides
 from engage.links import Resolved, open_token, status_key
 
 TYPES = ("click", "open", "initial_open")
@@ -36,6 +37,7 @@ PAGE_CHUNK = 2000
 # to the retention window anyway, and EXPIRE drops an index that gets no new events.
 # With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
 # first open (or click) time is set only if absent, the count of that kind goes up.
+# With ARGV[8] set, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_LUA).
 APPEND_LUA = """
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local dash = string.find(id, '-', 1, true)
@@ -45,10 +47,14 @@ local trim = seq == 0 and tonumber(string.sub(id, dash - 2, dash - 1)) % 32 == 0
 local first = 2
 if ARGV[5] ~= '' then
   first = 3
-  redis.call('HSETNX', KEYS[2], ARGV[5] == 'c' and 'clicked_at' or 'opened_at', ARGV[6])
+  local new = redis.call('HSETNX', KEYS[2], ARGV[5] == 'c' and 'clicked_at' or 'opened_at', ARGV[6])
   local counts = {o = 'open_count', i = 'initial_open_count', c = 'click_count'}
-  redis.call('HINCRBY', KEYS[2], counts[ARGV[5]], 1)
+  local n = redis.call('HINCRBY', KEYS[2], counts[ARGV[5]], 1)
   if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+  if ARGV[8] then
+    first = 5
+""" + aggregates.UPDATE_LUA + """
+  end
 end
 for i = first, #KEYS do
   redis.call('ZADD', KEYS[i], score, id)
@@ -210,11 +216,13 @@ class EventLog:
     """Appends events to the stream with their indexes, reads them back; connection passed in."""
 
     def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
-                 retention_days: int = 10, link_retention_days: int = 0) -> None:
+                 retention_days: int = 10, link_retention_days: int = 0,
+                 metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
         self.client = client
         self.prefix = prefix
         self.retention = retention_days * 86400
         self.status_ttl = link_retention_days * 86400  # the status lives as long as the links
+        self.metrics_days = metrics_retention_days  # 0: no aggregates
         self.stream = f"{prefix}events"
         self._append = client.register_script(APPEND_LUA)
         self._fetch = client.register_script(FETCH_LUA)
@@ -232,14 +240,18 @@ class EventLog:
         kind = event["type"]
         status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
         keys = [self.stream]
+        agg_keys: list[str] = []
+        agg_args: list[Any] = []
         if status:
             keys.append(status_key(self.prefix, event["transmission_id"]))
+            agg_keys, agg_args = aggregates.update_keys_args(self.prefix, event, self.metrics_days)
+        keys += agg_keys
         keys.append(self.index_key(kind))
         keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
         cutoff = self.cutoff_ms(now)
         return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False), cutoff,
                       cutoff * 1000, self.retention + 86400, status,
-                      event.get("timestamp", ""), self.status_ttl]
+                      event.get("timestamp", ""), self.status_ttl, *agg_args]
 
     def append(self, event: dict[str, Any], now: float | None = None) -> str:
         """Store one event (one round trip); its stream id. Raises EventError."""

@@ -14,7 +14,8 @@ Layout (all keys under the configured prefix, string values):
 Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The message id is
 96 random bits (unguessable); a token whose template id differs from the record's is
 treated as unknown. Registering a message is one round trip; resolving a token is one.
-No TTL unless ``link_retention_days`` is set.
+No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
+(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, in the same round trip.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from functools import cached_property
 from typing import Any, Callable, Optional
 
 import redis
+
+from engage import aggregates
 
 MID_LEN = 16  # 12 random bytes, base64url
 TID_LEN = 12  # 9 bytes of SHA-256, base64url
@@ -198,10 +201,12 @@ class LinkStore:
     """Registers and resolves tracked messages in Redis; the connection is passed in."""
 
     def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
-                 retention_days: int = 0) -> None:
+                 retention_days: int = 0,
+                 metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = retention_days * 86400 or None
+        self.metrics_days = metrics_retention_days  # 0: no sent counts
 
     def template_key(self, template_id: str) -> str:
         return f"{self.prefix}t:{template_id}"
@@ -221,13 +226,18 @@ class LinkStore:
         """Store the message record, and its template unless Redis has it already: one
         round trip when the template is known (every message of a mailing but the first),
         two when it is new, so a 150-link list is sent once rather than per recipient.
-        Raises StoreError when Redis fails."""
+        The first round trip also counts the message sent. Raises StoreError when Redis fails."""
         template_key = self.template_key(record.template_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(template_key)
         if self.ttl:
             pipe.expire(template_key, self.ttl)  # the template lives as long as its newest message
         pipe.set(self.message_key(message_key), record.to_text(), ex=self.ttl)
+        if self.metrics_days:
+            hour = aggregates.hour_of(record.injection_time)
+            sent = aggregates.bucket_key(self.prefix, "s", hour)
+            pipe.hincrby(sent, aggregates.sent_field(template.campaign_id, template.sending_domain))
+            pipe.expireat(sent, aggregates.expires_at(hour, self.metrics_days))
         try:
             if not pipe.execute()[0]:
                 self.client.set(template_key, template.to_json(), ex=self.ttl)

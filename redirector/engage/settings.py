@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
+from engage.dashboard.passwords import parse_hash
+
 DEFAULT_CONFIG = "/etc/engage/engage.conf"
 EX_CONFIG = 78
 
@@ -53,9 +55,13 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("verdicts", "rules"): "ENGAGE_VERDICT_RULES",
     ("verdicts", "extra_rules"): "ENGAGE_VERDICT_EXTRA_RULES",
     ("verdicts", "trap_link"): "ENGAGE_TRAP_LINK",
+    ("metrics", "retention_days"): "ENGAGE_METRICS_RETENTION_DAYS",
+    ("dashboard", "enabled"): "ENGAGE_DASHBOARD_ENABLED",
+    ("dashboard", "users"): "ENGAGE_DASHBOARD_USERS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+USER_NAME = re.compile(r"[\w.@+-]{1,64}")  # a dashboard login name
 MILTER_SOCKET = re.compile(r"^(unix|local):/.+$|^inet6?:\d{1,5}(@[\w.:\[\]-]+)?$")
 
 
@@ -105,6 +111,9 @@ class Settings:
     burst_links: int = 3
     trap_link: bool = False
     trap_window: int = 30
+    metrics_retention_days: int = 400
+    dashboard_enabled: bool = False
+    dashboard_users: tuple[tuple[str, str], ...] = ()  # (name, password hash)
     log_level: str = "INFO"
     source: str = "(defaults)"
 
@@ -237,6 +246,25 @@ def _parse_signing_key(text: str) -> str:
     return key
 
 
+def _parse_users(text: str) -> tuple[tuple[str, str], ...]:
+    users: dict[str, str] = {}
+    for entry in re.split(r"[,\s]+", text.strip()):
+        if not entry:
+            continue
+        name, colon, stored = entry.partition(":")
+        if not colon or not USER_NAME.fullmatch(name):
+            raise ValueError(f"{entry[:20]!r}...: expected name:hash (letters, digits, ._@+- "
+                             "in the name), from `engage dashboard-user NAME`")
+        if name in users:
+            raise ValueError(f"user {name!r} is listed twice")
+        try:
+            parse_hash(stored)
+        except ValueError as exc:
+            raise ValueError(f"user {name!r}: {exc}") from None
+        users[name] = stored
+    return tuple(users.items())
+
+
 # (section, key, field name, parser)
 SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "socket", "milter_socket", _parse_socket),
@@ -277,6 +305,9 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("verdicts", "burst_links", "burst_links", _parse_int(0, 10_000)),
     ("verdicts", "trap_link", "trap_link", _parse_bool),
     ("verdicts", "trap_window", "trap_window", _parse_int(1, 86400)),
+    ("metrics", "retention_days", "metrics_retention_days", _parse_int(0, 3660)),
+    ("dashboard", "enabled", "dashboard_enabled", _parse_bool),
+    ("dashboard", "users", "dashboard_users", _parse_users),
     ("log", "level", "log_level", _parse_level),
 )
 DOMAIN_SECTIONS = ("tracking_domains", "open_tracking")  # keys are From: domains
@@ -316,6 +347,9 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
                                                  _parse_http_url)
     values["open_tracking_domains"] = _domain_section(parser, source, "open_tracking",
                                                       _parse_bool)
+    if values.get("dashboard_enabled") and not values.get("dashboard_users"):
+        raise SettingsError(f"{source}: [dashboard] users: enabled = yes needs at least one "
+                            "user (make one with: engage dashboard-user NAME)")
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -364,6 +398,8 @@ def describe(settings: Settings) -> str:
             value = f"({len(value)} keys)"
         elif name == "url_signing_key":
             value = "(set)" if value else ""
+        elif name == "dashboard_users":
+            value = ", ".join(user for user, _ in value)  # never the hashes
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         elif isinstance(value, tuple):

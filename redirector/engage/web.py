@@ -8,6 +8,8 @@ family answers from the same store: ``/v1/track/open/<email_id>`` as ``/o``,
 a valid ``sig`` (else 400, never a redirect); the client IP
 comes from X-Forwarded-For only through ``proxy_hops`` trusted proxies; one access-log
 line per request, tokens shortened. Routes live under the path of every tracking URL.
+With ``[dashboard] enabled`` the dashboard page (engage.dashboard) answers ``/dashboard``
+to its users' HTTP Basic login, and those credentials open the JSON APIs too.
 """
 from __future__ import annotations
 
@@ -23,18 +25,22 @@ from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import redis
-from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engage import machines
 from engage import settings as config
+from engage.dashboard import assets
+from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.forget import Forgetter, address_from_json
 from engage.geoip import Lookup, open_lookup
 from engage.judge import Judge, thresholds
 from engage.links import Link, LinkStore, StoreError
+from engage.metricsapi import GROUPS, parse_metrics_query
+from engage.metricsapi import run as metrics_run
 from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
@@ -52,13 +58,17 @@ REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
         "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
 PAGES = {400: ("Bad request", "This link is not valid."),
+         401: ("Login required", "This page needs a dashboard login."),
          403: ("Forbidden", "Too many requests from your address. Please try again later."),
          404: ("Link not found", "This link is not valid."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
-JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz")
+METRICS_ROUTE = "/api/v1/metrics/deliverability"
+JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz",
+                  *(f"metrics_{tail or 'summary'}" for tail in GROUPS))
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
+DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
 
 
 @dataclass(frozen=True)
@@ -84,15 +94,19 @@ def create_app(settings: config.Settings | None = None,
         client = connect(settings.redis_url, timeout=2.0)
     services = Services(
         settings, client,
-        LinkStore(client, settings.key_prefix, settings.link_retention_days),
+        LinkStore(client, settings.key_prefix, settings.link_retention_days,
+                  settings.metrics_retention_days),
         EventLog(client, settings.key_prefix, settings.events_retention_days,
-                 settings.link_retention_days),
+                 settings.link_retention_days, settings.metrics_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,
                     settings.ip_addresses),
         open_lookup(settings.geoip_db),
         Judge(client, settings.key_prefix, rules, thresholds(settings), settings.trap_window))
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.dashboard_enabled:
+        app.extensions[DASHBOARD] = Login(dict(settings.dashboard_users), RateLimiter(
+            client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW))
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
@@ -103,6 +117,7 @@ def create_app(settings: config.Settings | None = None,
         app.add_url_rule("/healthz", "healthz", _healthz(services))
     app.register_error_handler(Exception, _error_handler)
     app.before_request(_start_clock)
+    app.after_request(_challenge)
     app.after_request(partial(_access_line, settings))
     return app
 
@@ -132,7 +147,15 @@ def _blueprint(services: Services) -> Blueprint:
                            _message_api(services))
     blueprint.add_url_rule("/api/v1/recipients/forget", "forget_recipient",
                            _forget_api(services), methods=["POST"])
+    for tail in GROUPS:
+        blueprint.add_url_rule(f"{METRICS_ROUTE}/{tail}".rstrip("/"),
+                               f"metrics_{tail or 'summary'}", _metrics_api(services, tail))
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
+    if services.settings.dashboard_enabled:
+        view = _dashboard(assets.load())
+        blueprint.add_url_rule("/dashboard", "dashboard", view)
+        blueprint.add_url_rule("/dashboard/", "dashboard_slash", view, defaults={"name": ""})
+        blueprint.add_url_rule("/dashboard/<name>", "dashboard_file", view)
     return blueprint
 
 
@@ -245,12 +268,40 @@ def _pixel(services: Services, kind: str) -> Callable[[str], Response]:
 
 
 def _authorized(keys: tuple[str, ...], given: str) -> bool:
-    """Compare against every key in constant time (no early exit on a match)."""
+    """Compare against every key in constant time (no early exit on a match); with the
+    dashboard on, its users' Basic credentials count too (the page calls the APIs)."""
     candidate = given.strip().encode()
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.encode())
-    return matched
+    return matched or _dashboard_user(given) is not None
+
+
+def _dashboard_user(authorization: str) -> str | None:
+    login = current_app.extensions.get(DASHBOARD)
+    return login.check(authorization, request.remote_addr or "") if login else None
+
+
+def _dashboard(files: dict[str, assets.Asset]) -> Callable[..., Response]:
+    """The page at .../dashboard (its relative URLs need exactly that), its files below."""
+    def dashboard(name: str | None = None) -> Response:
+        if name == "":
+            return ExactRedirect("../dashboard")
+        if _dashboard_user(request.headers.get("Authorization", "")) is None:
+            abort(401)
+        found = files.get(assets.PAGE if name is None else name)
+        if found is None or name == assets.PAGE:
+            abort(404)
+        g.event = "dashboard"
+        return Response(found.body, content_type=found.content_type, headers=assets.HEADERS)
+    return dashboard
+
+
+def _challenge(response: Response) -> Response:
+    """With the dashboard on, a 401 (page or API) asks the browser for the Basic login."""
+    if response.status_code == 401 and DASHBOARD in current_app.extensions:
+        response.headers.setdefault("WWW-Authenticate", CHALLENGE)
+    return response
 
 
 def _events_api(services: Services) -> Callable[[], Any]:
@@ -267,6 +318,19 @@ def _events_api(services: Services) -> Callable[[], Any]:
             page.results, page.total_count, links)
         return Response(body, mimetype="application/json")
     return events_message
+
+
+def _metrics_api(services: Services, group: str) -> Callable[[], Any]:
+    def metrics() -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        now = time.time()
+        query = parse_metrics_query(group, {name: request.args[name] for name in request.args},
+                                    now)
+        return jsonify(results=metrics_run(services.client, services.settings.key_prefix, query,
+                                           now, services.settings.metrics_retention_days))
+    return metrics
 
 
 def _message_api(services: Services) -> Callable[[str], Any]:

@@ -150,6 +150,12 @@ def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
                          "engage-redirector": ["/etc/engage/gunicorn.conf.py"]}
 
 
+def test_the_dashboard_page_ships_in_python3_engage(debs):
+    lib = contents(debs["python3-engage"])
+    for name in ("index.html", "dashboard.js", "dashboard.css"):
+        assert any(f.endswith(f"-packages/engage/dashboard/static/{name}") for f in lib), name
+
+
 @pytest.fixture
 def exclusive():
     """One package test at a time on this machine (they install and purge system packages)."""

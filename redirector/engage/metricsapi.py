@@ -1,0 +1,369 @@
+"""The metrics API: SparkPost's ``GET /api/v1/metrics/deliverability[/...]`` over the hourly
+aggregates (engage.aggregates).
+
+``parse_metrics_query`` is pure: request arguments -> MetricsQuery, or BadParameter naming
+the parameter. ``run`` reads every bucket in range in one pipelined round trip and sums
+it into SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
+campaign_id / sending_domain / link_name, or one per period with ``ts`` (time-series).
+Hour is the finest precision (buckets are hourly); from/to widen to whole periods.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import groupby
+from typing import Any
+
+import redis
+
+from engage import aggregates
+from engage.events import EventError
+from engage.eventsapi import BadParameter
+
+# Route tail -> the key each result is grouped by ("" = one summary object).
+GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",
+          "link-name": "link_name", "time-series": "ts"}
+COMMON = frozenset(("from", "to", "delimiter", "timezone", "metrics", "campaigns",
+                    "sending_domains", "precision"))
+RANKED = COMMON | {"limit", "order_by"}
+PRECISIONS = ("hour", "12hr", "day", "week", "month")
+SUB_HOUR = ("1min", "5min", "15min")
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 1000
+MAX_DAYS = 3700
+MAX_HOURS = 10_000  # periods of an hourly time-series (416 days)
+HOUR = aggregates.HOUR
+# SparkPost metrics that need delivery data engage never sees (it sits before the MTA).
+NOT_KEPT = frozenset((
+    "count_targeted", "count_injected", "count_accepted", "count_delivered",
+    "count_delivered_first", "count_delivered_subsequent", "count_bounce",
+    "count_hard_bounce", "count_soft_bounce", "count_block_bounce", "count_admin_bounce",
+    "count_undetermined_bounce", "count_rejected", "count_policy_rejection",
+    "count_generation_failed", "count_generation_rejection", "count_inband_bounce",
+    "count_outofband_bounce", "count_delayed", "count_delayed_first", "total_msg_volume",
+    "count_spam_complaint", "total_delivery_time_first", "total_delivery_time_subsequent",
+    "count_unsubscribe", "count_unique_clicked_approx", "count_unique_confirmed_opened_approx",
+    "count_raw_clicked_approx"))
+
+ALL_METRICS = frozenset(aggregates.SENT) | frozenset(aggregates.ENGAGEMENT) | frozenset(
+    aggregates.LINKS)
+
+
+# Sums bucket hashes next to the data: KEYS are the buckets, ARGV[1] how many consecutive
+# KEYS make each output group ("24,24,..."), ARGV[2..] the field codes wanted. Returns
+# per group: the number of fields, then field, total, field, total ... A call reads at
+# most CHUNK_HOURS hours of buckets, so no call holds Redis for long (~10 ms for 48
+# hours of 20 campaign-domain pairs).
+SUM_LUA = """
+local wanted, keep, out, k = {}, {}, {}, 1
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+for size in string.gmatch(ARGV[1], '%d+') do
+  local sums, order = {}, {}
+  for _ = 1, tonumber(size) do
+    local flat = redis.call('HGETALL', KEYS[k])
+    k = k + 1
+    for i = 1, #flat, 2 do
+      local field = flat[i]
+      local wants = keep[field]  -- the same fields recur every hour: decide once
+      if wants == nil then
+        local bar = string.find(field, '|', 1, true)
+        wants = bar ~= nil and wanted[string.sub(field, 1, bar - 1)] == true
+        keep[field] = wants
+      end
+      if wants then
+        if not sums[field] then sums[field] = 0 order[#order + 1] = field end
+        sums[field] = sums[field] + tonumber(flat[i + 1])
+      end
+    end
+  end
+  out[#out + 1] = #order
+  for _, field in ipairs(order) do
+    out[#out + 1] = field
+    out[#out + 1] = sums[field]
+  end
+end
+return out
+"""
+CHUNK_HOURS = 48
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    group: str  # a GROUPS key
+    start: int  # unix time, whole hour, inclusive
+    end: int  # unix time, whole hour, exclusive
+    metrics: tuple[str, ...]
+    precision: str
+    zone: tzinfo
+    campaigns: frozenset[str] | None = None
+    sending_domains: frozenset[str] | None = None
+    limit: int = DEFAULT_LIMIT
+    order_by: str = ""
+
+
+def known_metrics(group: str) -> Mapping[str, str]:
+    """Metric name -> field code for one endpoint."""
+    if group == "link-name":
+        return aggregates.LINKS
+    return {**aggregates.SENT, **aggregates.ENGAGEMENT}
+
+
+def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> MetricsQuery:
+    """Validate every parameter; the first bad one raises BadParameter."""
+    allowed = RANKED if GROUPS[group] not in ("", "ts") else COMMON
+    for name in args:
+        if name not in allowed:
+            raise BadParameter(name, "unsupported parameter")
+    delimiter = args.get("delimiter", ",")
+    if len(delimiter) != 1 or delimiter.isalnum():
+        raise BadParameter("delimiter", "must be one character, not a letter or digit")
+    zone = _parse_zone(args.get("timezone", "UTC"))
+    if "from" not in args:
+        raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM")
+    start_at = _parse_time(args["from"], "from", zone)
+    end_at = _parse_time(args["to"], "to", zone) if "to" in args else now
+    if start_at >= end_at:
+        raise BadParameter("from", "must be earlier than to")
+    if end_at - start_at > MAX_DAYS * 86400:
+        raise BadParameter("from", f"the window may span at most {MAX_DAYS} days")
+    precision = _parse_precision(args, group, end_at - start_at)
+    if group == "time-series" and precision == "hour" and end_at - start_at > MAX_HOURS * HOUR:
+        raise BadParameter("precision", f"at most {MAX_HOURS} hours per series: use 12hr, "
+                           "day, week or month for this window")
+    for moment in (start_at, end_at):
+        _whole_hour_offset(zone, moment)
+    metrics = _parse_metrics(args, group, delimiter)
+    lists = {name: _parse_list(args[name], name, delimiter)
+             for name in ("campaigns", "sending_domains") if name in args}
+    domains = lists.get("sending_domains")
+    return MetricsQuery(
+        group, period_start(start_at, precision, zone),
+        period_start(end_at, precision, zone, after=True), metrics, precision, zone,
+        lists.get("campaigns"), frozenset(d.lower() for d in domains) if domains else None,
+        _parse_limit(args), _parse_order_by(args, metrics))
+
+
+def _parse_zone(name: str) -> tzinfo:
+    if name.strip().upper() in ("UTC", "Z", "ETC/UTC", "GMT"):
+        return timezone.utc
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name.strip())
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise BadParameter("timezone", "not a known IANA time zone, e.g. "
+                           "America/New_York") from None
+
+
+def _whole_hour_offset(zone: tzinfo, moment: float) -> None:
+    offset = datetime.fromtimestamp(moment, zone).utcoffset() or timedelta(0)
+    if offset.total_seconds() % HOUR:
+        raise BadParameter("timezone", "its UTC offset is not a whole number of hours; "
+                           "aggregates are kept per UTC hour")
+
+
+def _parse_time(text: str, name: str, zone: tzinfo) -> float:
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(name, "expected YYYY-MM-DDTHH:MM, e.g. 2024-05-01T08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+def _parse_precision(args: Mapping[str, str], group: str, span: float) -> str:
+    default = "hour" if group != "time-series" or span <= 2 * 86400 else "day"
+    precision = args.get("precision", default).strip().lower()
+    if precision in SUB_HOUR:
+        raise BadParameter("precision", "the finest precision is hour (aggregates are kept "
+                           "per hour)")
+    if precision not in PRECISIONS:
+        raise BadParameter("precision", f"must be one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def _parse_metrics(args: Mapping[str, str], group: str, delimiter: str) -> tuple[str, ...]:
+    if not args.get("metrics", "").strip():
+        raise BadParameter("metrics", "required: a list of metrics, e.g. "
+                           "count_sent,count_unique_confirmed_opened")
+    known = known_metrics(group)
+    names: list[str] = []
+    for name in (part.strip() for part in args["metrics"].split(delimiter)):
+        if not name or name in names:
+            continue
+        if name in NOT_KEPT:
+            raise BadParameter("metrics", f"{name}: engage sees no deliveries or bounces "
+                               "(it runs before the MTA), so it does not keep this metric")
+        if name not in known:
+            what = "not on this endpoint" if name in ALL_METRICS else "unknown metric"
+            raise BadParameter("metrics", f"{what}: {name!r} (available: "
+                               f"{', '.join(known)})")
+        names.append(name)
+    return tuple(names)
+
+
+def _parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
+    values = frozenset(value.strip() for value in text.split(delimiter) if value.strip())
+    if not values:
+        raise BadParameter(name, "must list at least one value")
+    return values
+
+
+def _parse_limit(args: Mapping[str, str]) -> int:
+    text = args.get("limit", str(DEFAULT_LIMIT)).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def _parse_order_by(args: Mapping[str, str], metrics: tuple[str, ...]) -> str:
+    order_by = args.get("order_by", metrics[0]).strip()
+    if order_by not in metrics:
+        raise BadParameter("order_by", "must be one of the metrics requested")
+    return order_by
+
+
+def period_start(moment: float, precision: str, zone: tzinfo, after: bool = False) -> int:
+    """Unix time of the start of the period holding ``moment`` (``after``: of the next one)."""
+    if precision == "hour":
+        start = int(moment // HOUR * HOUR)
+        return start + HOUR if after else start
+    local = datetime.fromtimestamp(moment, zone)
+    first = _local_floor(local, precision)
+    if after:
+        first = _next_period(first, precision)
+    return int(datetime(first.year, first.month, first.day, first.hour, tzinfo=zone).timestamp())
+
+
+def _local_floor(local: datetime, precision: str) -> datetime:
+    day = datetime(local.year, local.month, local.day)
+    if precision == "12hr":
+        return day + timedelta(hours=12 if local.hour >= 12 else 0)
+    if precision == "week":  # ISO weeks: from Monday
+        return day - timedelta(days=local.weekday())
+    if precision == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_period(first: datetime, precision: str) -> datetime:
+    if precision == "month":
+        return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return first + {"12hr": timedelta(hours=12), "day": timedelta(days=1),
+                    "week": timedelta(days=7)}[precision]
+
+
+def period_label(hour: int, precision: str, zone: tzinfo) -> str:
+    """``ts`` of the period an hour bucket belongs to, ISO 8601 with the zone's offset."""
+    local = datetime.fromtimestamp(hour, zone)
+    if precision == "hour":
+        return local.isoformat()
+    first = _local_floor(local, precision)
+    return datetime(first.year, first.month, first.day, first.hour,
+                    tzinfo=zone).isoformat()
+
+
+def hours(start: int, end: int) -> range:
+    return range(start, end, HOUR)
+
+
+def read_sums(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
+              retention_days: int) -> list[tuple[str, dict[bytes, int]]]:
+    """(period label or "", {field: total}) over every bucket the query needs, summed by
+    SUM_LUA next to the data, in one pipelined round trip. Hours older than the retention
+    or more than a day ahead are known empty: not read."""
+    codes = sorted({known_metrics(query.group)[name] for name in query.metrics})
+    kinds = ["l"] if query.group == "link-name" else (
+        (["s"] if "s" in codes else []) + (["e"] if set(codes) - {"s"} else []))
+    low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
+    wanted = list(hours(low, min(query.end, int(now + 86400))))
+    script = client.register_script(SUM_LUA)
+    pipe = client.pipeline(transaction=False)
+    plan: list[list[str]] = []
+    for offset in range(0, len(wanted), CHUNK_HOURS):
+        keys, sizes, labels = [], [], []
+        for label, group in groupby(wanted[offset:offset + CHUNK_HOURS], key=lambda hour: (
+                period_label(hour, query.precision, query.zone)
+                if query.group == "time-series" else "")):
+            names = [aggregates.bucket_key(prefix, kind, aggregates.hour_of(hour))
+                     for hour in group for kind in kinds]
+            keys += names
+            sizes.append(str(len(names)))
+            labels.append(label)
+        script(keys=keys, args=[",".join(sizes), *codes], client=pipe)
+        plan.append(labels)
+    try:
+        replies = pipe.execute() if plan else []
+    except redis.RedisError as exc:
+        raise EventError(str(exc)) from exc
+    return [item for labels, flat in zip(plan, replies) for item in _unflatten(labels, flat)]
+
+
+def _unflatten(labels: list[str], flat: list[Any]) -> list[tuple[str, dict[bytes, int]]]:
+    """SUM_LUA's reply {n, field, total, ... n, field, total ...} as one dict per label."""
+    found, position = [], 0
+    for label in labels:
+        count = int(flat[position])
+        pairs = flat[position + 1:position + 1 + 2 * count]
+        found.append((label, {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}))
+        position += 1 + 2 * count
+    return found
+
+
+def summarize(query: MetricsQuery,
+              sums: Iterable[tuple[str, Mapping[bytes, int]]]) -> list[dict[str, Any]]:
+    """The ``results`` list: totals per group (or per period label), filters applied."""
+    wanted = known_metrics(query.group)
+    codes = {wanted[name] for name in query.metrics}
+    totals: dict[str, dict[str, int]] = {}
+    if query.group == "time-series":
+        for hour in hours(query.start, query.end):
+            totals.setdefault(period_label(hour, query.precision, query.zone), {})
+    elif query.group == "":
+        totals[""] = {}
+    for label, fields in sums:
+        for raw, value in fields.items():
+            found = _code_and_group(query, codes, raw)
+            if found is None:
+                continue
+            code, key = found
+            group = totals.setdefault(label if query.group == "time-series" else key, {})
+            group[code] = group.get(code, 0) + int(value)
+    return _results(query, totals)
+
+
+def _code_and_group(query: MetricsQuery, codes: set[str], raw: bytes) -> tuple[str, str] | None:
+    """(field code, group value) of a field, or None when the query does not want it."""
+    parts = aggregates.split_field(raw.decode("utf-8", "replace"))
+    if len(parts) < 3 or parts[0] not in codes:
+        return None
+    if query.campaigns is not None and parts[1] not in query.campaigns:
+        return None
+    if query.sending_domains is not None and parts[2] not in query.sending_domains:
+        return None
+    column = {"campaign": 1, "sending-domain": 2, "link-name": 3}.get(query.group)
+    return parts[0], "" if column is None or column >= len(parts) else parts[column]
+
+
+def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    wanted = known_metrics(query.group)
+    rows = []
+    for key, counts in totals.items():
+        row: dict[str, Any] = {GROUPS[query.group]: key} if query.group else {}
+        row.update((name, counts.get(wanted[name], 0)) for name in query.metrics)
+        rows.append(row)
+    if query.group in ("", "time-series"):
+        return rows
+    rows = [row for row in rows if any(row[name] for name in query.metrics)]
+    column = GROUPS[query.group]
+    rows.sort(key=lambda row: (-row[query.order_by], row[column]))
+    return rows[:query.limit]
+
+
+def run(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
+        retention_days: int) -> list[dict[str, Any]]:
+    return summarize(query, read_sums(client, prefix, query, now, retention_days))

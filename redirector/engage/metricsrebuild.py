@@ -1,0 +1,327 @@
+"""Rebuild the hourly aggregates of a window from the raw events (``engage metrics rebuild``).
+
+For when verdicts were recomputed: the retained stream ``{p}events`` is replayed in order,
+as the append script saw it, with the overrides of ``{p}verdicts`` applied (field = public
+event_id, value = the new ``engage`` object). The window's engagement and link buckets are
+replaced; sent counts are not in the events and stay as they are. The nonprefetched flags
+of messages with an overridden event are corrected too, so later events count right.
+Limits: a window older than the retained stream cannot be rebuilt (refused, not guessed);
+the current hour is left to the live path; whether a message was opened or clicked before
+the oldest retained event is told by its status hash (counts and flag event_ids).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import redis
+
+from engage import aggregates
+from engage.events import score_of
+from engage.links import status_key
+
+log = logging.getLogger(__name__)
+
+HOUR = aggregates.HOUR
+CHUNK = 2000
+KIND = {"open": "o", "initial_open": "i", "click": "c"}
+# Replay flag -> the code its first event counts (link flags "k<id>", "hk<id>" aside).
+UNIQUE = {"opened": "ur", "initial": "ui", "clicked": "uc", "hr": "nur", "hi": "nui",
+          "hc": "nuc"}
+CONFIRMED = ((("opened", "clicked"), "uo"), (("hr", "hc"), "nuo"))
+NONPREFETCHED = ("hr", "hi", "hc")
+# Corrects nonprefetched flags. KEYS[1] status hash; ARGV[1] the last event_id replayed,
+# then flag, value pairs (value '' = no human event: drop the flag unless a newer event
+# set it while we replayed).
+FIX_FLAGS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local changed = 0
+for i = 2, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if ARGV[i + 1] ~= '' then
+    if current ~= ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) changed = changed + 1 end
+  elseif current and tonumber(current) <= tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], ARGV[i]) changed = changed + 1
+  end
+end
+return changed
+"""
+
+
+class RebuildError(Exception):
+    """The window cannot be rebuilt (the message says why)."""
+
+
+@dataclass(frozen=True)
+class First:
+    """The first event (in stream order) that set one flag of one message."""
+
+    score: int
+    hour: str
+    dims: str
+
+
+@dataclass
+class MessageReplay:
+    counts: Counter[str] = field(default_factory=Counter)  # replayed events per kind o/i/c
+    firsts: dict[str, First] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    first_hour: str = ""
+    last_hour: str = ""
+    hours: int = 0
+    events: int = 0
+    overrides: int = 0
+    flags_fixed: int = 0
+
+
+class Replay:
+    """The append script's arithmetic in Python, for the hours in [start, end)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.buckets: dict[tuple[str, str], Counter[str]] = {}  # (kind e/l, hour) -> counts
+        self.messages: dict[str, MessageReplay] = {}
+
+    def inside(self, hour: str) -> bool:
+        return self.start <= aggregates.hour_start(hour) < self.end
+
+    def count(self, kind: str, hour: str, name: str) -> None:
+        self.buckets.setdefault((kind, hour), Counter())[name] += 1
+
+    def add(self, event: Mapping[str, Any], score: int) -> None:
+        kind, message = KIND.get(str(event.get("type"))), event.get("transmission_id")
+        stamp = event.get("timestamp")
+        if not kind or not message or not isinstance(stamp, str) or len(stamp) < 13:
+            return
+        hour, human = stamp[:13], aggregates.is_human(event)
+        base = aggregates.dims(str(event.get("campaign_id") or ""),
+                               str(event.get("sending_domain") or ""))
+        replay = self.messages.setdefault(str(message), MessageReplay())
+        replay.counts[kind] += 1
+        if kind == "c":
+            label = aggregates.link_label(event)
+            link, ident = f"{base}|{aggregates.escape(label)}", aggregates.link_id(label)
+            codes, flags = ["c", "nc"] if human else ["c"], ["clicked", "k" + ident]
+            if human:
+                flags += ["hc", "hk" + ident]
+            if self.inside(hour):
+                for code in codes:
+                    self.count("e", hour, code + base)
+                    self.count("l", hour, code + link)
+            for flag in flags:
+                replay.firsts.setdefault(flag, First(score, hour, link if _per_link(flag)
+                                                     else base))
+            return
+        codes = ["r", "i"] if kind == "i" else ["r"]
+        flags = ["opened", "initial"] if kind == "i" else ["opened"]
+        if human:
+            codes += ["n" + code for code in codes]
+            flags += ["hr", "hi"] if kind == "i" else ["hr"]
+        if self.inside(hour):
+            for code in codes:
+                self.count("e", hour, code + base)
+        for flag in flags:
+            replay.firsts.setdefault(flag, First(score, hour, base))
+
+    def wanted_status(self) -> set[str]:
+        """Messages whose status decides a unique inside the window."""
+        return {message for message, replay in self.messages.items()
+                if any(self.inside(first.hour) for first in replay.firsts.values())}
+
+    def finish(self, before: Mapping[str, set[str]]) -> None:
+        """Count the uniques; ``before`` names, per message, the flags already set by
+        events older than the replayed stream (they make no first in the replay)."""
+        for message, replay in self.messages.items():
+            earlier = before.get(message, set())
+            for flag, first in replay.firsts.items():
+                if flag in earlier or not self.inside(first.hour):
+                    continue
+                if _per_link(flag):
+                    self.count("l", first.hour, ("nuc" if flag[0] == "h" else "uc") + first.dims)
+                else:
+                    self.count("e", first.hour, UNIQUE[flag] + first.dims)
+            for pair, code in CONFIRMED:
+                if earlier & set(pair):
+                    continue
+                firsts = [replay.firsts[flag] for flag in pair if flag in replay.firsts]
+                if firsts:
+                    first = min(firsts, key=lambda item: item.score)
+                    if self.inside(first.hour):
+                        self.count("e", first.hour, code + first.dims)
+
+
+def flags_before(status: Mapping[bytes, bytes], replay: MessageReplay, oldest: int) -> set[str]:
+    """Flags of one message set before the replayed stream: the status counts exceed the
+    replayed events, or a flag holds an event_id older than the oldest replayed one."""
+    def number(name: str) -> int:
+        value = status.get(name.encode())
+        return int(value) if value and value.isdigit() else 0
+
+    counts = replay.counts
+    before = set()
+    if number("open_count") + number("initial_open_count") > counts["o"] + counts["i"]:
+        before.add("opened")
+    if number("initial_open_count") > counts["i"]:
+        before.add("initial")
+    if number("click_count") > counts["c"]:
+        before.add("clicked")
+    for raw, value in status.items():
+        name = raw.decode("ascii", "replace")
+        if _is_flag(name) and value.isdigit() and int(value) < oldest:
+            before.add(name)
+    return before
+
+
+def _per_link(flag: str) -> bool:
+    return flag[:1] == "k" or flag[:2] == "hk"
+
+
+def _is_flag(name: str) -> bool:
+    """A flag whose value is the event_id that set it (aggregates: hr hi hc k<id> hk<id>)."""
+    return name in NONPREFETCHED or (name[:1] == "k" and len(name) == 9) or (
+        name[:2] == "hk" and len(name) == 10)
+
+
+def rebuild(client: redis.Redis[bytes], prefix: str, start: int, end: int,
+            retention_days: int, now: float) -> Report:
+    """Replace the aggregates of the whole hours in [start, end); see the module text."""
+    end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
+    start = start // HOUR * HOUR
+    stream = f"{prefix}events"
+    oldest, last = _stream_bounds(client, stream, start)
+    if start >= end:
+        raise RebuildError("nothing to rebuild: the window holds no whole hour before the "
+                           "current one")
+    report = Report(aggregates.hour_of(start), aggregates.hour_of(end - HOUR),
+                    (end - start) // HOUR)
+    replay = Replay(start, end)
+    overridden: set[str] = set()
+    for entries in _chunks(client, stream, last):
+        overrides = client.hmget(f"{prefix}verdicts", [str(score_of(i)) for i, _ in entries])
+        for (entry_id, fields), override in zip(entries, overrides):
+            event = json.loads(fields[b"e"])
+            if override and _apply(event, override):
+                report.overrides += 1
+                overridden.add(str(event.get("transmission_id") or ""))
+            replay.add(event, score_of(entry_id))
+            report.events += 1
+    statuses = _statuses(client, prefix, replay.wanted_status() | (overridden - {""}))
+    replay.finish({message: flags_before(status, replay.messages[message], oldest)
+                   for message, status in statuses.items() if message in replay.messages})
+    _write(client, prefix, replay, start, end, retention_days)
+    report.flags_fixed = _fix_flags(client, prefix, replay, overridden, statuses, oldest,
+                                    score_of(last) if last else 0)
+    return report
+
+
+def _stream_bounds(client: redis.Redis[bytes], stream: str, start: int) -> tuple[int, bytes]:
+    """(event_id of the oldest retained event, stream id of the newest); refuses a window
+    that begins before the first whole hour the stream still holds completely."""
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError:
+        raise RebuildError("there are no raw events to rebuild from") from None
+    first = info.get("first-entry")
+    if not first:
+        raise RebuildError("there are no raw events to rebuild from")
+    added = info.get("entries-added")  # Redis >= 7; older ones: assume trimmed
+    if added is None or added > info["length"]:
+        stamp = json.loads(first[1][b"e"]).get("timestamp", "")
+        complete = aggregates.hour_start(stamp[:13]) + HOUR
+        if start < complete:
+            raise RebuildError(f"raw events before {aggregates.hour_of(complete)}:00Z are no "
+                               "longer kept ([events] retention_days): that part cannot be "
+                               "rebuilt; start the window there or later")
+    return score_of(first[0]), info["last-entry"][0]
+
+
+def _chunks(client: redis.Redis[bytes], stream: str,
+            last: bytes) -> Iterable[list[tuple[bytes, dict[bytes, bytes]]]]:
+    low: Any = "-"
+    while True:
+        entries = client.xrange(stream, low, last, count=CHUNK)
+        if not entries:
+            return
+        yield entries
+        if entries[-1][0] == last or len(entries) < CHUNK:
+            return
+        low = b"(" + entries[-1][0]
+
+
+def _apply(event: dict[str, Any], override: bytes) -> bool:
+    try:
+        engage = json.loads(override)
+    except ValueError:
+        log.warning("verdict override for event %s is not JSON: ignored", event.get("event_id"))
+        return False
+    if not isinstance(engage, dict):
+        return False
+    event["engage"] = engage
+    return True
+
+
+def _statuses(client: redis.Redis[bytes], prefix: str,
+              messages: Iterable[str]) -> dict[str, dict[bytes, bytes]]:
+    wanted = sorted(messages)
+    found: dict[str, dict[bytes, bytes]] = {}
+    for offset in range(0, len(wanted), CHUNK):
+        part = wanted[offset:offset + CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for message in part:
+            pipe.hgetall(status_key(prefix, message))
+        found.update(zip(part, pipe.execute()))
+    return found
+
+
+def _write(client: redis.Redis[bytes], prefix: str, replay: Replay, start: int, end: int,
+           retention_days: int) -> None:
+    """Each hour's engagement and link hashes replaced in one MULTI (never half-written)."""
+    for hour_time in range(start, end, HOUR):
+        hour = aggregates.hour_of(hour_time)
+        pipe = client.pipeline(transaction=True)
+        for kind in ("e", "l"):
+            key = aggregates.bucket_key(prefix, kind, hour)
+            pipe.delete(key)
+            counts = replay.buckets.get((kind, hour))
+            if counts and retention_days:
+                pipe.hset(key, mapping=dict(counts))
+                pipe.expireat(key, aggregates.expires_at(hour, retention_days))
+        pipe.execute()
+
+
+def _fix_flags(client: redis.Redis[bytes], prefix: str, replay: Replay, overridden: set[str],
+               statuses: Mapping[str, Mapping[bytes, bytes]], oldest: int, last: int) -> int:
+    """Nonprefetched flags of messages with an overridden event, as the replay decided."""
+    script = client.register_script(FIX_FLAGS_LUA)
+    fixed = 0
+    for message in sorted(overridden - {""}):
+        if message not in replay.messages:
+            continue
+        firsts = replay.messages[message].firsts
+        current = {raw.decode("ascii", "replace"): value
+                   for raw, value in statuses.get(message, {}).items()}
+        names = {name for name in set(firsts) | set(current)
+                 if _is_flag(name) and name[0] == "h"}
+        names -= {name for name in current  # set before the replayed stream: kept
+                  if current[name].isdigit() and int(current[name]) < oldest}
+        args: list[Any] = [last]
+        for name in sorted(names):
+            args += [name, str(firsts[name].score) if name in firsts else ""]
+        if len(args) > 1:
+            fixed += int(script(keys=[status_key(prefix, message)], args=args))
+    return fixed
+
+
+def parse_hour(text: str) -> Optional[int]:
+    """``YYYY-MM-DDTHH[:MM]`` (UTC) -> unix time of that hour, None when malformed."""
+    try:
+        return aggregates.hour_start(text.strip()[:13]) if len(text.strip()) >= 13 else None
+    except ValueError:
+        return None
