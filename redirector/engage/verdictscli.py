@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 import redis
 
-from engage import machines
+from engage import machines, metricsrebuild
 from engage import settings as settings_mod
+from engage.events import iso_time
 from engage.judge import thresholds
 from engage.recompute import parse_time, recompute
 from engage.redisconn import connect
@@ -68,11 +70,28 @@ def run(args: argparse.Namespace) -> int:
         verdict = classify(facts, rules, thresholds(settings))
         print(verdict.verdict + "".join(f"\n  {reason}" for reason in verdict.reasons))
         return 0
+    client = connect(settings.redis_url, timeout=10.0)
     try:
-        result = recompute(connect(settings.redis_url, timeout=10.0), settings, rules,
-                           since=args.since, dry_run=args.dry_run)
+        result = recompute(client, settings, rules, since=args.since, dry_run=args.dry_run)
+        print(result.report())
+        if result.changed and not result.dry_run:
+            print(rebuild_metrics(client, settings, result.changed, time.time()))
     except redis.RedisError as exc:
         print(f"{PROGRAM}: redis: {exc}", file=sys.stderr)
         return 1
-    print(result.report())
     return 0
+
+
+def rebuild_metrics(client: redis.Redis[bytes], settings: settings_mod.Settings,
+                    changed: list[str], now: float) -> str:
+    """The aggregates counted the old verdicts: rebuild every whole hour from the first
+    changed event on (the current hour is left to the live counters)."""
+    first = min(int(event_id) for event_id in changed) // 1_000_000  # ms * 1000 + seq
+    try:
+        report = metricsrebuild.rebuild(client, settings.key_prefix, first, int(now),
+                                        settings.metrics_retention_days, now)
+    except metricsrebuild.RebuildError as exc:
+        return (f"metrics not rebuilt: {exc}; once the hour is over run: engage metrics "
+                f"rebuild --from {iso_time(first)[:16]}")
+    return (f"metrics rebuilt for {report.hours} hours from {report.first_hour}:00Z "
+            f"({report.events} events, {report.overrides} overrides)")

@@ -21,7 +21,7 @@ TEMPLATE = Template(links=LINKS, campaign_id="c1", sending_domain="example.com")
 RECORD = MessageRecord(rcpt_to=("a@example.com",), subject="S", injection_time=1700000000,
                        template_id=TEMPLATE.template_id)
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"
-T0 = time.time() - 3600  # an hour ago: inside retention, long after injection
+T0 = float(int(time.time()) - 3600)  # an hour ago, on a whole second (bursts are per second)
 
 
 @pytest.fixture
@@ -137,3 +137,32 @@ def test_recompute_uses_the_current_thresholds(rclient, settings, rules, log):
     assert [e["engage"]["reasons"] for e in api_ids(rclient, log)] == \
         [["2 links of this message within 1 s"]] * 2
 
+
+
+def test_engage_verdicts_recompute_rebuilds_the_metrics_of_the_changed_hours(
+        rclient, settings, tmp_path, rules, log):
+    from engage import metricsapi
+    from engage.verdictscli import rebuild_metrics
+
+    now = time.time()
+    store(log, rules, "click", now, ua="ExampleGateway/2.1", link=0)
+    store(log, rules, "click", now, link=1)
+    query = metricsapi.parse_metrics_query("", {
+        "from": time.strftime("%Y-%m-%dT%H:00", time.gmtime(now - 3600)),
+        "metrics": "count_clicked,count_nonprefetched_clicked"}, time.time())
+
+    def clicks():
+        (row,) = metricsapi.run(rclient, settings.key_prefix, query, time.time(),
+                                settings.metrics_retention_days)
+        return row["count_clicked"], row["count_nonprefetched_clicked"]
+
+    assert clicks() == (2, 2)
+    extra = tmp_path / "local.conf"
+    extra.write_text("[Example gateway]\nverdict = scanner\nevents = click\nua = ^ExampleGateway/\n")
+    mine = replace(settings, verdict_extra_rules=(str(extra),))
+    result = recompute(rclient, mine, machines.load(machines.rule_files("", mine.verdict_extra_rules)))
+    assert len(result.changed) == 1 and clicks() == (2, 2)  # the live counters knew the old verdict
+    assert "not rebuilt" in rebuild_metrics(rclient, mine, result.changed, now)  # this hour: live
+    later = now + 2 * 3600  # once the hour is over
+    assert "metrics rebuilt" in rebuild_metrics(rclient, mine, result.changed, later)
+    assert clicks() == (2, 1)
