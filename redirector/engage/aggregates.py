@@ -3,7 +3,7 @@
 Three hashes per UTC hour ``H`` (``YYYY-MM-DDTHH``), each expiring at ``H + [metrics]
 retention_days`` (EXPIREAT, so late writes never stretch a bucket's life):
   ``{p}agg:s:<H>``  messages sent (written by LinkStore.register), field ``s|<c>|<d>``
-  ``{p}agg:e:<H>``  engagement counters, field ``<code>|<c>|<d>`` (codes in ``CODES``)
+  ``{p}agg:e:<H>``  engagement counters, field ``<code>|<c>|<d>`` (codes: ``ENGAGEMENT``)
   ``{p}agg:l:<H>``  clicks per link, field ``<code>|<c>|<d>|<link>``
 with ``<c>`` the campaign id, ``<d>`` the sending domain and ``<link>`` the link name (or
 URL when unnamed), each with ``%`` and ``|`` percent-encoded. Events count in the hour of
@@ -47,7 +47,6 @@ LINKS = {
     "count_unique_clicked": "uc", "count_raw_clicked": "uc",
     "count_nonprefetched_unique_clicked": "nuc",
 }
-CODES = frozenset(SENT.values()) | frozenset(ENGAGEMENT.values())
 
 # Runs inside engage.events.APPEND_LUA after the status hash update, with ``score`` (the
 # event_id), ``new`` (1 when this event set opened_at/clicked_at) and ``n`` (the kind's
