@@ -16,7 +16,7 @@ import heapq
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,8 +74,8 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     delimiter = args.get("delimiter", ",")
     if len(delimiter) != 1 or delimiter.isalnum():
         raise BadParameter("delimiter", "must be one character, not a letter or digit")
-    end = _parse_time(args["to"], "to") if "to" in args else now
-    start = _parse_time(args["from"], "from") if "from" in args else end - DEFAULT_WINDOW
+    end = parse_time(args["to"], "to") if "to" in args else now
+    start = parse_time(args["from"], "from") if "from" in args else end - DEFAULT_WINDOW
     if start >= end:
         raise BadParameter("from", "must be earlier than to")
     lists = {name: _parse_list(args[name], name, delimiter)
@@ -93,16 +93,18 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
                  _parse_cursor(args.get("cursor", "initial")), types, lists)
 
 
-def _parse_time(text: str, name: str) -> float:
+def parse_time(text: str, name: str, zone: tzinfo = timezone.utc,
+               expected: str = "ISO 8601, e.g. 2024-05-01T12:00:00Z") -> float:
+    """An ISO 8601 time as epoch seconds; without an offset it is read in ``zone``."""
     value = text.strip()
     if value[-1:] in ("Z", "z"):
         value = value[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise BadParameter(name, "expected ISO 8601, e.g. 2024-05-01T12:00:00Z") from None
+        raise BadParameter(name, f"expected {expected}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=zone)
     return moment.timestamp()
 
 

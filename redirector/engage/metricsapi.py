@@ -19,7 +19,7 @@ import redis
 
 from engage import aggregates
 from engage.events import EventError
-from engage.eventsapi import BadParameter
+from engage.eventsapi import BadParameter, parse_time
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
 GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",
@@ -32,6 +32,7 @@ SUB_HOUR = ("1min", "5min", "15min")
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1000
 MAX_DAYS = 3700
+TIME_FORM = "YYYY-MM-DDTHH:MM, e.g. 2024-05-01T08:00"  # as SparkPost documents it
 MAX_HOURS = 10_000  # periods of an hourly time-series (416 days)
 HOUR = aggregates.HOUR
 # SparkPost metrics that need delivery data engage never sees (it sits before the MTA).
@@ -121,8 +122,8 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
     zone = _parse_zone(args.get("timezone", "UTC"))
     if "from" not in args:
         raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM")
-    start_at = _parse_time(args["from"], "from", zone)
-    end_at = _parse_time(args["to"], "to", zone) if "to" in args else now
+    start_at = parse_time(args["from"], "from", zone, TIME_FORM)
+    end_at = parse_time(args["to"], "to", zone, TIME_FORM) if "to" in args else now
     if start_at >= end_at:
         raise BadParameter("from", "must be earlier than to")
     if end_at - start_at > MAX_DAYS * 86400:
@@ -160,19 +161,6 @@ def _whole_hour_offset(zone: tzinfo, moment: float) -> None:
     if offset.total_seconds() % HOUR:
         raise BadParameter("timezone", "its UTC offset is not a whole number of hours; "
                            "aggregates are kept per UTC hour")
-
-
-def _parse_time(text: str, name: str, zone: tzinfo) -> float:
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadParameter(name, "expected YYYY-MM-DDTHH:MM, e.g. 2024-05-01T08:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.timestamp()
 
 
 def _parse_precision(args: Mapping[str, str], group: str, span: float) -> str:
