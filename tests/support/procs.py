@@ -545,8 +545,9 @@ class Redirector(_Foreground):
     """The redirector as production runs it: gunicorn with etc/engage/gunicorn.conf.py
     serving ``engage.web:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
 
-    ``env`` are its ENGAGE_* variables (nothing else of the caller's ENGAGE_* leaks in);
-    ``url`` (http://127.0.0.1:port), ``public_url`` (what recipients use: ``nginx.url``
+    ``env`` are its ENGAGE_* variables (nothing else of the caller's ENGAGE_* leaks in;
+    without ENGAGE_CONFIG it reads no settings file, not even an installed
+    /etc/engage/engage.conf); ``url`` (http://127.0.0.1:port), ``public_url`` (what recipients use: ``nginx.url``
     when an NginxProxy is in front, else ``url``), ``api_key`` (the first of
     ENGAGE_API_KEYS), ``start()`` (returns once /healthz answers 200), ``stop()``,
     ``alive()``, ``log_text()``.
@@ -554,7 +555,7 @@ class Redirector(_Foreground):
 
     def __init__(self, env: Mapping[str, str], log_path: Path, port: Optional[int] = None,
                  workers: int = 2, threads: int = 4) -> None:
-        self.env = dict(env)
+        self.env = {"ENGAGE_CONFIG": os.devnull, **env}
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.workers, self.threads = workers, threads
