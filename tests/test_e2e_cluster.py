@@ -224,3 +224,35 @@ def test_metrics_rebuild_verdict_recompute_and_rate_limit_on_a_redis_cluster(clu
 
     limiter = RateLimiter(cluster, P, limit=2, window=60)
     assert [limiter.allow("192.0.2.1", now) for _ in range(3)] == [True, True, False]
+
+
+def test_a_cluster_that_is_down_fails_as_a_down_redis_does_and_is_used_once_it_answers(
+        engage_tmp):
+    """No process needs the cluster to start: commands fail with a redis.RedisError (the
+    milter's on_store_error, the redirector's 503 and pixel) until it answers."""
+    from engage.links import Link, LinkStore, MessageRecord, StoreError, Template, new_message_key
+    from engage.web import create_app
+    from support.procs import RedisClusterServers
+
+    servers = RedisClusterServers(engage_tmp / "redis-cluster-late")  # ports chosen, not started
+    client = connect(servers.url, timeout=1)
+    store = LinkStore(client, P)
+    template = Template(links=(Link("https://example.com/"),), campaign_id="late")
+
+    def register() -> None:
+        store.register(new_message_key(), template,
+                       MessageRecord(rcpt_to=("a@example.com",), template_id=template.template_id))
+
+    with pytest.raises(StoreError, match="Redis Cluster not reachable"):
+        register()
+    web = create_app(config.Settings(redis_url=servers.url, key_prefix=P, rate_limit=0,
+                                     tracking_url="http://track.test")).test_client()
+    assert web.get("/healthz").status_code == 503
+    pixel = web.get("/o/AAAAAAAAAAAAAAAAAAAAAAAA")
+    assert pixel.status_code == 200 and pixel.mimetype == "image/gif"
+    servers.start()
+    try:
+        register()
+        assert web.get("/healthz").status_code == 200
+    finally:
+        servers.stop()
