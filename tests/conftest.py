@@ -4,6 +4,8 @@ redis_server (session)      RedisServer: .url .port .host, .stop() / .start(), .
                             .log_text(). A test that stops it should start it again;
                             redis_client restarts it anyway for the next test.
 redis_client (function)     redis.Redis on it, flushdb() before the test.
+redis_cluster (session)     RedisClusterServers: 3 masters on loopback, no replicas;
+                            .url (engage's redis+cluster://), .urls, .nodes, .flush().
 start_milter (function)     start_milter(env_overrides=None, *, argv=None, wait=True)
                             -> MilterProcess (.socket .postfix_socket .port .env .pid
                             .log_text() .alive() .stop() .kill() .wait_exit()).
@@ -50,6 +52,7 @@ from support.procs import (
     PostfixSandbox,
     ProcError,
     Redirector,
+    RedisClusterServers,
     RedisServer,
     free_port,
     milter_argv,
@@ -87,6 +90,15 @@ def redis_server(engage_tmp: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
+    _need(shutil.which("redis-cli") is not None, "redis-cli is not installed (run scripts/install-deps)")
+    cluster = RedisClusterServers(engage_tmp / "redis-cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -28,7 +29,7 @@ import redis
 from engage import postfixconf
 from engage import settings as config
 from engage.milterprobe import Address, ProbeError, connect_host, parse_socket, probe, user_may
-from engage.redisconn import connect
+from engage.redisconn import connect, hash_tag, is_cluster
 
 OK, WARN, ERROR, SKIP = "ok", "warn", "error", "skip"
 TOPICS = ("config", "redis", "milter", "postfix", "tracking")
@@ -110,14 +111,19 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
     where = redacted(settings.redis_url)
     client = connect(settings.redis_url, timeout=options.timeout)
     try:
-        info = client.info()
+        node, cluster = _cluster(client, settings) if is_cluster(client) else (client, [])
+        info = node.info()
         version = info.get("redis_version", "?")
-        findings = [Finding(OK, "redis", f"Redis {version} answers at {where}")]
+        findings = [Finding(OK, "redis", f"Redis {version} answers at {where}")] + cluster
         if info.get("role", "master") != "master":
             findings.append(Finding(ERROR, "redis", f"Redis at {where} is a read-only replica: "
                                     "point [redis] url at the primary"))
-        findings += _persistence(client, info) + _eviction(client, settings)
-        return findings + _memory(client, settings)
+        if info.get("cluster_enabled") and not cluster:
+            findings.append(Finding(ERROR, "redis", f"Redis at {where} is a Redis Cluster node: "
+                                    "write [redis] url as redis+cluster://host:port and give "
+                                    "key_prefix a hash tag ({engage}:)"))
+        findings += _persistence(node, info) + _eviction(node, settings)
+        return findings + _memory(node, settings)
     except redis.AuthenticationError as exc:
         return [Finding(ERROR, "redis", f"Redis at {where} refuses the password in [redis] "
                         f"url: {exc}")]
@@ -127,6 +133,21 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
                         "needs it: the milter tempfails mail and clicks get 503 while it is away")]
     finally:
         client.close()
+
+
+def _cluster(client: Any, settings: config.Settings) -> tuple[redis.Redis[bytes], list[Finding]]:
+    """The master that holds every engage key (the prefix's hash tag names one slot), and
+    what to say about the cluster; the other checks then look at that master."""
+    state = client.cluster_info().get("cluster_state", "?")
+    masters = len(client.get_primaries())
+    tag, prefix = hash_tag(settings.key_prefix), settings.key_prefix
+    node = client.get_node_from_key(prefix)
+    level = OK if state == "ok" and tag else ERROR
+    text = (f"Redis Cluster of {masters} masters, cluster_state {state}; key_prefix {prefix!r}"
+            + (f" has the hash tag {{{tag}}}: every engage key is in slot "
+               f"{client.keyslot(prefix)}, on {node.host}:{node.port}" if tag else
+               " has no hash tag: engage's scripts need every key in one slot"))
+    return client.get_redis_connection(node), [Finding(level, "redis", text)]
 
 
 def _config_get(client: redis.Redis[bytes], name: str) -> str | None:

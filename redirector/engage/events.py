@@ -25,6 +25,7 @@ import redis
 
 from engage import aggregates, overrides
 from engage.links import Resolved, open_token, status_key
+from engage.redisconn import queue_script
 
 TYPES = ("click", "open", "initial_open")
 STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
@@ -267,7 +268,7 @@ class EventLog:
         pipe = self.client.pipeline(transaction=False)
         for event in events:
             keys, args = self._keys_args(event, now)
-            self._append(keys=keys, args=args, client=pipe)
+            queue_script(self._append, pipe, keys, args)
         try:
             pipe.execute()
         except redis.RedisError as exc:

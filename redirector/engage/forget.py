@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from engage.events import TYPES, EventLog, index_values, score_of
+from engage.redisconn import scan_keys
 from engage.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
 from engage.webhooks.keys import Keys
 
@@ -173,12 +174,7 @@ class Forgetter:
     def _scan(self) -> Iterator[list[bytes]]:
         """Every key under the prefix, a chunk at a time (the prefix has no glob characters:
         settings allow letters, digits and :._-{} only)."""
-        cursor = 0
-        while True:
-            cursor, keys = self.client.scan(cursor, match=f"{self.prefix}*", count=self.chunk)
-            yield keys
-            if cursor == 0:
-                return
+        yield from scan_keys(self.client, f"{self.prefix}*", self.chunk)
 
     def _records(self, address: Address, summary: Summary) -> list[str]:
         """Rewrite message records and templates that mention the address; the names of

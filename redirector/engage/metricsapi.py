@@ -20,6 +20,7 @@ import redis
 from engage import aggregates
 from engage.events import EventError
 from engage.eventsapi import BadParameter, parse_time
+from engage.redisconn import queue_script
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
 GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",
@@ -282,7 +283,7 @@ def read_sums(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now:
             keys += names
             sizes.append(str(len(names)))
             labels.append(label)
-        script(keys=keys, args=[",".join(sizes), *codes], client=pipe)
+        queue_script(script, pipe, keys, [",".join(sizes), *codes])
         plan.append(labels)
     try:
         replies = pipe.execute() if plan else []

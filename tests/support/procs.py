@@ -135,10 +135,12 @@ class RedisServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+    def __init__(self, workdir: Path, port: Optional[int] = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.log_path = self.workdir / "redis.log"
         self.proc: Optional[subprocess.Popen[bytes]] = None
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -160,7 +162,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", self.host, "--port", str(self.port),
              "--dir", str(self.workdir), "--appendonly", "yes", "--save", "",
-             "--daemonize", "no", "--logfile", str(self.log_path)],
+             "--daemonize", "no", "--logfile", str(self.log_path), *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -188,6 +190,74 @@ class RedisServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` private redis-servers on 127.0.0.1, no replicas.
+
+    ``url`` is engage's ``redis+cluster://`` URL of the first node, ``urls`` every
+    node's plain URL, ``nodes`` the RedisServer objects; ``start()``, ``stop()``,
+    ``flush()`` (FLUSHALL on every master). The bus port of each node is set with
+    ``cluster-port`` (Redis >= 7) so it never lands above 65535 as port + 10000 could.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = Path(workdir)
+        self.nodes = [RedisServer(self.workdir / f"node-{i}", extra_args=[
+            "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+            "--cluster-config-file", str(self.workdir / f"node-{i}" / "nodes.conf"),
+            "--cluster-node-timeout", "5000"]) for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{self.host}:{self.nodes[0].port}/0"
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 30) -> "RedisClusterServers":
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"{self.host}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        if done.returncode != 0:
+            self.stop()
+            raise ProcError(f"redis-cli --cluster create failed:\n"
+                            f"{done.stdout.decode(errors='replace')}"
+                            f"{done.stderr.decode(errors='replace')}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._info(node).get("cluster_state") == "ok" for node in self.nodes):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ProcError("the Redis Cluster did not reach cluster_state:ok")
+
+    def _info(self, node: RedisServer) -> dict[str, str]:
+        try:
+            with socket.create_connection((self.host, node.port), timeout=1) as sock:
+                sock.sendall(b"CLUSTER INFO\r\n")
+                data = sock.recv(4096).decode(errors="replace")
+        except OSError:
+            return {}
+        pairs = (line.split(":", 1) for line in data.splitlines() if ":" in line)
+        return {key: value.strip() for key, value in pairs}
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            with socket.create_connection((self.host, node.port), timeout=5) as sock:
+                sock.sendall(b"FLUSHALL\r\n")
+                sock.recv(16)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 # --------------------------------------------------------------------------- milter

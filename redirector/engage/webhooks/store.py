@@ -50,7 +50,7 @@ class WebhookStore:
 
     # ----------------------------------------------------------------- definitions
     def create(self, hook: Webhook) -> None:
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.hook(hook.id), hook.to_json())
         pipe.sadd(self.keys.ids, hook.id)
         pipe.execute()
@@ -133,7 +133,7 @@ class WebhookStore:
         now_ms = seconds * 1000 + micros // 1000
         record = json.dumps({"ids": "", "size": int(item["size"]), "created": now_ms,
                              "attempts": 0, "lease": "", "code": 0, "body": item["body"]})
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.batches(hook_id), batch_id, record)
         pipe.zadd(self.keys.due(hook_id), {batch_id: now_ms})
         pipe.xdel(self.keys.dead, dead_id)
