@@ -209,8 +209,6 @@ def _record(services: Services, kind: str, resolved: Any) -> None:
 
 def _click(services: Services) -> Callable[[str], Response]:
     def click(token: str) -> Response:
-        if not services.limiter.allow(request.remote_addr or ""):
-            abort(403)
         return _stored_redirect(services, token)
     return click
 
@@ -220,7 +218,17 @@ def _click_state(services: Services, url: str | None = None) -> Any:
 
 
 def _stored_redirect(services: Services, token: str) -> Response:
-    resolved = services.links.resolve(token, also=_click_state(services))
+    """Rate limit, token and click state in one round trip (a malformed token is counted
+    on its own); over the limit is a 403 whatever the token."""
+    now, ip = g.get("now") or time.time(), request.remote_addr or ""
+    state, limiter = services.judge.click_state(now, ip), services.limiter
+
+    def commands(pipe: Any, message_key: str, index: int | None) -> None:
+        state(pipe, message_key, index)  # the judge reads replies 0-3 (Resolved.extra)
+        limiter.count_into(pipe, ip, now)
+    resolved, replies = services.links.lookup(token, also=commands)
+    if not (limiter.allows(replies[4]) if len(replies) > 4 else limiter.allow(ip, now)):
+        abort(403)
     location = safe_location(resolved.link.url) if resolved and resolved.link else None
     if location is None:
         abort(404)
@@ -232,10 +240,10 @@ def _v1_click(services: Services) -> Callable[[str], Response]:
     """The stored link, or in broadcast mode the ``url`` argument when ``sig`` is ours for
     it; the click is recorded against the message the tracking id (or email id) names."""
     def v1_click(tracking_id: str) -> Response:
-        if not services.limiter.allow(request.remote_addr or ""):
-            abort(403)
         if "url" not in request.args:
             return _stored_redirect(services, tracking_id)
+        if not services.limiter.allow(request.remote_addr or ""):
+            abort(403)
         url = request.args["url"]
         if not signed(services.settings.url_signing_key, url, request.args.get("sig", "")):
             g.event = "bad-signature"
