@@ -7,7 +7,9 @@
    gunicorn worker setting, a bare WSGI app returning a fixed 302 (tests/bench/bare_wsgi.py)
    and the redirector's ``GET /c/<token>`` (random tokens of 2000 stored messages, events
    recorded, access log on) under the same gunicorn settings. Requests/s, p99, the ratio
-   to the bare app and to nginx; the event stream must grow by at least the 302s counted.
+   to the bare app and to nginx; CPU ms per request of gunicorn (all its processes) and of
+   redis-server, which a busy shared machine disturbs less than requests/s; the event
+   stream must grow by at least the 302s counted.
    Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
 2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
 nginx and wrk are installed with apt-get when missing and we are root. Every server it
@@ -151,6 +153,21 @@ http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {dire
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (gunicorn's workers)."""
+    total = 0.0
+    wanted = set(pids)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) in wanted or int(fields[1]) in wanted:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def run_wrk(port: int, seconds: int, connections: int, tokens_file: str) -> dict[str, float]:
@@ -208,6 +225,7 @@ def run_python_load(port: int, seconds: int, connections: int, tokens_file: str)
 
 def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> tuple[str, int, int]:
     client = redis.Redis(port=redis_port)
+    redis_pid = int(client.info("server")["process_id"])
     tokens_file = os.path.join(directory, "tokens.txt")
     Path(tokens_file).write_text("\n".join(register_links(client)) + "\n")
     load: Callable[..., dict[str, Any]] = run_wrk if shutil.which("wrk") else run_python_load
@@ -229,9 +247,13 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
             try:
                 load(port, 2, args.connections, tokens_file)  # warm up
                 before = client.xlen("engage:events")
+                cpu = cpu_seconds([process.pid]), cpu_seconds([redis_pid])
                 row = load(port, args.seconds, args.connections, tokens_file)
                 time.sleep(0.5)  # the requests wrk gave up on at the end still finish
                 row["stored"] = client.xlen("engage:events") - before
+                done = max(row["requests"], 1) / 1000
+                row["cpu"] = (cpu_seconds([process.pid]) - cpu[0]) / done
+                row["redis_cpu"] = (cpu_seconds([redis_pid]) - cpu[1]) / done
                 measured.append(row)
             finally:
                 stop_process(process)
@@ -257,10 +279,10 @@ def print_clicks(nginx: dict[str, Any] | None,
                  rows: list[tuple[str, Any, dict[str, Any], dict[str, Any]]]) -> None:
     base = nginx["rps"] if nginx else 0.0
     print(f"{'server':44} {'req/s':>8} {'p99 ms':>8} {'x bare':>7} {'p99/bare':>8} "
-          f"{'x nginx':>8}  non-3xx  302s / events stored")
+          f"{'x nginx':>8} {'CPU ms':>6} {'redis':>6}  non-3xx  302s / events stored")
     if nginx:
         print(f"{'nginx return 302':44} {nginx['rps']:8.0f} {nginx['p99']:8.2f} {'':7} {'':8} "
-              f"{1:8.4f}  {nginx['bad']:7.0f}")
+              f"{1:8.4f} {'':6} {'':6}  {nginx['bad']:7.0f}")
     for name, _, bare, ours in rows:
         for label, row in ((f"bare WSGI 302, gunicorn {name}", bare),
                            (f"engage /c/, gunicorn {name}", ours)):
@@ -270,7 +292,8 @@ def print_clicks(nginx: dict[str, Any] | None,
             stored = (f"{row['requests'] - row['bad']:.0f} / {row['stored']}"
                       + ("" if row["stored"] >= row["requests"] - row["bad"] else "  MISSING")
                       if row is ours else "")
-            print(f"{label:44} {row['rps']:8.0f} {row['p99']:8.2f} {ratio} {p99} {to_nginx}  "
+            print(f"{label:44} {row['rps']:8.0f} {row['p99']:8.2f} {ratio} {p99} {to_nginx} "
+                  f"{row['cpu']:6.3f} {row['redis_cpu']:6.3f}  "
                   f"{row['bad']:7.0f}  {stored}  {row['errors']}")
 
 
