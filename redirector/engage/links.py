@@ -249,9 +249,15 @@ class LinkStore:
         """What a token points at, or None when it is malformed, unknown or forged.
         ``also(pipeline, message key, link index)`` may add commands to the same round
         trip; their replies come back in ``Resolved.extra``."""
+        return self.lookup(token, also)[0]
+
+    def lookup(self, token: str, also: Optional[Callable[[Any, str, Optional[int]], None]] = None
+               ) -> tuple[Optional[Resolved], tuple[Any, ...]]:
+        """``resolve``, with the replies to ``also``'s commands even when the token is
+        unknown or forged; () when it is malformed (then nothing is sent to Redis)."""
         parts = split_token(token)
         if parts is None:
-            return None
+            return None, ()
         message_key, template_id, index = parts
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.message_key(message_key))
@@ -259,17 +265,18 @@ class LinkStore:
         if also is not None:
             also(pipe, message_key, index)
         try:
-            record_json, template_json, *extra = pipe.execute()
+            record_json, template_json, *replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
+        extra = tuple(replies)
         if record_json is None or template_json is None:
-            return None
+            return None, extra
         record = MessageRecord.from_text(record_json)
         if record.template_id != template_id:
-            return None
+            return None, extra
         template = Template.from_json(template_json)
         if index is None:
-            return Resolved(message_key, template, record, None, tuple(extra))
+            return Resolved(message_key, template, record, None, extra), extra
         if index >= len(template.links):
-            return None
-        return Resolved(message_key, template, record, template.links[index], tuple(extra))
+            return None, extra
+        return Resolved(message_key, template, record, template.links[index], extra), extra

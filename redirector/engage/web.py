@@ -16,13 +16,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
@@ -31,17 +30,27 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engage import machines
 from engage import settings as config
+from engage.clickpath import (
+    REDIRECT_HEADERS,
+    ClickPath,
+    Services,
+    access_line,
+    log_path,
+    lookup_click,
+    page,
+    record,
+    safe_location,
+)
 from engage.dashboard import assets
 from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
-from engage.events import EventError, EventLog, RequestFacts, build_event
+from engage.events import EventError, EventLog, RequestFacts
 from engage.eventsapi import BadParameter, next_link, parse_query, search
 from engage.forget import Forgetter, address_from_json
-from engage.geoip import Lookup, open_lookup
+from engage.geoip import open_lookup
 from engage.judge import Judge, thresholds
 from engage.links import Link, LinkStore, StoreError
 from engage.metricsapi import GROUPS, parse_metrics_query
 from engage.metricsapi import run as metrics_run
-from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
 from engage.trackapi import message_status, signed
@@ -54,32 +63,11 @@ GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c"
                     "00000000010001000002024401003b")
 NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
             "Pragma": "no-cache", "Expires": "0"}
-REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
-PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
-        "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
-PAGES = {400: ("Bad request", "This link is not valid."),
-         401: ("Login required", "This page needs a dashboard login."),
-         403: ("Forbidden", "Too many requests from your address. Please try again later."),
-         404: ("Link not found", "This link is not valid."),
-         503: ("Temporarily unavailable", "Please try again in a moment.")}
-TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
 METRICS_ROUTE = "/api/v1/metrics/deliverability"
 JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz",
                   *(f"metrics_{tail or 'summary'}" for tail in GROUPS))
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
-URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: config.Settings
-    client: redis.Redis[bytes]
-    links: LinkStore
-    events: EventLog
-    limiter: RateLimiter
-    geo: Lookup | None
-    judge: Judge
 
 
 def create_app(settings: config.Settings | None = None,
@@ -107,6 +95,8 @@ def create_app(settings: config.Settings | None = None,
     if settings.dashboard_enabled:
         app.extensions[DASHBOARD] = Login(dict(settings.dashboard_users), RateLimiter(
             client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW))
+    app.wsgi_app = ClickPath(  # type: ignore[method-assign]
+        app.wsgi_app, services, route_prefixes(settings))
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
@@ -159,16 +149,6 @@ def _blueprint(services: Services) -> Blueprint:
     return blueprint
 
 
-def safe_location(url: str) -> str | None:
-    """The stored URL as a Location value: unchanged when it is printable ASCII (the milter
-    only stores RFC 3986 URLs); other bytes percent-encoded; None unless http(s)."""
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        return None
-    if url.isascii() and url.isprintable() and " " not in url:
-        return url
-    return quote(url, safe=URL_SAFE)
-
-
 class ExactRedirect(Response):
     """A 302 whose Location is sent as stored: Werkzeug would run it through iri_to_uri,
     which lowercases the scheme and host and re-quotes; browsers must get the milter's bytes."""
@@ -191,26 +171,15 @@ def _client_facts(services: Services) -> RequestFacts:
 
 
 def _record(services: Services, kind: str, resolved: Any) -> None:
-    """Judge the raw request, append the event; a failure loses the event (logged), never
-    the answer."""
+    """engage.clickpath.record for this request; the event word for the access log."""
     g.event = kind
-    now = g.get("now") or time.time()
-    facts = _client_facts(services)
-    judged = services.judge.judge(kind, request.method, facts.ip_address, facts.user_agent,
-                                  resolved, now)
-    try:
-        masked = mask_facts(facts, services.settings.ip_addresses, services.settings.user_agents)
-        services.events.append(build_event(kind, resolved, masked, now, judged.engage))
-        services.judge.remember(judged, resolved)
-    except EventError as exc:
-        g.event = f"{kind}-lost"
-        log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
+    g.event = record(services, kind, resolved, request.method, _client_facts(services),
+                     g.get("now") or time.time())
 
 
 def _click(services: Services) -> Callable[[str], Response]:
+    """Only what engage.clickpath hands on (tokens with characters no token has): 404."""
     def click(token: str) -> Response:
-        if not services.limiter.allow(request.remote_addr or ""):
-            abort(403)
         return _stored_redirect(services, token)
     return click
 
@@ -220,7 +189,11 @@ def _click_state(services: Services, url: str | None = None) -> Any:
 
 
 def _stored_redirect(services: Services, token: str) -> Response:
-    resolved = services.links.resolve(token, also=_click_state(services))
+    """Over the rate limit a 403 whatever the token; else the stored link or a 404."""
+    allowed, resolved = lookup_click(services, token, request.remote_addr or "",
+                                     g.get("now") or time.time())
+    if not allowed:
+        abort(403)
     location = safe_location(resolved.link.url) if resolved and resolved.link else None
     if location is None:
         abort(404)
@@ -232,10 +205,10 @@ def _v1_click(services: Services) -> Callable[[str], Response]:
     """The stored link, or in broadcast mode the ``url`` argument when ``sig`` is ours for
     it; the click is recorded against the message the tracking id (or email id) names."""
     def v1_click(tracking_id: str) -> Response:
-        if not services.limiter.allow(request.remote_addr or ""):
-            abort(403)
         if "url" not in request.args:
             return _stored_redirect(services, tracking_id)
+        if not services.limiter.allow(request.remote_addr or ""):
+            abort(403)
         url = request.args["url"]
         if not signed(services.settings.url_signing_key, url, request.args.get("sig", "")):
             g.event = "bad-signature"
@@ -399,8 +372,7 @@ def _error_handler(exc: Exception) -> Any:
         status, detail = 500, "internal error"
     if endpoint in JSON_ENDPOINTS:
         return _json_error(status, "unavailable" if status == 503 else "error", detail)
-    title, text = PAGES.get(status, ("Error", "The request could not be served."))
-    return Response(PAGE.format(title, text), status=status, mimetype="text/html")
+    return Response(page(status), status=status, mimetype="text/html")
 
 
 def _start_clock() -> None:
@@ -410,15 +382,12 @@ def _start_clock() -> None:
 
 def _log_path() -> str:
     """The request path without its query (recipients are personal) and with tokens cut."""
-    return TOKEN_IN_PATH.sub(r"\1...", request.path)
+    return log_path(request.path)
 
 
 def _access_line(settings: config.Settings, response: Response) -> Response:
-    """One line per request; IP and User-Agent as [privacy] allows them to be kept."""
-    elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-    ip = mask_ip(request.remote_addr or "", settings.ip_addresses) or "-"
-    agent = mask_user_agent(request.headers.get("User-Agent", ""), settings.user_agents)
-    access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
-                    ip, request.method, _log_path(), response.status_code,
-                    elapsed, g.get("event", "-"), json.dumps(agent[:200]))
+    """engage.clickpath.access_line for a request Flask answered."""
+    access_line(settings, request.remote_addr or "", request.method, request.path,
+                response.status_code, g.get("started", time.perf_counter()), g.get("event", "-"),
+                request.headers.get("User-Agent", ""))
     return response

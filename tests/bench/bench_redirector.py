@@ -3,9 +3,13 @@
 
     python3 tests/bench/bench_redirector.py [--seconds 10] [--connections 64] [--events 1000000]
 
-1. Clicks: requests/s and p99 latency of ``GET /c/<token>`` (random tokens of 2000 stored
-   messages, events recorded, access log on) under gunicorn with several worker classes,
-   and nginx ``return 302`` on the same machine in the same run; each as a ratio to nginx.
+1. Clicks, side by side in one run: nginx ``return 302`` (the machine's ceiling); for each
+   gunicorn worker setting, a bare WSGI app returning a fixed 302 (tests/bench/bare_wsgi.py)
+   and the redirector's ``GET /c/<token>`` (random tokens of 2000 stored messages, events
+   recorded, access log on) under the same gunicorn settings. Requests/s, p99, the ratio
+   to the bare app and to nginx; CPU ms per request of gunicorn (all its processes) and of
+   redis-server, which a busy shared machine disturbs less than requests/s; the event
+   stream must grow by at least the 302s counted.
    Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
 2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
 nginx and wrk are installed with apt-get when missing and we are root. Every server it
@@ -50,7 +54,7 @@ from support.procs import free_port, stop_process  # noqa: E402
 
 API_KEY = "bench-key"
 WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16),
-           ("gthread", 3, 16), ("gthread", 4, 8)]
+           ("gthread", 4, 8)]
 
 
 def ensure_tools() -> None:
@@ -110,9 +114,11 @@ def register_links(client: redis.Redis[bytes], messages: int = 2000) -> list[str
 
 
 def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
-                   log: Path) -> tuple[subprocess.Popen[bytes], int]:
+                   log: Path, app: str = "engage.web:create_app()"
+                   ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "redirector"),
+    path = os.pathsep.join((str(ROOT / "redirector"), str(ROOT / "tests/bench")))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": path,
            "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ENGAGE_API_KEYS": API_KEY,
            "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}",
            "ENGAGE_RATE_LIMIT": "1000000",  # counted (as deployed) but never reached
@@ -121,7 +127,7 @@ def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "etc/engage/gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{port}", "-k", worker, "-w", str(workers),
-             "--threads", str(threads), "engage.web:create_app()"],
+             "--threads", str(threads), app],
             env=env, stdout=out, stderr=out)
     wait_http(port, "/healthz")
     return process, port
@@ -147,6 +153,21 @@ http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {dire
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (gunicorn's workers)."""
+    total = 0.0
+    wanted = set(pids)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) in wanted or int(fields[1]) in wanted:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def run_wrk(port: int, seconds: int, connections: int, tokens_file: str) -> dict[str, float]:
@@ -160,11 +181,13 @@ request = function() return wrk.format("GET", "/c/" .. tokens[math.random(#token
                           "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p99": float(p99.group(1)) * UNITS[p99.group(2)] if p99 else float("nan"),
-            "bad": float(bad.group(1)) if bad else 0.0, "errors": errors.group(1) if errors else ""}
+            "bad": float(bad.group(1)) if bad else 0.0, "errors": errors.group(1) if errors else "",
+            "requests": float(total.group(1)) if total else 0.0}
 
 
 def run_python_load(port: int, seconds: int, connections: int, tokens_file: str) -> dict[str, Any]:
@@ -196,44 +219,83 @@ def run_python_load(port: int, seconds: int, connections: int, tokens_file: str)
         thread.join()
     latencies.sort()
     return {"rps": len(latencies) / seconds, "bad": 0.0, "errors": "",
+            "requests": float(len(latencies)),
             "p99": latencies[int(len(latencies) * 0.99)] if latencies else float("nan")}
 
 
 def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> tuple[str, int, int]:
     client = redis.Redis(port=redis_port)
+    redis_pid = int(client.info("server")["process_id"])
     tokens_file = os.path.join(directory, "tokens.txt")
     Path(tokens_file).write_text("\n".join(register_links(client)) + "\n")
     load: Callable[..., dict[str, Any]] = run_wrk if shutil.which("wrk") else run_python_load
     print(f"\n== clicks: GET /c/<token>, {args.connections} connections, {args.seconds} s each, "
           f"load from {'wrk -t2' if load is run_wrk else 'Python threads (no wrk)'} ==")
-    results: dict[str, dict[str, Any]] = {}
-    configs: dict[str, tuple[str, int, int]] = {}
+    nginx_row: dict[str, Any] | None = None
     nginx = start_nginx(directory)
     if nginx:
         load(nginx[1], 2, args.connections, tokens_file)
-        results["nginx return 302"] = load(nginx[1], args.seconds, args.connections, tokens_file)
+        nginx_row = load(nginx[1], args.seconds, args.connections, tokens_file)
         stop_process(nginx[0])
-    for worker, workers, threads in WORKERS:
-        name = f"gunicorn {worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
-        configs[name] = (worker, workers, threads)
-        process, port = start_gunicorn(redis_port, worker, workers, threads,
-                                       Path(directory) / "gunicorn.log")
-        try:
-            load(port, 2, args.connections, tokens_file)  # warm up
-            results[name] = load(port, args.seconds, args.connections, tokens_file)
-        finally:
-            stop_process(process)
-    base = results.get("nginx return 302", {}).get("rps")
-    print(f"{'server':34} {'req/s':>9} {'p99 ms':>8} {'x nginx':>8}  non-3xx  socket errors")
-    for name, row in results.items():
-        ratio = f"{row['rps'] / base:8.4f}" if base else "     n/a"
-        print(f"{name:34} {row['rps']:9.0f} {row['p99']:8.2f} {ratio}  {row['bad']:7.0f}  "
-              f"{row['errors']}")
-    clicks = client.xlen("engage:events")
-    print(f"(click events recorded in the stream: {clicks})")
-    best = max(configs, key=lambda name: results[name]["rps"])
-    print(f"best gunicorn configuration by req/s: {best}")
-    return configs[best]
+    rows: list[tuple[str, tuple[str, int, int], dict[str, Any], dict[str, Any]]] = []
+    for worker, workers, threads in workers_of(args.workers):
+        name = f"{worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
+        measured = []
+        for app in ("bare_wsgi:app", "engage.web:create_app()"):
+            process, port = start_gunicorn(redis_port, worker, workers, threads,
+                                           Path(directory) / "gunicorn.log", app)
+            try:
+                load(port, 2, args.connections, tokens_file)  # warm up
+                before = client.xlen("engage:events")
+                cpu = cpu_seconds([process.pid]), cpu_seconds([redis_pid])
+                row = load(port, args.seconds, args.connections, tokens_file)
+                time.sleep(0.5)  # the requests wrk gave up on at the end still finish
+                row["stored"] = client.xlen("engage:events") - before
+                done = max(row["requests"], 1) / 1000
+                row["cpu"] = (cpu_seconds([process.pid]) - cpu[0]) / done
+                row["redis_cpu"] = (cpu_seconds([redis_pid]) - cpu[1]) / done
+                measured.append(row)
+            finally:
+                stop_process(process)
+        rows.append((name, (worker, workers, threads), measured[0], measured[1]))
+    print_clicks(nginx_row, rows)
+    # By clicks/s: the bare app's own figure swings most between runs (sync most of all).
+    best = max(rows, key=lambda row: row[3]["rps"])
+    print(f"best gunicorn setting for clicks (clicks/s): {best[0]}")
+    return best[1]
+
+
+def workers_of(text: str) -> list[tuple[str, int, int]]:
+    """``gthread:2:16,sync:4`` -> [("gthread", 2, 16), ("sync", 4, 1)]; '' -> WORKERS."""
+    if not text:
+        return WORKERS
+    found = []
+    for item in text.split(","):
+        worker, workers, *threads = item.split(":")
+        found.append((worker, int(workers), int(threads[0]) if threads else 1))
+    return found
+
+
+def print_clicks(nginx: dict[str, Any] | None,
+                 rows: list[tuple[str, Any, dict[str, Any], dict[str, Any]]]) -> None:
+    base = nginx["rps"] if nginx else 0.0
+    print(f"{'server':44} {'req/s':>8} {'p99 ms':>8} {'x bare':>7} {'p99/bare':>8} "
+          f"{'x nginx':>8} {'CPU ms':>6} {'redis':>6}  non-3xx  302s / events stored")
+    if nginx:
+        print(f"{'nginx return 302':44} {nginx['rps']:8.0f} {nginx['p99']:8.2f} {'':7} {'':8} "
+              f"{1:8.4f} {'':6} {'':6}  {nginx['bad']:7.0f}")
+    for name, _, bare, ours in rows:
+        for label, row in ((f"bare WSGI 302, gunicorn {name}", bare),
+                           (f"engage /c/, gunicorn {name}", ours)):
+            ratio = f"{row['rps'] / bare['rps']:7.3f}" if row is ours else f"{1:7.3f}"
+            p99 = f"{row['p99'] / bare['p99']:8.2f}" if row is ours else f"{1:8.2f}"
+            to_nginx = f"{row['rps'] / base:8.4f}" if base else "     n/a"
+            stored = (f"{row['requests'] - row['bad']:.0f} / {row['stored']}"
+                      + ("" if row["stored"] >= row["requests"] - row["bad"] else "  MISSING")
+                      if row is ours else "")
+            print(f"{label:44} {row['rps']:8.0f} {row['p99']:8.2f} {ratio} {p99} {to_nginx} "
+                  f"{row['cpu']:6.3f} {row['redis_cpu']:6.3f}  "
+                  f"{row['bad']:7.0f}  {stored}  {row['errors']}")
 
 
 CAMPAIGNS = [f"campaign-{n}" for n in range(20)]
@@ -341,6 +403,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20, help="runs per events API query")
     parser.add_argument("--skip-clicks", action="store_true")
+    parser.add_argument("--workers", default="",
+                        help="gunicorn settings to compare, e.g. gthread:2:16,sync:4 "
+                             "(default: a spread of sync and gthread)")
     args = parser.parse_args()
     ensure_tools()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")

@@ -1,0 +1,172 @@
+"""The click path without Flask: ``GET|HEAD <prefix>/c/<token>`` answered by a small WSGI
+layer in front of the Flask app, which stays the app for everything else.
+
+Flask's routing, request context and Response objects were a fifth of a click's Python
+(tests/bench/profile_click.py). Promises, the same as the Flask views: a 302 only to the
+URL the link store holds for the token, else the 404 page; over the rate limit the 403
+page; Redis down the 503 page; the same headers, event and access-log line. A request
+this layer does not fully recognise (another method or path, a token with characters no
+token has) goes on to Flask untouched, so odd paths keep Flask's answers. It sits inside
+ProxyFix, so ``REMOTE_ADDR`` is already the client's address.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlsplit
+
+import redis
+
+from engage import settings as config
+from engage.events import EventError, EventLog, RequestFacts, build_event
+from engage.geoip import Lookup
+from engage.judge import Judge
+from engage.links import LinkStore, Resolved, StoreError
+from engage.privacy import mask_facts, mask_ip, mask_user_agent
+from engage.ratelimit import RateLimiter
+
+log = logging.getLogger("engage.web")  # the redirector's log, whichever layer answered
+access_log = logging.getLogger("engage.access")
+
+REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+PAGE = ("<!doctype html>\n<html lang=en><meta charset=utf-8><meta name=robots "
+        "content=noindex><title>{0}</title><h1>{0}</h1><p>{1}</p></html>\n")
+PAGES = {400: ("Bad request", "This link is not valid."),
+         401: ("Login required", "This page needs a dashboard login."),
+         403: ("Forbidden", "Too many requests from your address. Please try again later."),
+         404: ("Link not found", "This link is not valid."),
+         503: ("Temporarily unavailable", "Please try again in a moment.")}
+TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
+HTML = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: config.Settings
+    client: redis.Redis[bytes]
+    links: LinkStore
+    events: EventLog
+    limiter: RateLimiter
+    geo: Lookup | None
+    judge: Judge
+
+
+def page(status: int) -> str:
+    title, text = PAGES.get(status, ("Error", "The request could not be served."))
+    return PAGE.format(title, text)
+
+
+def safe_location(url: str) -> str | None:
+    """The stored URL as a Location value: unchanged when it is printable ASCII (the milter
+    only stores RFC 3986 URLs); other bytes percent-encoded; None unless http(s)."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return None
+    if url.isascii() and url.isprintable() and " " not in url:
+        return url
+    return quote(url, safe=URL_SAFE)
+
+
+def log_path(path: str) -> str:
+    """A request path for the logs: tokens cut (the caller leaves the query out)."""
+    return TOKEN_IN_PATH.sub(r"\1...", path)
+
+
+def access_line(settings: config.Settings, ip: str, method: str, path: str, status: int,
+                started: float, event: str, user_agent: str) -> None:
+    """One line per request; IP and User-Agent as [privacy] allows them to be kept."""
+    elapsed = (time.perf_counter() - started) * 1000
+    agent = mask_user_agent(user_agent, settings.user_agents)
+    access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
+                    mask_ip(ip, settings.ip_addresses) or "-", method, log_path(path), status,
+                    elapsed, event, json.dumps(agent[:200]))
+
+
+def lookup_click(services: Services, token: str, ip: str, now: float,
+                 url: Optional[str] = None) -> tuple[bool, Optional[Resolved]]:
+    """(within the rate limit, what the token resolves to): the rate-limit count, the token
+    and the judge's click state in one round trip (a malformed token is counted alone)."""
+    state, limiter = services.judge.click_state(now, ip, url), services.limiter
+
+    def commands(pipe: Any, message_key: str, index: Optional[int]) -> None:
+        state(pipe, message_key, index)  # the judge reads replies 0-3 (Resolved.extra)
+        limiter.count_into(pipe, ip, now)
+    resolved, replies = services.links.lookup(token, also=commands)
+    allowed = limiter.allows(replies[4]) if len(replies) > 4 else limiter.allow(ip, now)
+    return allowed, resolved
+
+
+def record(services: Services, kind: str, resolved: Resolved, method: str,
+           facts: RequestFacts, now: float) -> str:
+    """Judge the raw request, append the event: the access log's event word. A failure
+    loses the event (logged), never the answer."""
+    judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
+                                  resolved, now)
+    try:
+        masked = mask_facts(facts, services.settings.ip_addresses, services.settings.user_agents)
+        services.events.append(build_event(kind, resolved, masked, now, judged.engage))
+        services.judge.remember(judged, resolved)
+    except EventError as exc:
+        log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
+        return f"{kind}-lost"
+    return kind
+
+
+class ClickPath:
+    """WSGI middleware: clicks here, every other request to ``app``."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], services: Services,
+                 prefixes: Iterable[str]) -> None:
+        self.app = app
+        self.services = services
+        self.prefixes = frozenset(prefixes)
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        prefix, _, token = path.rpartition("/c/")
+        if (method not in ("GET", "HEAD") or prefix not in self.prefixes
+                or not TOKEN_CHARS.fullmatch(token)):
+            return self.app(environ, start_response)
+        started, now = time.perf_counter(), time.time()
+        ip = environ.get("REMOTE_ADDR") or ""
+        event, location = "-", None
+        try:
+            allowed, resolved = lookup_click(self.services, token, ip, now)
+            status = 403 if not allowed else 404
+            if allowed and resolved is not None and resolved.link is not None:
+                location = safe_location(resolved.link.url)
+            if location is not None:
+                status, event = 302, "click"
+                event = record(self.services, "click", resolved, method,  # type: ignore[arg-type]
+                               self.facts(environ, ip), now)
+        except (StoreError, EventError, redis.RedisError) as exc:
+            log.error("%s %s: redis unavailable: %s", method, log_path(path), exc)
+            status, location = 503, None
+        except Exception:
+            log.exception("%s %s failed", method, log_path(path))
+            status, location = 500, None
+        if location is not None:
+            headers = [("Content-Type", HTML), ("Content-Length", "0"),
+                       ("Location", location), *REDIRECT_HEADERS.items()]
+            body = b""
+        else:
+            body = page(status).encode()
+            headers = [("Content-Type", HTML), ("Content-Length", str(len(body)))]
+        start_response(f"{status} {HTTPStatus(status).phrase.upper()}", headers)
+        access_line(self.services.settings, ip, method, path, status, started, event,
+                    environ.get("HTTP_USER_AGENT", ""))
+        return [] if method == "HEAD" else [body]
+
+    def facts(self, environ: dict[str, Any], ip: str) -> RequestFacts:
+        geo = self.services.geo
+        return RequestFacts(ip, environ.get("HTTP_USER_AGENT", ""),
+                            environ.get("HTTP_ACCEPT_LANGUAGE", ""),
+                            geo(ip) if geo and ip else None, environ.get("HTTP_REFERER", ""))

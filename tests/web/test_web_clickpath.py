@@ -1,0 +1,75 @@
+"""The click layer in front of Flask (engage.clickpath) answers exactly as the Flask views
+did: same pages and headers whichever layer answers, one Redis round trip before the
+event append, and Flask keeps every request the layer does not recognise."""
+from __future__ import annotations
+
+import logging
+
+from redis.connection import Connection
+
+
+def _answer(response):
+    headers = {name: value for name, value in response.headers.items()}
+    return response.status_code, headers, response.data
+
+
+def test_pages_are_the_same_whichever_layer_answers(client, mail):
+    mail("https://example.com/")
+    by_flask = client.get("/c/bad%20token")  # a space: no token has one, Flask answers
+    by_layer = client.get("/c/" + "A" * 29)  # well-formed, unknown: the click layer answers
+    assert _answer(by_flask) == _answer(by_layer)
+    assert by_layer.status_code == 404 and b"Link not found" in by_layer.data
+
+
+def test_the_403_page_is_the_same_whichever_layer_answers(make_app, mail):
+    message = mail("https://example.com/")
+    client = make_app(rate_limit=1).test_client()
+    assert client.get(f"/c/{message.click(0)}").status_code == 302
+    by_layer = client.get(f"/c/{message.click(0)}")
+    by_flask = client.get("/c/bad%20token")
+    assert by_layer.status_code == 403
+    assert _answer(by_flask) == _answer(by_layer)
+
+
+def test_a_head_request_gets_the_headers_of_the_get_and_no_body(make_app, mail):
+    message = mail("https://example.com/")
+    client = make_app(rate_limit=1).test_client()
+    get = client.get(f"/c/{message.click(0)}")
+    head = client.head(f"/c/{message.click(0)}")  # over the limit now: the 403 page's headers
+    page = client.get("/c/" + "A" * 29)
+    assert get.status_code == 302 and get.data == b""
+    assert head.status_code == 403 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(client.get("/c/bad%20token").data))
+    assert page.status_code == 403
+
+
+def test_a_click_is_two_redis_round_trips(client, mail, monkeypatch):
+    """Rate limit, token and click state in one, the event append in the other."""
+    message = mail("https://example.com/")
+    client.get(f"/c/{message.click(0)}")  # scripts loaded, connections open
+    sent = []
+    original = Connection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+    monkeypatch.setattr(Connection, "send_packed_command", counted)
+    assert client.get(f"/c/{message.click(0)}").status_code == 302
+    assert len(sent) == 2
+
+
+def test_trailing_slashes_and_other_methods_stay_with_flask(client, mail):
+    message = mail("https://example.com/")
+    assert client.get(f"/c/{message.click(0)}/").status_code == 404
+    assert client.delete(f"/c/{message.click(0)}").status_code == 405
+    assert client.options(f"/c/{message.click(0)}").status_code == 200
+
+
+def test_the_access_line_is_written_by_the_click_layer(client, mail, caplog):
+    message = mail("https://example.com/")
+    with caplog.at_level(logging.INFO, logger="engage.access"):
+        client.get(f"/c/{message.click(0)}", headers={"User-Agent": "Agent/1"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "engage.access"]
+    assert len(lines) == 1
+    assert f"path=/c/{message.click(0)[:6]}... status=302" in lines[0]
+    assert "event=click" in lines[0] and 'ua="Agent/1"' in lines[0]
