@@ -24,6 +24,7 @@ import email.policy
 import html
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -70,12 +71,25 @@ def wait_port(port: int, timeout: float = 15) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """user + system CPU of pid; with reaped, plus that of the children it waited for."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(v) for v in fields[11:15 if reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(roots: list[int]) -> float:
+    """CPU of whole process trees: live processes plus the children they reaped (Postfix's
+    master reaps its smtpd, cleanup and smtp processes; a delta over a run counts them)."""
+    return sum(cpu_seconds(pid, reaped=True) for root in roots for pid in [root, *children(root)])
+
+
+def own_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # smtp-source, once it has exited
+    return usage.ru_utime + usage.ru_stime
 
 
 def children(pid: int) -> list[int]:
@@ -108,17 +122,22 @@ def smtp_source(port: int, message: Path, count: int, sessions: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def timed_run(port: int, message: Path, count: int, sessions: int, milter: Optional[int]) -> dict[str, float]:
-    """msg/s, and CPU ms per message of the milter process and of its children."""
+def timed_run(port: int, message: Path, count: int, sessions: int, milter: Optional[int],
+              pipeline: list[int]) -> dict[str, float]:
+    """msg/s; CPU ms per message of the milter process, of its children, and of the whole
+    pipeline (Postfix, smtp-source, smtp-sink, Redis, the milter and its workers)."""
     smtp_source(port, message, 50, sessions)  # warm-up: workers started, templates stored
     kids = children(milter) if milter else []
-    before = (cpu_seconds(milter) if milter else 0.0, sum(map(cpu_seconds, kids)), idle_ticks())
+    roots = pipeline + ([milter] if milter else [])
+    before = (cpu_seconds(milter) if milter else 0.0, sum(map(cpu_seconds, kids)), idle_ticks(),
+              tree_cpu(roots) + own_children_cpu())
     rate = smtp_source(port, message, count, sessions)
     idle, total = idle_ticks()
     return {
         "rate": rate,
         "cpu": (cpu_seconds(milter) - before[0]) / count * 1000 if milter else 0.0,
         "workers": (sum(map(cpu_seconds, kids)) - before[1]) / count * 1000,
+        "pipeline": (tree_cpu(roots) + own_children_cpu() - before[3]) / count * 1000,
         "idle": (idle - before[2][0]) / max(1, total - before[2][1]),
     }
 
@@ -194,6 +213,10 @@ class Bench:
         self.sink: Optional[subprocess.Popen[bytes]] = None
         self.pf = self.work / "postfix"
 
+    def pipeline(self, roots: list[int]) -> list[int]:
+        assert self.sink is not None
+        return [*roots, self.sink.pid]
+
     def start_sink(self, dump: Optional[Path] = None) -> None:
         if self.sink is not None:
             self.sink.terminate()
@@ -243,11 +266,14 @@ class Bench:
         subprocess.run(["bash", str(SANDBOX), "start", "--relay", str(self.sink_port), str(self.pf),
                         str(self.smtp_port), "none", "-"], check=True, stdout=subprocess.DEVNULL)
         message, count, sessions = messages[False], args.messages, args.sessions
-        results = {"no milter": timed_run(self.smtp_port, message, count, sessions, None)}
+        master = int((self.pf / "spool" / "pid" / "master.pid").read_text().split()[0])
+        pipeline = [master, self.procs[0].pid]  # Postfix and Redis; the sink is added per run
+        results = {"no milter": timed_run(self.smtp_port, message, count, sessions, None, self.pipeline(pipeline))}
         passthrough = [sys.executable, str(ROOT / "tests" / "bench" / "passthrough_milter.py"),
                        f"inet:{self.milter_port}@127.0.0.1"]
         milter = self.start_milter(passthrough, dict(os.environ))
-        results["pass-through pymilter milter"] = timed_run(self.smtp_port, message, count, sessions, milter.pid)
+        results["pass-through pymilter milter"] = timed_run(self.smtp_port, message, count, sessions, milter.pid,
+                                                            self.pipeline(pipeline))
         self.stop_milter(milter)
         engage = [sys.executable, "-m", "engage_milter.main"]
         runs = (("engage-milter, tracking off", "no", "auto"),
@@ -255,17 +281,19 @@ class Bench:
                 (f"tracking, {os.cpu_count()} rewrite workers", "yes", "auto"))
         for label, tracking, workers in runs:
             milter = self.start_milter(engage, self.engage_env(tracking, workers))
-            results[label] = timed_run(self.smtp_port, message, count, sessions, milter.pid)
+            results[label] = timed_run(self.smtp_port, message, count, sessions, milter.pid, self.pipeline(pipeline))
             if label == runs[-1][0]:
                 sample = self.sample(messages[False])
             self.stop_milter(milter)
         base, floor = results["no milter"]["rate"], results["pass-through pymilter milter"]["rate"]
         print(f"\nmilter throughput ({count} messages of {message.stat().st_size} bytes, "
               f"{sessions} sessions, {os.cpu_count()} cores)")
-        print(f"  {'run':34s} {'msg/s':>8s}  {'x none':>6s}  {'x pass':>6s}  milter CPU  workers CPU  idle")
+        print(f"  {'run':34s} {'msg/s':>8s}  {'x none':>6s}  {'x pass':>6s}  milter CPU  workers CPU"
+              f"  pipeline CPU  idle")
         for label, r in results.items():
             print(f"  {label:34s} {r['rate']:8.1f}  {r['rate'] / base:6.2f}  {r['rate'] / floor:6.2f}"
-                  f"  {r['cpu']:6.2f} ms   {r['workers']:6.2f} ms   {r['idle']:4.0%}")
+                  f"  {r['cpu']:6.2f} ms   {r['workers']:6.2f} ms    {r['pipeline']:6.2f} ms   {r['idle']:4.0%}")
+        print("  (CPU per message; pipeline = Postfix + smtp-source + smtp-sink + Redis + milter + workers)")
         print(f"  sample check: {sample}")
         print("\nrewrite CPU per message (plan_message vs stdlib email parse + as_bytes, best of 3)")
         for qp, path in messages.items():
