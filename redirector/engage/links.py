@@ -85,6 +85,24 @@ class Template:
     def template_id(self) -> str:
         return _b64(hashlib.sha256(self.to_json().encode()).digest()[:9])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for every message the milter's rewrite workers send back: as flat
+        # tuples (and the JSON already computed) it costs a fifth of the default.
+        links = tuple((link.url, link.name) for link in self.links)
+        return _unpickle_template, (links, self.campaign_id, self.tags, self.friendly_from,
+                                    self.sending_domain, self.open_tracking, self.click_tracking,
+                                    self.__dict__.get("_json"))
+
+
+def _unpickle_template(links: tuple[tuple[str, str], ...], campaign_id: str, tags: tuple[str, ...],
+                       friendly_from: str, sending_domain: str, open_tracking: bool,
+                       click_tracking: bool, json_text: Optional[str]) -> Template:
+    template = Template(tuple(Link(url, name) for url, name in links), campaign_id, tags,
+                        friendly_from, sending_domain, open_tracking, click_tracking)
+    if json_text is not None:
+        template.__dict__["_json"] = json_text  # where cached_property keeps it
+    return template
+
 
 @dataclass(frozen=True)
 class MessageRecord:
