@@ -97,7 +97,7 @@ def test_records_round_trip_in_the_compact_form(changes):
 
 
 @pytest.mark.parametrize("changes", [{"subject": "a\x1fb"}, {"rcpt_to": ("a\x1eb@x",)},
-                                     {"rcpt_to": ("",)}])
+                                     {"rcpt_to": ("",)}, {"injection_time": -1}])
 def test_a_field_holding_a_separator_makes_a_json_record(changes):
     original = replace(record(), **changes)
     stored = original.to_text()

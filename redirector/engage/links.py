@@ -122,11 +122,12 @@ class MessageRecord:
         time in base 36, metadata as JSON (empty when none). Each record is one Redis key,
         so every byte counts a million times; the text is short enough that a typical
         record fits jemalloc's 192-byte class. A field holding a separator (a control
-        character in a subject, say) makes the whole record JSON, as records were first
-        written; both forms are read."""
+        character in a subject, say), an empty recipient or a time before 1970 makes the
+        whole record JSON, as records were first written; both forms are read."""
         texts = (self.template_id, *self.rcpt_to, self.mail_from, self.subject,
                  self.message_id, self.queue_id)
-        if any(US in text or RS in text for text in texts) or "" in self.rcpt_to:
+        if (any(US in text or RS in text for text in texts) or "" in self.rcpt_to
+                or self.injection_time < 0):
             return self._json_form()
         metadata = _dumps(self.metadata) if self.metadata else ""
         return US.join((self.template_id, RS.join(self.rcpt_to), self.mail_from, self.subject,
