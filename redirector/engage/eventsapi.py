@@ -78,7 +78,7 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     start = parse_time(args["from"], "from") if "from" in args else end - DEFAULT_WINDOW
     if start >= end:
         raise BadParameter("from", "must be earlier than to")
-    lists = {name: _parse_list(args[name], name, delimiter)
+    lists = {name: parse_list(args[name], name, delimiter)
              for name in LIST_PARAMS if name in args}
     wanted = lists.pop("events", frozenset(TYPES))
     unknown = wanted - SPARKPOST_TYPES
@@ -108,7 +108,7 @@ def parse_time(text: str, name: str, zone: tzinfo = timezone.utc,
     return moment.timestamp()
 
 
-def _parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
+def parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
     values = frozenset(value.strip() for value in text.split(delimiter) if value.strip())
     if not values:
         raise BadParameter(name, "must list at least one value")

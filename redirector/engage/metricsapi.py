@@ -19,7 +19,7 @@ import redis
 
 from engage import aggregates
 from engage.events import EventError
-from engage.eventsapi import BadParameter, parse_time
+from engage.eventsapi import BadParameter, parse_list, parse_time
 from engage.redisconn import queue_script
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -136,7 +136,7 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
     for moment in (start_at, end_at):
         _whole_hour_offset(zone, moment)
     metrics = _parse_metrics(args, group, delimiter)
-    lists = {name: _parse_list(args[name], name, delimiter)
+    lists = {name: parse_list(args[name], name, delimiter)
              for name in ("campaigns", "sending_domains") if name in args}
     domains = lists.get("sending_domains")
     return MetricsQuery(
@@ -193,13 +193,6 @@ def _parse_metrics(args: Mapping[str, str], group: str, delimiter: str) -> tuple
                                f"{', '.join(known)})")
         names.append(name)
     return tuple(names)
-
-
-def _parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
-    values = frozenset(value.strip() for value in text.split(delimiter) if value.strip())
-    if not values:
-        raise BadParameter(name, "must list at least one value")
-    return values
 
 
 def _parse_limit(args: Mapping[str, str]) -> int:
