@@ -71,9 +71,7 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     for name in args:
         if name not in PARAMS:
             raise BadParameter(name, "unsupported parameter")
-    delimiter = args.get("delimiter", ",")
-    if len(delimiter) != 1 or delimiter.isalnum():
-        raise BadParameter("delimiter", "must be one character, not a letter or digit")
+    delimiter = parse_delimiter(args)
     end = parse_time(args["to"], "to") if "to" in args else now
     start = parse_time(args["from"], "from") if "from" in args else end - DEFAULT_WINDOW
     if start >= end:
@@ -106,6 +104,14 @@ def parse_time(text: str, name: str, zone: tzinfo = timezone.utc,
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.timestamp()
+
+
+def parse_delimiter(args: Mapping[str, str]) -> str:
+    """The character that separates the values of a list parameter (default a comma)."""
+    delimiter = args.get("delimiter", ",")
+    if len(delimiter) != 1 or delimiter.isalnum():
+        raise BadParameter("delimiter", "must be one character, not a letter or digit")
+    return delimiter
 
 
 def parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:

@@ -19,7 +19,7 @@ import redis
 
 from engage import aggregates
 from engage.events import EventError
-from engage.eventsapi import BadParameter, parse_list, parse_time
+from engage.eventsapi import BadParameter, parse_delimiter, parse_list, parse_time
 from engage.redisconn import queue_script
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -117,9 +117,7 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
     for name in args:
         if name not in allowed:
             raise BadParameter(name, "unsupported parameter")
-    delimiter = args.get("delimiter", ",")
-    if len(delimiter) != 1 or delimiter.isalnum():
-        raise BadParameter("delimiter", "must be one character, not a letter or digit")
+    delimiter = parse_delimiter(args)
     zone = _parse_zone(args.get("timezone", "UTC"))
     if "from" not in args:
         raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM")
