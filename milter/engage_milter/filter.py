@@ -176,7 +176,7 @@ def run(settings: Settings, store: LinkStore, name: str = "engage-milter",
     # SIGTERM again in its caller.
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-    planner = Planner(settings.milter_workers)
+    planner = Planner(settings.milter_workers, cache_size=settings.rewrite_cache)
     Milter.factory = lambda: TrackingMilter(settings, store, planner)
     Milter.set_flags(Milter.CHGBODY | Milter.CHGHDRS)
     Milter.set_exception_policy(Milter.TEMPFAIL)

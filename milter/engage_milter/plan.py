@@ -5,11 +5,14 @@ and nothing is half-applied when something raises.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
+from email.message import Message
 from email.utils import getaddresses
-from typing import Optional
+from typing import Any, Optional
 
 from engage import links
 from engage.settings import Settings
@@ -52,8 +55,71 @@ def msys_deletions(headers: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
     return [("X-MSYS-API", index) for index in range(count, 0, -1)]
 
 
+class ScanCache:
+    """The scans of the latest bodies seen, so a mailing's body is scanned once.
+
+    Every message of a newsletter to many recipients usually carries the same body; its
+    scan (link sites, pixel places, the link list and template) does not depend on the
+    recipient, only rendering the tokens does. Keyed on the exact body bytes, the
+    top-level headers the MIME walk reads and the tracking options, so only an identical
+    input is ever served from it. ``size`` entries (0: off), least recently used out;
+    bodies over MAX_BYTES are not kept. Safe to share between threads.
+    """
+
+    MAX_BYTES = 1 << 20
+    HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], _Scanned] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def key(self, message: Message, body: bytes, *options: Any) -> Optional[tuple[Any, ...]]:
+        if not self.size or len(body) > self.MAX_BYTES:
+            return None
+        return (body, *(tuple(message.get_all(name, ())) for name in self.HEADERS), *options)
+
+    def get(self, key: Optional[tuple[Any, ...]]) -> Optional[_Scanned]:
+        if key is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Optional[tuple[Any, ...]], entry: _Scanned) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+@dataclass
+class _Scanned:
+    rewrite: BodyRewrite
+    templates: dict[tuple[Any, ...], links.Template] = field(default_factory=dict)
+
+    def template(self, **fields: Any) -> links.Template:
+        """The message's Template, made (with its JSON and id) once per distinct header
+        set: a mailing shares one."""
+        key = tuple(fields.values())
+        template = self.templates.get(key)
+        if template is None:
+            template = links.Template(links=tuple(self.rewrite.links), **fields)
+            template.template_id  # noqa: B018  (computed once, kept with the entry)
+            if len(self.templates) < 8:
+                self.templates[key] = template
+        return template
+
+
+NO_CACHE = ScanCache(0)
+
+
 def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Envelope,
-                 settings: Settings, message_key: str) -> Plan:
+                 settings: Settings, message_key: str, cache: ScanCache = NO_CACHE) -> Plan:
     plan = Plan(delete_headers=msys_deletions(headers))
     msys_values = [value for name, value in headers if name.lower() == xmsys.HEADER]
     try:
@@ -74,20 +140,25 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
     if not (opens or click) and b"_double_curly()}}" not in body:
         return plan  # nothing to track and no Momentum {{ }} escapes to undo
     tracking_url = settings.tracking_url_for(sending_domain)
-    try:
-        rewrite = BodyRewrite(message, body, click=click, opens=opens,
-                              text_links=settings.track_text_links, tracking_url=tracking_url,
-                              trap=settings.trap_link)
-    except CannotRewrite as exc:
-        plan.notes.append(f"body left alone: {exc}")
-        return plan
+    options = (click, opens, settings.track_text_links, tracking_url, settings.trap_link)
+    key = cache.key(message, body, *options)
+    scanned = cache.get(key)
+    if scanned is None:
+        try:
+            scanned = _Scanned(BodyRewrite(message, body, click=click, opens=opens,
+                                           text_links=settings.track_text_links,
+                                           tracking_url=tracking_url, trap=settings.trap_link))
+        except CannotRewrite as exc:
+            plan.notes.append(f"body left alone: {exc}")
+            return plan
+        cache.put(key, scanned)
+    rewrite = scanned.rewrite
     plan.notes += rewrite.notes
     if not rewrite.changes:
         return plan
-    template = links.Template(
-        links=tuple(rewrite.links), campaign_id=api.campaign_id, tags=api.tags,
-        friendly_from=friendly_from, sending_domain=sending_domain,
-        open_tracking=opens, click_tracking=click,
+    template = scanned.template(
+        campaign_id=api.campaign_id, tags=api.tags, friendly_from=friendly_from,
+        sending_domain=sending_domain, open_tracking=opens, click_tracking=click,
     )
     template_id = template.template_id
     urls = tracked_urls(tracking_url, settings.link_style, message_key, template_id)

@@ -32,6 +32,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("log", "level"): "ENGAGE_LOG_LEVEL",
     ("milter", "on_store_error"): "ENGAGE_ON_STORE_ERROR",
     ("milter", "workers"): "ENGAGE_MILTER_WORKERS",
+    ("milter", "rewrite_cache"): "ENGAGE_REWRITE_CACHE",
     ("milter", "split_recipients"): "ENGAGE_SPLIT_RECIPIENTS",
     ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
     ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
@@ -76,6 +77,7 @@ class Settings:
     max_metadata_bytes: int = 1000
     milter_timeout: int = 600
     milter_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    rewrite_cache: int = 16
     split_recipients: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "engage:"
@@ -276,6 +278,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "max_metadata_bytes", "max_metadata_bytes", _parse_int(0, 1_000_000)),
     ("milter", "timeout", "milter_timeout", _parse_int(1, 3600)),
     ("milter", "workers", "milter_workers", _parse_workers),
+    ("milter", "rewrite_cache", "rewrite_cache", _parse_int(0, 4096)),
     ("milter", "split_recipients", "split_recipients", _parse_bool),
     ("redis", "url", "redis_url", _parse_redis_url),
     ("redis", "key_prefix", "key_prefix", _parse_prefix),
