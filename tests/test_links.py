@@ -3,7 +3,17 @@ from dataclasses import replace
 
 import pytest
 
-from engage.links import Link, LinkStore, MessageRecord, StoreError, Template, click_token, new_message_key, open_token
+from engage.links import (
+    Link,
+    LinkStore,
+    MessageRecord,
+    StoreError,
+    Template,
+    click_token,
+    new_message_key,
+    open_token,
+    split_token,
+)
 from engage.redisconn import connect
 
 TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
@@ -111,3 +121,10 @@ def test_records_written_as_json_before_the_compact_form_still_resolve(store, re
     redis_client.set(store.message_key(key), record()._json_form())
     resolved = store.resolve(click_token(key, TEMPLATE.template_id, 1))
     assert resolved.record == record() and resolved.link == Link("https://b.example/")
+
+
+def test_click_tokens_carry_every_link_index_across_the_precomputed_ones():
+    """Indexes below 1296 come from a table, larger ones are computed: both must read back."""
+    key, tid = new_message_key(), TEMPLATE.template_id
+    for index in [*range(0, 1400), 46655, 46656, 10**6]:
+        assert split_token(click_token(key, tid, index)) == (key, tid, index)

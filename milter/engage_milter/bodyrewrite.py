@@ -217,6 +217,9 @@ def _max_line(data: bytes) -> int:
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
     """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
+    new = splice(codec.decoded, splices)
+    if max(map(len, new.split(b"\n"))) <= MAX_LINE:  # the common case, in C: no line is long
+        return [Splice(0, len(codec.decoded), new)]
     if _edited_lines_fit(splices, codec.decoded):
         return splices
     out: list[bytes] = []

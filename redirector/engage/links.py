@@ -197,8 +197,15 @@ def click_token(message_key: str, template_id: str, index: int) -> str:
     return message_key + template_id + _base36(index)
 
 
+B36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+# Link indexes below 1296 as text, made once: a 150-link message needs 150 per message.
+_B36_SMALL = list(B36_DIGITS) + [a + b for a in B36_DIGITS[1:] for b in B36_DIGITS]
+
+
 def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    if number < len(_B36_SMALL):
+        return _B36_SMALL[number]
+    digits = B36_DIGITS
     text = ""
     while True:
         number, rest = divmod(number, 36)
