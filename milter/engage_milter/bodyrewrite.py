@@ -192,6 +192,10 @@ class BodyRewrite:
         if part.latin1 and part.codec.cte not in PLAIN:
             return [Splice(e.start, e.end, e.text.encode("ascii")) for e in edits]
         if part.latin1:
+            # The view is the bytes read as latin-1: splice it as text and encode once.
+            new = _apply(part.view, edits).encode("latin-1")
+            if max(map(len, new.split(b"\n"))) <= MAX_LINE:  # the common case, in C: no long line
+                return [Splice(0, len(part.codec.decoded), new)]
             return _fold([Splice(e.start, e.end, e.text.encode("ascii")) for e in edits],
                          [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
@@ -217,9 +221,6 @@ def _max_line(data: bytes) -> int:
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
     """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
-    new = splice(codec.decoded, splices)
-    if max(map(len, new.split(b"\n"))) <= MAX_LINE:  # the common case, in C: no line is long
-        return [Splice(0, len(codec.decoded), new)]
     if _edited_lines_fit(splices, codec.decoded):
         return splices
     out: list[bytes] = []
