@@ -26,7 +26,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import redis
 
@@ -43,8 +43,7 @@ class StoreError(Exception):
     """The link store cannot be reached or answered wrongly."""
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):  # a tuple: a 150-link template makes 150 of them per load
     url: str
     name: str = ""
 
