@@ -15,6 +15,7 @@ import codecs
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
 from engage.links import Link
@@ -185,14 +186,14 @@ class BodyRewrite:
         if part.trap and self.trap_index is not None:
             trap = TRAP.format(href=clicks[self.trap_index])
             edits.append(_Edit(part.top, part.top, trap, trap.index(" style")))
-        edits.sort(key=lambda edit: (edit.start, edit.end))
+        edits.sort(key=itemgetter(0, 1))  # (start, end); stable, so inserts keep their order
         return edits
 
     def _splices(self, part: _Part, edits: list[_Edit]) -> list[Splice]:
         if part.latin1 and part.codec.cte not in PLAIN:
-            return [Splice(e.start, e.end, e.text.encode("ascii")) for e in edits]
+            return [Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits]
         if part.latin1:
-            return _fold([Splice(e.start, e.end, e.text.encode("ascii")) for e in edits],
+            return _fold([Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits],
                          [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
         name = _codec_name(part.part.charset)
