@@ -128,3 +128,26 @@ def test_click_tokens_carry_every_link_index_across_the_precomputed_ones():
     key, tid = new_message_key(), TEMPLATE.template_id
     for index in [*range(0, 1400), 46655, 46656, 10**6]:
         assert split_token(click_token(key, tid, index)) == (key, tid, index)
+
+
+@pytest.mark.parametrize("links", [
+    (),
+    (Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
+    (Link("https://a.example/", 'say "hi"'), Link("https://b.example/")),
+    (Link("https://a.example/", "back\\slash"), Link("https://b.example/", "tab\tnew\nline")),
+    (Link("https://a.example/", "café"), Link("https://b.example/", "\u2028 \x7f \ud800")),
+    (Link("https://a.example/?q=\x00\x1f"),),
+    (Link("", ""), Link("https://a.example/", " ")),
+])
+def test_template_json_is_what_json_dumps_writes(links):
+    """The template's JSON (and so its id, which stored data depends on) is exactly
+    json.dumps' compact output, also for text the direct writer leaves to json.dumps."""
+    import json
+    template = Template(links=links, campaign_id="c\"1", tags=("t", "ü"), friendly_from="a@b.example",
+                        sending_domain="b.example", open_tracking=False)
+    expected = json.dumps({
+        "l": [[link.url, link.name] if link.name else [link.url] for link in links],
+        "c": "c\"1", "g": ["t", "ü"], "f": "a@b.example", "d": "b.example", "o": 0, "k": 1,
+    }, separators=(",", ":"), ensure_ascii=False)
+    assert template.to_json() == expected
+    assert Template.from_json(template.to_json()) == template

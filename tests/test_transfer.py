@@ -59,3 +59,51 @@ def test_8bit_is_spliced_as_bytes():
     start = raw.index(b"http")
     new = codec.encode([Splice(start, start + 17, b"https://t.example/c/T")])
     assert new == raw.replace(b"http://a.example/", b"https://t.example/c/T")
+
+
+QP_TRICKY = [
+    b"",
+    b"plain line\r\n",
+    b"no line end at all",
+    b"caf=C3=A9 soft=\r\nbreak=3D\r\nnext\r\n\r\n\r\n",
+    b"ends in a soft break=\r\n",
+    b"ends in a soft break=",
+    b"trailing space \r\nand tab\t\r\n",
+    b"padding after a soft break=  \r\nnext\r\n",
+    b"encoded break=0D=0Ainside\r\nnext=0a\r\n",
+    b"a bare CR\rin a line\r\n",
+    b"LF only\nlines\n",
+    b"mixed\r\nline\nends\r\n",
+    b"broken == escape==\r\nnext\r\n",
+    b"=ZZ bad escape and =4 short\r\n=",
+    b"ends in white space  ",
+    b"=\r\n=\r\n\r\n",
+    b"\r\n",
+]
+
+
+def _reference_split(raw: bytes) -> Codec:
+    codec = Codec.__new__(Codec)
+    codec._qp_split_lines(raw)
+    return codec
+
+
+@pytest.mark.parametrize("raw", QP_TRICKY)
+def test_qp_bulk_decode_matches_line_by_line(raw):
+    """Quoted-printable decoded in one call (when a2b_qp reads the body as it reads each
+    hard line) gives the same bytes, hard lines and offsets as decoding line by line."""
+    codec = Codec(raw, "quoted-printable")
+    reference = _reference_split(raw)
+    assert (codec.decoded, codec.hard, codec.starts) == (reference.decoded, reference.hard, reference.starts)
+
+
+def test_qp_bulk_decode_matches_line_by_line_on_random_bodies():
+    import random
+    pieces = [b"a", b"=", b"\r\n", b"\n", b"\r", b" ", b"\t", b"=3D", b"=0A", b"=0d", b"==",
+              b"=\r\n", b"= \r\n", b"=ZZ", b"=C3=A9", b"x" * 80]
+    rnd = random.Random(9)
+    for _ in range(20000):
+        raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 10)))
+        codec, reference = Codec(raw, "quoted-printable"), _reference_split(raw)
+        assert (codec.decoded, codec.hard, codec.starts) == \
+            (reference.decoded, reference.hard, reference.starts), raw

@@ -15,6 +15,7 @@ import codecs
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
 from engage.links import Link
@@ -185,18 +186,14 @@ class BodyRewrite:
         if part.trap and self.trap_index is not None:
             trap = TRAP.format(href=clicks[self.trap_index])
             edits.append(_Edit(part.top, part.top, trap, trap.index(" style")))
-        edits.sort(key=lambda edit: (edit.start, edit.end))
+        edits.sort(key=itemgetter(0, 1))  # (start, end); stable, so inserts keep their order
         return edits
 
     def _splices(self, part: _Part, edits: list[_Edit]) -> list[Splice]:
         if part.latin1 and part.codec.cte not in PLAIN:
-            return [Splice(e.start, e.end, e.text.encode("ascii")) for e in edits]
+            return [Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits]
         if part.latin1:
-            # The view is the bytes read as latin-1: splice it as text and encode once.
-            new = _apply(part.view, edits).encode("latin-1")
-            if max(map(len, new.split(b"\n"))) <= MAX_LINE:  # the common case, in C: no long line
-                return [Splice(0, len(part.codec.decoded), new)]
-            return _fold([Splice(e.start, e.end, e.text.encode("ascii")) for e in edits],
+            return _fold([Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits],
                          [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
         name = _codec_name(part.part.charset)
@@ -221,6 +218,9 @@ def _max_line(data: bytes) -> int:
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
     """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
+    spliced = splice(codec.decoded, splices)
+    if _short_lines(spliced):
+        return [Splice(0, len(codec.decoded), spliced)]
     if _edited_lines_fit(splices, codec.decoded):
         return splices
     out: list[bytes] = []
@@ -243,6 +243,11 @@ def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice
     if _max_line(result) > max(MAX_LINE, _max_line(codec.decoded)):
         raise CannotRewrite("a rewritten line would exceed 998 octets")
     return [Splice(0, len(codec.decoded), result)]
+
+
+def _short_lines(data: bytes) -> bool:
+    """A quick look (no Python loop; CRs counted): every line within 998 octets."""
+    return max(map(len, data.split(b"\n"))) <= MAX_LINE
 
 
 def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:

@@ -70,8 +70,9 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
                 (vml if tag.startswith("v:") else links).append(site)
             elif "href" in match.group("attrs").lower():
                 skipped += 1
-    links += _name_vml_twins(vml, links)
-    links.sort(key=lambda site: site.start)
+    if vml:
+        links += _name_vml_twins(vml, links)
+        links.sort(key=lambda site: site.start)
     return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))), skipped)
 
 
@@ -86,29 +87,27 @@ WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-link
 
 
 def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
-    # (value, start, end, quoted) of the first of each wanted attribute: the first of
-    # duplicate attributes wins, as in browsers. A value's group is the match's last.
-    attrs: dict[str, tuple[str, int, int, bool]] = {}
-    base = match.start("attrs")
-    for attr in ATTR.finditer(match.string, base, match.end("attrs")):
+    # The first of each wanted attribute: the first of duplicate attributes wins, as in browsers.
+    attrs: dict[str, re.Match[str]] = {}
+    for attr in ATTR.finditer(match.string, match.start("attrs"), match.end("attrs")):
         name = attr.group(1).lower()
-        if name not in WANTED or name in attrs:
-            continue
-        group = attr.lastindex
-        if group == 1:
-            attrs[name] = ("", -1, -1, False)
-        else:
-            attrs[name] = (attr.group(group), attr.start(group), attr.end(group), group != 4)
+        if name in WANTED and name not in attrs:
+            attrs[name] = attr
     href = attrs.get("href")
     if href is None or "data-smtpd-no-track" in attrs:
         return None
-    if "data-msys-clicktrack" in attrs and attrs["data-msys-clicktrack"][0].strip() == "0":
+    clicktrack = attrs.get("data-msys-clicktrack")
+    if clicktrack is not None and _value(clicktrack).strip() == "0":
         return None
-    value, start, end, quoted = href
-    url = unescape(value).strip()
+    url = unescape(_value(href)).strip()
     if not is_trackable(url):
         return None
-    return LinkSite(start, end, url, _link_name(attrs, decode_attr), quoted)
+    group = href.lastindex  # a value's group is the match's last: 2 or 3 quoted, 4 unquoted
+    return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), group != 4)
+
+
+def _value(attr: "re.Match[str]") -> str:
+    return attr.group(attr.lastindex) if attr.lastindex != 1 else ""
 
 
 def unescape(value: str) -> str:
@@ -120,10 +119,10 @@ def unescape(value: str) -> str:
     return html.unescape(value)
 
 
-def _link_name(attrs: dict[str, tuple[str, int, int, bool]], decode_attr: Callable[[str], str]) -> str:
+def _link_name(attrs: dict[str, "re.Match[str]"], decode_attr: Callable[[str], str]) -> str:
     if "data-msys-linkname" not in attrs:
         return ""
-    name = unescape(decode_attr(attrs["data-msys-linkname"][0])).strip()
+    name = unescape(decode_attr(_value(attrs["data-msys-linkname"]))).strip()
     return name.encode("utf-8")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
 
 

@@ -8,18 +8,21 @@ a tracked link with text stuck to it would break.
 from __future__ import annotations
 
 from .htmlscan import LinkSite
-from .urls import IN_TEXT, is_trackable, trim_text_url
+from .urls import CLOSERS, IN_TEXT, TRAILING, is_trackable, trim_text_url
 
 ENDS_URL = " \t\r\n\f\v<>\"'"
+TRIMMED = TRAILING + "".join(CLOSERS)  # what trim_text_url may take off the end
 
 
 def scan(text: str) -> list[LinkSite]:
     sites = []
     for match in IN_TEXT.finditer(text):
-        url = trim_text_url(match.group())
-        following = text[match.end():match.end() + 1]
-        if following and following not in ENDS_URL:
+        url, end = match.group(), match.end()
+        if url[-1] in TRIMMED:
+            url = trim_text_url(url)
+        if end < len(text) and text[end] not in ENDS_URL:
             continue
         if is_trackable(url):
-            sites.append(LinkSite(match.start(), match.start() + len(url), url, "", False))
+            start = match.start()
+            sites.append(LinkSite(start, start + len(url), url, "", False))
     return sites

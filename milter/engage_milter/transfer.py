@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 PLAIN = ("7bit", "8bit", "binary", "")
 TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
+HARD_END = re.compile(rb"\r\n(?<!=\r\n)")  # a CRLF that is not a soft line break
+CRLF = re.compile(rb"\r\n")
 
 
 class CannotRewrite(Exception):
@@ -90,7 +92,27 @@ class Codec:
 
     # quoted-printable -----------------------------------------------------
     def _qp_split(self, raw: bytes) -> None:
-        """Cut into hard lines (soft breaks joined) and decode each one."""
+        """Cut into hard lines (soft breaks joined) and decode each one: the whole body
+        at once when a2b_qp reads it as it would read each hard line."""
+        if _bulk_decodable(raw) and self._qp_split_bulk(raw):
+            return
+        self._qp_split_lines(raw)
+
+    def _qp_split_bulk(self, raw: bytes) -> bool:
+        decoded = binascii.a2b_qp(raw)
+        ends = [match.end() for match in HARD_END.finditer(raw)]
+        starts = [0] + [match.end() for match in CRLF.finditer(decoded)]
+        if len(starts) != len(ends) + 1:
+            return False  # a decoded CRLF that ends no hard line: from =0D=0A, or "==" ("=")
+        if (ends[-1] if ends else 0) < len(raw):
+            ends.append(len(raw))  # the last line has no line end
+        self.hard = list(zip([0] + ends, ends))
+        self.starts = starts[:len(ends)]
+        self.decoded = decoded
+        return True
+
+    def _qp_split_lines(self, raw: bytes) -> None:
+        """The reference: one hard line at a time."""
         self.hard: list[tuple[int, int]] = []  # raw span of each hard line, line end included
         self.starts: list[int] = []  # decoded offset where each hard line starts
         pieces: list[bytes] = []
@@ -143,6 +165,15 @@ class Codec:
     def _qp_encode_text(self, text: bytes) -> bytes:
         encoded = binascii.b2a_qp(text.replace(b"\r\n", b"\n"), istext=True)
         return encoded.replace(b"\n", self.newline)
+
+
+def _bulk_decodable(raw: bytes) -> bool:
+    """Whether a2b_qp reads the whole body as it reads each hard line: CRLF line ends
+    only, no transport padding (white space before a line end), no soft break or
+    white space at the very end."""
+    return (raw.count(b"\r") == raw.count(b"\n") == raw.count(b"\r\n")
+            and b" \r\n" not in raw and b"\t\r\n" not in raw
+            and not raw.endswith((b"=\r\n", b" ", b"\t")))
 
 
 def _qp_decode_line(encoded: bytes) -> bytes:

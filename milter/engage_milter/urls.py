@@ -34,7 +34,7 @@ def is_trackable(url: str) -> bool:
         len(url) <= MAX_URL_BYTES
         and url.isascii()
         and WELL_FORMED.fullmatch(url) is not None
-        and BAD_PERCENT.search(url) is None
+        and ("%" not in url or BAD_PERCENT.search(url) is None)
     )
 
 
