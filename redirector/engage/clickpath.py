@@ -31,6 +31,7 @@ from engage.judge import Judge
 from engage.links import LinkStore, Resolved, StoreError, resolved_from, split_token
 from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
+from engage.redisconn import run_script
 
 log = logging.getLogger("engage.web")  # the redirector's log, whichever layer answered
 access_log = logging.getLogger("engage.access")
@@ -129,7 +130,7 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
         keys.append(counter)
         args.append(ttl)
     try:
-        replies = services.lookup(keys=keys, args=args)
+        replies = run_script(services.client, services.lookup, keys, args)
     except redis.RedisError as exc:
         raise StoreError(str(exc)) from exc
     extra = tuple(replies[2:])  # as LinkStore.lookup's ``also``: the judge reads 0-3

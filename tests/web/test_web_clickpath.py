@@ -98,3 +98,18 @@ def test_parsed_templates_are_reused_by_their_text_and_never_served_stale(client
     assert parsed_template.cache_info().misses == 3
     rclient.delete(key)
     assert client.get(f"/c/{second.click(0)}").status_code == 404
+
+
+def test_a_click_after_redis_lost_its_scripts_is_answered_and_recorded(client, mail, rclient,
+                                                                       settings):
+    """Both click scripts are sent as EVALSHA (engage.redisconn.run_script); a Redis that
+    does not know them (restarted, flushed) gets them again with EVAL."""
+    message = mail("https://example.com/")
+    stream = f"{settings.key_prefix}events"
+    assert client.get(f"/c/{message.click(0)}").status_code == 302
+    rclient.script_flush()
+    response = client.get(f"/c/{message.click(0)}")
+    assert response.status_code == 302 and response.headers["Location"] == "https://example.com/"
+    assert rclient.xlen(stream) == 2
+    assert client.get(f"/c/{message.click(0)}").status_code == 302  # EVALSHA again
+    assert rclient.xlen(stream) == 3
