@@ -16,20 +16,22 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlsplit
 
 import redis
+from redis.commands.core import Script
 
 from engage import settings as config
 from engage.events import EventError, EventLog, RequestFacts, build_event
 from engage.geoip import Lookup
 from engage.judge import Judge
-from engage.links import LinkStore, Resolved, StoreError
+from engage.links import LinkStore, Resolved, StoreError, resolved_from, split_token
 from engage.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.ratelimit import RateLimiter
+from engage.redisconn import run_script
 
 log = logging.getLogger("engage.web")  # the redirector's log, whichever layer answered
 access_log = logging.getLogger("engage.access")
@@ -48,6 +50,24 @@ URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, 
 HTML = "text/html; charset=utf-8"
 
 
+# A click's lookup as one script rather than a pipeline of eight commands (redis-py's
+# cost is per command: packing, parsing, bookkeeping): the commands LinkStore.lookup
+# sends, then the judge's click state (Judge.click_state), then the rate-limit count
+# (RateLimiter.count_into), replies in that order. The script only reads and counts.
+# KEYS: message record, template, burst set, trap set[, rate-limit counter]
+# ARGV: burst member, burst TTL, address digest[, counter TTL]
+LOOKUP_LUA = """
+local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]),
+             redis.call('SADD', KEYS[3], ARGV[1]), redis.call('EXPIRE', KEYS[3], ARGV[2]),
+             redis.call('SCARD', KEYS[3]), redis.call('SISMEMBER', KEYS[4], ARGV[3])}
+if KEYS[5] then
+  out[7] = redis.call('INCR', KEYS[5])
+  out[8] = redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class Services:
     settings: config.Settings
@@ -57,6 +77,10 @@ class Services:
     limiter: RateLimiter
     geo: Lookup | None
     judge: Judge
+    lookup: Script = field(init=False, repr=False, compare=False)  # LOOKUP_LUA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lookup", self.client.register_script(LOOKUP_LUA))
 
 
 def page(status: int) -> str:
@@ -93,14 +117,25 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
                  url: Optional[str] = None) -> tuple[bool, Optional[Resolved]]:
     """(within the rate limit, what the token resolves to): the rate-limit count, the token
     and the judge's click state in one round trip (a malformed token is counted alone)."""
-    state, limiter = services.judge.click_state(now, ip, url), services.limiter
-
-    def commands(pipe: Any, message_key: str, index: Optional[int]) -> None:
-        state(pipe, message_key, index)  # the judge reads replies 0-3 (Resolved.extra)
-        limiter.count_into(pipe, ip, now)
-    resolved, replies = services.links.lookup(token, also=commands)
-    allowed = limiter.allows(replies[4]) if len(replies) > 4 else limiter.allow(ip, now)
-    return allowed, resolved
+    parts, limiter = split_token(token), services.limiter
+    if parts is None:
+        return limiter.allow(ip, now), None
+    message_key, template_id, index = parts
+    state_keys, state_args = services.judge.click_keys(now, ip, message_key, index, url)
+    keys = [services.links.message_key(message_key), services.links.template_key(template_id),
+            *state_keys]
+    args: list[Any] = list(state_args)
+    if limiter.limit:
+        counter, ttl = limiter.counter(ip, now)
+        keys.append(counter)
+        args.append(ttl)
+    try:
+        replies = run_script(services.client, services.lookup, keys, args)
+    except redis.RedisError as exc:
+        raise StoreError(str(exc)) from exc
+    extra = tuple(replies[2:])  # as LinkStore.lookup's ``also``: the judge reads 0-3
+    resolved = resolved_from(message_key, template_id, index, replies[0], replies[1], extra)
+    return limiter.allows(extra[4]) if len(extra) > 4 else True, resolved
 
 
 def record(services: Services, kind: str, resolved: Resolved, method: str,

@@ -25,7 +25,7 @@ import redis
 
 from engage import aggregates, overrides
 from engage.links import Resolved, open_token, status_key
-from engage.redisconn import queue_script
+from engage.redisconn import queue_script, run_script
 
 TYPES = ("click", "open", "initial_open")
 STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
@@ -258,7 +258,7 @@ class EventLog:
         """Store one event (one round trip); its stream id. Raises EventError."""
         keys, args = self._keys_args(event, now)
         try:
-            entry_id = self._append(keys=keys, args=args)
+            entry_id = run_script(self.client, self._append, keys, args)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -65,17 +65,23 @@ class Judge:
                     url: Optional[str] = None) -> Callable[[Any, str, Optional[int]], None]:
         """A hook for LinkStore.resolve that puts the click's state commands into its
         pipeline. ``url``: the destination of a broadcast click (no link index)."""
-        second = int(now)
-        digest = address_digest(ip)
-
         def hook(pipe: Any, message_key: str, index: Optional[int]) -> None:
-            member = f"u{hashlib.sha256(url.encode()).hexdigest()[:12]}" if url else str(index)
-            key = burst_key(self.prefix, message_key, second)
-            pipe.sadd(key, member)
-            pipe.expire(key, BURST_TTL)
-            pipe.scard(key)
-            pipe.sismember(trap_key(self.prefix, message_key), digest)
+            (burst, trap), (member, ttl, digest) = self.click_keys(now, ip, message_key,
+                                                                   index, url)
+            pipe.sadd(burst, member)
+            pipe.expire(burst, ttl)
+            pipe.scard(burst)
+            pipe.sismember(trap, digest)
         return hook
+
+    def click_keys(self, now: float, ip: str, message_key: str, index: Optional[int],
+                   url: Optional[str] = None) -> tuple[tuple[str, str], tuple[str, int, str]]:
+        """The click state's keys (burst set, trap set) and values (this link's member of
+        the burst set, its TTL, the address digest): ``click_state``'s four commands are
+        SADD burst member, EXPIRE burst ttl, SCARD burst, SISMEMBER trap digest."""
+        member = f"u{hashlib.sha256(url.encode()).hexdigest()[:12]}" if url else str(index)
+        return ((burst_key(self.prefix, message_key, int(now)), trap_key(self.prefix, message_key)),
+                (member, BURST_TTL, address_digest(ip)))
 
     def judge(self, kind: str, method: str, ip: str, user_agent: str, resolved: Resolved,
               now: float) -> Judged:

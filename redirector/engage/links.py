@@ -25,7 +25,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Callable, NamedTuple, Optional
 
 import redis
@@ -308,14 +308,29 @@ class LinkStore:
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
         extra = tuple(replies)
-        if record_json is None or template_json is None:
-            return None, extra
-        record = MessageRecord.from_text(record_json)
-        if record.template_id != template_id:
-            return None, extra
-        template = Template.from_json(template_json)
-        if index is None:
-            return Resolved(message_key, template, record, None, extra), extra
-        if index >= len(template.links):
-            return None, extra
-        return Resolved(message_key, template, record, template.links[index], extra), extra
+        return resolved_from(message_key, template_id, index, record_json, template_json,
+                             extra), extra
+
+
+def resolved_from(message_key: str, template_id: str, index: Optional[int],
+                  record_text: Optional[bytes], template_text: Optional[bytes],
+                  extra: tuple[Any, ...] = ()) -> Optional[Resolved]:
+    """A token's parts (``split_token``) and its two stored values as a Resolved, or None
+    when either is missing, the record names another template or the index is too high."""
+    if record_text is None or template_text is None:
+        return None
+    record = MessageRecord.from_text(record_text)
+    if record.template_id != template_id:
+        return None
+    template = parsed_template(template_text)
+    if index is None:
+        return Resolved(message_key, template, record, None, extra)
+    if index >= len(template.links):
+        return None
+    return Resolved(message_key, template, record, template.links[index], extra)
+
+
+# Templates parsed per worker, keyed by their stored text, not their id: ``engage forget``
+# rewrites a template in place, so text that changed is parsed anew, never served stale.
+# Every recipient of a mailing clicks through the same few templates.
+parsed_template = lru_cache(maxsize=256)(Template.from_json)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from functools import lru_cache
 
 from engage.events import RequestFacts
 
@@ -20,6 +21,7 @@ IPV4_PREFIX = 24
 IPV6_PREFIX = 48
 
 
+@lru_cache(maxsize=4096)  # up to three times per click (rate limit, event, access log)
 def truncate_ip(ip: str) -> str:
     """The network of ``ip`` (/24 or /48) written as an address; '' when not an address."""
     try:

@@ -38,9 +38,13 @@ class RateLimiter:
         """Add this request's count to ``pipe`` (two replies: the count, the EXPIRE's);
         nothing when there is no limit."""
         if self.limit:
-            key = self.key(ip, now)
+            key, ttl = self.counter(ip, now)
             pipe.incr(key)
-            pipe.expire(key, self.window + 1)
+            pipe.expire(key, ttl)
+
+    def counter(self, ip: str, now: float) -> tuple[str, int]:
+        """The counter this request adds to (INCR) and the TTL it gets (EXPIRE)."""
+        return self.key(ip, now), self.window + 1
 
     def allows(self, count: Any) -> bool:
         """Whether the count ``count_into`` got back is within the limit."""

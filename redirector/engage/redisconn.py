@@ -161,3 +161,13 @@ def scan_keys(client: Any, match: str, count: int) -> Iterator[list[bytes]]:
             yield keys
             if cursor == 0:
                 break
+
+
+def run_script(client: Any, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """``script(keys=keys, args=args)`` without redis-py's layers between it and
+    execute_command (5% of a click's instructions); EVAL, which also loads the script,
+    when Redis does not know it (restarted, or a new cluster node)."""
+    try:
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.execute_command("EVAL", script.script, len(keys), *keys, *args)

@@ -7,6 +7,8 @@ import logging
 
 from redis.connection import Connection
 
+from engage.links import parsed_template
+
 
 def _answer(response):
     headers = {name: value for name, value in response.headers.items()}
@@ -73,3 +75,41 @@ def test_the_access_line_is_written_by_the_click_layer(client, mail, caplog):
     assert len(lines) == 1
     assert f"path=/c/{message.click(0)[:6]}... status=302" in lines[0]
     assert "event=click" in lines[0] and 'ua="Agent/1"' in lines[0]
+
+
+def test_parsed_templates_are_reused_by_their_text_and_never_served_stale(client, mail, rclient,
+                                                                           settings):
+    """A worker keeps parsed templates (engage.links.parsed_template): a miss and a hit both
+    redirect to the right URL, and a template rewritten in place (``engage forget`` does
+    that, same id) is used as it is now, not as it was parsed before."""
+    first = mail("https://example.com/a", "https://example.com/b")
+    second = mail("https://example.com/a", "https://example.com/b")  # the same template
+    other = mail("https://example.org/x", "https://example.org/y")
+    assert first.template.template_id == second.template.template_id
+    parsed_template.cache_clear()
+    assert client.get(f"/c/{first.click(1)}").headers["Location"] == "https://example.com/b"
+    assert parsed_template.cache_info().misses == 1
+    assert client.get(f"/c/{second.click(0)}").headers["Location"] == "https://example.com/a"
+    assert client.get(f"/c/{other.click(1)}").headers["Location"] == "https://example.org/y"
+    assert parsed_template.cache_info().hits == 1 and parsed_template.cache_info().misses == 2
+    key = f"{settings.key_prefix}t:{first.template.template_id}"
+    rclient.set(key, rclient.get(key).replace(b"example.com/a", b"example.com/scrubbed"))
+    assert client.get(f"/c/{second.click(0)}").headers["Location"] == "https://example.com/scrubbed"
+    assert parsed_template.cache_info().misses == 3
+    rclient.delete(key)
+    assert client.get(f"/c/{second.click(0)}").status_code == 404
+
+
+def test_a_click_after_redis_lost_its_scripts_is_answered_and_recorded(client, mail, rclient,
+                                                                       settings):
+    """Both click scripts are sent as EVALSHA (engage.redisconn.run_script); a Redis that
+    does not know them (restarted, flushed) gets them again with EVAL."""
+    message = mail("https://example.com/")
+    stream = f"{settings.key_prefix}events"
+    assert client.get(f"/c/{message.click(0)}").status_code == 302
+    rclient.script_flush()
+    response = client.get(f"/c/{message.click(0)}")
+    assert response.status_code == 302 and response.headers["Location"] == "https://example.com/"
+    assert rclient.xlen(stream) == 2
+    assert client.get(f"/c/{message.click(0)}").status_code == 302  # EVALSHA again
+    assert rclient.xlen(stream) == 3
