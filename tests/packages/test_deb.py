@@ -128,6 +128,7 @@ def test_a_milter_host_gets_no_flask_and_a_web_host_no_libmilter(debs):
     assert not re.search(r"flask|gunicorn", milter_host), milter_host
     assert "python3-flask" in web_host and "gunicorn" in web_host
     assert not re.search(r"milter", web_host.replace("engage-common", "")), web_host
+    assert "hiredis" not in milter_host + web_host  # an optional extra, never a requirement
 
 
 def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
