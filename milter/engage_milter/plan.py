@@ -109,7 +109,6 @@ class _Scanned:
         template = self.templates.get(key)
         if template is None:
             template = links.Template(links=tuple(self.rewrite.links), **fields)
-            template.template_id  # noqa: B018  (computed once, kept with the entry)
             if len(self.templates) < 8:
                 self.templates[key] = template
         return template
