@@ -148,19 +148,24 @@ def timed_run(port: int, message: Path, count: int, sessions: int, milter: Optio
     }
 
 
+def plan_args(raw: bytes) -> tuple[list[tuple[str, str]], bytes, Envelope, Settings, str]:
+    """plan_message's arguments for a raw message, as the milter would pass them."""
+    head, body = raw.split(b"\r\n\r\n", 1)
+    headers = [(k, str(v)) for k, v in email.message_from_bytes(head + b"\r\n\r\n").items()]
+    envelope = Envelope("bench@shop.example", ("rcpt@example.net",), "Q", 0)
+    return headers, body, envelope, Settings(tracking_url=TRACKING_URL), "A" * 16
+
+
 def rewrite_cost(raw: bytes, rounds: int = 30, repeats: int = 15) -> tuple[float, float, float]:
     """CPU ms of a stdlib parse + as_bytes, of plan_message scanning the body (a body seen
     for the first time), and of plan_message with the body's scan cached (every later
     message of a mailing): interleaved, the best of ``repeats`` rounds each, so load from
     elsewhere on the machine hits all three alike."""
-    head, body = raw.split(b"\r\n\r\n", 1)
-    headers = [(k, str(v)) for k, v in email.message_from_bytes(head + b"\r\n\r\n").items()]
-    settings = Settings(tracking_url=TRACKING_URL)
-    envelope = Envelope("bench@shop.example", ("rcpt@example.net",), "Q", 0)
+    args = plan_args(raw)
     cache = ScanCache(1)
     runs = (lambda: email.message_from_bytes(raw, policy=email.policy.compat32).as_bytes(),
-            lambda: plan_message(headers, body, envelope, settings, "A" * 16),
-            lambda: plan_message(headers, body, envelope, settings, "A" * 16, cache=cache))
+            lambda: plan_message(*args),
+            lambda: plan_message(*args, cache=cache))
     best = [float("inf")] * len(runs)
     for _ in range(repeats):
         for index, run in enumerate(runs):
@@ -174,10 +179,7 @@ def rewrite_cost(raw: bytes, rounds: int = 30, repeats: int = 15) -> tuple[float
 def tracked_body(raw: bytes) -> bytes:
     """The body engage-milter sends back for ``raw``, computed once, for the pass-through
     milter that only sends it: the floor of any milter that changes the body."""
-    head, body = raw.split(b"\r\n\r\n", 1)
-    headers = [(k, str(v)) for k, v in email.message_from_bytes(head + b"\r\n\r\n").items()]
-    plan = plan_message(headers, body, Envelope("bench@shop.example", ("rcpt@example.net",), "Q", 0),
-                        Settings(tracking_url=TRACKING_URL), "A" * 16)
+    plan = plan_message(*plan_args(raw))
     assert plan.body is not None
     return plan.body
 
