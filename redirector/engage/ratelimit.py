@@ -1,8 +1,8 @@
 """Per-client rate limit for the redirector: a fixed-window counter per IP in Redis.
 
 One round trip per request (INCR + EXPIRE pipelined), shared by every worker and every
-redirector host on the same Redis; a click puts the two commands into its token lookup's
-round trip instead (``count_into``, ``allows``). Fails open: when Redis is unreachable nobody is
+redirector host on the same Redis; a click counts inside its token lookup's script instead
+(``counter``, ``allows``; engage.clickpath). Fails open: when Redis is unreachable nobody is
 limited, because the click could not be resolved anyway and pixels must be served.
 Unless ``[privacy] ip_addresses = full`` the counter is per /24 (IPv6 /48) network, so no
 client address is written to Redis.
@@ -34,32 +34,24 @@ class RateLimiter:
     def key(self, ip: str, now: float) -> str:
         return f"{self.prefix}rl:{limiter_ip(ip, self.ip_mode)}:{int(now // self.window)}"
 
-    def count_into(self, pipe: Any, ip: str, now: float) -> None:
-        """Add this request's count to ``pipe`` (two replies: the count, the EXPIRE's);
-        nothing when there is no limit."""
-        if self.limit:
-            key, ttl = self.counter(ip, now)
-            pipe.incr(key)
-            pipe.expire(key, ttl)
-
     def counter(self, ip: str, now: float) -> tuple[str, int]:
         """The counter this request adds to (INCR) and the TTL it gets (EXPIRE)."""
         return self.key(ip, now), self.window + 1
 
     def allows(self, count: Any) -> bool:
-        """Whether the count ``count_into`` got back is within the limit."""
+        """Whether the count the counter's INCR answered is within the limit."""
         return not self.limit or int(count) <= self.limit
 
     def allow(self, ip: str, now: float | None = None) -> bool:
         if not self.limit:
             return True
-        key = self.key(ip, time.time() if now is None else now)
+        key, ttl = self.counter(ip, time.time() if now is None else now)
         pipe = self.client.pipeline(transaction=False)
         pipe.incr(key)
-        pipe.expire(key, self.window + 1)
+        pipe.expire(key, ttl)
         try:
             count, _ = pipe.execute()
         except redis.RedisError as exc:
             log.warning("rate limit not applied, redis failed: %s", exc)
             return True
-        return int(count) <= self.limit
+        return self.allows(count)
