@@ -5,7 +5,7 @@ the real EventLog: several campaigns (one with the separator characters in its n
 two sending domains, named and unnamed links, multi-recipient messages, repeats, humans
 (with and without an ``engage`` field), scanners, privacy proxies and prefetches, spread
 over several hours. ``recount`` computes SparkPost's metrics from the raw stream with the
-definitions written out plainly, sharing no code with engage.aggregates:
+definitions written out plainly, sharing no code with engage.store.aggregates:
   a total counts every qualifying event; a unique counts a message (or, per link, a
   message and link) in the hour of its first qualifying event in stream order;
   confirmed opens qualify on open, initial_open and click; nonprefetched = verdict human.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional
 
-from engage.events import EventLog, RequestFacts, build_event
-from engage.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
+from engage.store.events import EventLog, RequestFacts, build_event
+from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 
 CAMPAIGNS = ("spring", "summer", "", "a|b%c")
 DOMAINS = ("example.com", "other.example")

@@ -58,7 +58,7 @@ def test_bad_dashboard_settings_name_the_key(tmp_path, text, message):
 
 def engage(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "redirector")}
-    return subprocess.run([sys.executable, "-m", "engage.cli", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "engage.admin.cli", *args], input=stdin,
                           capture_output=True, text=True, env=env, timeout=60)
 
 

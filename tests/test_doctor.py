@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from engage import doctor, postfixconf
-from engage.milterprobe import Address, parse_socket, probe
+from engage.admin import doctor, postfixconf
+from engage.admin.milterprobe import Address, parse_socket, probe
 from engage.settings import Settings
 from support.procs import REPO, free_port
 
@@ -52,12 +52,12 @@ def postfix_dir(base: Path, smtpd_milters: str, *, non_smtpd: str = "$smtpd_milt
 
 
 class Redirector:
-    """The real Flask app (engage.web.create_app) served by werkzeug in a thread."""
+    """The real Flask app (engage.web.app.create_app) served by werkzeug in a thread."""
 
     def __init__(self, redis_url: str) -> None:
         from werkzeug.serving import make_server
 
-        from engage.web import create_app
+        from engage.web.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,7 +117,7 @@ def test_healthy_stack_has_no_errors_and_only_the_loopback_warning(healthy):
 
 @needs_postconf
 def test_command_line_prints_findings_and_never_imports_flask_or_pymilter(healthy):
-    code = ("import sys; from engage import cli; status = cli.main(sys.argv[1:]); "
+    code = ("import sys; from engage.admin import cli; status = cli.main(sys.argv[1:]); "
             "assert not {'flask', 'Milter', 'milter'} & set(sys.modules), sorted(sys.modules); "
             "sys.exit(status)")
     done = subprocess.run(

@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 import pytest
 from test_e2e_forget import Target, events_of, wait
 
-from engage import doctor
 from engage import settings as config
-from engage.redisconn import connect, scan_keys
+from engage.admin import doctor
+from engage.store.redisconn import connect, scan_keys
 from engage.webhooks import config as hooks
 from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
@@ -153,7 +153,7 @@ def test_mail_clicks_apis_webhooks_forget_and_doctor_on_a_redis_cluster(
         assert {e["rcpt_to"] for e in target.delivered()} == {JANE, BOB}
 
         # engage forget erases Jane (SCAN node by node, scripts in the tag's slot).
-        done = subprocess.run([sys.executable, "-m", "engage.cli", "forget", JANE], env=env,
+        done = subprocess.run([sys.executable, "-m", "engage.admin.cli", "forget", JANE], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "message records scrubbed: 2," in done.stdout, done.stdout
@@ -188,12 +188,13 @@ def test_metrics_rebuild_verdict_recompute_and_rate_limit_on_a_redis_cluster(clu
     appended in a batch (scripts in a cluster pipeline) count too; the rate limiter counts."""
     from metrics_recount import ALL, event_for, hour_start, make_traffic, recount, stream_events
 
-    from engage import machines, metricsapi
-    from engage.events import EventLog
-    from engage.links import LinkStore
-    from engage.metricsrebuild import rebuild
-    from engage.ratelimit import RateLimiter
-    from engage.recompute import recompute
+    from engage.metrics import api as metricsapi
+    from engage.metrics.rebuild import rebuild
+    from engage.store.events import EventLog
+    from engage.store.links import LinkStore
+    from engage.verdicts import machines
+    from engage.verdicts.recompute import recompute
+    from engage.web.ratelimit import RateLimiter
 
     now = time.time()
     first = hour_start(now) - 20 * 3600
@@ -230,8 +231,8 @@ def test_a_cluster_that_is_down_fails_as_a_down_redis_does_and_is_used_once_it_a
         engage_tmp):
     """No process needs the cluster to start: commands fail with a redis.RedisError (the
     milter's on_store_error, the redirector's 503 and pixel) until it answers."""
-    from engage.links import Link, LinkStore, MessageRecord, StoreError, Template, new_message_key
-    from engage.web import create_app
+    from engage.store.links import Link, LinkStore, MessageRecord, StoreError, Template, new_message_key
+    from engage.web.app import create_app
     from support.procs import RedisClusterServers
 
     servers = RedisClusterServers(engage_tmp / "redis-cluster-late")  # ports chosen, not started

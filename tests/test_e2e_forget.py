@@ -104,7 +104,7 @@ def engage_env(redis_url: str, config_file: Path) -> dict[str, str]:
 
 
 def forget(env: dict[str, str], address: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engage.cli", "forget", address], env=env,
+    return subprocess.run([sys.executable, "-m", "engage.admin.cli", "forget", address], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engage.links import LinkStore, split_token
+from engage.store.links import LinkStore, split_token
 from newsletter import newsletter
 from oracle import assert_only_tracking_changed
 

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from engage.links import split_token
+from engage.store.links import split_token
 from support.procs import PostfixSandbox, http_get
 
 SENDER = "bounces@shop.example.com"

@@ -10,9 +10,9 @@ import Milter.test  # noqa: F401  (makes @noreply callbacks return CONTINUE unde
 import pytest
 from Milter import testctx
 
-from engage.links import LinkStore, MessageRecord, Template
-from engage.redisconn import connect
 from engage.settings import Settings
+from engage.store.links import LinkStore, MessageRecord, Template
+from engage.store.redisconn import connect
 from engage_milter import filter as milter_filter
 from engage_milter import replies
 

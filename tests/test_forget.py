@@ -1,4 +1,4 @@
-"""engage.forget on a real Redis: after a forget no key holds the address in any form
+"""engage.erasure.forget on a real Redis: after a forget no key holds the address in any form
 (support.redisdump reads every key), the links of the forgotten messages still resolve,
 other recipients keep their events, and a second forget has nothing to do. The command
 line as a user runs it. (Through Postfix, the milter, gunicorn and a webhook worker:
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engage.events import EventLog, RequestFacts, build_event, score_of
-from engage.forget import Forgetter, Summary, address_from_json
-from engage.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key, open_token
-from engage.scrub import Address
+from engage.erasure.forget import Forgetter, Summary, address_from_json
+from engage.erasure.scrub import Address
+from engage.store.events import EventLog, RequestFacts, build_event, score_of
+from engage.store.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key, open_token
 from support.redisdump import traces
 
 P = "test:"
@@ -161,7 +161,7 @@ def test_summary_changed_counts_removals_only():
 def engage_cli(redis_url: str, *args: str, config: Path) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "ENGAGE_CONFIG": str(config), "ENGAGE_REDIS_URL": redis_url,
            "ENGAGE_KEY_PREFIX": P, "PYTHONPATH": str(REPO / "redirector")}
-    return subprocess.run([sys.executable, "-m", "engage.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "engage.admin.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from engage.links import (
+from engage.store.links import (
     Link,
     LinkStore,
     MessageRecord,
@@ -14,7 +14,7 @@ from engage.links import (
     open_token,
     split_token,
 )
-from engage.redisconn import connect
+from engage.store.redisconn import connect
 
 TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
                     campaign_id="spring", tags=("t",), friendly_from="news@a.example",

@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engage import aggregates, settings
-from engage.eventsapi import BadParameter
-from engage.metricsapi import parse_metrics_query, period_label, period_start, summarize
+from engage import settings
+from engage.metrics.api import parse_metrics_query, period_label, period_start, summarize
+from engage.query import BadParameter
+from engage.store import aggregates
 
 NOW = datetime(2024, 5, 20, 12, 34, tzinfo=timezone.utc).timestamp()
 NY = ZoneInfo("America/New_York")

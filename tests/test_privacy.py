@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from engage import settings
-from engage.events import RequestFacts
-from engage.privacy import limiter_ip, mask_facts, mask_ip, mask_user_agent, truncate_ip
-from engage.ratelimit import RateLimiter
+from engage.erasure.privacy import limiter_ip, mask_facts, mask_ip, mask_user_agent, truncate_ip
 from engage.settings import Settings
+from engage.store.events import RequestFacts
+from engage.web.ratelimit import RateLimiter
 from engage_milter.plan import Envelope, plan_message
 from oracle import milter_view
 

@@ -28,8 +28,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle  # noqa: E402
-from engage.links import Link  # noqa: E402
 from engage.settings import Settings  # noqa: E402
+from engage.store.links import Link  # noqa: E402
 from engage_milter.plan import Envelope, Plan, plan_message  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"

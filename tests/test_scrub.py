@@ -1,4 +1,4 @@
-"""engage.scrub, pure: finding one address in stored text (any case, percent-encoded,
+"""engage.erasure.scrub, pure: finding one address in stored text (any case, percent-encoded,
 JSON-escaped, never inside a longer address) and the rewritten records, templates and
 webhook bodies. On a real Redis: tests/test_forget.py."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from engage.links import Link, MessageRecord, Template
-from engage.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.erasure.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.store.links import Link, MessageRecord, Template
 
 JANE = Address.parse("Jane.Roe+news@Example.ORG")
 

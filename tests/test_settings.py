@@ -133,7 +133,7 @@ def test_the_redirector_refuses_a_bad_rules_file_with_exit_78(tmp_path):
     conf.write_text(f"[verdicts]\nextra_rules = {bad}\n")
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-c", "from engage.web import create_app; create_app()"],
+        [sys.executable, "-c", "from engage.web.app import create_app; create_app()"],
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "ENGAGE_CONFIG": str(conf), "PYTHONPATH": f"{repo / 'redirector'}"})
     assert result.returncode == 78, result.stderr

@@ -14,8 +14,8 @@ import pytest
 from Milter import testctx
 
 from engage import settings as engage_settings
-from engage.links import LinkStore
 from engage.settings import Settings
+from engage.store.links import LinkStore
 from engage_milter import filter as milter_filter
 from engage_milter import replies
 

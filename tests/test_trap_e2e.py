@@ -12,9 +12,9 @@ import Milter
 from test_filter import MESSAGE, feed
 
 import oracle
-from engage.links import LinkStore
 from engage.settings import Settings
-from engage.web import create_app
+from engage.store.links import LinkStore
+from engage.web.app import create_app
 
 TRACKING = "https://t.example/x"
 SCANNER, PERSON = "192.0.2.50", "203.0.113.9"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engage import machines
-from engage.machines import Rules, RulesError
 from engage.settings import Settings
-from engage.verdicts import Facts, Thresholds, Verdict, classify, engage_object, signals
+from engage.verdicts import machines
+from engage.verdicts.machines import Rules, RulesError
+from engage.verdicts.rules import Facts, Thresholds, Verdict, classify, engage_object, signals
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_user_agent_results_are_cached_per_user_agent():
 def test_engage_verdicts_check_and_classify(tmp_path):
     conf = tmp_path / "e.conf"
     conf.write_text("")
-    run = [sys.executable, "-m", "engage.cli", "verdicts", "--config", str(conf)]
+    run = [sys.executable, "-m", "engage.admin.cli", "verdicts", "--config", str(conf)]
     check = subprocess.run([*run, "check"], capture_output=True, text=True, timeout=60, env=ENV)
     assert check.returncode == 0 and check.stdout.startswith("ok: 7 machines"), check.stderr
     trial = subprocess.run([*run, "classify", "--ip", "40.107.3.3", "--method", "HEAD"],
@@ -181,7 +181,7 @@ def test_a_bad_rules_file_stops_the_command_with_exit_78(tmp_path):
     bad.write_text("[Mine]\nverdict = scanner\nnet = 300.1.1.1/8\n")
     conf = tmp_path / "e.conf"
     conf.write_text(f"[verdicts]\nextra_rules = {bad}\n")
-    result = subprocess.run([sys.executable, "-m", "engage.cli", "verdicts", "--config", str(conf),
+    result = subprocess.run([sys.executable, "-m", "engage.admin.cli", "verdicts", "--config", str(conf),
                              "check"], capture_output=True, text=True, timeout=60, env=ENV)
     assert result.returncode == 78
     assert f"engage verdicts: {bad}:3: net '300.1.1.1/8'" in result.stderr

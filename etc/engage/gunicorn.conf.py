@@ -1,6 +1,6 @@
 """gunicorn settings for the engage redirector.
 
-    gunicorn -c /etc/engage/gunicorn.conf.py 'engage.web:create_app()'
+    gunicorn -c /etc/engage/gunicorn.conf.py 'engage.web.app:create_app()'
 
 The app reads /etc/engage/engage.conf and ENGAGE_* itself; this file only sizes gunicorn.
 Worker class chosen by tests/bench/bench_redirector.py on 2 cores: gthread, one process

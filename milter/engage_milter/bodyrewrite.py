@@ -7,7 +7,7 @@ keeps its charset and transfer encoding; bytes outside the change sites are unto
 text). Anything that cannot be round-tripped raises CannotRewrite before a byte changes.
 With ``trap``, every HTML part that is rewritten anyway also gets the hidden trap link
 (TRAP, right after ``<body>``): one more tracked link, the last one, named
-engage.verdicts.TRAP_LINK_NAME, that no person can see, focus or click.
+engage.store.links.TRAP_LINK_NAME, that no person can see, focus or click.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from email.message import Message
 from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
-from engage.links import Link
-from engage.verdicts import TRAP_LINK_NAME
+from engage.store.links import TRAP_LINK_NAME, Link
 
 from . import htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite

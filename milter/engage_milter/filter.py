@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional
 
 import Milter
 
-from engage.links import LinkStore, StoreError, new_message_key
 from engage.settings import Settings
+from engage.store.links import LinkStore, StoreError, new_message_key
 
 from . import replies
 from .plan import Envelope, Plan, msys_deletions, plan_message

@@ -10,9 +10,9 @@ from typing import Optional
 import redis
 
 from engage import settings as settings_mod
-from engage.links import LinkStore
 from engage.logsetup import configure_logging
-from engage.redisconn import connect
+from engage.store.links import LinkStore
+from engage.store.redisconn import connect
 
 log = logging.getLogger("engage_milter")
 

@@ -14,8 +14,8 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Any, Optional
 
-from engage import links
 from engage.settings import Settings
+from engage.store import links
 
 from . import xmsys
 from .bodyrewrite import BodyRewrite, Urls

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage.events import EventLog, RequestFacts, build_event  # noqa: E402
-from engage.forget import Forgetter  # noqa: E402
-from engage.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key  # noqa: E402
-from engage.scrub import Address  # noqa: E402
+from engage.erasure.forget import Forgetter  # noqa: E402
+from engage.erasure.scrub import Address  # noqa: E402
+from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
 PREFIX = "bench:"

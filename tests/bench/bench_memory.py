@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage.links import Link, LinkStore, MessageRecord, Template, new_message_key  # noqa: E402
+from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
 MEMORY_FIELDS = ("used_memory", "used_memory_dataset", "mem_allocator")

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage import aggregates  # noqa: E402
-from engage.events import EventLog, iso_time  # noqa: E402
-from engage.metricsapi import parse_metrics_query  # noqa: E402
-from engage.metricsapi import run as metrics_run  # noqa: E402
-from engage.metricsrebuild import rebuild  # noqa: E402
+from engage.metrics.api import parse_metrics_query  # noqa: E402
+from engage.metrics.api import run as metrics_run  # noqa: E402
+from engage.metrics.rebuild import rebuild  # noqa: E402
+from engage.store import aggregates  # noqa: E402
+from engage.store.events import EventLog, iso_time  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
 KINDS = ("open", "open", "initial_open", "initial_open", "click", "click", "click")

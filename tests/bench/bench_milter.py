@@ -44,8 +44,8 @@ sys.path[:0] = [str(ROOT / "milter"), str(ROOT / "redirector"), str(ROOT / "test
 
 import redis  # noqa: E402
 
-from engage.links import LinkStore  # noqa: E402
 from engage.settings import Settings  # noqa: E402
+from engage.store.links import LinkStore  # noqa: E402
 from engage_milter.plan import Envelope, ScanCache, plan_message  # noqa: E402
 from newsletter import newsletter  # noqa: E402
 from support.procs import free_port  # noqa: E402

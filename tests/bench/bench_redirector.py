@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage.events import EventLog, RequestFacts, build_event  # noqa: E402
-from engage.links import (  # noqa: E402
+from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.store.links import (  # noqa: E402
     Link,
     LinkStore,
     MessageRecord,
@@ -114,7 +114,7 @@ def register_links(client: redis.Redis[bytes], messages: int = 2000) -> list[str
 
 
 def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
-                   log: Path, app: str = "engage.web:create_app()"
+                   log: Path, app: str = "engage.web.app:create_app()"
                    ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     path = os.pathsep.join((str(ROOT / "redirector"), str(ROOT / "tests/bench")))
@@ -241,7 +241,7 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
     for worker, workers, threads in workers_of(args.workers):
         name = f"{worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
         measured = []
-        for app in ("bare_wsgi:app", "engage.web:create_app()"):
+        for app in ("bare_wsgi:app", "engage.web.app:create_app()"):
             process, port = start_gunicorn(redis_port, worker, workers, threads,
                                            Path(directory) / "gunicorn.log", app)
             try:

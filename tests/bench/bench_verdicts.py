@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage import machines  # noqa: E402
-from engage.judge import Judge  # noqa: E402
-from engage.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
-from engage.verdicts import Facts, Thresholds, classify  # noqa: E402
+from engage.store.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
+from engage.verdicts import machines  # noqa: E402
+from engage.verdicts.judge import Judge  # noqa: E402
+from engage.verdicts.rules import Facts, Thresholds, classify  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

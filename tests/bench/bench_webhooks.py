@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage.events import EventLog  # noqa: E402
-from engage.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
 from engage.settings import Settings  # noqa: E402
-from engage.web import create_app  # noqa: E402
+from engage.store.events import EventLog  # noqa: E402
+from engage.store.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
+from engage.web.app import create_app  # noqa: E402
 from engage.webhooks import config  # noqa: E402
 from engage.webhooks.config import Webhook  # noqa: E402
 from engage.webhooks.store import WebhookStore  # noqa: E402
@@ -111,7 +111,7 @@ def add_hook(store: WebhookStore, target: str) -> Webhook:
 
 
 def bench_event(n: int) -> dict[str, Any]:
-    from engage.events import iso_time
+    from engage.store.events import iso_time
 
     return {"type": "click", "timestamp": iso_time(time.time()), "message_id": f"<{n}@bench>",
             "transmission_id": f"t{n}", "campaign_id": "bench", "rcpt_to": f"user{n}@example.com",

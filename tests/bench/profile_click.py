@@ -38,7 +38,7 @@ from bench_redirector import register_links, start_redis  # noqa: E402
 from redis.connection import Connection  # noqa: E402
 
 from engage.settings import load  # noqa: E402
-from engage.web import create_app  # noqa: E402
+from engage.web.app import create_app  # noqa: E402
 from support.procs import stop_process  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def test_rpm_qlp_lists_what_each_package_installs(rpms):
     assert web["/etc/engage/gunicorn.conf.py"].startswith("cn ")
     assert {"/usr/bin/engage-webhooks", "/usr/lib/systemd/system/engage-redirector.service",
             "/usr/lib/systemd/system/engage-webhooks.service"} <= set(web)
-    assert any(p.endswith("/engage/web.py") for p in lib)
+    assert any(p.endswith("/engage/web/app.py") for p in lib)
     for name in ("index.html", "dashboard.js", "dashboard.css"):  # package data
         assert any(p.endswith(f"/engage/dashboard/static/{name}") for p in lib), name
     assert not any("-packages/engage/" in p for p in {**milter, **web, **common})

@@ -613,7 +613,7 @@ class _Foreground:
 
 class Redirector(_Foreground):
     """The redirector as production runs it: gunicorn with etc/engage/gunicorn.conf.py
-    serving ``engage.web:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
+    serving ``engage.web.app:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
 
     ``env`` are its ENGAGE_* variables (nothing else of the caller's ENGAGE_* leaks in;
     without ENGAGE_CONFIG it reads no settings file, not even an installed
@@ -655,7 +655,7 @@ class Redirector(_Foreground):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
                  "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                 "--threads", str(self.threads), "engage.web:create_app()"],
+                 "--threads", str(self.threads), "engage.web.app:create_app()"],
                 env=full_env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         if not _wait_http(f"{self.url}/healthz", time.monotonic() + timeout, self.alive):

@@ -4,7 +4,7 @@
 strings, hash fields and values, list items, set and sorted-set members, stream entry
 fields and values, consumer group names. ``traces(client, address)`` lists where an
 address appears, ignoring case: plain, percent-encoded (``%40``, ``quote_plus``) or as
-JSON writes it. Plain substring search, on purpose independent of engage.scrub.
+JSON writes it. Plain substring search, on purpose independent of engage.erasure.scrub.
 """
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from engage.events import EventLog
-from engage.links import (
+from engage.settings import Settings
+from engage.store.events import EventLog
+from engage.store.links import (
     Link,
     LinkStore,
     MessageRecord,
@@ -28,8 +29,7 @@ from engage.links import (
     new_message_key,
     open_token,
 )
-from engage.settings import Settings
-from engage.web import create_app
+from engage.web.app import create_app
 
 API_KEY = "test-key-1"
 

@@ -23,9 +23,10 @@ from metrics_recount import (
     stream_events,
 )
 
-from engage import aggregates, metricsapi
-from engage.events import EventLog
-from engage.links import LinkStore
+from engage.metrics import api as metricsapi
+from engage.store import aggregates
+from engage.store.events import EventLog
+from engage.store.links import LinkStore
 
 KEY = {"Authorization": "test-key-1"}
 API = "/api/v1/metrics/deliverability"

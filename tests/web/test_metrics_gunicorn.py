@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from metrics_recount import ALL, hour_start, make_traffic, nonzero, recount, stream_events
 
-from engage.events import EventLog
-from engage.links import LinkStore
+from engage.store.events import EventLog
+from engage.store.links import LinkStore
 from support.procs import Redirector, free_port
 
 API_KEY = "test-key-1"

@@ -27,9 +27,9 @@ from metrics_recount import (
     with_overrides,
 )
 
-from engage import aggregates
-from engage.links import LinkStore
-from engage.metricsrebuild import RebuildError, rebuild
+from engage.metrics.rebuild import RebuildError, rebuild
+from engage.store import aggregates
+from engage.store.links import LinkStore
 
 KEY = {"Authorization": "test-key-1"}
 API = "/api/v1/metrics/deliverability"
@@ -159,7 +159,7 @@ def run_cli(web_redis, tmp_path, *args):
     config.write_text("")
     env = {**os.environ, "ENGAGE_CONFIG": str(config), "ENGAGE_REDIS_URL": web_redis.url,
            "PYTHONPATH": str(REPO / "redirector")}
-    return subprocess.run([sys.executable, "-m", "engage.cli", "metrics", "rebuild", *args],
+    return subprocess.run([sys.executable, "-m", "engage.admin.cli", "metrics", "rebuild", *args],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -1,4 +1,4 @@
-"""The click layer in front of Flask (engage.clickpath) answers exactly as the Flask views
+"""The click layer in front of Flask (engage.web.clickpath) answers exactly as the Flask views
 did: same pages and headers whichever layer answers, one Redis round trip before the
 event append, and Flask keeps every request the layer does not recognise."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 from redis.connection import Connection
 
-from engage.links import parsed_template
+from engage.store.links import parsed_template
 
 
 def _answer(response):
@@ -79,7 +79,7 @@ def test_the_access_line_is_written_by_the_click_layer(client, mail, caplog):
 
 def test_parsed_templates_are_reused_by_their_text_and_never_served_stale(client, mail, rclient,
                                                                            settings):
-    """A worker keeps parsed templates (engage.links.parsed_template): a miss and a hit both
+    """A worker keeps parsed templates (engage.store.links.parsed_template): a miss and a hit both
     redirect to the right URL, and a template rewritten in place (``engage forget`` does
     that, same id) is used as it is now, not as it was parsed before."""
     first = mail("https://example.com/a", "https://example.com/b")
@@ -102,7 +102,7 @@ def test_parsed_templates_are_reused_by_their_text_and_never_served_stale(client
 
 def test_a_click_after_redis_lost_its_scripts_is_answered_and_recorded(client, mail, rclient,
                                                                        settings):
-    """Both click scripts are sent as EVALSHA (engage.redisconn.run_script); a Redis that
+    """Both click scripts are sent as EVALSHA (engage.store.redisconn.run_script); a Redis that
     does not know them (restarted, flushed) gets them again with EVAL."""
     message = mail("https://example.com/")
     stream = f"{settings.key_prefix}events"

@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from engage.dashboard import assets
 from engage.dashboard.login import CHALLENGE, Login, basic_credentials
 from engage.dashboard.passwords import make_hash, parse_hash, verify
-from engage.ratelimit import RateLimiter
+from engage.web.ratelimit import RateLimiter
 
 PASSWORD = "correct horse battery"
 # pbkdf2 with few rounds keeps the tests fast; the format is the one scrypt hashes use too.

@@ -1,10 +1,10 @@
-"""engage.events: the event object and how stream readers get it back."""
+"""engage.store.events: the event object and how stream readers get it back."""
 from __future__ import annotations
 
 import json
 
-from engage.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
-from engage.links import Link, MessageRecord, Resolved, Template
+from engage.store.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
+from engage.store.links import Link, MessageRecord, Resolved, Template
 
 TEMPLATE = Template(links=(Link("https://example.com/x", "cta"),), campaign_id="c1",
                     tags=("a",), friendly_from="f@example.com", sending_domain="example.com",

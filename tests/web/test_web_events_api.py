@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from engage.events import RequestFacts, build_event, score_of
-from engage.eventsapi import encode_cursor, parse_query, search
-from engage.links import Link, MessageRecord, Resolved, Template
+from engage.store.events import RequestFacts, build_event, score_of
+from engage.store.links import Link, MessageRecord, Resolved, Template
+from engage.web.eventsapi import encode_cursor, parse_query, search
 
 KEY = {"Authorization": "test-key-1"}
 API = "/api/v1/events/message"

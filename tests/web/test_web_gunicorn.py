@@ -14,7 +14,7 @@ API_KEY = "test-key-1"  # as in tests/web/conftest.py
 
 @pytest.fixture(scope="module")
 def gunicorn(web_redis, tmp_path_factory):
-    """gunicorn 'engage.web:create_app()' (etc/engage/gunicorn.conf.py) with only the three
+    """gunicorn 'engage.web.app:create_app()' (etc/engage/gunicorn.conf.py) with only the three
     documented variables set."""
     port = free_port()
     env = {"ENGAGE_REDIS_URL": web_redis.url, "ENGAGE_API_KEYS": API_KEY,

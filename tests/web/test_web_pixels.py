@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engage.web import GIF
+from engage.web.app import GIF
 
 
 def stored_events(events):
@@ -103,9 +103,9 @@ def test_two_trusted_hops(make_app, mail, events):
 
 
 def test_geo_ip_is_added_only_with_a_lookup(monkeypatch, make_app, mail, events):
-    import engage.web
+    import engage.web.app
 
-    monkeypatch.setattr(engage.web, "open_lookup",
+    monkeypatch.setattr(engage.web.app, "open_lookup",
                         lambda path: (lambda ip: {"country": "DE", "city": "Berlin"}))
     client = make_app(geoip_db="/nonexistent.mmdb").test_client()
     message = mail("https://example.com/")
@@ -114,7 +114,7 @@ def test_geo_ip_is_added_only_with_a_lookup(monkeypatch, make_app, mail, events)
 
 
 def test_geoip_needs_the_module_and_the_path(tmp_path):
-    from engage.geoip import open_lookup, shape
+    from engage.web.geoip import open_lookup, shape
 
     assert open_lookup("") is None
     assert open_lookup(str(tmp_path / "missing.mmdb")) is None  # no module or no file

@@ -1,4 +1,4 @@
-"""engage.recompute on a real Redis: overrides only where the verdict changes, the stream
+"""engage.verdicts.recompute on a real Redis: overrides only where the verdict changes, the stream
 never written, what the click path could not see (later clicks of a burst, clicks just
 before a trap hit) taken into account, retention and dry runs respected."""
 from __future__ import annotations
@@ -9,11 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from engage import machines, overrides
-from engage.events import EventLog, RequestFacts, build_event
-from engage.links import Link, MessageRecord, Resolved, Template
-from engage.recompute import recompute
-from engage.verdicts import TRAP_LINK_NAME, Facts, Thresholds, classify, engage_object
+from engage.store import overrides
+from engage.store.events import EventLog, RequestFacts, build_event
+from engage.store.links import TRAP_LINK_NAME, Link, MessageRecord, Resolved, Template
+from engage.verdicts import machines
+from engage.verdicts.recompute import recompute
+from engage.verdicts.rules import Facts, Thresholds, classify, engage_object
 
 LINKS = tuple(Link(f"https://example.com/{n}") for n in range(4)) + \
     (Link("https://t.example/", TRAP_LINK_NAME),)
@@ -141,8 +142,8 @@ def test_recompute_uses_the_current_thresholds(rclient, settings, rules, log):
 
 def test_engage_verdicts_recompute_rebuilds_the_metrics_of_the_changed_hours(
         rclient, settings, tmp_path, rules, log):
-    from engage import metricsapi
-    from engage.verdictscli import rebuild_metrics
+    from engage.metrics import api as metricsapi
+    from engage.verdicts.cli import rebuild_metrics
 
     now = time.time()
     store(log, rules, "click", now, ua="ExampleGateway/2.1", link=0)

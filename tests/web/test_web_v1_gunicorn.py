@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 
-from engage.trackapi import sign
-from engage.web import GIF
+from engage.web.app import GIF
+from engage.web.trackapi import sign
 from support.procs import Redirector, free_port
 
 API_KEY = "test-key-1"

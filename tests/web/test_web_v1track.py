@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import pytest
 
-from engage.trackapi import sign
-from engage.web import GIF
+from engage.web.app import GIF
+from engage.web.trackapi import sign
 
 KEY = "k" * 32
 AUTH = {"Authorization": "test-key-1"}

@@ -7,12 +7,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from engage import overrides
-from engage.judge import Judge, burst_key, trap_key
-from engage.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key
-from engage.machines import load, shipped_rules
-from engage.verdicts import TRAP_LINK_NAME, Thresholds
-from engage.web import GIF
+from engage.store import overrides
+from engage.store.links import TRAP_LINK_NAME, Link, LinkStore, MessageRecord, Template, click_token, new_message_key
+from engage.verdicts.judge import Judge, burst_key, trap_key
+from engage.verdicts.machines import load, shipped_rules
+from engage.verdicts.rules import Thresholds
+from engage.web.app import GIF
 
 API_KEY = "test-key-1"  # as in tests/web/conftest.py
 
@@ -91,7 +91,7 @@ def test_the_trap_link_marks_its_clicker_not_other_people(client, mail, rclient,
 
 
 def test_v1_broadcast_clicks_count_toward_the_burst(make_app, mail, rclient, settings):
-    from engage.trackapi import sign
+    from engage.web.trackapi import sign
     key = "k" * 16
     client = make_app(url_signing_key=key).test_client()
     message = mail("https://example.com/a")

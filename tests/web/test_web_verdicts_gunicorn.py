@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from engage import machines
-from engage.recompute import recompute
 from engage.settings import Settings
+from engage.verdicts import machines
+from engage.verdicts.recompute import recompute
 from support.procs import Redirector, free_port
 
 API_KEY = "test-key-1"  # as in tests/web/conftest.py
@@ -143,7 +143,7 @@ def test_recompute_after_a_rules_change_changes_the_api_not_the_stream(
     [click] = [e for e in api(gunicorn).values() if e["type"] == "click"]
     assert click["engage"]["verdict"] == "human"
     snapshot = rclient.xrange("engage:events")
-    command = [sys.executable, "-m", "engage.cli", "verdicts", "recompute"]
+    command = [sys.executable, "-m", "engage.admin.cli", "verdicts", "recompute"]
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, **env,
                "PYTHONPATH": f"{REPO / 'redirector'}"}
     try:

@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import pytest
 
-from engage.events import EventLog, iso_time
 from engage.settings import Settings
+from engage.store.events import EventLog, iso_time
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
@@ -166,7 +166,7 @@ def add_hook(store: WebhookStore) -> Callable[..., Webhook]:
 
 
 def make_event(n: int, kind: str = "click", now: float | None = None) -> dict[str, Any]:
-    """An event shaped as engage.events.build_event makes them."""
+    """An event shaped as engage.store.events.build_event makes them."""
     moment = time.time() if now is None else now
     event: dict[str, Any] = {
         "type": kind, "timestamp": iso_time(moment), "message_id": f"<m{n}@example.com>",
@@ -198,7 +198,7 @@ def append(redis_client: Any) -> Callable[..., list[str]]:
 
 @pytest.fixture
 def start_worker(wh_settings: Settings) -> Iterator[Callable[..., Worker]]:
-    from engage.redisconn import connect
+    from engage.store.redisconn import connect
 
     running: list[tuple[Worker, threading.Thread]] = []
 

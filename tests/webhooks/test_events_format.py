@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engage.links import Link, LinkStore, MessageRecord, Template, new_message_key, open_token
 from engage.settings import Settings
-from engage.web import create_app
+from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key, open_token
+from engage.web.app import create_app
 from engage.webhooks import signature
 from engage.webhooks.cli import main as cli
 from engage.webhooks.payload import EVENTS_PING, batch_body, v1_event

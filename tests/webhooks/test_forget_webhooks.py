@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-from engage.events import EventLog
-from engage.forget import Forgetter
-from engage.scrub import Address
+from engage.erasure.forget import Forgetter
+from engage.erasure.scrub import Address
+from engage.store.events import EventLog
 from support.redisdump import traces
 
 from .conftest import PREFIX, make_event

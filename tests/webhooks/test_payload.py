@@ -35,7 +35,7 @@ def test_batch_body_is_sparkpost_track_event_array_a_sparkpost_consumer_accepts(
 
 
 def test_spliced_fast_path_equals_parsing_and_odd_events_are_parsed():
-    from engage.events import with_event_id
+    from engage.store.events import with_event_id
     from engage.webhooks.payload import FAST, webhook_json
 
     stored = with_event_id("1700000000123-4", json.dumps(make_event(7), separators=(",", ":"),

@@ -3,5 +3,5 @@
 Off unless ``[dashboard] enabled``. Its users log in with HTTP Basic (``[dashboard]
 users``, password hashes from ``engage dashboard-user``); the page reads the events and
 metrics APIs with the browser's Basic credentials, so no key is ever handed to the page
-and no cookie is set. Flask stays in engage.web: these modules hold the logic.
+and no cookie is set. Flask stays in engage.web.app: these modules hold the logic.
 """

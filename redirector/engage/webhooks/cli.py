@@ -22,9 +22,9 @@ from typing import Any, Callable
 import redis
 
 from engage import settings as settings_mod
-from engage.events import TYPES
 from engage.logsetup import configure_logging
-from engage.redisconn import connect
+from engage.store.events import TYPES
+from engage.store.redisconn import connect
 from engage.webhooks import config, deliver
 from engage.webhooks.config import ConfigError, Webhook
 from engage.webhooks.payload import FORMATS

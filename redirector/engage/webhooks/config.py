@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from engage.events import TYPES
+from engage.store.events import TYPES
 from engage.webhooks.payload import FORMATS
 
 AUTH_TYPES = ("none", "basic", "oauth2")

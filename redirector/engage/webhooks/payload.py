@@ -24,7 +24,7 @@ EVENTS_PING = b'{"type":"ping","created_at":"","data":{}}'
 FORMATS = ("sparkpost", "events")
 V1_TYPES = {"open": "email.opened", "initial_open": "email.opened", "click": "email.clicked"}
 EVENT_CLASS = "track_event"  # click, open and initial_open are SparkPost "track" events
-# engage.events writes event_id, type and timestamp first: then the timestamp is spliced
+# engage.store.events writes event_id, type and timestamp first: then the timestamp is spliced
 # into the stored text (no parse, no re-encode; 4x faster); anything else is parsed.
 FAST = re.compile(rb'^\{"event_id":"\d+","type":"[a-z_]+","timestamp":"([0-9T:.-]+Z)"')
 

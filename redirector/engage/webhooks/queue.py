@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from engage.events import with_event_id
+from engage.store.events import with_event_id
 from engage.webhooks.keys import CONSUMER, Keys
 
 _LIB = """
@@ -70,7 +70,7 @@ for _, entry in ipairs(entries) do
   if fields then
     for i = 1, #fields, 2 do if fields[i] == 'e' then json = fields[i + 1] end end
   end
-  -- engage.events writes "type" first; anything else is decoded
+  -- engage.store.events writes "type" first; anything else is decoded
   local kind = json and string.match(json, '^{"type":"([%w_]+)"')
   if json and not kind then
     local ok, event = pcall(cjson.decode, json)
@@ -131,7 +131,7 @@ return 1
 # webhook id. Returns 'retry' (due again after the delay, never later than the window's
 # end), 'dead' (the window is over: parked and acknowledged) or 'lost' (lease taken over).
 # A replayed batch parks the body its record holds now, not the one just sent: an
-# erasure (engage.forget) may have rewritten it meanwhile.
+# erasure (engage.erasure.forget) may have rewritten it meanwhile.
 FAIL = _LIB + """
 local raw = redis.call('HGET', KEYS[3], ARGV[2])
 if not raw then return 'lost' end

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import redis
 
-from engage.events import EventLog
 from engage.settings import Settings
+from engage.store.events import EventLog
 from engage.webhooks import auth, deliver
 from engage.webhooks.config import Webhook
 from engage.webhooks.payload import batch_body

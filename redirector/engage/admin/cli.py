@@ -1,6 +1,6 @@
 """``engage``: the administrator's command. ``engage doctor`` checks a live installation;
-``engage forget <address>`` erases a recipient (engage.forget).
-``engage verdicts`` recomputes verdicts and checks their rules (engage.verdictscli).
+``engage forget <address>`` erases a recipient (engage.erasure.forget).
+``engage verdicts`` recomputes verdicts and checks their rules (engage.verdicts.cli).
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
 ``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
 
@@ -18,12 +18,14 @@ from collections.abc import Sequence
 
 import redis
 
-from engage import doctor, metricsrebuild, verdictscli
 from engage import settings as settings_mod
+from engage.admin import doctor
 from engage.dashboard.passwords import make_hash
-from engage.forget import Forgetter, Summary
-from engage.redisconn import connect
-from engage.scrub import Address
+from engage.erasure.forget import Forgetter, Summary
+from engage.erasure.scrub import Address
+from engage.metrics import rebuild as metricsrebuild
+from engage.store.redisconn import connect
+from engage.verdicts import cli as verdictscli
 
 MIN_PASSWORD = 8
 

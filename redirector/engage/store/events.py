@@ -6,10 +6,10 @@ sorted set per filterable value, see ``index_keys``, plus the message's status h
 ``{p}ms:<message key>``: first open/click time by HSETNX, so two simultaneous first opens
 leave exactly one ``opened_at``, and counts) and trims everything older than the
 retention window (stream by MINID, indexes by score); in the same script, the hourly
-metrics aggregates (engage.aggregates). Event ids are the stream
+metrics aggregates (engage.store.aggregates). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
 are never touched here: event retention cannot break a tracked link. Readers (``page``,
-``fetch_json``) get recomputed verdicts (engage.overrides) in place of the stored ones.
+``fetch_json``) get recomputed verdicts (engage.store.overrides) in place of the stored ones.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
-from engage import aggregates, overrides
-from engage.links import Resolved, open_token, status_key
-from engage.redisconn import queue_script, run_script
+from engage.store import aggregates, overrides
+from engage.store.links import Resolved, open_token, status_key
+from engage.store.redisconn import queue_script, run_script
 
 TYPES = ("click", "open", "initial_open")
 STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
@@ -143,7 +143,7 @@ def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float,
     A message with several recipients has one set of links, so its events carry no
     single ``rcpt_to``: the lowercased list is in the additive key ``rcpt_to_list``.
     Additive keys for the /v1/track family: ``email_id`` (the message's open token) and,
-    on clicks, ``referer``. ``engage``: the verdict (engage.verdicts), last.
+    on clicks, ``referer``. ``engage``: the verdict (engage.verdicts.rules), last.
     """
     template, record = resolved.template, resolved.record
     event: dict[str, Any] = {
@@ -307,7 +307,7 @@ class EventLog:
                                      for i in range(0, len(flat), 2)])
 
     def _with_overrides(self, items: Sequence[bytes]) -> list[bytes]:
-        """Recomputed verdicts (engage.overrides) in place of the stored ones."""
+        """Recomputed verdicts (engage.store.overrides) in place of the stored ones."""
         try:
             return overrides.apply(self.client, self.prefix, items)
         except redis.RedisError as exc:

@@ -3,7 +3,7 @@
 Reads the events stream in time order (XRANGE, 1000 at a time; the stream itself is never
 written), classifies each open and click again from what the event holds (address, user
 agent, timestamp and injection time, and the signals the redirector recorded in
-``engage.signals``) and writes an override (engage.overrides) only where the verdict
+``engage.signals``) and writes an override (engage.store.overrides) only where the verdict
 differs from the one in effect; an override that would restate the stored verdict is
 deleted instead. Seeing the whole stream, it also knows what the click path could not:
 the clicks of a message that came later in the same second (the first links of a burst
@@ -21,12 +21,13 @@ from typing import Any
 
 import redis
 
-from engage import overrides
-from engage.events import TYPES, EventLog, decode, iso_time, score_of
-from engage.judge import thresholds
-from engage.machines import Rules
 from engage.settings import Settings
-from engage.verdicts import HUMAN, TRAP_LINK_NAME, Facts, Thresholds, classify, engage_object
+from engage.store import overrides
+from engage.store.events import TYPES, EventLog, decode, iso_time, score_of
+from engage.store.links import TRAP_LINK_NAME
+from engage.verdicts.judge import thresholds
+from engage.verdicts.machines import Rules
+from engage.verdicts.rules import HUMAN, Facts, Thresholds, classify, engage_object
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1000

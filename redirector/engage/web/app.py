@@ -1,4 +1,4 @@
-"""The redirector: a Flask app factory for gunicorn (``gunicorn 'engage.web:create_app()'``).
+"""The redirector: a Flask app factory for gunicorn (``gunicorn 'engage.web.app:create_app()'``).
 
 The only module that imports Flask. Promises: ``/c/<token>`` answers 302 only to a URL
 the link store holds for that token (http/https, byte for byte), anything else is a 404
@@ -28,9 +28,19 @@ from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, re
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engage import machines
 from engage import settings as config
-from engage.clickpath import (
+from engage.dashboard import assets
+from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
+from engage.erasure.forget import Forgetter, address_from_json
+from engage.metrics.api import GROUPS, parse_metrics_query
+from engage.metrics.api import run as metrics_run
+from engage.query import BadParameter
+from engage.store.events import EventError, EventLog, RequestFacts
+from engage.store.links import Link, LinkStore, StoreError
+from engage.store.redisconn import connect
+from engage.verdicts import machines
+from engage.verdicts.judge import Judge, thresholds
+from engage.web.clickpath import (
     REDIRECT_HEADERS,
     ClickPath,
     Services,
@@ -41,19 +51,10 @@ from engage.clickpath import (
     record,
     safe_location,
 )
-from engage.dashboard import assets
-from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
-from engage.events import EventError, EventLog, RequestFacts
-from engage.eventsapi import BadParameter, next_link, parse_query, search
-from engage.forget import Forgetter, address_from_json
-from engage.geoip import open_lookup
-from engage.judge import Judge, thresholds
-from engage.links import Link, LinkStore, StoreError
-from engage.metricsapi import GROUPS, parse_metrics_query
-from engage.metricsapi import run as metrics_run
-from engage.ratelimit import RateLimiter
-from engage.redisconn import connect
-from engage.trackapi import message_status, signed
+from engage.web.eventsapi import next_link, parse_query, search
+from engage.web.geoip import open_lookup
+from engage.web.ratelimit import RateLimiter
+from engage.web.trackapi import message_status, signed
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("engage.access")
@@ -171,14 +172,14 @@ def _client_facts(services: Services) -> RequestFacts:
 
 
 def _record(services: Services, kind: str, resolved: Any) -> None:
-    """engage.clickpath.record for this request; the event word for the access log."""
+    """engage.web.clickpath.record for this request; the event word for the access log."""
     g.event = kind
     g.event = record(services, kind, resolved, request.method, _client_facts(services),
                      g.get("now") or time.time())
 
 
 def _click(services: Services) -> Callable[[str], Response]:
-    """Only what engage.clickpath hands on (tokens with characters no token has): 404."""
+    """Only what engage.web.clickpath hands on (tokens with characters no token has): 404."""
     def click(token: str) -> Response:
         return _stored_redirect(services, token)
     return click
@@ -319,7 +320,7 @@ def _message_api(services: Services) -> Callable[[str], Any]:
 
 
 def _forget_api(services: Services) -> Callable[[], Any]:
-    """POST {"recipient": "<address>"}: erase it (engage.forget); a JSON summary."""
+    """POST {"recipient": "<address>"}: erase it (engage.erasure.forget); a JSON summary."""
     forgetter = Forgetter(services.client, services.settings.key_prefix)
 
     def forget_recipient() -> Any:
@@ -386,7 +387,7 @@ def _log_path() -> str:
 
 
 def _access_line(settings: config.Settings, response: Response) -> Response:
-    """engage.clickpath.access_line for a request Flask answered."""
+    """engage.web.clickpath.access_line for a request Flask answered."""
     access_line(settings, request.remote_addr or "", request.method, request.path,
                 response.status_code, g.get("started", time.perf_counter()), g.get("event", "-"),
                 request.headers.get("User-Agent", ""))

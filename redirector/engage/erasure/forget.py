@@ -1,7 +1,7 @@
 """Erasure of one recipient address from Redis: ``engage forget`` and the forget API.
 
 Promises: afterwards no key name and no stored value under the prefix mentions the
-address (engage.scrub says what "mentions" means), except keys of families this module
+address (engage.erasure.scrub says what "mentions" means), except keys of families this module
 does not know, which it reports and leaves. Message records and templates are rewritten
 in place (same key, same TTL), so every tracked link keeps resolving and redirecting;
 events that mention the address are deleted from the stream (XDEL), their index
@@ -25,9 +25,9 @@ from typing import Any
 
 import redis
 
-from engage.events import TYPES, EventLog, index_values, score_of
-from engage.redisconn import scan_keys
-from engage.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.erasure.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.store.events import TYPES, EventLog, index_values, score_of
+from engage.store.redisconn import scan_keys
 from engage.webhooks.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A broadcast-mode ``?url=`` is honoured only with ``sig`` = base64url (no padding) of
 HMAC-SHA256(``[web] url_signing_key``, the exact URL as UTF-8); no key configured means
 no signature is ever valid. ``message_status`` is what ``GET /api/v1/messages/<email_id>``
-returns: the stored records plus the status hash engage.events keeps.
+returns: the stored records plus the status hash engage.store.events keeps.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from typing import Any
 
-from engage.events import iso_time
-from engage.links import Resolved, open_token
+from engage.store.events import iso_time
+from engage.store.links import Resolved, open_token
 
 COUNTS = ("open_count", "initial_open_count", "click_count")
 

@@ -1,5 +1,5 @@
 """The metrics API: SparkPost's ``GET /api/v1/metrics/deliverability[/...]`` over the hourly
-aggregates (engage.aggregates).
+aggregates (engage.store.aggregates).
 
 ``parse_metrics_query`` is pure: request arguments -> MetricsQuery, or BadParameter naming
 the parameter. ``run`` reads every bucket in range in one pipelined round trip and sums
@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 
-from engage import aggregates
-from engage.events import EventError
-from engage.eventsapi import BadParameter, parse_delimiter, parse_list, parse_time
-from engage.redisconn import queue_script
+from engage.query import BadParameter, parse_delimiter, parse_list, parse_time
+from engage.store import aggregates
+from engage.store.events import EventError
+from engage.store.redisconn import queue_script
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
 GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",

@@ -2,7 +2,7 @@
 
 One round trip per request (INCR + EXPIRE pipelined), shared by every worker and every
 redirector host on the same Redis; a click counts inside its token lookup's script instead
-(``counter``, ``allows``; engage.clickpath). Fails open: when Redis is unreachable nobody is
+(``counter``, ``allows``; engage.web.clickpath). Fails open: when Redis is unreachable nobody is
 limited, because the click could not be resolved anyway and pixels must be served.
 Unless ``[privacy] ip_addresses = full`` the counter is per /24 (IPv6 /48) network, so no
 client address is written to Redis.
@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from engage.privacy import limiter_ip
+from engage.erasure.privacy import limiter_ip
 
 log = logging.getLogger(__name__)
 

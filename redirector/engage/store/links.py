@@ -8,7 +8,7 @@ Layout (all keys under the configured prefix, string values):
   ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
                           Message-ID, queue id, injection time, metadata, template id
                           (separated fields, see ``MessageRecord.to_text``).
-  ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.events
+  ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.store.events
                           with each event: opened_at, clicked_at (first, ISO 8601),
                           open_count, initial_open_count, click_count.
 Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The message id is
@@ -30,8 +30,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import redis
 
-from engage import aggregates
+from engage.store import aggregates
 
+TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 MID_LEN = 16  # 12 random bytes, base64url
 TID_LEN = 12  # 9 bytes of SHA-256, base64url
 MAX_INDEX_DIGITS = 4

@@ -250,8 +250,8 @@ def load(paths: Iterable[str]) -> Rules:
 
 
 # ------------------------------------------------------------------ where the files are
-SOURCE_TREE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "etc", "engage", "machines.conf")
+SOURCE_TREE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "etc", "engage", "machines.conf")
 PACKAGED_RULES = "/usr/share/engage/machines.conf"
 
 

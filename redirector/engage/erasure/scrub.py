@@ -1,4 +1,4 @@
-"""What erasure does to one stored value, as pure functions (engage.forget does the I/O).
+"""What erasure does to one stored value, as pure functions (engage.erasure.forget does the I/O).
 
 ``Address`` finds one email address in any text, case-insensitively, as it is stored:
 plain, percent-encoded (in URLs) or JSON-escaped, and never as the tail or head of a
@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from engage.links import MessageRecord
+from engage.store.links import MessageRecord
 
 MAX_ADDRESS = 320
 # Not part of the match: an address character just before (a longer local part) unless

@@ -25,15 +25,15 @@ import redis
 from redis.commands.core import Script
 
 from engage import settings as config
-from engage.events import EventError, EventLog, RequestFacts, build_event
-from engage.geoip import Lookup
-from engage.judge import Judge
-from engage.links import LinkStore, Resolved, StoreError, resolved_from, split_token
-from engage.privacy import mask_facts, mask_ip, mask_user_agent
-from engage.ratelimit import RateLimiter
-from engage.redisconn import run_script
+from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
+from engage.store.events import EventError, EventLog, RequestFacts, build_event
+from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, split_token
+from engage.store.redisconn import run_script
+from engage.verdicts.judge import Judge
+from engage.web.geoip import Lookup
+from engage.web.ratelimit import RateLimiter
 
-log = logging.getLogger("engage.web")  # the redirector's log, whichever layer answered
+log = logging.getLogger("engage.web.app")  # the redirector's log, whichever layer answered
 access_log = logging.getLogger("engage.access")
 
 REDIRECT_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}

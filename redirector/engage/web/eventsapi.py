@@ -16,13 +16,13 @@ import heapq
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
 import redis
 
-from engage.events import DIMENSIONS, TYPES, EventError, EventLog, score_of, subject_digest
+from engage.query import BadParameter, parse_delimiter, parse_list, parse_time
+from engage.store.events import DIMENSIONS, TYPES, EventError, EventLog, score_of, subject_digest
 
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
@@ -38,15 +38,6 @@ SPARKPOST_TYPES = frozenset(TYPES + (
     "link_unsubscribe", "amp_click", "amp_open", "amp_initial_open", "sms_status"))
 EVENT_FIELDS = {"campaigns": "campaign_id", "messages": "message_id",
                 "transmissions": "transmission_id", "subjects": "subject"}
-
-
-class BadParameter(Exception):
-    """A query parameter that cannot be used; ``param`` names it."""
-
-    def __init__(self, param: str, description: str) -> None:
-        super().__init__(f"{param}: {description}")
-        self.param = param
-        self.description = description
 
 
 @dataclass(frozen=True)
@@ -89,36 +80,6 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     # round(), not int(): 1795990589.836 * 1000 is 1795990589835.9998.
     return Query(round(start * 1000), round(end * 1000), _parse_per_page(args),
                  _parse_cursor(args.get("cursor", "initial")), types, lists)
-
-
-def parse_time(text: str, name: str, zone: tzinfo = timezone.utc,
-               expected: str = "ISO 8601, e.g. 2024-05-01T12:00:00Z") -> float:
-    """An ISO 8601 time as epoch seconds; without an offset it is read in ``zone``."""
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadParameter(name, f"expected {expected}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.timestamp()
-
-
-def parse_delimiter(args: Mapping[str, str]) -> str:
-    """The character that separates the values of a list parameter (default a comma)."""
-    delimiter = args.get("delimiter", ",")
-    if len(delimiter) != 1 or delimiter.isalnum():
-        raise BadParameter("delimiter", "must be one character, not a letter or digit")
-    return delimiter
-
-
-def parse_list(text: str, name: str, delimiter: str) -> frozenset[str]:
-    values = frozenset(value.strip() for value in text.split(delimiter) if value.strip())
-    if not values:
-        raise BadParameter(name, "must list at least one value")
-    return values
 
 
 def _parse_per_page(args: Mapping[str, str]) -> int:

@@ -26,10 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from engage import postfixconf
 from engage import settings as config
-from engage.milterprobe import Address, ProbeError, connect_host, parse_socket, probe, user_may
-from engage.redisconn import connect, hash_tag, is_cluster
+from engage.admin import postfixconf
+from engage.admin.milterprobe import Address, ProbeError, connect_host, parse_socket, probe, user_may
+from engage.store.redisconn import connect, hash_tag, is_cluster
 
 OK, WARN, ERROR, SKIP = "ok", "warn", "error", "skip"
 TOPICS = ("config", "redis", "milter", "postfix", "tracking")

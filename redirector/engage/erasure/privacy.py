@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import replace
 from functools import lru_cache
 
-from engage.events import RequestFacts
+from engage.store.events import RequestFacts
 
 IP_MODES = ("full", "truncated", "none")
 UA_MODES = ("keep", "drop")

@@ -48,7 +48,7 @@ LINKS = {
     "count_nonprefetched_unique_clicked": "nuc",
 }
 
-# Runs inside engage.events.APPEND_LUA after the status hash update, with ``score`` (the
+# Runs inside engage.store.events.APPEND_LUA after the status hash update, with ``score`` (the
 # event_id), ``new`` (1 when this event set opened_at/clicked_at) and ``n`` (the kind's
 # count after this event) in scope. KEYS[2] status hash, KEYS[3] engagement hash,
 # KEYS[4] link hash; ARGV[5] kind (o, i, c), ARGV[8] '|<c>|<d>', ARGV[9] '1' for a human,

@@ -14,7 +14,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from engage.milterprobe import LOOPBACK_NAMES, WILDCARD_HOSTS, Address
+from engage.admin.milterprobe import LOOPBACK_NAMES, WILDCARD_HOSTS, Address
 
 PARAMETERS = ("smtpd_milters", "non_smtpd_milters", "milter_default_action", "queue_directory")
 DKIM_WORDS = re.compile(r"dkim|rspamd", re.IGNORECASE)

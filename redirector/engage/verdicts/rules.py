@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from engage.machines import Rules
+from engage.verdicts.machines import Rules
 
 HUMAN, SCANNER, PRIVACY_PROXY, PREFETCH = "human", "scanner", "privacy_proxy", "prefetch"
 STRENGTH = {HUMAN: 0, PREFETCH: 1, PRIVACY_PROXY: 2, SCANNER: 3}
-TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 
 
 @dataclass(frozen=True)

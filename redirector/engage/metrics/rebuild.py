@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 import redis
 
-from engage import aggregates
-from engage.events import score_of
-from engage.links import status_key
+from engage.store import aggregates
+from engage.store.events import score_of
+from engage.store.links import status_key
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any, Callable, Optional
 
 import redis
 
-from engage.links import Resolved
-from engage.machines import Rules
 from engage.settings import Settings
-from engage.verdicts import TRAP_LINK_NAME, Facts, Thresholds, classify, engage_object
+from engage.store.links import TRAP_LINK_NAME, Resolved
+from engage.verdicts.machines import Rules
+from engage.verdicts.rules import Facts, Thresholds, classify, engage_object
 
 log = logging.getLogger(__name__)
 BURST_TTL = 5  # seconds a per-second click set outlives its second

@@ -15,13 +15,14 @@ from typing import Any
 
 import redis
 
-from engage import machines, metricsrebuild
 from engage import settings as settings_mod
-from engage.events import iso_time
-from engage.judge import thresholds
-from engage.recompute import parse_time, recompute
-from engage.redisconn import connect
-from engage.verdicts import Facts, classify
+from engage.metrics import rebuild as metricsrebuild
+from engage.store.events import iso_time
+from engage.store.redisconn import connect
+from engage.verdicts import machines
+from engage.verdicts.judge import thresholds
+from engage.verdicts.recompute import parse_time, recompute
+from engage.verdicts.rules import Facts, classify
 
 PROGRAM = "engage verdicts"
 

@@ -1,0 +1,1 @@
+"""Forgetting a recipient (engage forget) and what privacy settings mask before storage."""
