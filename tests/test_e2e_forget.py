@@ -1,11 +1,14 @@
 """End to end erasure: real messages through the sandbox Postfix and the milter to several
-recipients (one transaction with two of them), opened and clicked through gunicorn, a
-webhook whose target fails so batches wait; then ``engage forget`` as a user runs it,
-while everything keeps running. Afterwards no Redis key (name or any value, of any type)
-holds the address in any case, percent-encoded or JSON-escaped; the other recipients'
-events are intact; every link of the forgotten recipient's messages still redirects;
-the waiting webhook batches go out without the address once the target answers; a
-second forget has nothing to do; the API call does the same through gunicorn."""
+recipients (one transaction with two of them), with personalised and named links, opened
+and clicked through gunicorn, a webhook whose target fails so batches wait and are parked
+as dead letters; then ``engage forget`` as a user runs it, while everything keeps running.
+Before it, every key belongs to a family of the registry (engage.store.keys). Afterwards
+no Redis key (name or any value, of any type, aggregate counters included) holds the
+address in any case, percent-encoded or JSON-escaped, nor do the raw bytes of a rewritten
+AOF; the other recipients' events are intact; every link of the forgotten recipient's
+messages still redirects; waiting batches and replayed dead letters go out without the
+address once the target answers; a second forget has nothing to do; the API call does
+the same through gunicorn."""
 from __future__ import annotations
 
 import email
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from engage.store import keys
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
@@ -44,7 +48,8 @@ def build(subject: str, rcpts: list[str], personal: str = "") -> bytes:
     msg["X-MSYS-API"] = json.dumps({"campaign_id": "e2e-forget",
                                     "metadata": {"email": personal.lower(), "plan": "gold"}})
     address = quote(personal.lower(), safe="")
-    anchors = "".join(f'<p><a href="{url.format(address=address).replace("&", "&amp;")}">l{i}</a></p>'
+    anchors = "".join(f'<p><a href="{url.format(address=address).replace("&", "&amp;")}"'
+                      f' data-msys-linkname="link {i} for {personal.lower()}">l{i}</a></p>'
                       for i, url in enumerate(LINKS))
     msg.set_content(f"<html><body>{anchors}</body></html>\n", subtype="html")
     return msg.as_bytes(policy=policy.SMTP)
@@ -100,7 +105,7 @@ def engage_env(redis_url: str, config_file: Path) -> dict[str, str]:
             "ENGAGE_KEY_PREFIX": P, "ENGAGE_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO / "redirector"),
             "ENGAGE_WEBHOOK_BATCH_INTERVAL": "0.2", "ENGAGE_WEBHOOK_TIMEOUT": "2",
             "ENGAGE_WEBHOOK_RETRY_BASE": "0.2", "ENGAGE_WEBHOOK_RETRY_MAX": "0.5",
-            "ENGAGE_WEBHOOK_RETRY_WINDOW": "600"}
+            "ENGAGE_WEBHOOK_RETRY_WINDOW": "3"}
 
 
 def forget(env: dict[str, str], address: str) -> subprocess.CompletedProcess:
@@ -158,10 +163,15 @@ def test_forget_leaves_no_trace_while_links_events_of_others_and_webhooks_keep_w
         carol_before = events_of(redirector, CAROL)
         assert len(bob_before) == 4 and len(carol_before) == 8  # m4, and m3 (with Jane)
         wait(lambda: any(status == 500 for status, _ in target.bodies), what="a failed webhook POST")
-        wait(lambda: store.pending(hook.id), what="a waiting webhook batch")
+        wait(lambda: store.dead_letters(), what="a batch parked as a dead letter")
         before = traces(redis_client, JANE)
         assert any(key.startswith(f"{P}m:") for key in before)
         assert any(key.startswith(f"{P}ei:") for key in before) and f"{P}events" in before
+        assert any(key.startswith(f"{P}agg:l:") for key in before)  # the named links' counts
+        assert f"{P}wh:dead" in before
+        unclaimed = sorted(_text(key) for key in redis_client.scan_iter(f"{P}*")
+                           if keys.family_of(P, _text(key)) is None)
+        assert unclaimed == []
 
         done = forget(env, JANE.upper())
 
@@ -185,8 +195,12 @@ def test_forget_leaves_no_trace_while_links_events_of_others_and_webhooks_keep_w
         again = forget(env, JANE)
         assert again.returncode == 0 and again.stdout.startswith(f"nothing to forget for {JANE.lower()}")
 
-        # The waiting batches go out once the target answers: without Jane, with the rest.
+        # The waiting batches and the replayed dead letters go out once the target
+        # answers: without Jane, with the rest.
         target.failing.clear()
+        replay = subprocess.run([sys.executable, "-m", "engage.webhooks", "replay", "--all"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert replay.returncode == 0, replay.stderr
         wait(lambda: not store.pending(hook.id) and {e["rcpt_to"] for e in target.delivered()
                                                      if "rcpt_to" in e} >= {BOB, CAROL},
              what="the webhook queue draining")
@@ -204,6 +218,7 @@ def test_forget_leaves_no_trace_while_links_events_of_others_and_webhooks_keep_w
         assert status == 200 and json.loads(body)["results"]["events"] == len(carols) == 8
         assert traces(redis_client, CAROL) == []
         assert [http_get(url)[1]["Location"] for url in links["m4"]] == expected_urls(CAROL, forgotten=True)
+        assert_no_trace_in_rewritten_aof(redis_client, redis_server, JANE, CAROL)
         assert JANE.lower() not in milter.log_text().lower()
         assert JANE.lower() not in redirector.log_text().lower()
     finally:
@@ -211,6 +226,26 @@ def test_forget_leaves_no_trace_while_links_events_of_others_and_webhooks_keep_w
         worker_log.close()
         target.server.shutdown()
         target.server.server_close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def assert_no_trace_in_rewritten_aof(client, server, *addresses: str) -> None:
+    """XDEL leaves an entry's bytes in its stream node, and an AOF rewrite with the RDB
+    preamble copies nodes raw: the rewritten files must not hold the addresses anywhere.
+    LZF compression off, or a listpack's bytes would hide what they hold."""
+    client.config_set("rdbcompression", "no")
+    client.bgrewriteaof()
+    wait(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0
+         and client.info("persistence")["aof_rewrite_scheduled"] == 0, what="the AOF rewrite")
+    files = [p for p in Path(server.workdir).rglob("*") if p.is_file() and ".aof" in p.name]
+    assert files
+    raw = b"".join(p.read_bytes() for p in files).lower()
+    for address in addresses:
+        found = [form for form in forms(address) if form.encode() in raw]
+        assert found == [], f"{address} left in the AOF as {found}"
 
 
 def http_post(url: str, document: dict, key: str) -> tuple[int, Any, bytes]:

@@ -127,12 +127,14 @@ def test_a_mention_in_another_recipients_message_is_cut_and_its_events_go(world,
     assert [i.decode() for i, _ in redis_client.xrange(f"{P}events")] == kept
 
 
-def test_keys_of_unknown_families_naming_the_address_are_reported_and_left(redis_client):
+def test_keys_of_no_family_make_the_forget_incomplete_whatever_their_name(redis_client):
+    """A key no family claims may hold the address in its value: an error, not a note."""
     redis_client.set(f"{P}custom:{JANE.lower()}", "1")
+    redis_client.set(f"{P}custom:opaque", JANE)
     summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
-    assert summary.unknown_keys == [f"{P}custom:{JANE.lower()}"]
+    assert summary.unknown_keys == [f"{P}custom:{JANE.lower()}", f"{P}custom:opaque"]
     assert redis_client.exists(f"{P}custom:{JANE.lower()}")
-    assert not summary.changed
+    assert not summary.changed and summary.as_dict()["complete"] is False
 
 
 def test_nothing_outside_the_prefix_is_touched(world, redis_client):
@@ -180,3 +182,31 @@ def test_the_command_line(world, redis_client, redis_server, tmp_path):
     down = engage_cli("redis://127.0.0.1:1/0", "forget", JANE, config=config)
     assert down.returncode == 1 and "redis failed" in down.stderr
     assert "Traceback" not in down.stderr + bad.stderr
+
+
+def test_compaction_drops_deleted_bytes_and_keeps_ids_groups_and_pending(redis_client):
+    """XDEL leaves an entry's bytes in its node: a compacted stream holds only the live
+    entries, same ids, same counters, and its consumer group with the pending entries."""
+    stream = f"{P}events"
+    ids = [redis_client.xadd(stream, {"v": f"secret-{n}" if n % 3 == 0 else f"kept-{n}"})
+           for n in range(250)]
+    redis_client.xgroup_create(stream, "wh:1", id="0")
+    redis_client.xreadgroup("wh:1", "engage", {stream: ">"}, count=40)
+    redis_client.xdel(stream, *[i for n, i in enumerate(ids) if n % 3 == 0])
+    redis_client.config_set("rdbcompression", "no")
+    assert b"secret-3" in redis_client.dump(stream)
+    before = redis_client.xinfo_stream(stream)
+    pending = {p["message_id"] for p in redis_client.xpending_range(stream, "wh:1", "-", "+", 100)}
+
+    Forgetter(redis_client, P, chunk=32).compact(stream)
+
+    assert b"secret-" not in redis_client.dump(stream)
+    assert [i for i, _ in redis_client.xrange(stream)] == [i for n, i in enumerate(ids) if n % 3]
+    after = redis_client.xinfo_stream(stream)
+    for name in ("last-generated-id", "entries-added", "max-deleted-entry-id", "groups"):
+        assert after[name] == before[name], name
+    group = redis_client.xinfo_groups(stream)[0]
+    assert group["last-delivered-id"] == ids[39]
+    assert {p["message_id"] for p in redis_client.xpending_range(stream, "wh:1", "-", "+", 100)} \
+        == {i for i in pending if int(ids.index(i)) % 3}
+    assert not redis_client.exists(f"{P}compacting:events")

@@ -54,9 +54,12 @@ def texts(client: Any) -> Iterator[tuple[str, str]]:
 
 
 def forms(address: str) -> list[str]:
+    """As typed, percent-encoded (also once more, as aggregate field names escape a ``%``)
+    and JSON-escaped."""
     plain = address.lower()
-    return sorted({plain, quote(plain, safe="").lower(), quote_plus(plain).lower(),
-                   json.dumps(plain)[1:-1]})
+    encoded = {quote(plain, safe="").lower(), quote_plus(plain).lower()}
+    return sorted({plain, json.dumps(plain)[1:-1], *encoded,
+                   *(form.replace("%", "%25") for form in encoded)})
 
 
 def traces(client: Any, address: str) -> list[str]:

@@ -99,12 +99,15 @@ def describe(address: Address, summary: Summary) -> str:
         f"forgot {address.text}:",
         f"  events deleted: {summary.events} (index entries {summary.index_entries}, "
         f"index keys {summary.index_keys}, verdict overrides {summary.verdicts})",
-        f"  message records scrubbed: {summary.messages}, templates: {summary.templates}",
+        f"  message records scrubbed: {summary.messages}, templates: {summary.templates}, "
+        f"aggregate fields: {summary.aggregate_fields}",
         f"  webhook batches rewritten: {summary.webhook_batches}, "
         f"dead letters: {summary.dead_letters}",
         f"  {read}"]
     if summary.unknown_keys:
-        lines.append("left, unknown to engage forget (delete them yourself): "
+        lines.append("ERROR: incomplete: these keys belong to no engage key family, so "
+                     "forget cannot tell whether they hold the address; they were left as "
+                     "they are (look at them, delete them or report a bug): "
                      + " ".join(summary.unknown_keys))
     return "\n".join(lines)
 

@@ -1,12 +1,14 @@
 """Erasure of one recipient address from Redis: ``engage forget`` and the forget API.
 
 Promises: afterwards no key name and no stored value under the prefix mentions the
-address (engage.erasure.scrub says what "mentions" means), except keys of families this module
-does not know, which it reports and leaves. Message records and templates are rewritten
+address (engage.erasure.scrub says what "mentions" means). Each key is handled by its
+family in engage.store.keys; a key of no family is an error (the summary is incomplete),
+never silently kept as if it were clean. Message records and templates are rewritten
 in place (same key, same TTL), so every tracked link keeps resolving and redirecting;
 events that mention the address are deleted from the stream (XDEL), their index
 entries and verdict overrides with them; webhook batches and dead letters lose those
-events. Aggregates and per-message status counts stay. Idempotent, and safe while the
+events. Aggregate counters keep their counts; a counter named after a link or campaign
+that holds the address is renamed without it. Per-message status counts stay. Idempotent, and safe while the
 milter, redirector and webhook workers run: every rewrite is a compare-and-set, and a
 batch whose events are all gone is settled by the worker as "events expired".
 
@@ -25,84 +27,18 @@ from typing import Any
 
 import redis
 
+from engage.erasure import lua
 from engage.erasure.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.store import aggregates, keys
 from engage.store.events import TYPES, EventLog, index_values, score_of
+from engage.store.keys import Erasure
 from engage.store.redisconn import scan_keys
 from engage.webhooks.keys import Keys
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
+MAX_REPORTED = 100  # unknown keys named in a summary (the log says how many)
 ATTEMPTS = 5  # compare-and-set retries of one value changed under our feet
-
-# KEYS: string keys; ARGV: lowercased needles. Key, value, ... of the values holding one.
-FILTER_LUA = """
-local out = {}
-for _, key in ipairs(KEYS) do
-  local value = redis.pcall('GET', key)
-  if type(value) == 'string' then
-    local low = string.lower(value)
-    for _, needle in ipairs(ARGV) do
-      if string.find(low, needle, 1, true) then
-        out[#out + 1] = key
-        out[#out + 1] = value
-        break
-      end
-    end
-  end
-end
-return out
-"""
-# KEYS[1]: a stream. ARGV: start id (exclusive; '-' = the beginning), count, needles...
-# Returns {last id read ('' = none), entries read, id, value, id, value ...} for the
-# entries one of whose values holds a needle.
-STREAM_LUA = """
-local start = ARGV[1] == '-' and '-' or '(' .. ARGV[1]
-local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', tonumber(ARGV[2]))
-local out = {'', #entries}
-for _, entry in ipairs(entries) do
-  out[1] = entry[1]
-  local fields, hit = entry[2], nil
-  for i = 2, #fields, 2 do
-    local low = string.lower(fields[i])
-    for n = 3, #ARGV do
-      if string.find(low, ARGV[n], 1, true) then hit = fields[i] break end
-    end
-    if hit then break end
-  end
-  if hit then
-    out[#out + 1] = entry[1]
-    out[#out + 1] = hit
-  end
-end
-return out
-"""
-# KEYS[1]: a string key. ARGV: the value we read, its replacement (TTL kept).
-SET_IF_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-return 1
-"""
-# KEYS: a webhook's batches hash and due zset. ARGV: batch id, the record we read, its
-# replacement ('' = drop the batch: nothing of it is left to send).
-BATCH_IF_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-end
-return 1
-"""
-# KEYS[1]: the dead-letter stream. ARGV: entry id, then the replacement's field/value
-# pairs (none: just delete). A stream entry cannot change: the replacement gets a new id.
-DEAD_IF_LUA = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-if #ARGV > 1 then redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2)) end
-return 1
-"""
-
 
 @dataclass
 class Summary:
@@ -114,6 +50,7 @@ class Summary:
     verdicts: int = 0
     messages: int = 0
     templates: int = 0
+    aggregate_fields: int = 0
     webhook_batches: int = 0
     dead_letters: int = 0
     unknown_keys: list[str] = field(default_factory=list)
@@ -122,14 +59,15 @@ class Summary:
     seconds: float = 0.0
 
     CHANGES = ("events", "index_entries", "index_keys", "verdicts", "messages", "templates",
-               "webhook_batches", "dead_letters")
+               "aggregate_fields", "webhook_batches", "dead_letters")
 
     @property
     def changed(self) -> bool:
         return any(getattr(self, name) for name in self.CHANGES)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"changed": self.changed, **asdict(self), "seconds": round(self.seconds, 3)}
+        return {"changed": self.changed, "complete": not self.unknown_keys, **asdict(self),
+                "seconds": round(self.seconds, 3)}
 
 
 def _text(value: str | bytes) -> str:
@@ -144,60 +82,86 @@ class Forgetter:
         self.client, self.prefix, self.chunk = client, prefix, chunk
         self.events = EventLog(client, prefix)
         self.keys = Keys(prefix)
-        self._filter = client.register_script(FILTER_LUA)
-        self._stream = client.register_script(STREAM_LUA)
-        self._set_if = client.register_script(SET_IF_LUA)
-        self._batch_if = client.register_script(BATCH_IF_LUA)
-        self._dead_if = client.register_script(DEAD_IF_LUA)
+        self._filter = client.register_script(lua.FILTER_LUA)
+        self._stream = client.register_script(lua.STREAM_LUA)
+        self._set_if = client.register_script(lua.SET_IF_LUA)
+        self._batch_if = client.register_script(lua.BATCH_IF_LUA)
+        self._dead_if = client.register_script(lua.DEAD_IF_LUA)
+        self._fields = client.register_script(lua.FIELDS_LUA)
+        self._copy_chunk = client.register_script(lua.COPY_CHUNK_LUA)
+        self._swap = client.register_script(lua.SWAP_LUA)
+        self._rename_field = client.register_script(lua.RENAME_FIELD_LUA)
 
     def forget(self, address: Address) -> Summary:
         """Erase ``address``. Raises redis.RedisError when Redis fails (run it again)."""
         started = time.monotonic()
         summary = Summary()
-        named = self._records(address, summary)  # first: new events then carry no address
+        named, counters = self._records(address, summary)  # first: new events carry no address
         deleted = self._stream_events(address, summary)
         self._index_keys(address, named, summary)
+        self._aggregates(address, counters, summary)
         self._webhooks(address, deleted, summary)
+        if summary.events:
+            self.compact(self.events.stream)
+        if summary.dead_letters:
+            self.compact(self.keys.dead)
         summary.seconds = time.monotonic() - started
         log.info("forget: %d events, %d index entries, %d index keys, %d verdicts, "
-                 "%d message records, %d templates, %d webhook batches, %d dead letters; "
-                 "%d keys and %d events read in %.2f s", summary.events,
+                 "%d message records, %d templates, %d aggregate fields, %d webhook batches, "
+                 "%d dead letters; %d keys and %d events read in %.2f s", summary.events,
                  summary.index_entries, summary.index_keys, summary.verdicts, summary.messages,
-                 summary.templates, summary.webhook_batches, summary.dead_letters,
+                 summary.templates, summary.aggregate_fields, summary.webhook_batches,
+                 summary.dead_letters,
                  summary.keys_scanned, summary.events_scanned, summary.seconds)
         if summary.unknown_keys:
-            log.warning("forget: %d keys name the address but belong to no family forget "
-                        "knows; left as they are", len(summary.unknown_keys))
+            log.error("forget: incomplete: %d keys belong to no key family (engage.store.keys) "
+                      "and may hold the address; they were left as they are",
+                      len(summary.unknown_keys))
         return summary
 
     # ------------------------------------------------------------ records, templates
     def _scan(self) -> Iterator[list[bytes]]:
-        """Every key under the prefix, a chunk at a time (the prefix has no glob characters:
-        settings allow letters, digits and :._-{} only)."""
-        yield from scan_keys(self.client, f"{self.prefix}*", self.chunk)
+        """Every key under the prefix, a chunk at a time."""
+        yield from scan_keys(self.client, keys.scan_pattern(self.prefix), self.chunk)
 
-    def _records(self, address: Address, summary: Summary) -> list[str]:
-        """Rewrite message records and templates that mention the address; the names of
-        keys whose name holds it."""
-        records = (f"{self.prefix}m:".encode(), f"{self.prefix}t:".encode())
+    def _records(self, address: Address, summary: Summary) -> tuple[list[str], list[str]]:
+        """One pass over the keyspace, each key by its family: records and templates that
+        mention the address are rewritten; keys of no family are noted (an error). The
+        names of keys whose name holds the address, and the hashes of counters."""
         named: list[str] = []
-        for keys in self._scan():
-            summary.keys_scanned += len(keys)
-            named += [_text(key) for key in keys if address.mentions(key)]
-            stored = [key for key in keys if key.startswith(records)]
-            if not stored:
-                continue
-            found = self._filter(keys=stored, args=list(address.needles))
-            for i in range(0, len(found), 2):
-                key, raw = _text(found[i]), found[i + 1]
-                is_record = key.startswith(self.prefix + "m:")
-                scrub = scrub_record if is_record else scrub_template
-                if self._rewrite(key, raw, scrub, address):
-                    if is_record:
-                        summary.messages += 1
-                    else:
-                        summary.templates += 1
-        return named
+        counters: list[str] = []
+        for chunk in self._scan():
+            summary.keys_scanned += len(chunk)
+            values: list[bytes] = []
+            for raw_key in chunk:
+                key = _text(raw_key)
+                family = keys.family_of(self.prefix, key)
+                if family is None:
+                    if len(summary.unknown_keys) < MAX_REPORTED:
+                        summary.unknown_keys.append(key)
+                    continue
+                if address.mentions(key):
+                    named.append(key)
+                if family.erasure is Erasure.REWRITE_VALUE:
+                    values.append(raw_key)
+                elif family.erasure is Erasure.REWRITE_FIELDS:
+                    counters.append(key)
+            if values:
+                self._rewrite_values(values, address, summary)
+        summary.unknown_keys.sort()
+        return named, counters
+
+    def _rewrite_values(self, stored: list[bytes], address: Address, summary: Summary) -> None:
+        found = self._filter(keys=stored, args=list(address.needles))
+        for i in range(0, len(found), 2):
+            key, raw = _text(found[i]), found[i + 1]
+            is_record = keys.family_of(self.prefix, key) is keys.BY_NAME["message"]
+            scrub = scrub_record if is_record else scrub_template
+            if self._rewrite(key, raw, scrub, address):
+                if is_record:
+                    summary.messages += 1
+                else:
+                    summary.templates += 1
 
     def _rewrite(self, key: str, raw: bytes | None,
                  scrub: Callable[[bytes, Address], str | None], address: Address) -> bool:
@@ -236,15 +200,15 @@ class Forgetter:
     def _delete_events(self, doomed: list[tuple[str, str]], summary: Summary) -> None:
         indexes = [self._index_keys_of(raw) for _, raw in doomed]
         pipe = self.client.pipeline(transaction=False)
-        for (entry_id, _), keys in zip(doomed, indexes):
+        for (entry_id, _), index_keys in zip(doomed, indexes):
             pipe.xdel(self.events.stream, entry_id)
-            for key in keys:
+            for key in index_keys:
                 pipe.zrem(key, entry_id)
-            pipe.hdel(f"{self.prefix}verdicts", str(score_of(entry_id)))
+            pipe.hdel(keys.verdicts(self.prefix), str(score_of(entry_id)))
         replies = iter(pipe.execute())
-        for keys in indexes:
+        for index_keys in indexes:
             summary.events += next(replies)
-            summary.index_entries += sum(next(replies) for _ in keys)
+            summary.index_entries += sum(next(replies) for _ in index_keys)
             summary.verdicts += next(replies)
 
     def _index_keys_of(self, raw: str) -> list[str]:
@@ -258,13 +222,43 @@ class Forgetter:
                                                 for dim, value in pairs]
 
     def _index_keys(self, address: Address, named: list[str], summary: Summary) -> None:
-        """Drop index keys named after the address (``{p}ei:<type>:r:<address>`` ...);
-        report other keys whose name holds it."""
-        index_prefix = f"{self.prefix}ei:"
-        doomed = {name for name in named if name.startswith(index_prefix)}
+        """Drop index keys named after the address (``{p}ei:<type>:r:<address>`` ...).
+        A key of another family whose name holds it cannot be erased by name: an error."""
+        doomed = {name for name in named
+                  if _erasure(self.prefix, name) is Erasure.FOLLOW_EVENTS}
         doomed |= {self.events.index_key(kind, "r", address.text) for kind in TYPES}
         summary.index_keys += int(self.client.delete(*sorted(doomed)))
-        summary.unknown_keys = sorted(name for name in named if name not in doomed)
+        summary.unknown_keys += sorted(name for name in named if name not in doomed)
+
+    def compact(self, stream: str) -> None:
+        """Rewrite ``stream`` without the bytes its deleted entries leave behind (see
+        engage.erasure.lua): chunks copied while appends go on, then one atomic swap that
+        carries the tail, the counters and every consumer group with its pending entries."""
+        copy = keys.compacting(self.prefix, stream)
+        self.client.delete(copy)  # a crashed run's
+        last = "-"
+        while True:
+            copied = _text(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
+            if not copied:
+                break
+            last = copied
+        self._swap(keys=[stream, copy], args=[last])
+
+    # ------------------------------------------------------------ aggregates
+    def _aggregates(self, address: Address, counters: list[str], summary: Summary) -> None:
+        """Counter fields named after a link (its URL or name) or a campaign that holds the
+        address are renamed without it; their counts add to the field of that name."""
+        needles = sorted({*address.needles,
+                          *(aggregates.escape(n.decode()).encode() for n in address.needles)})
+        for start in range(0, len(counters), self.chunk):
+            found = self._fields(keys=counters[start:start + self.chunk], args=needles)
+            for i in range(0, len(found), 2):
+                key, field = _text(found[i]), _text(found[i + 1])
+                parts = aggregates.split_field(field)
+                if not any(address.mentions(part) for part in parts):
+                    continue
+                new = "|".join(aggregates.escape(address.cut(part)) for part in parts)
+                summary.aggregate_fields += int(self._rename_field(keys=[key], args=[field, new]))
 
     # ------------------------------------------------------------ webhooks
     def _webhooks(self, address: Address, deleted: set[str], summary: Summary) -> None:
@@ -298,6 +292,11 @@ class Forgetter:
             for name, value in replacement.items():
                 args += [name, value]
             summary.dead_letters += int(self._dead_if(keys=[self.keys.dead], args=args))
+
+
+def _erasure(prefix: str, key: str) -> Erasure | None:
+    family = keys.family_of(prefix, key)
+    return family.erasure if family else None
 
 
 def _dead_letter_without(item: dict[str, str], address: Address,

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import redis
 
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import status_key
 
@@ -194,7 +194,7 @@ def rebuild(client: redis.Redis[bytes], prefix: str, start: int, end: int,
     """Replace the aggregates of the whole hours in [start, end); see the module text."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
     start = start // HOUR * HOUR
-    stream = f"{prefix}events"
+    stream = keys.events(prefix)
     oldest, last = _stream_bounds(client, stream, start)
     if start >= end:
         raise RebuildError("nothing to rebuild: the window holds no whole hour before the "
@@ -204,7 +204,7 @@ def rebuild(client: redis.Redis[bytes], prefix: str, start: int, end: int,
     replay = Replay(start, end)
     overridden: set[str] = set()
     for entries in _chunks(client, stream, last):
-        overrides = client.hmget(f"{prefix}verdicts", [str(score_of(i)) for i, _ in entries])
+        overrides = client.hmget(keys.verdicts(prefix), [str(score_of(i)) for i, _ in entries])
         for (entry_id, fields), override in zip(entries, overrides):
             event = json.loads(fields[b"e"])
             if override and _apply(event, override):

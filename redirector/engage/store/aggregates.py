@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from engage.store import keys
+
 DEFAULT_RETENTION_DAYS = 400
 HOUR = 3600
 KINDS = ("s", "e", "l")  # sent, engagement, links
@@ -115,7 +117,7 @@ def hour_start(hour: str) -> int:
 
 
 def bucket_key(prefix: str, kind: str, hour: str) -> str:
-    return f"{prefix}agg:{kind}:{hour}"
+    return keys.aggregate(prefix, kind, hour)
 
 
 def expires_at(hour: str, retention_days: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from engage.store import aggregates, overrides
+from engage.store import aggregates, keys, overrides
 from engage.store.links import Resolved, open_token, status_key
 from engage.store.redisconn import queue_script, run_script
 
@@ -224,15 +224,14 @@ class EventLog:
         self.retention = retention_days * 86400
         self.status_ttl = link_retention_days * 86400  # the status lives as long as the links
         self.metrics_days = metrics_retention_days  # 0: no aggregates
-        self.stream = f"{prefix}events"
+        self.stream = keys.events(prefix)
         self._append = client.register_script(APPEND_LUA)
         self._fetch = client.register_script(FETCH_LUA)
         self._page = client.register_script(PAGE_LUA)
 
     def index_key(self, kind: str, dim: str = "", value: str = "") -> str:
         """``{p}ei:<type>`` holds every event of a type; ``{p}ei:<type>:<dim>:<value>`` a subset."""
-        base = f"{self.prefix}ei:{kind}"
-        return f"{base}:{dim}:{value}" if dim else base
+        return keys.event_index(self.prefix, kind, dim, value)
 
     def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)

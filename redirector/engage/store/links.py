@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import redis
 
-from engage.store import aggregates
+from engage.store import aggregates, keys
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 MID_LEN = 16  # 12 random bytes, base64url
@@ -195,7 +195,7 @@ def _b64(raw: bytes) -> str:
 
 
 def status_key(prefix: str, message_key: str) -> str:
-    return f"{prefix}ms:{message_key}"
+    return keys.status(prefix, message_key)
 
 
 def new_message_key() -> str:
@@ -249,10 +249,10 @@ class LinkStore:
         self.metrics_days = metrics_retention_days  # 0: no sent counts
 
     def template_key(self, template_id: str) -> str:
-        return f"{self.prefix}t:{template_id}"
+        return keys.template(self.prefix, template_id)
 
     def message_key(self, message_key: str) -> str:
-        return f"{self.prefix}m:{message_key}"
+        return keys.message(self.prefix, message_key)
 
     def status(self, message_key: str) -> dict[str, str]:
         """The message's status hash (empty before the first open or click)."""

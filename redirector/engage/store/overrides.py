@@ -14,11 +14,13 @@ from typing import Any
 
 import redis
 
+from engage.store import keys
+
 EVENT_ID_AT = len(b'{"event_id":"')  # stored events as read back start with their id
 
 
 def key(prefix: str) -> str:
-    return f"{prefix}verdicts"
+    return keys.verdicts(prefix)
 
 
 def event_id_of(item: bytes) -> bytes:

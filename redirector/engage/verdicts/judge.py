@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import redis
 
 from engage.settings import Settings
+from engage.store import keys
 from engage.store.links import TRAP_LINK_NAME, Resolved
 from engage.verdicts.machines import Rules
 from engage.verdicts.rules import Facts, Thresholds, classify, engage_object
@@ -29,11 +30,11 @@ BURST_TTL = 5  # seconds a per-second click set outlives its second
 
 
 def burst_key(prefix: str, message_key: str, second: int) -> str:
-    return f"{prefix}vb:{message_key}:{second}"
+    return keys.burst(prefix, message_key, second)
 
 
 def trap_key(prefix: str, message_key: str) -> str:
-    return f"{prefix}vt:{message_key}"
+    return keys.trap_clients(prefix, message_key)
 
 
 def address_digest(ip: str) -> str:

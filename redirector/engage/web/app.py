@@ -35,6 +35,7 @@ from engage.erasure.forget import Forgetter, address_from_json
 from engage.metrics.api import GROUPS, parse_metrics_query
 from engage.metrics.api import run as metrics_run
 from engage.query import BadParameter
+from engage.store import keys
 from engage.store.events import EventError, EventLog, RequestFacts
 from engage.store.links import Link, LinkStore, StoreError
 from engage.store.redisconn import connect
@@ -95,7 +96,7 @@ def create_app(settings: config.Settings | None = None,
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if settings.dashboard_enabled:
         app.extensions[DASHBOARD] = Login(dict(settings.dashboard_users), RateLimiter(
-            client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW))
+            client, keys.login_limit_prefix(settings.key_prefix), ATTEMPTS, ATTEMPT_WINDOW))
     app.wsgi_app = ClickPath(  # type: ignore[method-assign]
         app.wsgi_app, services, route_prefixes(settings))
     if settings.proxy_hops:

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from engage.erasure.privacy import limiter_ip
+from engage.store import keys
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class RateLimiter:
         self.ip_mode = ip_mode
 
     def key(self, ip: str, now: float) -> str:
-        return f"{self.prefix}rl:{limiter_ip(ip, self.ip_mode)}:{int(now // self.window)}"
+        return keys.rate_limit(self.prefix, limiter_ip(ip, self.ip_mode), int(now // self.window))
 
     def counter(self, ip: str, now: float) -> tuple[str, int]:
         """The counter this request adds to (INCR) and the TTL it gets (EXPIRE)."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engage.store import keys
+
 CONSUMER = "engage"  # one name for every worker: batch records, not the PEL, say who sends
 
 
@@ -25,27 +27,27 @@ class Keys:
 
     @property
     def events(self) -> str:
-        return f"{self.prefix}events"
+        return keys.events(self.prefix)
 
     @property
     def ids(self) -> str:
-        return f"{self.prefix}wh:ids"
+        return keys.webhook_ids(self.prefix)
 
     @property
     def dead(self) -> str:
-        return f"{self.prefix}wh:dead"
+        return keys.webhook_dead(self.prefix)
 
     def hook(self, hook_id: str) -> str:
-        return f"{self.prefix}wh:{hook_id}"
+        return keys.webhook(self.prefix, hook_id)
 
     def batches(self, hook_id: str) -> str:
-        return f"{self.prefix}wh:{hook_id}:batches"
+        return keys.webhook_batches(self.prefix, hook_id)
 
     def due(self, hook_id: str) -> str:
-        return f"{self.prefix}wh:{hook_id}:due"
+        return keys.webhook_due(self.prefix, hook_id)
 
     def log(self, hook_id: str) -> str:
-        return f"{self.prefix}wh:{hook_id}:log"
+        return keys.webhook_log(self.prefix, hook_id)
 
     @staticmethod
     def group(hook_id: str) -> str:
