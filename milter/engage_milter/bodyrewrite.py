@@ -18,6 +18,7 @@ from email.message import Message
 from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
+from engage.store.layout import TRACKED_PATHS
 from engage.store.links import TRAP_LINK_NAME, Link
 
 from . import htmlscan, mimewalk, textscan
@@ -25,7 +26,6 @@ from .htmlscan import LinkSite
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
 MAX_LINE = 998
-TRACKED_PATHS = ("/i/", "/c/", "/v1/track/")  # a message that passed a tracking milter already
 CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
 CURLY_TEXT = {"opening": "{{", "closing": "}}"}
 NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "cp500")

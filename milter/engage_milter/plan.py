@@ -15,7 +15,7 @@ from email.utils import getaddresses
 from typing import Any, Optional
 
 from engage.settings import Settings
-from engage.store import links
+from engage.store import layout, links
 
 from . import xmsys
 from .bodyrewrite import BodyRewrite, Urls
@@ -192,14 +192,9 @@ def open_tracking(settings: Settings, sending_domain: str, asked: Optional[bool]
     return default if asked is None else asked
 
 
-# The URL families the redirector answers: (click, top pixel, bottom pixel) path parts.
-# The v1 family has no initial-open pixel, so the top pixel stays /i/ in both.
-LINK_PATHS = {"short": ("/c/", "/i/", "/o/"), "v1": ("/v1/track/click/", "/i/", "/v1/track/open/")}
-
-
 def tracked_urls(tracking_url: str, style: str, message_key: str, template_id: str) -> Urls:
     """How tracked URLs are spelled for ``[tracking] link_style`` (short or v1)."""
-    click, top, bottom = LINK_PATHS[style]
+    click, top, bottom = layout.LINK_PATHS[style]
     opened = links.open_token(message_key, template_id)
     return Urls(
         click=lambda index: f"{tracking_url}{click}{links.click_token(message_key, template_id, index)}",

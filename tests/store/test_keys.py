@@ -74,3 +74,11 @@ def test_no_product_module_builds_a_key_name_outside_the_registry():
                 if SPELLED.search(code):
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_tracked_url_layout_is_pinned():
+    """Links already sent must keep resolving: these spellings never change."""
+    from engage.store import layout
+    assert layout.LINK_PATHS == {"short": ("/c/", "/i/", "/o/"),
+                                 "v1": ("/v1/track/click/", "/i/", "/v1/track/open/")}
+    assert layout.route(layout.CLICK, "token") == "/c/<token>"

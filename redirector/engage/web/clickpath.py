@@ -26,6 +26,7 @@ from redis.commands.core import Script
 
 from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
+from engage.store import layout
 from engage.store.events import EventError, EventLog, RequestFacts, build_event
 from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, split_token
 from engage.store.redisconn import run_script
@@ -166,7 +167,7 @@ class ClickPath:
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
-        prefix, _, token = path.rpartition("/c/")
+        prefix, _, token = path.rpartition(layout.CLICK)
         if (method not in ("GET", "HEAD") or prefix not in self.prefixes
                 or not TOKEN_CHARS.fullmatch(token)):
             return self.app(environ, start_response)
