@@ -139,3 +139,17 @@ def test_the_redirector_refuses_a_bad_rules_file_with_exit_78(tmp_path):
     assert result.returncode == 78, result.stderr
     assert f"engage redirector: {bad}:4: ua 'Gateway[' is not a regular expression" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_key_is_declared_once_with_a_doc_and_its_variable_named_in_the_shipped_file():
+    """The declaration (engage.settings.declared) is the one place; the shipped file
+    documents the same keys and names each environment variable."""
+    import dataclasses
+    text = ETC.read_text()
+    declared = [f.metadata["setting"] for f in dataclasses.fields(settings.Settings)
+                if "setting" in f.metadata]
+    assert len({(k.section, k.key) for k in declared}) == len(declared) == len(settings.SCHEMA)
+    for key in declared:
+        assert key.doc and not key.doc.endswith("."), (key.section, key.key)
+        if key.env:
+            assert f"[{key.env}]" in text, f"{key.env} not named in etc/engage/engage.conf"
