@@ -21,8 +21,9 @@ import ssl
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import pytest
 
