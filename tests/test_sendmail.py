@@ -1,5 +1,7 @@
 """engage-milter under a real Sendmail: Debian's sendmail 8.17 calls it through
-INPUT_MAIL_FILTER, exactly as etc/sendmail/engage-milter.mc says.
+INPUT_MAIL_FILTER, exactly as etc/sendmail/engage-milter.mc and every ```sendmail mc
+snippet of the docs say: their lines are put into the sandbox's sendmail.mc as written,
+only engage's socket (inet:8890@127.0.0.1) swapped for the test milter's.
 
 Sendmail (unpacked from Debian's .debs, see tests/support/sendmail.py) listens on a
 loopback port with the milter under test and relays to a sandbox Postfix (no milter
@@ -15,6 +17,10 @@ import pytest
 
 from support.procs import crlf_to_lf, split_message
 from support.sendmail import SandboxSendmail, can_unshare_uts, unpack_sendmail
+from support.snippets import ENGAGE_SENDMAIL_SOCKET, Snippet, sendmail_filter_lines, snippets
+
+SNIPPETS = snippets("sendmail mc")
+ETC_SNIPPET = next(s for s in SNIPPETS if s.where == "etc/sendmail/engage-milter.mc")
 
 NEWSLETTER = (
     "From: News <news@example.com>\r\n"
@@ -40,16 +46,38 @@ def sendmail_tree(tmp_path_factory):
     return unpack_sendmail(tmp_path_factory.mktemp("sendmail-root"))
 
 
+def filters(snippet: Snippet, socket: str) -> str:
+    """The snippet's m4 lines with engage's socket swapped for the test milter's."""
+    text = "\n".join(sendmail_filter_lines(snippet.text))
+    assert ENGAGE_SENDMAIL_SOCKET in text, f"{snippet.where} does not add engage's socket"
+    return text.replace(ENGAGE_SENDMAIL_SOCKET, socket)
+
+
 @pytest.fixture
-def sendmail(sendmail_tree, engage_tmp, start_milter, postfix_sandbox, redis_client):
-    """(SandboxSendmail with the milter, the milter, the relay Postfix)."""
-    relay = postfix_sandbox(None)
-    milter = start_milter()
-    workdir = engage_tmp / f"sendmail-{milter.port}"
-    workdir.mkdir()
-    server = SandboxSendmail(workdir, sendmail_tree, milter.socket, relay.smtp_port).start()
-    yield server, milter, relay
-    server.stop()
+def sendmail_with(sendmail_tree, engage_tmp, start_milter, postfix_sandbox, redis_client):
+    """make(snippet) -> (SandboxSendmail with the snippet's milter lines, the milter,
+    the relay Postfix)."""
+    servers: list[SandboxSendmail] = []
+
+    def make(snippet: Snippet):
+        relay = postfix_sandbox(None)
+        milter = start_milter()
+        workdir = engage_tmp / f"sendmail-{milter.port}"
+        workdir.mkdir()
+        server = SandboxSendmail(workdir, sendmail_tree, milter.socket, relay.smtp_port,
+                                 filters(snippet, milter.socket))
+        servers.append(server.start())
+        return server, milter, relay
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def sendmail(sendmail_with):
+    """(SandboxSendmail as etc/sendmail/engage-milter.mc says, the milter, the relay)."""
+    return sendmail_with(ETC_SNIPPET)
 
 
 def send(server: SandboxSendmail, message: str) -> dict:
@@ -57,8 +85,9 @@ def send(server: SandboxSendmail, message: str) -> dict:
         return smtp.sendmail("news@example.com", ["reader@example.org"], message.encode())
 
 
-def test_sendmail_delivers_the_message_rewritten_by_the_milter(sendmail, redis_client):
-    server, milter, relay = sendmail
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.where for s in SNIPPETS])
+def test_sendmail_delivers_the_message_rewritten_by_the_milter(snippet, sendmail_with, redis_client):
+    server, milter, relay = sendmail_with(snippet)
     assert send(server, NEWSLETTER) == {}
     (raw,) = relay.wait_delivered(1)
     head, body = split_message(crlf_to_lf(raw))

@@ -70,10 +70,12 @@ FEATURE(`promiscuous_relay')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`accept_unqualified_senders')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
-dnl The engage-milter line, as in etc/sendmail/engage-milter.mc:
-INPUT_MAIL_FILTER(`engage', `S={milter}, F=T, T=S:30s;R:2m;E:10m')dnl
+dnl The engage-milter lines: by default as in etc/sendmail/engage-milter.mc; the
+dnl snippet tests put each snippet of docs/ and etc/ here.
+{filters}
 MAILER(`smtp')dnl
 """
+DEFAULT_FILTERS = "INPUT_MAIL_FILTER(`engage', `S={milter}, F=T, T=S:30s;R:2m;E:10m')dnl"
 
 
 def _apt_download(folder: Path) -> None:
@@ -104,13 +106,17 @@ def unpack_sendmail(target: Path) -> Path:
 
 
 class SandboxSendmail:
-    """``start()``, ``stop()``, ``port``, ``log_text()``; ``root`` is the unpacked tree."""
+    """``start()``, ``stop()``, ``port``, ``log_text()``; ``root`` is the unpacked tree.
+    ``filters``: the sendmail.mc lines that add the milter (default: DEFAULT_FILTERS for
+    ``milter_socket``)."""
 
-    def __init__(self, workdir: Path, root: Path, milter_socket: str, relay_port: int) -> None:
+    def __init__(self, workdir: Path, root: Path, milter_socket: str, relay_port: int,
+                 filters: str | None = None) -> None:
         self.dir = Path(workdir)
         self.root = Path(root)
         self.milter_socket = milter_socket
         self.relay_port = relay_port
+        self.filters = filters if filters is not None else DEFAULT_FILTERS.format(milter=milter_socket)
         self.port = free_port()
         self.log_path = self.dir / "sendmail.out"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -129,7 +135,7 @@ class SandboxSendmail:
         mc.write_text(MC_TEMPLATE.format(
             cf=self.root / "usr" / "share" / "sendmail" / "cf", dir=self.dir,
             hostname=HOSTNAME, relay_port=self.relay_port, port=self.port,
-            milter=self.milter_socket))
+            filters=self.filters.rstrip("\n")))
         cf = self.dir / "sendmail.cf"
         with open(cf, "wb") as out:
             done = subprocess.run(["m4", str(mc)], stdout=out, stderr=subprocess.PIPE)
