@@ -27,3 +27,9 @@ def test_there_is_no_cycle_between_packages():
         return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
                    for n in graph.get(start, ()))
     assert [a for a in graph if reaches(a, a, set())] == []
+
+
+def test_the_architecture_picture_is_current():
+    from support.importgraph import REPO, mermaid
+    text = (REPO / "docs" / "architecture.md").read_text()
+    assert mermaid() in text, "docs/architecture.md: regenerate the import graph (tests/support/importgraph.py)"

@@ -82,3 +82,9 @@ def test_the_tracked_url_layout_is_pinned():
     assert layout.LINK_PATHS == {"short": ("/c/", "/i/", "/o/"),
                                  "v1": ("/v1/track/click/", "/i/", "/v1/track/open/")}
     assert layout.route(layout.CLICK, "token") == "/c/<token>"
+
+
+def test_the_schema_table_in_the_docs_is_generated_from_the_registry():
+    from engage.store import schemadoc
+    text = (REPO / "docs" / "redis-schema.md").read_text()
+    assert schemadoc.splice(text) == text, "docs/redis-schema.md: run python -m engage.store.schemadoc"
