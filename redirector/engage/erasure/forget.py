@@ -77,7 +77,7 @@ def _text(value: str | bytes) -> str:
 class Forgetter:
     """Erases addresses under one key prefix; the connection is passed in."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
+    def __init__(self, client: redis.Redis, prefix: str = "engage:",
                  chunk: int = CHUNK) -> None:
         self.client, self.prefix, self.chunk = client, prefix, chunk
         self.events = EventLog(client, prefix)

@@ -240,7 +240,7 @@ def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
 class LinkStore:
     """Registers and resolves tracked messages in Redis; the connection is passed in."""
 
-    def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
+    def __init__(self, client: "redis.Redis", prefix: str = "engage:",
                  retention_days: int = 0,
                  metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
         self.client = client

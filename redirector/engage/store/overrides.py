@@ -28,7 +28,7 @@ def event_id_of(item: bytes) -> bytes:
     return item[EVENT_ID_AT:item.index(b'"', EVENT_ID_AT)]
 
 
-def apply(client: redis.Redis[bytes], prefix: str, items: Sequence[bytes]) -> list[bytes]:
+def apply(client: redis.Redis, prefix: str, items: Sequence[bytes]) -> list[bytes]:
     """The events (JSON text) with their overridden ``engage`` where one exists."""
     if not items:
         return []
@@ -43,7 +43,7 @@ def _spliced(item: bytes, override: bytes) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def read(client: redis.Redis[bytes], prefix: str, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+def read(client: redis.Redis, prefix: str, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
     """The overrides of these events (None where there is none), in one round trip."""
     if not event_ids:
         return []
@@ -51,7 +51,7 @@ def read(client: redis.Redis[bytes], prefix: str, event_ids: Sequence[str]) -> l
             for value in client.hmget(key(prefix), list(event_ids))]
 
 
-def write(client: redis.Redis[bytes], prefix: str, changes: Mapping[str, dict[str, Any] | None],
+def write(client: redis.Redis, prefix: str, changes: Mapping[str, dict[str, Any] | None],
           retention_seconds: int) -> None:
     """Set (or, for None, delete) overrides in one round trip; refresh the hash's expiry."""
     sets = {event_id: json.dumps(engage, separators=(",", ":"), ensure_ascii=False)
@@ -66,7 +66,7 @@ def write(client: redis.Redis[bytes], prefix: str, changes: Mapping[str, dict[st
     pipe.execute()
 
 
-def trim(client: redis.Redis[bytes], prefix: str, oldest_event_id: int) -> int:
+def trim(client: redis.Redis, prefix: str, oldest_event_id: int) -> int:
     """Delete overrides of events older than ``oldest_event_id`` (trimmed from the stream
     already); how many. Walks the hash with HSCAN, so Redis is never held for long."""
     stale: list[bytes] = []
@@ -80,6 +80,6 @@ def trim(client: redis.Redis[bytes], prefix: str, oldest_event_id: int) -> int:
     return removed + _delete(client, prefix, stale)
 
 
-def _delete(client: redis.Redis[bytes], prefix: str, fields: Iterable[bytes]) -> int:
+def _delete(client: redis.Redis, prefix: str, fields: Iterable[bytes]) -> int:
     names = list(fields)
     return int(client.hdel(key(prefix), *names)) if names else 0

@@ -40,7 +40,7 @@ def hash_tag(prefix: str) -> str | None:
     return found.group(1) if found and found.group(1) else None
 
 
-def connect(url: str, timeout: float = 5.0) -> "redis.Redis[bytes]":
+def connect(url: str, timeout: float = 5.0) -> "redis.Redis":
     options: dict[str, Any] = dict(
         socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0),
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))

@@ -165,7 +165,7 @@ def _seen(entry_id: bytes, fields: dict[bytes, bytes]) -> _Seen | None:
     return _Seen(str(event["event_id"]), event, at, second_key, trap)
 
 
-def recompute(client: redis.Redis[bytes], settings: Settings, rules: Rules,
+def recompute(client: redis.Redis, settings: Settings, rules: Rules,
               since: float | None = None, dry_run: bool = False,
               now: float | None = None) -> Recomputed:
     """Re-classify the events stored since ``since`` (default: all within retention).
@@ -196,7 +196,7 @@ def recompute(client: redis.Redis[bytes], settings: Settings, rules: Rules,
     return result
 
 
-def _entries(client: redis.Redis[bytes], stream: str,
+def _entries(client: redis.Redis, stream: str,
              start_ms: int) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
     low = f"{start_ms}-0"
     while True:
@@ -212,7 +212,7 @@ def _judged(seen: _Seen, window: _Window, rules: Rules, limits: Thresholds) -> t
     return seen, engage_object(classify(facts, rules, limits), facts)
 
 
-def _settle(client: redis.Redis[bytes], settings: Settings,
+def _settle(client: redis.Redis, settings: Settings,
             batch: list[tuple[_Seen, dict[str, Any]]], result: Recomputed, now: float) -> None:
     """Compare with the verdicts in effect, write the overrides that changed."""
     if not batch:

@@ -73,7 +73,7 @@ DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
 
 
 def create_app(settings: config.Settings | None = None,
-               client: redis.Redis[bytes] | None = None) -> Flask:
+               client: redis.Redis | None = None) -> Flask:
     """Build the app; with no settings, read the settings file and ENGAGE_* variables."""
     if settings is None:
         settings = config.load_or_exit("engage redirector")

@@ -72,7 +72,7 @@ return out
 @dataclass(frozen=True)
 class Services:
     settings: config.Settings
-    client: redis.Redis[bytes]
+    client: redis.Redis
     links: LinkStore
     events: EventLog
     limiter: RateLimiter

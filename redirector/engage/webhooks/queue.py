@@ -201,7 +201,7 @@ def new_batch_id() -> str:
 class BatchQueue:
     """The queue of one webhook (connection passed in)."""
 
-    def __init__(self, client: redis.Redis[bytes], keys: Keys, hook_id: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, hook_id: str) -> None:
         self.client, self.keys, self.hook_id = client, keys, hook_id
         self.group = keys.group(hook_id)
         self._take = client.register_script(TAKE)

@@ -44,7 +44,7 @@ def _text(value: Any) -> str:
 
 
 class WebhookStore:
-    def __init__(self, client: redis.Redis[bytes], prefix: str,
+    def __init__(self, client: redis.Redis, prefix: str,
                  status_retention: float = 86400) -> None:
         self.client, self.keys, self.retention = client, Keys(prefix), status_retention
 
