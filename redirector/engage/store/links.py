@@ -31,6 +31,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from engage.store import aggregates, keys
+from engage.store.redisconn import reply_text
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 MID_LEN = 16  # 12 random bytes, base64url
@@ -260,7 +261,7 @@ class LinkStore:
             raw = self.client.hgetall(status_key(self.prefix, message_key))
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
-        return {name.decode(): value.decode() for name, value in raw.items()}
+        return {reply_text(name): reply_text(value) for name, value in raw.items()}
 
     def register(self, message_key: str, template: Template, record: MessageRecord) -> None:
         """Store the message record, and its template unless Redis has it already: one

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from engage.store import keys
+from engage.store.redisconn import hash_fields
 
 EVENT_ID_AT = len(b'{"event_id":"')  # stored events as read back start with their id
 
@@ -37,7 +38,7 @@ def apply(client: redis.Redis, prefix: str, items: Sequence[bytes]) -> list[byte
             for item, override in zip(items, found)]
 
 
-def _spliced(item: bytes, override: bytes) -> bytes:
+def _spliced(item: bytes, override: bytes | str) -> bytes:
     event = json.loads(item)
     event["engage"] = json.loads(override)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
@@ -59,7 +60,7 @@ def write(client: redis.Redis, prefix: str, changes: Mapping[str, dict[str, Any]
     deletes = [event_id for event_id, engage in changes.items() if engage is None]
     pipe = client.pipeline(transaction=False)
     if sets:
-        pipe.hset(key(prefix), mapping=sets)
+        pipe.hset(key(prefix), mapping=hash_fields(sets))
     if deletes:
         pipe.hdel(key(prefix), *deletes)
     pipe.expire(key(prefix), retention_seconds + 86400)
