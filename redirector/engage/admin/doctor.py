@@ -159,7 +159,7 @@ def _config_get(client: redis.Redis, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _persistence(client: redis.Redis, info: dict) -> list[Finding]:
+def _persistence(client: redis.Redis, info: dict[str, Any]) -> list[Finding]:
     save = _config_get(client, "save")
     failures = [key for key in ("aof_last_write_status", "rdb_last_bgsave_status")
                 if info.get(key, "ok") != "ok"]

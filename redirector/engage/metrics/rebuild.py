@@ -23,6 +23,7 @@ import redis
 from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import status_key
+from engage.store.redisconn import hash_fields, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def _chunks(client: redis.Redis, stream: str,
             last: bytes) -> Iterable[list[tuple[bytes, dict[bytes, bytes]]]]:
     low: Any = "-"
     while True:
-        entries = client.xrange(stream, low, last, count=CHUNK)
+        entries = stream_entries(client.xrange(stream, low, last, count=CHUNK))
         if not entries:
             return
         yield entries
@@ -255,7 +256,7 @@ def _chunks(client: redis.Redis, stream: str,
         low = b"(" + entries[-1][0]
 
 
-def _apply(event: dict[str, Any], override: bytes) -> bool:
+def _apply(event: dict[str, Any], override: bytes | str) -> bool:
     try:
         engage = json.loads(override)
     except ValueError:
@@ -291,7 +292,7 @@ def _write(client: redis.Redis, prefix: str, replay: Replay, start: int, end: in
             pipe.delete(key)
             counts = replay.buckets.get((kind, hour))
             if counts and retention_days:
-                pipe.hset(key, mapping=dict(counts))
+                pipe.hset(key, mapping=hash_fields(counts))
                 pipe.expireat(key, aggregates.expires_at(hour, retention_days))
         pipe.execute()
 

@@ -25,6 +25,7 @@ from engage.settings import Settings
 from engage.store import overrides
 from engage.store.events import TYPES, EventLog, decode, iso_time, score_of
 from engage.store.links import TRAP_LINK_NAME
+from engage.store.redisconn import stream_entries
 from engage.verdicts.judge import thresholds
 from engage.verdicts.machines import Rules
 from engage.verdicts.rules import HUMAN, Facts, Thresholds, classify, engage_object
@@ -175,7 +176,7 @@ def recompute(client: redis.Redis, settings: Settings, rules: Rules,
     start = max(since if since is not None else 0.0, log_.cutoff_ms(now) / 1000)
     result = Recomputed(start, start, dry_run=dry_run)
     limits, window = thresholds(settings), _Window(settings.trap_window)
-    batch: list[_Seen] = []
+    batch: list[tuple[_Seen, dict[str, Any]]] = []
     for entry_id, fields in _entries(client, log_.stream, int(start * 1000)):
         seen = _seen(entry_id, fields)
         if seen is None:
@@ -200,7 +201,7 @@ def _entries(client: redis.Redis, stream: str,
              start_ms: int) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
     low = f"{start_ms}-0"
     while True:
-        chunk = client.xrange(stream, min=low, max="+", count=READ_CHUNK)
+        chunk = stream_entries(client.xrange(stream, min=low, max="+", count=READ_CHUNK))
         yield from chunk
         if len(chunk) < READ_CHUNK:
             return
