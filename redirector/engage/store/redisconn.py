@@ -16,16 +16,20 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis._parsers import Encoder  # its home: redis.connection imports it without re-export
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
-from redis.typing import EncodableT, FieldT, StreamRangeResponse
+
+if TYPE_CHECKING:  # redis-py 4.3 (Debian 12) has no redis._parsers and no StreamRangeResponse
+    from redis._parsers import Encoder  # its home: redis.connection imports it, not re-exported
+    from redis.typing import EncodableT, FieldT, StreamRangeResponse
+else:
+    from redis.connection import Encoder
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 

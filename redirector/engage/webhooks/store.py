@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from engage.store.redisconn import stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import Keys
 from engage.webhooks.queue import Batch
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 
 class NotFound(KeyError):
