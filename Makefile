@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run stop lint test bench deb rpm clean distclean
+.PHONY: install run stop lint typecheck test bench deb rpm clean distclean
 
 install:
 	scripts/install-deps
@@ -20,8 +20,12 @@ stop:
 lint: install
 	$(VENV)/bin/ruff check milter redirector tests
 
+# mypy --strict over engage and engage_milter, configured in setup.cfg's [mypy] section.
+typecheck: install
+	$(VENV)/bin/mypy
+
 # The same command the README gives: install-deps, then pytest from the venv.
-test: install lint
+test: install lint typecheck
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # Every tests/bench/bench_*.py script, one after the other; stops at the first failure.
@@ -60,7 +64,7 @@ clean: stop
 	    if [ -L "$$link" ]; then echo "rm -rf $$(readlink -f "$$link")"; $(SUDO) rm -rf "$$(readlink -f "$$link")"; fi; \
 	done
 	$(SUDO) rm -rf run
-	rm -rf build dist .pytest_cache
+	rm -rf build dist .pytest_cache .mypy_cache
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
 distclean: clean

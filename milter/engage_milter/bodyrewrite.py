@@ -203,7 +203,8 @@ class BodyRewrite:
 
 
 def _apply(text: str, edits: list[_Edit]) -> str:
-    out, pos = [], 0
+    out: list[str] = []
+    pos = 0
     for edit in edits:
         out += (text[pos:edit.start], edit.text)
         pos = edit.end

@@ -43,8 +43,10 @@ def smtp_peer(hostaddr: Any) -> bool:
     return isinstance(hostaddr, tuple) and len(hostaddr) >= 2 and hostaddr[1] != 0
 
 
-class TrackingMilter(Milter.Base):  # type: ignore[misc]
+class TrackingMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no stubs: Base is Any
     """One instance per SMTP connection (pymilter's factory); one message at a time."""
+
+    _protocol: int  # Milter.Base's: the protocol steps negotiated with the MTA
 
     def __init__(self, settings: Settings, store: LinkStore,
                  planner: Optional[Callable[..., Plan]] = None) -> None:
@@ -73,7 +75,7 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
             opts[1] = self._protocol = self._protocol | (offered & Milter.P_NOCONNECT)
         return verdict
 
-    @Milter.noreply  # type: ignore[misc]
+    @Milter.noreply  # type: ignore[untyped-decorator]  # pymilter has no stubs
     def connect(self, hostname: str, family: int, hostaddr: Any) -> Any:
         # Split only real SMTP clients, which re-send a recipient refused with 452.
         # Postfix's non_smtpd_milters (sendmail(1), pickup) fake a connect from port 0,
@@ -87,7 +89,7 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
         self.mail_from = _strip_brackets(mail_from)
         return Milter.CONTINUE
 
-    @Milter.noreply  # type: ignore[misc]
+    @Milter.noreply  # type: ignore[untyped-decorator]  # pymilter has no stubs
     def envrcpt(self, rcpt: str, *params: str) -> Any:
         # The MTA calls us only for recipients it accepted itself (P_RCPT_REJ is not
         # negotiated), so self.rcpts counts the transaction's accepted recipients.
@@ -98,13 +100,13 @@ class TrackingMilter(Milter.Base):  # type: ignore[misc]
         self.rcpts.append(_strip_brackets(rcpt))
         return Milter.CONTINUE
 
-    @Milter.noreply  # type: ignore[misc]
-    @Milter.decode("bytes")  # type: ignore[misc]
+    @Milter.noreply  # type: ignore[untyped-decorator]  # pymilter has no stubs
+    @Milter.decode("bytes")  # type: ignore[untyped-decorator]  # pymilter has no stubs
     def header(self, name: str, value: bytes) -> Any:
         self.headers.append((name, value.decode("utf-8", "replace")))
         return Milter.CONTINUE
 
-    @Milter.noreply  # type: ignore[misc]
+    @Milter.noreply  # type: ignore[untyped-decorator]  # pymilter has no stubs
     def body(self, chunk: bytes) -> Any:
         self.body_size += len(chunk)
         if self.body_size <= MAX_BODY_BYTES:

@@ -103,11 +103,13 @@ def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Opt
     if not is_trackable(url):
         return None
     group = href.lastindex  # a value's group is the match's last: 2 or 3 quoted, 4 unquoted
+    assert group is not None  # group 1, the name, always matches
     return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), group != 4)
 
 
 def _value(attr: "re.Match[str]") -> str:
-    return attr.group(attr.lastindex) if attr.lastindex != 1 else ""
+    index = attr.lastindex or 1  # never None: group 1, the name, always matches
+    return attr.group(index) if index != 1 else ""
 
 
 def unescape(value: str) -> str:
@@ -128,7 +130,7 @@ def _link_name(attrs: dict[str, "re.Match[str]"], decode_attr: Callable[[str], s
 
 def _name_vml_twins(vml: list[LinkSite], links: list[LinkSite]) -> list[LinkSite]:
     """An Outlook VML button takes the link name of its HTML twin (same destination)."""
-    names = {}
+    names: dict[str, str] = {}
     for site in links:
         names.setdefault(site.url, site.name)
     return [LinkSite(s.start, s.end, s.url, s.name or names.get(s.url, ""), s.quoted) for s in vml]

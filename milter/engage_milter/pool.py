@@ -15,6 +15,7 @@ every message in the calling thread.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ import time
 import traceback
 from collections import OrderedDict
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 from .plan import Plan, ScanCache, plan_message
 
@@ -59,7 +60,8 @@ class _Worker:
             raise WorkerError(f"rewrite worker {self.process.pid} died: {exc!r}") from None
         if not ok:
             raise WorkerError(f"rewrite worker failed:\n{answer}", lost=False)
-        return answer  # type: ignore[no-any-return]
+        plan: Plan = answer  # what _serve sent: plan_message's result
+        return plan
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -76,6 +78,7 @@ class Planner:
         self.timeout = timeout
         self.cache_size = cache_size
         self._cache = ScanCache(cache_size)  # used when planning in the calling thread
+        self._plan_here: Callable[..., Plan] = functools.partial(plan_message, cache=self._cache)
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # the latest bodies, for _repeated
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: list[_Worker] = []
@@ -93,7 +96,7 @@ class Planner:
 
     def __call__(self, *args: Any) -> Plan:
         if not self.workers or self._repeated(args[1]):
-            return plan_message(*args, cache=self._cache)
+            return self._plan_here(*args)
         worker = self._idle.get()
         while not worker.process.is_alive():  # died between messages: no message lost
             self._replace(worker, f"rewrite worker {worker.process.pid} had died")
@@ -155,7 +158,7 @@ def _serve(conn: Connection, parent: int) -> None:
             conn.send((True, None))
             continue
         try:
-            answer = (True, plan_message(*args))
+            answer: tuple[bool, Plan | str] = (True, plan_message(*args))
         except Exception:
             answer = (False, traceback.format_exc())
         conn.send(answer)

@@ -39,7 +39,8 @@ def newline_of(raw: bytes) -> bytes:
 
 def splice(data: bytes, edits: Sequence[Splice]) -> bytes:
     """Apply sorted, non-overlapping edits to ``data``."""
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     for edit in edits:
         out += (data[pos:edit.start], edit.data)
         pos = edit.end
@@ -106,15 +107,15 @@ class Codec:
             return False  # a decoded CRLF that ends no hard line: from =0D=0A, or "==" ("=")
         if (ends[-1] if ends else 0) < len(raw):
             ends.append(len(raw))  # the last line has no line end
-        self.hard = list(zip([0] + ends, ends))
-        self.starts = starts[:len(ends)]
+        self.hard: list[tuple[int, int]] = list(zip([0] + ends, ends))
+        self.starts: list[int] = starts[:len(ends)]
         self.decoded = decoded
         return True
 
     def _qp_split_lines(self, raw: bytes) -> None:
         """The reference: one hard line at a time."""
-        self.hard: list[tuple[int, int]] = []  # raw span of each hard line, line end included
-        self.starts: list[int] = []  # decoded offset where each hard line starts
+        self.hard = []  # raw span of each hard line, line end included
+        self.starts = []  # decoded offset where each hard line starts
         pieces: list[bytes] = []
         decoded_len = 0
         spans, start, pos = [], 0, 0
@@ -137,7 +138,8 @@ class Codec:
 
     def _qp_encode(self, edits: Sequence[Splice]) -> bytes:
         groups = self._qp_groups(edits)
-        out, raw_pos = [], 0
+        out: list[bytes] = []
+        raw_pos = 0
         for first, last, group_edits in groups:
             raw_start, raw_end = self.hard[first][0], self.hard[last][1]
             dec_start = self.starts[first]

@@ -132,7 +132,7 @@ def _hour(text: str) -> int:
     return hour
 
 
-def _metrics_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _metrics_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     metrics = sub.add_parser("metrics", help="maintain the metrics aggregates")
     actions = metrics.add_subparsers(dest="action", required=True, metavar="ACTION")
     rebuild = actions.add_parser(
@@ -169,7 +169,7 @@ def metrics_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dashboard_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _dashboard_user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     user = sub.add_parser(
         "dashboard-user", help="print a [dashboard] users entry (name:password hash)",
         description="Ask for a password (twice) and print NAME:HASH, the entry to add to "

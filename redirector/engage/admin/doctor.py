@@ -135,7 +135,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
         client.close()
 
 
-def _cluster(client: Any, settings: config.Settings) -> tuple[redis.Redis[bytes], list[Finding]]:
+def _cluster(client: Any, settings: config.Settings) -> tuple[redis.Redis, list[Finding]]:
     """The master that holds every engage key (the prefix's hash tag names one slot), and
     what to say about the cluster; the other checks then look at that master."""
     state = client.cluster_info().get("cluster_state", "?")
@@ -150,7 +150,7 @@ def _cluster(client: Any, settings: config.Settings) -> tuple[redis.Redis[bytes]
     return client.get_redis_connection(node), [Finding(level, "redis", text)]
 
 
-def _config_get(client: redis.Redis[bytes], name: str) -> str | None:
+def _config_get(client: redis.Redis, name: str) -> str | None:
     """CONFIG GET name, or None when CONFIG is renamed away or not allowed (managed Redis)."""
     try:
         value = client.config_get(name).get(name)
@@ -159,7 +159,7 @@ def _config_get(client: redis.Redis[bytes], name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _persistence(client: redis.Redis[bytes], info: dict) -> list[Finding]:
+def _persistence(client: redis.Redis, info: dict[str, Any]) -> list[Finding]:
     save = _config_get(client, "save")
     failures = [key for key in ("aof_last_write_status", "rdb_last_bgsave_status")
                 if info.get(key, "ok") != "ok"]
@@ -179,7 +179,7 @@ def _persistence(client: redis.Redis[bytes], info: dict) -> list[Finding]:
                     "/etc/redis/redis.conf")]
 
 
-def _eviction(client: redis.Redis[bytes], settings: config.Settings) -> list[Finding]:
+def _eviction(client: redis.Redis, settings: config.Settings) -> list[Finding]:
     policy = _config_get(client, "maxmemory-policy")
     if policy is None:
         return []
@@ -205,7 +205,7 @@ COMPACT_ENCODINGS = {"hash-max-listpack-entries": 128, "hash-max-listpack-value"
 LONGEST_CHEAP_PREFIX = 10
 
 
-def _memory(client: redis.Redis[bytes], settings: config.Settings) -> list[Finding]:
+def _memory(client: redis.Redis, settings: config.Settings) -> list[Finding]:
     """Settings that make every tracked message cost more memory than it needs."""
     findings = []
     for name, default in COMPACT_ENCODINGS.items():

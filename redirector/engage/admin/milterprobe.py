@@ -99,7 +99,7 @@ def probe(address: Address, timeout: float = 5.0) -> tuple[int, int, int]:
             if reply[:1] != b"O":
                 raise ProbeError(f"it answered the negotiation with {reply[:1]!r}, not 'O'")
             sock.sendall(_packet(b"Q"))
-            return struct.unpack("!III", reply[1:13])  # type: ignore[return-value]
+            return struct.unpack("!III", reply[1:13])
     except TimeoutError:
         raise ProbeError(f"no milter answer within {timeout:g} s") from None
     except FileNotFoundError:

@@ -32,7 +32,7 @@ from engage.erasure.scrub import Address, filter_body, scrub_batch, scrub_record
 from engage.store import aggregates, keys
 from engage.store.events import TYPES, EventLog, index_values, score_of
 from engage.store.keys import Erasure
-from engage.store.redisconn import scan_keys
+from engage.store.redisconn import scan_keys, stream_entries
 from engage.webhooks.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _text(value: str | bytes) -> str:
 class Forgetter:
     """Erases addresses under one key prefix; the connection is passed in."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
+    def __init__(self, client: redis.Redis, prefix: str = "engage:",
                  chunk: int = CHUNK) -> None:
         self.client, self.prefix, self.chunk = client, prefix, chunk
         self.events = EventLog(client, prefix)
@@ -163,8 +163,8 @@ class Forgetter:
                 else:
                     summary.templates += 1
 
-    def _rewrite(self, key: str, raw: bytes | None,
-                 scrub: Callable[[bytes, Address], str | None], address: Address) -> bool:
+    def _rewrite(self, key: str, raw: bytes | str | None,
+                 scrub: Callable[[bytes | str, Address], str | None], address: Address) -> bool:
         """Compare-and-set ``scrub(value)`` until it sticks; False when nothing to change."""
         for _ in range(ATTEMPTS):
             if raw is None:
@@ -270,6 +270,7 @@ class Forgetter:
         """Queued batches carry stream ids (deleted events are skipped when sent) or, when
         replayed from a dead letter, their whole body: that body loses the events."""
         batches, due = self.keys.batches(hook_id), self.keys.due(hook_id)
+        raw: bytes | str | None  # a record, until HGET finds it gone
         for batch_id, raw in self.client.hgetall(batches).items():
             for _ in range(ATTEMPTS):
                 new, _ = scrub_batch(raw, address)
@@ -283,7 +284,7 @@ class Forgetter:
                     break
 
     def _dead_letters(self, address: Address, deleted: set[str], summary: Summary) -> None:
-        for entry_id, fields in self.client.xrange(self.keys.dead):
+        for entry_id, fields in stream_entries(self.client.xrange(self.keys.dead)):
             item = {_text(k): _text(v) for k, v in fields.items()}
             if not any(address.mentions(value) for value in item.values()):
                 continue

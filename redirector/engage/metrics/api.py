@@ -251,7 +251,7 @@ def hours(start: int, end: int) -> range:
     return range(start, end, HOUR)
 
 
-def read_sums(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
+def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
               retention_days: int) -> list[tuple[str, dict[bytes, int]]]:
     """(period label or "", {field: total}) over every bucket the query needs, summed by
     SUM_LUA next to the data, in one pipelined round trip. Hours older than the retention
@@ -344,6 +344,6 @@ def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dic
     return rows[:query.limit]
 
 
-def run(client: redis.Redis[bytes], prefix: str, query: MetricsQuery, now: float,
+def run(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
         retention_days: int) -> list[dict[str, Any]]:
     return summarize(query, read_sums(client, prefix, query, now, retention_days))

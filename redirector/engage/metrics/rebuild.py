@@ -23,6 +23,7 @@ import redis
 from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import status_key
+from engage.store.redisconn import hash_fields, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _is_flag(name: str) -> bool:
         name[:2] == "hk" and len(name) == 10)
 
 
-def rebuild(client: redis.Redis[bytes], prefix: str, start: int, end: int,
+def rebuild(client: redis.Redis, prefix: str, start: int, end: int,
             retention_days: int, now: float) -> Report:
     """Replace the aggregates of the whole hours in [start, end); see the module text."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
@@ -221,7 +222,7 @@ def rebuild(client: redis.Redis[bytes], prefix: str, start: int, end: int,
     return report
 
 
-def _stream_bounds(client: redis.Redis[bytes], stream: str, start: int) -> tuple[int, bytes]:
+def _stream_bounds(client: redis.Redis, stream: str, start: int) -> tuple[int, bytes]:
     """(event_id of the oldest retained event, stream id of the newest); refuses a window
     that begins before the first whole hour the stream still holds completely."""
     try:
@@ -242,11 +243,11 @@ def _stream_bounds(client: redis.Redis[bytes], stream: str, start: int) -> tuple
     return score_of(first[0]), info["last-entry"][0]
 
 
-def _chunks(client: redis.Redis[bytes], stream: str,
+def _chunks(client: redis.Redis, stream: str,
             last: bytes) -> Iterable[list[tuple[bytes, dict[bytes, bytes]]]]:
     low: Any = "-"
     while True:
-        entries = client.xrange(stream, low, last, count=CHUNK)
+        entries = stream_entries(client.xrange(stream, low, last, count=CHUNK))
         if not entries:
             return
         yield entries
@@ -255,7 +256,7 @@ def _chunks(client: redis.Redis[bytes], stream: str,
         low = b"(" + entries[-1][0]
 
 
-def _apply(event: dict[str, Any], override: bytes) -> bool:
+def _apply(event: dict[str, Any], override: bytes | str) -> bool:
     try:
         engage = json.loads(override)
     except ValueError:
@@ -267,7 +268,7 @@ def _apply(event: dict[str, Any], override: bytes) -> bool:
     return True
 
 
-def _statuses(client: redis.Redis[bytes], prefix: str,
+def _statuses(client: redis.Redis, prefix: str,
               messages: Iterable[str]) -> dict[str, dict[bytes, bytes]]:
     wanted = sorted(messages)
     found: dict[str, dict[bytes, bytes]] = {}
@@ -280,7 +281,7 @@ def _statuses(client: redis.Redis[bytes], prefix: str,
     return found
 
 
-def _write(client: redis.Redis[bytes], prefix: str, replay: Replay, start: int, end: int,
+def _write(client: redis.Redis, prefix: str, replay: Replay, start: int, end: int,
            retention_days: int) -> None:
     """Each hour's engagement and link hashes replaced in one MULTI (never half-written)."""
     for hour_time in range(start, end, HOUR):
@@ -291,12 +292,12 @@ def _write(client: redis.Redis[bytes], prefix: str, replay: Replay, start: int, 
             pipe.delete(key)
             counts = replay.buckets.get((kind, hour))
             if counts and retention_days:
-                pipe.hset(key, mapping=dict(counts))
+                pipe.hset(key, mapping=hash_fields(counts))
                 pipe.expireat(key, aggregates.expires_at(hour, retention_days))
         pipe.execute()
 
 
-def _fix_flags(client: redis.Redis[bytes], prefix: str, replay: Replay, overridden: set[str],
+def _fix_flags(client: redis.Redis, prefix: str, replay: Replay, overridden: set[str],
                statuses: Mapping[str, Mapping[bytes, bytes]], oldest: int, last: int) -> int:
     """Nonprefetched flags of messages with an overridden event, as the replay decided."""
     script = client.register_script(FIX_FLAGS_LUA)

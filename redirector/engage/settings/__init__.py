@@ -124,7 +124,7 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
     if values.get("dashboard_enabled") and not values.get("dashboard_users"):
         raise SettingsError(f"{source}: [dashboard] users: enabled = yes needs at least one "
                             "user (make one with: engage dashboard-user NAME)")
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # each value is its SCHEMA parser's result
 
 
 def _check_cluster_prefix(values: Mapping[str, object], source: str) -> None:

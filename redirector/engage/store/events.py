@@ -216,7 +216,7 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
 class EventLog:
     """Appends events to the stream with their indexes, reads them back; connection passed in."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str = "engage:",
+    def __init__(self, client: redis.Redis, prefix: str = "engage:",
                  retention_days: int = 10, link_retention_days: int = 0,
                  metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
         self.client = client

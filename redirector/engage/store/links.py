@@ -31,6 +31,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from engage.store import aggregates, keys
+from engage.store.redisconn import reply_text
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 MID_LEN = 16  # 12 random bytes, base64url
@@ -240,7 +241,7 @@ def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
 class LinkStore:
     """Registers and resolves tracked messages in Redis; the connection is passed in."""
 
-    def __init__(self, client: "redis.Redis[bytes]", prefix: str = "engage:",
+    def __init__(self, client: "redis.Redis", prefix: str = "engage:",
                  retention_days: int = 0,
                  metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
         self.client = client
@@ -260,7 +261,7 @@ class LinkStore:
             raw = self.client.hgetall(status_key(self.prefix, message_key))
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
-        return {name.decode(): value.decode() for name, value in raw.items()}
+        return {reply_text(name): reply_text(value) for name, value in raw.items()}
 
     def register(self, message_key: str, template: Template, record: MessageRecord) -> None:
         """Store the message record, and its template unless Redis has it already: one

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from engage.store import keys
+from engage.store.redisconn import hash_fields
 
 EVENT_ID_AT = len(b'{"event_id":"')  # stored events as read back start with their id
 
@@ -28,7 +29,7 @@ def event_id_of(item: bytes) -> bytes:
     return item[EVENT_ID_AT:item.index(b'"', EVENT_ID_AT)]
 
 
-def apply(client: redis.Redis[bytes], prefix: str, items: Sequence[bytes]) -> list[bytes]:
+def apply(client: redis.Redis, prefix: str, items: Sequence[bytes]) -> list[bytes]:
     """The events (JSON text) with their overridden ``engage`` where one exists."""
     if not items:
         return []
@@ -37,13 +38,13 @@ def apply(client: redis.Redis[bytes], prefix: str, items: Sequence[bytes]) -> li
             for item, override in zip(items, found)]
 
 
-def _spliced(item: bytes, override: bytes) -> bytes:
+def _spliced(item: bytes, override: bytes | str) -> bytes:
     event = json.loads(item)
     event["engage"] = json.loads(override)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def read(client: redis.Redis[bytes], prefix: str, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+def read(client: redis.Redis, prefix: str, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
     """The overrides of these events (None where there is none), in one round trip."""
     if not event_ids:
         return []
@@ -51,7 +52,7 @@ def read(client: redis.Redis[bytes], prefix: str, event_ids: Sequence[str]) -> l
             for value in client.hmget(key(prefix), list(event_ids))]
 
 
-def write(client: redis.Redis[bytes], prefix: str, changes: Mapping[str, dict[str, Any] | None],
+def write(client: redis.Redis, prefix: str, changes: Mapping[str, dict[str, Any] | None],
           retention_seconds: int) -> None:
     """Set (or, for None, delete) overrides in one round trip; refresh the hash's expiry."""
     sets = {event_id: json.dumps(engage, separators=(",", ":"), ensure_ascii=False)
@@ -59,14 +60,14 @@ def write(client: redis.Redis[bytes], prefix: str, changes: Mapping[str, dict[st
     deletes = [event_id for event_id, engage in changes.items() if engage is None]
     pipe = client.pipeline(transaction=False)
     if sets:
-        pipe.hset(key(prefix), mapping=sets)
+        pipe.hset(key(prefix), mapping=hash_fields(sets))
     if deletes:
         pipe.hdel(key(prefix), *deletes)
     pipe.expire(key(prefix), retention_seconds + 86400)
     pipe.execute()
 
 
-def trim(client: redis.Redis[bytes], prefix: str, oldest_event_id: int) -> int:
+def trim(client: redis.Redis, prefix: str, oldest_event_id: int) -> int:
     """Delete overrides of events older than ``oldest_event_id`` (trimmed from the stream
     already); how many. Walks the hash with HSCAN, so Redis is never held for long."""
     stale: list[bytes] = []
@@ -80,6 +81,6 @@ def trim(client: redis.Redis[bytes], prefix: str, oldest_event_id: int) -> int:
     return removed + _delete(client, prefix, stale)
 
 
-def _delete(client: redis.Redis[bytes], prefix: str, fields: Iterable[bytes]) -> int:
+def _delete(client: redis.Redis, prefix: str, fields: Iterable[bytes]) -> int:
     names = list(fields)
     return int(client.hdel(key(prefix), *names)) if names else 0

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
-from redis.connection import Encoder
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
+
+if TYPE_CHECKING:  # redis-py 4.3 (Debian 12) has no redis._parsers and no StreamRangeResponse
+    from redis._parsers import Encoder  # its home: redis.connection imports it, not re-exported
+    from redis.typing import EncodableT, FieldT, StreamRangeResponse
+else:
+    from redis.connection import Encoder
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -40,7 +45,7 @@ def hash_tag(prefix: str) -> str | None:
     return found.group(1) if found and found.group(1) else None
 
 
-def connect(url: str, timeout: float = 5.0) -> "redis.Redis[bytes]":
+def connect(url: str, timeout: float = 5.0) -> "redis.Redis":
     options: dict[str, Any] = dict(
         socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0),
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
@@ -48,7 +53,7 @@ def connect(url: str, timeout: float = 5.0) -> "redis.Redis[bytes]":
         scheme, rest = url.split("://", 1)
         # RedisCluster follows MOVED/ASK itself and retries on its own schedule.
         lazy = LazyCluster(f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}", options)
-        return lazy  # type: ignore[return-value]
+        return lazy  # type: ignore[return-value]  # duck-types the Redis commands engage uses
     return redis.Redis.from_url(
         url, health_check_interval=30,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError], **options)
@@ -61,12 +66,12 @@ class Cluster(RedisCluster):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().execute_command(*args, **kwargs)
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated
         except RedisClusterException as exc:
             raise ClusterError(str(exc)) from exc
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
-        pipe = super().pipeline(transaction, shard_hint)
+        pipe: ClusterPipeline = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]  # unannotated
         pipe.__class__ = _Pipeline  # adds no state: only translates errors
         return pipe
 
@@ -98,7 +103,8 @@ class LazyCluster:
         with self._lock:
             if self._cluster is None:
                 try:
-                    self._cluster = Cluster.from_url(self._url, **self._options)
+                    # from_url builds a cls; redis-py annotates it as returning RedisCluster
+                    self._cluster = cast(Cluster, Cluster.from_url(self._url, **self._options))
                 except RedisClusterException as exc:
                     raise ClusterError(f"Redis Cluster not reachable: {exc}") from exc
             return self._cluster
@@ -113,10 +119,12 @@ class LazyCluster:
             return _FailedPipeline(exc)  # fails at execute(), where callers expect it
 
     def register_script(self, script: str) -> Script:
-        return Script(self, script)  # calls go through __getattr__: built on first call
+        # Calls go through __getattr__: built on first call.
+        return Script(self, script)  # type: ignore[arg-type]  # stands in for its Cluster
 
     def get_encoder(self) -> Encoder:
-        return Encoder("utf-8", "strict", False)  # what Script needs; engage reads bytes
+        # What Script needs; engage reads bytes.
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]  # unannotated
 
     def close(self) -> None:
         if self._cluster is not None:
@@ -144,7 +152,7 @@ def queue_script(script: Script, pipe: Any, keys: Sequence[Any], args: Sequence[
     """Queue a script call on a pipeline: EVALSHA on a plain Redis pipeline; EVAL on a
     cluster pipeline, where redis-py refuses EVALSHA."""
     if isinstance(pipe, ClusterPipeline):
-        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)  # type: ignore[no-untyped-call]  # unannotated
     else:
         script(keys=keys, args=args, client=pipe)
 
@@ -171,3 +179,26 @@ def run_script(client: Any, script: Script, keys: Sequence[Any], args: Sequence[
         return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return client.execute_command("EVAL", script.script, len(keys), *keys, *args)
+
+
+# Replies. redis-py annotates them for both decode_responses settings (``bytes | str``)
+# and every command variant; engage's clients never decode, so they are bytes. Its
+# cluster client, pipeline and Encoder are unannotated ("no-untyped-call" above).
+Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: (id, fields)
+
+
+def reply_text(reply: bytes | str) -> str:
+    """A reply (key, field, value, stream id) as the UTF-8 text engage wrote."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def stream_entries(reply: StreamRangeResponse | None) -> list[Entry]:
+    """XRANGE / XREVRANGE's entries as engage's clients return them (redis-py's types
+    also cover decoded replies, and the None ids and fields of other stream commands)."""
+    return cast("list[Entry]", reply)
+
+
+def hash_fields(mapping: Mapping[str, EncodableT]) -> dict[FieldT, EncodableT]:
+    """A mapping as HSET and XADD take it: redis-py types their key as a union, which a
+    ``dict[str, ...]`` does not match (a mapping's key type is invariant)."""
+    return dict(mapping.items())

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def rebuild_metrics(client: redis.Redis[bytes], settings: settings_mod.Settings,
+def rebuild_metrics(client: redis.Redis, settings: settings_mod.Settings,
                     changed: list[str], now: float) -> str:
     """The aggregates counted the old verdicts: rebuild every whole hour from the first
     changed event on (the current hour is left to the live counters)."""

@@ -54,7 +54,7 @@ class Judged:
 class Judge:
     """Turns a request and its resolved token into the event's ``engage`` field."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str, rules: Rules,
+    def __init__(self, client: redis.Redis, prefix: str, rules: Rules,
                  limits: Thresholds, trap_window: int) -> None:
         self.client = client
         self.prefix = prefix

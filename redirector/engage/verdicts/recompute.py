@@ -25,6 +25,7 @@ from engage.settings import Settings
 from engage.store import overrides
 from engage.store.events import TYPES, EventLog, decode, iso_time, score_of
 from engage.store.links import TRAP_LINK_NAME
+from engage.store.redisconn import stream_entries
 from engage.verdicts.judge import thresholds
 from engage.verdicts.machines import Rules
 from engage.verdicts.rules import HUMAN, Facts, Thresholds, classify, engage_object
@@ -165,7 +166,7 @@ def _seen(entry_id: bytes, fields: dict[bytes, bytes]) -> _Seen | None:
     return _Seen(str(event["event_id"]), event, at, second_key, trap)
 
 
-def recompute(client: redis.Redis[bytes], settings: Settings, rules: Rules,
+def recompute(client: redis.Redis, settings: Settings, rules: Rules,
               since: float | None = None, dry_run: bool = False,
               now: float | None = None) -> Recomputed:
     """Re-classify the events stored since ``since`` (default: all within retention).
@@ -175,7 +176,7 @@ def recompute(client: redis.Redis[bytes], settings: Settings, rules: Rules,
     start = max(since if since is not None else 0.0, log_.cutoff_ms(now) / 1000)
     result = Recomputed(start, start, dry_run=dry_run)
     limits, window = thresholds(settings), _Window(settings.trap_window)
-    batch: list[_Seen] = []
+    batch: list[tuple[_Seen, dict[str, Any]]] = []
     for entry_id, fields in _entries(client, log_.stream, int(start * 1000)):
         seen = _seen(entry_id, fields)
         if seen is None:
@@ -196,11 +197,11 @@ def recompute(client: redis.Redis[bytes], settings: Settings, rules: Rules,
     return result
 
 
-def _entries(client: redis.Redis[bytes], stream: str,
+def _entries(client: redis.Redis, stream: str,
              start_ms: int) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
     low = f"{start_ms}-0"
     while True:
-        chunk = client.xrange(stream, min=low, max="+", count=READ_CHUNK)
+        chunk = stream_entries(client.xrange(stream, min=low, max="+", count=READ_CHUNK))
         yield from chunk
         if len(chunk) < READ_CHUNK:
             return
@@ -212,7 +213,7 @@ def _judged(seen: _Seen, window: _Window, rules: Rules, limits: Thresholds) -> t
     return seen, engage_object(classify(facts, rules, limits), facts)
 
 
-def _settle(client: redis.Redis[bytes], settings: Settings,
+def _settle(client: redis.Redis, settings: Settings,
             batch: list[tuple[_Seen, dict[str, Any]]], result: Recomputed, now: float) -> None:
     """Compare with the verdicts in effect, write the overrides that changed."""
     if not batch:

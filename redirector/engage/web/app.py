@@ -73,7 +73,7 @@ DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
 
 
 def create_app(settings: config.Settings | None = None,
-               client: redis.Redis[bytes] | None = None) -> Flask:
+               client: redis.Redis | None = None) -> Flask:
     """Build the app; with no settings, read the settings file and ENGAGE_* variables."""
     if settings is None:
         settings = config.load_or_exit("engage redirector")
@@ -93,14 +93,14 @@ def create_app(settings: config.Settings | None = None,
         open_lookup(settings.geoip_db),
         Judge(client, settings.key_prefix, rules, thresholds(settings), settings.trap_window))
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's, Flask's default
     if settings.dashboard_enabled:
         app.extensions[DASHBOARD] = Login(dict(settings.dashboard_users), RateLimiter(
             client, keys.login_limit_prefix(settings.key_prefix), ATTEMPTS, ATTEMPT_WINDOW))
-    app.wsgi_app = ClickPath(  # type: ignore[method-assign]
+    app.wsgi_app = ClickPath(  # type: ignore[method-assign]  # WSGI middleware, as Flask's docs wrap it
         app.wsgi_app, services, route_prefixes(settings))
     if settings.proxy_hops:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # WSGI middleware, as Flask's docs wrap it
             app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     blueprint = _blueprint(services)
     for number, prefix in enumerate(route_prefixes(settings)):

@@ -72,7 +72,7 @@ return out
 @dataclass(frozen=True)
 class Services:
     settings: config.Settings
-    client: redis.Redis[bytes]
+    client: redis.Redis
     links: LinkStore
     events: EventLog
     limiter: RateLimiter
@@ -179,9 +179,9 @@ class ClickPath:
             status = 403 if not allowed else 404
             if allowed and resolved is not None and resolved.link is not None:
                 location = safe_location(resolved.link.url)
-            if location is not None:
+            if location is not None and resolved is not None:  # only a resolved link has a location
                 status, event = 302, "click"
-                event = record(self.services, "click", resolved, method,  # type: ignore[arg-type]
+                event = record(self.services, "click", resolved, method,
                                self.facts(environ, ip), now)
         except (StoreError, EventError, redis.RedisError) as exc:
             log.error("%s %s: redis unavailable: %s", method, log_path(path), exc)

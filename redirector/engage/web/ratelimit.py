@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class RateLimiter:
     """``allow(ip)`` is False once ``limit`` requests came from ``ip`` in the current window."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str, limit: int, window: int,
+    def __init__(self, client: redis.Redis, prefix: str, limit: int, window: int,
                  ip_mode: str = "full") -> None:
         self.client = client
         self.prefix = prefix

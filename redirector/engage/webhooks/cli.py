@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import redis
 
@@ -38,6 +38,10 @@ class Refused(Exception):
     """The command cannot be carried out; the message says why (exit 1)."""
 
 
+@overload
+def _secret(value: str) -> str: ...
+@overload
+def _secret(value: None) -> None: ...
 def _secret(value: str | None) -> str | None:
     if value is not None and value.startswith("env:"):
         name = value[4:]

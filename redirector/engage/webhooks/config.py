@@ -52,7 +52,7 @@ class Webhook:
 
     def public(self) -> dict[str, Any]:
         """The definition with passwords, client secrets and the signing secret masked."""
-        data = json.loads(self.to_json())
+        data: dict[str, Any] = json.loads(self.to_json())
         if "password" in data["auth_credentials"]:
             data["auth_credentials"]["password"] = MASK
         body = data["auth_request_details"].get("body", {})

@@ -201,7 +201,7 @@ def new_batch_id() -> str:
 class BatchQueue:
     """The queue of one webhook (connection passed in)."""
 
-    def __init__(self, client: redis.Redis[bytes], keys: Keys, hook_id: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, hook_id: str) -> None:
         self.client, self.keys, self.hook_id = client, keys, hook_id
         self.group = keys.group(hook_id)
         self._take = client.register_script(TAKE)
@@ -215,7 +215,8 @@ class BatchQueue:
         events of other types only were consumed (call again)."""
         batch_id = new_batch_id()
         keys = [self.keys.events, self.keys.due(self.hook_id), self.keys.batches(self.hook_id)]
-        args = [self.group, max_events, interval_ms, batch_id, lease_ms, batch_id, ",".join(types)]
+        args: list[str | int] = [self.group, max_events, interval_ms, batch_id, lease_ms, batch_id,
+                                 ",".join(types)]
         try:
             reply = self._take(keys=keys, args=args)
         except redis.ResponseError as exc:
@@ -249,8 +250,8 @@ class BatchQueue:
         """'retry', 'dead' or 'lost' (see FAIL)."""
         keys = [self.keys.events, self.keys.due(self.hook_id), self.keys.batches(self.hook_id),
                 self.keys.dead]
-        args = [self.group, batch.id, batch.lease, attempts, delay_ms, window_ms, code,
-                error[:500], body, self.hook_id]
+        args: list[str | int | bytes] = [self.group, batch.id, batch.lease, attempts, delay_ms,
+                                         window_ms, code, error[:500], body, self.hook_id]
         return _text(self._fail(keys=keys, args=args))
 
     def ensure_group(self) -> None:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from engage.store.redisconn import stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import Keys
 from engage.webhooks.queue import Batch
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 
 class NotFound(KeyError):
@@ -44,7 +48,7 @@ def _text(value: Any) -> str:
 
 
 class WebhookStore:
-    def __init__(self, client: redis.Redis[bytes], prefix: str,
+    def __init__(self, client: redis.Redis, prefix: str,
                  status_retention: float = 86400) -> None:
         self.client, self.keys, self.retention = client, Keys(prefix), status_retention
 
@@ -89,22 +93,24 @@ class WebhookStore:
 
     # ----------------------------------------------------------------- status
     def record(self, hook_id: str, attempt: Attempt) -> None:
-        fields = {"batch": attempt.batch, "size": attempt.size, "attempt": attempt.attempt,
+        fields: dict[FieldT, EncodableT] = {"batch": attempt.batch, "size": attempt.size, "attempt": attempt.attempt,
                   "code": attempt.code, "latency_ms": attempt.latency_ms,
                   "outcome": attempt.outcome, "error": attempt.error[:300]}
         cutoff = int((time.time() - self.retention) * 1000)
-        self.client.xadd(self.keys.log(hook_id), fields,  # type: ignore[arg-type]
+        self.client.xadd(self.keys.log(hook_id), fields,
                          minid=cutoff, approximate=True)
 
     def attempts(self, hook_id: str, limit: int = 50) -> list[Attempt]:
         """The newest attempts first, only those within the status retention."""
         cutoff = int((time.time() - self.retention) * 1000)
-        entries = self.client.xrevrange(self.keys.log(hook_id), "+", cutoff, count=limit)
+        entries = stream_entries(self.client.xrevrange(self.keys.log(hook_id), "+", cutoff, count=limit))
         return [_attempt(entry_id, fields) for entry_id, fields in entries]
 
     def pending(self, hook_id: str) -> list[tuple[Batch, float]]:
         """Batches not yet delivered, with the time of their next attempt, soonest first."""
-        due = self.client.zrange(self.keys.due(hook_id), 0, -1, withscores=True)
+        # (member, score) pairs: withscores' reply, one of the shapes redis-py's type allows
+        due = cast("list[tuple[bytes, float]]",
+                   self.client.zrange(self.keys.due(hook_id), 0, -1, withscores=True))
         if not due:
             return []
         raws = self.client.hmget(self.keys.batches(hook_id), [member for member, _ in due])
@@ -114,7 +120,7 @@ class WebhookStore:
     # ----------------------------------------------------------------- dead letters
     def dead_letters(self, hook_id: str | None = None) -> list[dict[str, Any]]:
         out = []
-        for entry_id, fields in self.client.xrange(self.keys.dead):
+        for entry_id, fields in stream_entries(self.client.xrange(self.keys.dead)):
             item = {_text(k): _text(v) for k, v in fields.items()}
             if hook_id is None or item["webhook"] == hook_id:
                 item["id"] = _text(entry_id)
@@ -123,7 +129,7 @@ class WebhookStore:
 
     def replay(self, dead_id: str) -> str:
         """Queue a dead letter again (due now); returns its batch id. NotFound if absent."""
-        found = self.client.xrange(self.keys.dead, dead_id, dead_id)
+        found = stream_entries(self.client.xrange(self.keys.dead, dead_id, dead_id))
         if not found:
             raise NotFound(dead_id)
         item = {_text(k): _text(v) for k, v in found[0][1].items()}

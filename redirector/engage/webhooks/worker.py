@@ -58,7 +58,7 @@ class Timing:
 class HookLoop(threading.Thread):
     """Delivers one webhook's batches until stopped or the webhook goes away."""
 
-    def __init__(self, hook: Webhook, client: redis.Redis[bytes], store: WebhookStore,
+    def __init__(self, hook: Webhook, client: redis.Redis, store: WebhookStore,
                  events: EventLog, timing: Timing, stop: threading.Event) -> None:
         super().__init__(name=f"webhook-{hook.id}", daemon=True)
         self.hook, self.client, self.store, self.events = hook, client, store, events
@@ -159,7 +159,7 @@ def _next_step(outcome: str, delay: float) -> str:
 class Worker:
     """Keeps one HookLoop per webhook, in step with the definitions in Redis."""
 
-    def __init__(self, client: redis.Redis[bytes], settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.store = WebhookStore(client, settings.key_prefix, settings.webhook_status_retention)
         self.events = EventLog(client, settings.key_prefix, settings.events_retention_days)
