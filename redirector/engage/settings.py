@@ -39,6 +39,10 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("tracking", "track_text_links"): "ENGAGE_TRACK_TEXT_LINKS",
     ("web", "rate_limit"): "ENGAGE_RATE_LIMIT",
     ("web", "rate_limit_window"): "ENGAGE_RATE_LIMIT_WINDOW",
+    ("web", "open_limit"): "ENGAGE_OPEN_LIMIT",
+    ("web", "open_repeat_window"): "ENGAGE_OPEN_REPEAT_WINDOW",
+    ("redis", "events_high_water"): "ENGAGE_EVENTS_HIGH_WATER",
+    ("redis", "wait_aof"): "ENGAGE_WAIT_AOF",
     ("web", "proxy_hops"): "ENGAGE_PROXY_HOPS",
     ("web", "geoip_db"): "ENGAGE_GEOIP_DB",
     ("web", "url_signing_key"): "ENGAGE_URL_SIGNING_KEY",
@@ -82,6 +86,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "engage:"
     link_retention_days: int = 0
+    events_high_water: float = 0.9  # of maxmemory: above it no events are recorded
+    wait_aof: bool = True  # the milter waits for the AOF fsync where Redis can (7.2+)
     tracking_url: str = "http://127.0.0.1:8080"
     tracking_domains: Mapping[str, str] = field(default_factory=dict)
     open_tracking: bool = True
@@ -93,6 +99,8 @@ class Settings:
     api_max_scan: int = 200_000
     rate_limit: int = 300
     rate_limit_window: int = 60
+    open_limit: int = 1200  # recorded opens per network (IPv4 /24, IPv6 /64) per minute
+    open_repeat_window: int = 60  # a repeated open within it is counted, not recorded
     proxy_hops: int = 0
     geoip_db: str = ""
     url_signing_key: str = ""
@@ -283,6 +291,8 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("redis", "url", "redis_url", _parse_redis_url),
     ("redis", "key_prefix", "key_prefix", _parse_prefix),
     ("redis", "link_retention_days", "link_retention_days", _parse_int(0, 100_000)),
+    ("redis", "events_high_water", "events_high_water", _parse_float(0.1, 1.0)),
+    ("redis", "wait_aof", "wait_aof", _parse_bool),
     ("tracking", "url", "tracking_url", _parse_http_url),
     ("tracking", "open_tracking", "open_tracking", _parse_bool),
     ("tracking", "click_tracking", "click_tracking", _parse_bool),
@@ -292,6 +302,8 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("api", "max_scan", "api_max_scan", _parse_int(1000, 100_000_000)),
     ("web", "rate_limit", "rate_limit", _parse_int(0, 1_000_000)),
     ("web", "rate_limit_window", "rate_limit_window", _parse_int(1, 86400)),
+    ("web", "open_limit", "open_limit", _parse_int(0, 10_000_000)),
+    ("web", "open_repeat_window", "open_repeat_window", _parse_int(0, 86400)),
     ("web", "proxy_hops", "proxy_hops", _parse_int(0, 10)),
     ("web", "geoip_db", "geoip_db", _parse_path),
     ("web", "url_signing_key", "url_signing_key", _parse_signing_key),
