@@ -198,6 +198,11 @@ def open_limit_key(prefix: str, network: str, window: int) -> str:
     return f"{prefix}ol:{network}:{window}"
 
 
+def dropped_key(prefix: str) -> str:
+    """Events the redirectors did not store, by reason (a hash of a few fields, no TTL)."""
+    return f"{prefix}dropped"
+
+
 @dataclass(frozen=True)
 class OpenGate:
     """What bounds the opens one network can make us store (engage.web.opengate builds it)."""

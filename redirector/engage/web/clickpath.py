@@ -164,7 +164,7 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
     nothing is tried; an open goes through its network's gate (engage.web.opengate). A
     failure loses the event (counted and logged, engage.web.health.Drops), never the answer."""
     if not services.gauge.events_allowed():
-        return services.drops.add(kind, "high-water")
+        return dropped(services, kind, "high-water")
     facts = bounded(facts)
     settings = services.settings
     judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
@@ -178,12 +178,20 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
         services.judge.remember(judged, resolved)
     except EventError as exc:
         if is_refused(exc):
-            return services.drops.add(kind, "refused")
+            return dropped(services, kind, "refused")
         log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
-        return services.drops.add(kind, "lost")
+        return dropped(services, kind, "lost")
     if outcome == "limited":
-        return services.drops.add(kind, "limited")
-    return f"{kind}-repeat" if outcome == "repeat" else kind
+        return dropped(services, kind, "limited")
+    # 'dup': redis-py resent the append after a timeout and the first copy had run.
+    return {"repeat": f"{kind}-repeat", "dup": f"{kind}-resent"}.get(outcome, kind)
+
+
+def dropped(services: Services, kind: str, reason: str) -> str:
+    """Count (and now and then log and store) one event not stored: the access log's word."""
+    word = services.drops.add(kind, reason)
+    services.drops.flush(services.client, services.settings.key_prefix)
+    return word
 
 
 class ClickPath:
