@@ -394,6 +394,20 @@ def test_postfix_syntax_of_our_socket():
                                  chrooted) == "unix:/engage/m.sock"
 
 
+@pytest.mark.parametrize("share, level, words", [
+    (2.0, "ok", "events stop at 90%"), (1.05, "warn", "records no events"),
+    (0.9, "error", "the milter tempfails")])
+def test_memory_above_the_high_water_mark_and_full(redis_client, share, level, words):
+    used = redis_client.info("memory")["used_memory"]
+    redis_client.config_set("maxmemory", int(used * share))
+    try:
+        (finding,) = doctor._pressure(redis_client, Settings())
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert finding.level == level and words in finding.text
+    assert doctor._pressure(redis_client, Settings()) == []  # no maxmemory, no mark
+
+
 @needs_postconf
 def test_settings_that_inflate_memory_are_warnings(healthy, redis_client):
     redis_client.config_set("hash-max-listpack-value", "32")

@@ -210,12 +210,14 @@ def test_forget_leaves_no_trace_while_links_events_of_others_and_webhooks_keep_w
         assert len([e for e in target.delivered() if e.get("rcpt_to") == BOB]) >= len(bob_before)
 
         # The API call, through gunicorn: Carol this time. Her events include those of the
-        # clicks on the shared message since Jane's erasure: rcpt_to_list ["", carol].
+        # clicks on the shared message since Jane's erasure: rcpt_to_list ["", carol]. Its
+        # pixels, fetched again from the same network within a minute, are repeats: counted
+        # in repeat_opens, not stored as events (docs/limits.md).
         carols = events_of(redirector, CAROL)
         assert {tuple(e["rcpt_to_list"]) for e in carols if "rcpt_to_list" in e} == {("", CAROL)}
         status, _, body = http_post(f"{redirector.url}/api/v1/recipients/forget",
                                     {"recipient": CAROL}, redirector.api_key)
-        assert status == 200 and json.loads(body)["results"]["events"] == len(carols) == 8
+        assert status == 200 and json.loads(body)["results"]["events"] == len(carols) == 6
         assert traces(redis_client, CAROL) == []
         assert [http_get(url)[1]["Location"] for url in links["m4"]] == expected_urls(CAROL, forgotten=True)
         assert_no_trace_in_rewritten_aof(redis_client, redis_server, JANE, CAROL)

@@ -32,6 +32,10 @@ BUILT = {
     "webhook attempts": keys.webhook_log(P, "h1"),
     "webhook": keys.webhook(P, "h1"),
     "stream compaction": keys.compacting(P, keys.events(P)),
+    "append ids": keys.append_ids(P, 17000000001),
+    "repeat open": keys.repeat_open(P, "mk-abc", "o", "Zm9v"),
+    "open limit": keys.open_limit(P, "192.0.2.0", 28333333),
+    "dropped events": keys.dropped(P),
 }
 
 

@@ -57,7 +57,13 @@ def test_gif_is_served_when_redis_is_down(client, mail, web_redis, caplog):
 
 def test_healthz_is_ok_with_redis(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json == {"status": "ok", "redis": "ok"}
+    assert response.status_code == 200
+    assert response.json["status"] == "ok" and response.json["redis"] == "ok"
+    assert response.json["memory"]["maxmemory"] == 0  # the test Redis has no limit
+    assert response.json["memory"]["events"] == "recording"
+    assert response.json["refused_writes"] == 0
+    assert response.json["dropped_events"] == {"high-water": 0, "refused": 0, "limited": 0,
+                                               "lost": 0}
 
 
 def test_rate_limit_answers_403_past_the_limit(make_app, mail):

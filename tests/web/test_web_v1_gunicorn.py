@@ -22,7 +22,8 @@ def v1_gunicorn(web_redis, tmp_path_factory):
     port = free_port()
     env = {"ENGAGE_REDIS_URL": web_redis.url, "ENGAGE_API_KEYS": API_KEY,
            "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}/t",
-           "ENGAGE_URL_SIGNING_KEY": SIGNING_KEY, "ENGAGE_RATE_LIMIT": "0"}
+           "ENGAGE_URL_SIGNING_KEY": SIGNING_KEY, "ENGAGE_RATE_LIMIT": "0",
+           "ENGAGE_OPEN_REPEAT_WINDOW": "0"}  # 64 first opens, none a repeat
     log = tmp_path_factory.mktemp("gunicorn-v1") / "gunicorn.log"
     redirector = Redirector(env, log, port).start()
     try:

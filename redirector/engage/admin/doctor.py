@@ -29,6 +29,7 @@ import redis
 from engage import settings as config
 from engage.admin import postfixconf
 from engage.admin.milterprobe import Address, ProbeError, connect_host, parse_socket, probe, user_may
+from engage.store.pressure import read_memory, refused_writes
 from engage.store.redisconn import connect, hash_tag, is_cluster
 
 OK, WARN, ERROR, SKIP = "ok", "warn", "error", "skip"
@@ -123,7 +124,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
                                     "write [redis] url as redis+cluster://host:port and give "
                                     "key_prefix a hash tag ({engage}:)"))
         findings += _persistence(node, info) + _eviction(node, settings)
-        return findings + _memory(node, settings)
+        return findings + _memory(node, settings) + _pressure(node, settings)
     except redis.AuthenticationError as exc:
         return [Finding(ERROR, "redis", f"Redis at {where} refuses the password in [redis] "
                         f"url: {exc}")]
@@ -222,6 +223,29 @@ def _memory(client: redis.Redis, settings: config.Settings) -> list[Finding]:
         findings.append(Finding(OK, "redis", "link_retention_days is set: each message record "
                                 "carries an expiry (Redis keeps about 30 bytes per key for it)"))
     return findings
+
+
+def _pressure(client: redis.Redis, settings: config.Settings) -> list[Finding]:
+    """Memory against maxmemory: above [redis] events_high_water the redirector records
+    no events (mail comes first); at maxmemory Redis refuses writes and the milter tempfails."""
+    memory = read_memory(client, settings.key_prefix, settings.events_high_water)
+    if not memory.limit:
+        return []
+    share = f"{memory.used} of maxmemory {memory.limit} bytes ({memory.used / memory.limit:.0%})"
+    if memory.full:
+        refused = refused_writes(client, settings.key_prefix)
+        return [Finding(ERROR, "redis", f"Redis is full, {share}: it refuses writes "
+                        f"({refused if refused is not None else 'an unknown number'} so far), "
+                        "the milter tempfails tracked mail (421) and no events are recorded; "
+                        "links still redirect. Raise maxmemory or shorten [events] "
+                        "retention_days (docs/limits.md)")]
+    if memory.above:
+        return [Finding(WARN, "redis", f"Redis holds {share}, above [redis] events_high_water "
+                        f"({settings.events_high_water:.0%}): the redirector records no events "
+                        "(counted in /healthz) so that the milter keeps the room left. Raise "
+                        "maxmemory or shorten [events] retention_days (docs/limits.md)")]
+    return [Finding(OK, "redis", f"Redis holds {share}; events stop at "
+                    f"{settings.events_high_water:.0%} ([redis] events_high_water)")]
 
 
 # ------------------------------------------------------------------------------ milter

@@ -74,6 +74,12 @@ class RedisKeys:
     link_retention_days: int = setting(
         "redis", "link_retention_days", default=0, parse=parse.parse_int(0, 100_000),
         doc="Days a tracked link keeps working")
+    events_high_water: float = setting(
+        "redis", "events_high_water", default=0.9, parse=parse.parse_float(0.1, 1.0),
+        env="ENGAGE_EVENTS_HIGH_WATER", doc="Above this share of maxmemory the redirector records no events")
+    wait_aof: bool = setting(
+        "redis", "wait_aof", default=True, parse=parse.parse_bool,
+        env="ENGAGE_WAIT_AOF", doc="The milter accepts a message once Redis confirms its links are on disk")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,12 @@ class WebKeys:
     rate_limit_window: int = setting(
         "web", "rate_limit_window", default=60, parse=parse.parse_int(1, 86400),
         env="ENGAGE_RATE_LIMIT_WINDOW", doc="Seconds over which rate_limit counts one client's clicks")
+    open_limit: int = setting(
+        "web", "open_limit", default=1200, parse=parse.parse_int(0, 10_000_000),
+        env="ENGAGE_OPEN_LIMIT", doc="Opens recorded per client network (IPv4 /24, IPv6 /64) per minute")
+    open_repeat_window: int = setting(
+        "web", "open_repeat_window", default=60, parse=parse.parse_int(0, 86400),
+        env="ENGAGE_OPEN_REPEAT_WINDOW", doc="A repeated open from one network within it is counted, not recorded")
     proxy_hops: int = setting(
         "web", "proxy_hops", default=0, parse=parse.parse_int(0, 10),
         env="ENGAGE_PROXY_HOPS", doc="Proxies in front of the redirector whose X-Forwarded-For is trusted (nginx")

@@ -10,11 +10,20 @@ metrics aggregates (engage.store.aggregates). Event ids are the stream
 entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
 are never touched here: event retention cannot break a tracked link. Readers (``page``,
 ``fetch_json``) get recomputed verdicts (engage.store.overrides) in place of the stored ones.
+
+Bounded and idempotent (docs/limits.md): every client-supplied field is cut to
+MAX_CLIENT_FIELD bytes (``bounded``) before it is judged or stored; each append carries an
+id chosen before the first try, which the script adds to ``{p}eid:<decisecond>`` first, so
+redis-py's resend after a timeout is a no-op ('dup'). An open may carry an ``OpenGate``:
+a repeat of the same message from the same network within its window only bumps
+``repeat_opens`` in the status hash ('repeat'); past the per-network limit nothing is
+stored ('limited').
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,12 +43,36 @@ DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
               "transmissions": "x", "subjects": "s"}
 PAGE_CHUNK = 2000
 
+MAX_CLIENT_FIELD = 512  # bytes of any client-supplied field (User-Agent, Referer, ...) kept
+APPEND_ID_TTL = 30  # seconds an append id is remembered: a resend runs right after the original
+# The gate first (the last ARGV[13] keys of KEYS are its own): the append id (ARGV[14])
+# into its decisecond's set KEYS[last+1] (integers: an intset, 8 bytes each), a known id
+# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[16] s) and
+# KEYS[last+3] the network's counter (ARGV[17] per ARGV[18] s).
 # Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
 # to the retention window anyway, and EXPIRE drops an index that gets no new events.
 # With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
 # first open (or click) time is set only if absent, the count of that kind goes up.
-# With ARGV[8] set, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_LUA).
+# With ARGV[8] not empty, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_LUA).
 APPEND_LUA = """
+local gate = tonumber(ARGV[13])
+local last = #KEYS - gate
+if redis.call('SADD', KEYS[last + 1], ARGV[14]) == 0 then return 'dup' end
+redis.call('EXPIRE', KEYS[last + 1], ARGV[15])
+if gate == 3 then
+  if tonumber(ARGV[16]) > 0 and not redis.call('SET', KEYS[last + 2], '1', 'NX', 'EX', ARGV[16]) then
+    if ARGV[5] ~= '' then
+      redis.call('HINCRBY', KEYS[2], 'repeat_opens', 1)
+      if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+    end
+    return 'repeat'
+  end
+  if tonumber(ARGV[17]) > 0 then
+    local n = redis.call('INCR', KEYS[last + 3])
+    if n == 1 then redis.call('EXPIRE', KEYS[last + 3], ARGV[18]) end
+    if n > tonumber(ARGV[17]) then return 'limited' end
+  end
+end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local dash = string.find(id, '-', 1, true)
 local seq = tonumber(string.sub(id, dash + 1))
@@ -52,12 +85,12 @@ if ARGV[5] ~= '' then
   local counts = {o = 'open_count', i = 'initial_open_count', c = 'click_count'}
   local n = redis.call('HINCRBY', KEYS[2], counts[ARGV[5]], 1)
   if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
-  if ARGV[8] then
+  if ARGV[8] ~= '' then
     first = 5
 """ + aggregates.UPDATE_LUA + """
   end
 end
-for i = first, #KEYS do
+for i = first, last do
   redis.call('ZADD', KEYS[i], score, id)
   if trim then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3]) end
   redis.call('EXPIRE', KEYS[i], ARGV[4])
@@ -128,6 +161,63 @@ class RequestFacts:
     accept_language: str = ""
     geo_ip: dict[str, Any] | None = None
     referer: str = ""
+
+
+def clip(text: str, limit: int = MAX_CLIENT_FIELD) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    if len(text) * 4 <= limit:  # the usual case, decided without encoding
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
+
+
+def bounded(facts: RequestFacts) -> RequestFacts:
+    """The request facts with every client-supplied text cut to MAX_CLIENT_FIELD bytes:
+    what one request can make us judge, store and send to webhooks is bounded."""
+    fields = (facts.ip_address, facts.user_agent, facts.accept_language, facts.referer)
+    if all(len(text) * 4 <= MAX_CLIENT_FIELD for text in fields):
+        return facts
+    return RequestFacts(clip(facts.ip_address), clip(facts.user_agent),
+                        clip(facts.accept_language), facts.geo_ip, clip(facts.referer))
+
+
+# Key families of the append gate (built by engage.store.keys).
+def append_ids_key(prefix: str, decisecond: int) -> str:
+    """The append ids of one tenth of a second (a set of integers, APPEND_ID_TTL s)."""
+    return keys.append_ids(prefix, decisecond)
+
+
+def repeat_open_key(prefix: str, message_key: str, kind: str, client: str) -> str:
+    """Set while ``client`` (a network digest) opened the message within the repeat
+    window; ``kind`` o or i (STATUS_KINDS): the top and bottom pixel count apart."""
+    return keys.repeat_open(prefix, message_key, kind, client)
+
+
+def open_limit_key(prefix: str, network: str, window: int) -> str:
+    """Opens recorded from ``network`` (as [privacy] ip_addresses allows) in one window."""
+    return keys.open_limit(prefix, network, window)
+
+
+def dropped_key(prefix: str) -> str:
+    """Events the redirectors did not store, by reason (a hash of a few fields, no TTL)."""
+    return keys.dropped(prefix)
+
+
+@dataclass(frozen=True)
+class OpenGate:
+    """What bounds the opens one network can make us store (engage.web.opengate builds it)."""
+
+    repeat_key: str
+    repeat_window: int  # seconds; 0: no repeat counting
+    limit_key: str
+    limit: int  # recorded opens per window; 0: no limit
+    window: int
+
+
+def new_append_id(now: float | None = None) -> tuple[int, int]:
+    """(decisecond, id): chosen once per event, before the first try."""
+    moment = time.time() if now is None else now
+    return int(moment * 10), secrets.randbits(62)
 
 
 def iso_time(epoch: float) -> str:
@@ -236,7 +326,20 @@ class EventLog:
     def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
 
-    def _keys_args(self, event: dict[str, Any], now: float | None) -> tuple[list[str], list[Any]]:
+    def _keys_args(self, event: dict[str, Any], now: float | None,
+                   gate: OpenGate | None = None) -> tuple[list[str], list[Any]]:
+        keys, args = self._event_keys_args(event, now)
+        decisecond, append_id = new_append_id()
+        keys.append(append_ids_key(self.prefix, decisecond))
+        args += [""] * (12 - len(args))
+        args += [3 if gate else 1, append_id, APPEND_ID_TTL]
+        if gate:
+            keys += [gate.repeat_key, gate.limit_key]
+            args += [gate.repeat_window, gate.limit, gate.window]
+        return keys, args
+
+    def _event_keys_args(self, event: dict[str, Any],
+                         now: float | None) -> tuple[list[str], list[Any]]:
         kind = event["type"]
         status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
         keys = [self.stream]
@@ -253,9 +356,11 @@ class EventLog:
                       cutoff * 1000, self.retention + 86400, status,
                       event.get("timestamp", ""), self.status_ttl, *agg_args]
 
-    def append(self, event: dict[str, Any], now: float | None = None) -> str:
-        """Store one event (one round trip); its stream id. Raises EventError."""
-        keys, args = self._keys_args(event, now)
+    def append(self, event: dict[str, Any], now: float | None = None,
+               gate: OpenGate | None = None) -> str:
+        """Store one event (one round trip): its stream id, or 'dup' (a resend of an
+        append that was done), 'repeat' or 'limited' (``gate``). Raises EventError."""
+        keys, args = self._keys_args(event, now, gate)
         try:
             entry_id = run_script(self.client, self._append, keys, args)
         except redis.RedisError as exc:

@@ -79,6 +79,14 @@ FAMILIES = (
            "[webhooks] status retention", Erasure.NO_ADDRESS),
     Family("webhook", "wh:<webhook id>", "string", "engage.webhooks.store",
            "until deleted", Erasure.NO_ADDRESS),
+    Family("append ids", "eid:<decisecond>", "set", "engage.store.events",
+           "30 seconds", Erasure.NO_ADDRESS),
+    Family("repeat open", "or:<message key>:<pixel>:<client digest>", "string",
+           "engage.store.events", "[web] open_repeat_window", Erasure.NO_ADDRESS),
+    Family("open limit", "ol:<network>:<minute>", "string", "engage.web.opengate",
+           "61 seconds", Erasure.NO_ADDRESS),
+    Family("dropped events", "dropped", "hash", "engage.web.health", "never (a few fields)",
+           Erasure.NO_ADDRESS),
     Family("stream compaction", "compacting:<stream>", "stream", "engage.erasure.forget",
            "seconds: renamed over the stream it copies", Erasure.DELETE_ENTRIES),
 )
@@ -172,6 +180,23 @@ def webhook_due(prefix: str, hook_id: str) -> str:
 
 def webhook_log(prefix: str, hook_id: str) -> str:
     return f"{prefix}wh:{hook_id}:log"
+
+
+def append_ids(prefix: str, decisecond: int) -> str:
+    return f"{prefix}eid:{decisecond}"
+
+
+def repeat_open(prefix: str, message_key: str, kind: str, client: str) -> str:
+    return f"{prefix}or:{message_key}:{kind}:{client}"
+
+
+def open_limit(prefix: str, network: str, window: int) -> str:
+    """``network`` is what [privacy] ip_addresses leaves of it (a digest in none mode)."""
+    return f"{prefix}ol:{network}:{window}"
+
+
+def dropped(prefix: str) -> str:
+    return f"{prefix}dropped"
 
 
 def compacting(prefix: str, stream: str) -> str:

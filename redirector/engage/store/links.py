@@ -15,7 +15,10 @@ Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The messag
 96 random bits (unguessable); a token whose template id differs from the record's is
 treated as unknown. Registering a message is one round trip; resolving a token is one.
 No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
-(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, in the same round trip.
+(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, in the same round trip,
+only when its record was new (SET NX): redis-py's resend after a timeout counts nothing
+twice. With ``durable``, the round trip ends with WAITAOF where Redis has it
+(engage.store.durable): register returns only once the links are on disk.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from engage.store import aggregates, keys
-from engage.store.redisconn import reply_text
+from engage.store.durable import AofWait
+from engage.store.redisconn import is_cluster, reply_text
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
 MID_LEN = 16  # 12 random bytes, base64url
@@ -238,16 +242,41 @@ def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
     return token[:MID_LEN], token[MID_LEN:MID_LEN + TID_LEN], index
 
 
+# The message record only if new, and then its sent count: one script, so a resend of
+# the same registration (redis-py retries after a timeout) counts the message once.
+# KEYS: template, message record[, sent bucket]; ARGV: record, TTL (0: none)[, field, expiry]
+# Returns whether the template is stored already.
+REGISTER_LUA = """
+local known = redis.call('EXISTS', KEYS[1])
+local ttl = tonumber(ARGV[2])
+local new
+if ttl > 0 then
+  if known == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
+  new = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ttl)
+else
+  new = redis.call('SET', KEYS[2], ARGV[1], 'NX')
+end
+if new and KEYS[3] then
+  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+  redis.call('EXPIREAT', KEYS[3], ARGV[4])
+end
+return known
+"""
+
+
 class LinkStore:
     """Registers and resolves tracked messages in Redis; the connection is passed in."""
 
     def __init__(self, client: "redis.Redis", prefix: str = "engage:",
                  retention_days: int = 0,
-                 metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS) -> None:
+                 metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS,
+                 durable: bool = False) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = retention_days * 86400 or None
         self.metrics_days = metrics_retention_days  # 0: no sent counts
+        self._register = client.register_script(REGISTER_LUA)
+        self.aof = AofWait(client, durable)
 
     def template_key(self, template_id: str) -> str:
         return keys.template(self.prefix, template_id)
@@ -267,23 +296,45 @@ class LinkStore:
         """Store the message record, and its template unless Redis has it already: one
         round trip when the template is known (every message of a mailing but the first),
         two when it is new, so a 150-link list is sent once rather than per recipient.
-        The first round trip also counts the message sent. Raises StoreError when Redis fails."""
+        The first round trip also counts the message sent. Raises StoreError when Redis
+        fails or does not confirm the AOF fsync (``durable``)."""
         template_key = self.template_key(record.template_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(template_key)
-        if self.ttl:
-            pipe.expire(template_key, self.ttl)  # the template lives as long as its newest message
-        pipe.set(self.message_key(message_key), record.to_text(), ex=self.ttl)
+        keys = [template_key, self.message_key(message_key)]
+        args: list[Any] = [record.to_text(), self.ttl or 0]
         if self.metrics_days:
             hour = aggregates.hour_of(record.injection_time)
-            sent = aggregates.bucket_key(self.prefix, "s", hour)
-            pipe.hincrby(sent, aggregates.sent_field(template.campaign_id, template.sending_domain))
-            pipe.expireat(sent, aggregates.expires_at(hour, self.metrics_days))
+            keys.append(aggregates.bucket_key(self.prefix, "s", hour))
+            args += [aggregates.sent_field(template.campaign_id, template.sending_domain),
+                     aggregates.expires_at(hour, self.metrics_days)]
         try:
-            if not pipe.execute()[0]:
-                self.client.set(template_key, template.to_json(), ex=self.ttl)
+            try:
+                known, *waited = self._first_trip(keys, args, "EVALSHA")
+            except redis.exceptions.NoScriptError:  # Redis restarted: the script is idempotent
+                known, *waited = self._first_trip(keys, args, "EVAL")
+            if not known:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(template_key, template.to_json(), ex=self.ttl)
+                _, *waited = self._execute(pipe)
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
+        if waited and not self.aof.confirmed(waited[0]):
+            raise StoreError(f"Redis did not confirm the AOF fsync: WAITAOF answered {waited[0]}")
+
+    def _first_trip(self, keys: list[str], args: list[Any], command: str) -> list[Any]:
+        """REGISTER_LUA (by its SHA unless ``command`` is EVAL or on a cluster, whose
+        pipelines take no EVALSHA), not through redis-py's Script: in a pipeline that asks
+        SCRIPT EXISTS first, a round trip per message."""
+        pipe = self.client.pipeline(transaction=False)
+        if command == "EVAL" or is_cluster(self.client):
+            pipe.execute_command("EVAL", REGISTER_LUA, len(keys), *keys, *args)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        else:
+            pipe.execute_command("EVALSHA", self._register.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        return self._execute(pipe)
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        """The pipeline with WAITAOF last when it applies."""
+        self.aof.queue(pipe)
+        return list(pipe.execute())
 
     def resolve(self, token: str, also: Optional[Callable[[Any, str, Optional[int]], None]] = None
                 ) -> Optional[Resolved]:
@@ -305,11 +356,14 @@ class LinkStore:
         pipe.get(self.template_key(template_id))
         if also is not None:
             also(pipe, message_key, index)
-        try:
-            record_json, template_json, *replies = pipe.execute()
+        try:  # ``also``'s commands may write: one Redis refuses (full) leaves None
+            record_json, template_json, *replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
-        extra = tuple(replies)
+        for reply in (record_json, template_json):
+            if isinstance(reply, Exception):
+                raise StoreError(str(reply)) from reply
+        extra = tuple(None if isinstance(reply, Exception) else reply for reply in replies)
         return resolved_from(message_key, template_id, index, record_json, template_json,
                              extra), extra
 

@@ -41,6 +41,7 @@ from engage.store.links import Link, LinkStore, StoreError
 from engage.store.redisconn import connect
 from engage.verdicts import machines
 from engage.verdicts.judge import Judge, thresholds
+from engage.web import health
 from engage.web.clickpath import (
     REDIRECT_HEADERS,
     ClickPath,
@@ -338,12 +339,9 @@ def _forget_api(services: Services) -> Callable[[], Any]:
 
 def _healthz(services: Services) -> Callable[[], Any]:
     def healthz() -> Any:
-        try:
-            services.client.ping()
-        except redis.RedisError as exc:
-            log.warning("healthz: redis unreachable: %s", exc)
-            return jsonify(status="unavailable", redis="unreachable"), 503
-        return jsonify(status="ok", redis="ok")
+        body, status = health.report(services.client, services.settings.key_prefix,
+                                     services.gauge, services.drops)
+        return jsonify(body), status
     return healthz
 
 

@@ -27,11 +27,14 @@ from redis.commands.core import Script
 from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.store import layout
-from engage.store.events import EventError, EventLog, RequestFacts, build_event
+from engage.store.events import EventError, EventLog, RequestFacts, bounded, build_event
 from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, split_token
+from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import run_script
 from engage.verdicts.judge import Judge
 from engage.web.geoip import Lookup
+from engage.web.health import Drops
+from engage.web.opengate import open_gate
 from engage.web.ratelimit import RateLimiter
 
 log = logging.getLogger("engage.web.app")  # the redirector's log, whichever layer answered
@@ -52,18 +55,28 @@ HTML = "text/html; charset=utf-8"
 
 
 # A click's lookup as one script rather than a pipeline of eight commands (redis-py's
-# cost is per command: packing, parsing, bookkeeping): the commands LinkStore.lookup
-# sends, then the judge's click state (Judge.click_state), then the rate-limit count
-# (RateLimiter.count_into), replies in that order. The script only reads and counts.
+# cost is per command: packing, parsing, bookkeeping). Reads first (LinkStore.lookup's
+# two GETs, the trap check of Judge.click_state); the state the judge and the rate limit
+# count with follows, written with redis.pcall: a write Redis refuses (maxmemory reached,
+# noeviction; a read-only replica; a failed AOF) comes back as an error value and the
+# lookup still answers, so a full Redis still redirects every known link. Replies:
+# record, template, SADD, EXPIRE, SCARD, SISMEMBER[, INCR] (an error value: nil).
 # KEYS: message record, template, burst set, trap set[, rate-limit counter]
 # ARGV: burst member, burst TTL, address digest[, counter TTL]
 LOOKUP_LUA = """
-local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]),
-             redis.call('SADD', KEYS[3], ARGV[1]), redis.call('EXPIRE', KEYS[3], ARGV[2]),
-             redis.call('SCARD', KEYS[3]), redis.call('SISMEMBER', KEYS[4], ARGV[3])}
+local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), false, false, false,
+             redis.call('SISMEMBER', KEYS[4], ARGV[3])}
+local function try(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return false end
+  return reply
+end
+out[3] = try('SADD', KEYS[3], ARGV[1])
+out[4] = try('EXPIRE', KEYS[3], ARGV[2])
+out[5] = try('SCARD', KEYS[3])
 if KEYS[5] then
-  out[7] = redis.call('INCR', KEYS[5])
-  out[8] = redis.call('EXPIRE', KEYS[5], ARGV[4])
+  out[7] = try('INCR', KEYS[5])
+  out[8] = try('EXPIRE', KEYS[5], ARGV[4])
 end
 return out
 """
@@ -79,9 +92,14 @@ class Services:
     geo: Lookup | None
     judge: Judge
     lookup: Script = field(init=False, repr=False, compare=False)  # LOOKUP_LUA
+    gauge: MemoryGauge = field(init=False, repr=False, compare=False)  # events high-water
+    drops: Drops = field(init=False, repr=False, compare=False)  # events not stored
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lookup", self.client.register_script(LOOKUP_LUA))
+        object.__setattr__(self, "gauge", MemoryGauge(
+            self.client, self.settings.key_prefix, self.settings.events_high_water))
+        object.__setattr__(self, "drops", Drops())
 
 
 def page(status: int) -> str:
@@ -136,23 +154,45 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
         raise StoreError(str(exc)) from exc
     extra = tuple(replies[2:])  # as LinkStore.lookup's ``also``: the judge reads 0-3
     resolved = resolved_from(message_key, template_id, index, replies[0], replies[1], extra)
-    return limiter.allows(extra[4]) if len(extra) > 4 else True, resolved
+    counted = extra[4] if len(extra) > 4 else None  # None: not counted (refused): fail open
+    return limiter.allows(counted) if counted is not None else True, resolved
 
 
 def record(services: Services, kind: str, resolved: Resolved, method: str,
            facts: RequestFacts, now: float) -> str:
-    """Judge the raw request, append the event: the access log's event word. A failure
-    loses the event (logged), never the answer."""
+    """Judge the raw request (its client fields capped, engage.store.events.bounded),
+    append the event: the access log's event word. Above the memory high-water mark
+    nothing is tried; an open goes through its network's gate (engage.web.opengate). A
+    failure loses the event (counted and logged, engage.web.health.Drops), never the answer."""
+    if not services.gauge.events_allowed():
+        return dropped(services, kind, "high-water")
+    facts = bounded(facts)
+    settings = services.settings
     judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
                                   resolved, now)
+    gate = (open_gate(settings, kind, resolved.message_key, facts.ip_address, now)
+            if kind != "click" else None)
     try:
-        masked = mask_facts(facts, services.settings.ip_addresses, services.settings.user_agents)
-        services.events.append(build_event(kind, resolved, masked, now, judged.engage))
+        masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
+        outcome = services.events.append(build_event(kind, resolved, masked, now, judged.engage),
+                                         gate=gate)
         services.judge.remember(judged, resolved)
     except EventError as exc:
+        if is_refused(exc):
+            return dropped(services, kind, "refused")
         log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
-        return f"{kind}-lost"
-    return kind
+        return dropped(services, kind, "lost")
+    if outcome == "limited":
+        return dropped(services, kind, "limited")
+    # 'dup': redis-py resent the append after a timeout and the first copy had run.
+    return {"repeat": f"{kind}-repeat", "dup": f"{kind}-resent"}.get(outcome, kind)
+
+
+def dropped(services: Services, kind: str, reason: str) -> str:
+    """Count (and now and then log and store) one event not stored: the access log's word."""
+    word = services.drops.add(kind, reason)
+    services.drops.flush(services.client, services.settings.key_prefix)
+    return word
 
 
 class ClickPath:

@@ -15,7 +15,7 @@ from typing import Any
 from engage.store.events import iso_time
 from engage.store.links import Resolved, open_token
 
-COUNTS = ("open_count", "initial_open_count", "click_count")
+COUNTS = ("open_count", "initial_open_count", "click_count", "repeat_opens")
 
 
 def sign(key: str, url: str) -> str:
