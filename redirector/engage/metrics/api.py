@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from itertools import groupby
 from typing import Any
 
 import redis
 
-from engage.query import BadParameter, parse_delimiter, parse_list, parse_time
+from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
 from engage.store import aggregates
 from engage.store.events import EventError
 from engage.store.redisconn import queue_script
@@ -118,9 +118,9 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
         if name not in allowed:
             raise BadParameter(name, "unsupported parameter")
     delimiter = parse_delimiter(args)
-    zone = _parse_zone(args.get("timezone", "UTC"))
+    zone = parse_zone(args.get("timezone", "UTC"))
     if "from" not in args:
-        raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM")
+        raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM", MISSING)
     start_at = parse_time(args["from"], "from", zone, TIME_FORM)
     end_at = parse_time(args["to"], "to", zone, TIME_FORM) if "to" in args else now
     if start_at >= end_at:
@@ -144,17 +144,6 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
         _parse_limit(args), _parse_order_by(args, metrics))
 
 
-def _parse_zone(name: str) -> tzinfo:
-    if name.strip().upper() in ("UTC", "Z", "ETC/UTC", "GMT"):
-        return timezone.utc
-    try:
-        from zoneinfo import ZoneInfo
-        return ZoneInfo(name.strip())
-    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        raise BadParameter("timezone", "not a known IANA time zone, e.g. "
-                           "America/New_York") from None
-
-
 def _whole_hour_offset(zone: tzinfo, moment: float) -> None:
     offset = datetime.fromtimestamp(moment, zone).utcoffset() or timedelta(0)
     if offset.total_seconds() % HOUR:
@@ -176,7 +165,7 @@ def _parse_precision(args: Mapping[str, str], group: str, span: float) -> str:
 def _parse_metrics(args: Mapping[str, str], group: str, delimiter: str) -> tuple[str, ...]:
     if not args.get("metrics", "").strip():
         raise BadParameter("metrics", "required: a list of metrics, e.g. "
-                           "count_sent,count_unique_confirmed_opened")
+                           "count_sent,count_unique_confirmed_opened", MISSING)
     known = known_metrics(group)
     names: list[str] = []
     for name in (part.strip() for part in args["metrics"].split(delimiter)):
