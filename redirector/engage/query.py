@@ -12,6 +12,10 @@ from datetime import datetime, timezone, tzinfo
 
 INVALID = "1200"  # SparkPost's code for "invalid params"
 MISSING = "1400"  # SparkPost's code for "required field is missing"
+# SparkPost's API code for an answer of each HTTP status (its "Errors" table gives the
+# statuses; the codes are those its documented replies carry for the same meaning).
+API_CODES = {400: INVALID, 401: "1100", 403: "1100", 404: "1600", 405: "1101",
+             500: "1000", 503: "1000"}
 UTC_NAMES = ("UTC", "Z", "ETC/UTC", "GMT", "ETC/GMT")
 
 
@@ -25,9 +29,11 @@ class BadParameter(Exception):
         self.code = code
 
 
-def error_object(message: str, description: str, code: str,
+def error_object(message: str, description: str, code: str | int,
                  param: str | None = None) -> dict[str, str]:
-    """One entry of SparkPost's ``errors`` list."""
+    """One entry of SparkPost's ``errors`` list; ``code`` may be an HTTP status."""
+    if isinstance(code, int):
+        code = API_CODES.get(code, "1000")
     error = {"message": message, "code": code, "description": description}
     if param:
         error["param"] = param

@@ -15,7 +15,8 @@ Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The messag
 96 random bits (unguessable); a token whose template id differs from the record's is
 treated as unknown. Registering a message is one round trip; resolving a token is one.
 No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
-(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, in the same round trip.
+(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, and adds its
+recipients' domains to that hour's ``{p}agg:d:`` set, in the same round trip.
 """
 from __future__ import annotations
 
@@ -278,6 +279,11 @@ class LinkStore:
             sent = aggregates.bucket_key(self.prefix, "s", hour)
             pipe.hincrby(sent, aggregates.sent_field(template.campaign_id, template.sending_domain))
             pipe.expireat(sent, aggregates.expires_at(hour, self.metrics_days))
+            domains = aggregates.recipient_domains(record.rcpt_to)
+            if domains:
+                listed = aggregates.bucket_key(self.prefix, "d", hour)
+                pipe.sadd(listed, *domains)
+                pipe.expireat(listed, aggregates.expires_at(hour, self.metrics_days))
         try:
             if not pipe.execute()[0]:
                 self.client.set(template_key, template.to_json(), ex=self.ttl)
