@@ -67,7 +67,8 @@ def test_ping_carries_auth_headers_and_signature_secrets_are_masked(receiver, ru
     (ping,) = rec.requests
     assert ping.headers["authorization"] == "Basic " + base64.b64encode(b"u:from-env").decode()
     assert ping.headers["x-team"] == "mail"
-    assert signature.verify(secret, ping.headers["x-engage-signature"], ping.body)
+    assert secret.startswith("whsec_") and "x-engage-signature" not in ping.headers
+    assert signature.verify_standard(secret, ping.headers, ping.body)
     code, out, _ = run("list", "--json")
     (listed,) = json.loads(out)
     assert listed["id"] == hook_id and listed["auth_credentials"]["password"] == "********"
