@@ -14,7 +14,6 @@ from engage.webhooks.config import ConfigError, Webhook
 from engage.webhooks.payload import ping_body, tag_object, v1_event
 
 from .conftest import make_event
-from .test_cli import run  # noqa: F401 (the fixture)
 
 
 def hook(**fields) -> Webhook:
@@ -109,7 +108,7 @@ def test_the_events_ping_is_json_with_a_real_time():
     assert ping_body("sparkpost") == b'[{"msys":{}}]'
 
 
-def test_cli_signature_option_and_scheme_changes(receiver, run, store):  # noqa: F811
+def test_cli_signature_option_and_scheme_changes(receiver, run, store):
     rec = receiver()
     code, out, _ = run("create", "--name", "old-style", "--target", rec.url,
                        "--signature", "engage", "--sign")
