@@ -187,18 +187,18 @@ def search(log: EventLog, query: Query, max_scan: int, now: float | None = None)
     filters = dict(query.filters)
     if not query.types or low > high:
         return Page(b"", 0, None)
-    cursor = Window(start_ms, query.end_ms)
+    window = Window(start_ms, query.end_ms)
     try:
         if query.event_ids is not None:
-            return _by_ids(log, query, low, high, top, cursor)
+            return _by_ids(log, query, low, high, top, window)
         name, keys, candidates = _driving_index(log, query.types, filters, low, high)
         residual = {key: values for key, values in filters.items() if key != name}
         if not residual:
-            return _indexed_page(log, keys, candidates, low, top, query.per_page, cursor)
+            return _indexed_page(log, keys, candidates, low, top, query.per_page, window)
         if candidates > max_scan:
             raise BadParameter(sorted(residual)[0], f"this query would scan {candidates} "
                                "events; narrow from/to or add an indexed filter")
-        return _scanned_page(log, keys, residual, low, high, top, query.per_page, cursor)
+        return _scanned_page(log, keys, residual, low, high, top, query.per_page, window)
     except redis.RedisError as exc:
         raise EventError(str(exc)) from exc
 
