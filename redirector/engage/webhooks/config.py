@@ -6,10 +6,10 @@ a configuration can be carried over; ``signing_secret``, ``signature_scheme``
 (``standard``: Standard Webhooks headers with a ``whsec_`` secret, the default; ``engage``:
 our X-Engage-Signature, which webhooks stored before the standard keep) and ``format``
 (``sparkpost``, the default, or ``events``: one Resend-shaped object per event) are ours.
-The default subscription is SparkPost's ``click`` and ``open``: ``initial_open`` (the top
-pixel) is asked for by name, since consumers such as anymail report it as "unknown"
-unless told otherwise. ``from_json`` and ``to_json`` round-trip; ``public`` masks every
-secret for display.
+The default subscription of ``engage-webhooks create`` (DEFAULT_EVENTS) is SparkPost's
+``click`` and ``open``: ``initial_open`` (the top pixel) is asked for by name, since
+consumers such as anymail report it as "unknown" unless told otherwise. ``from_json``
+and ``to_json`` round-trip; ``public`` masks every secret for display.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class Webhook:
     id: str
     name: str
     target: str
-    events: tuple[str, ...] = DEFAULT_EVENTS
+    events: tuple[str, ...] = TYPES  # engage-webhooks create defaults to DEFAULT_EVENTS
     active: bool = True
     auth_type: str = "none"
     auth_credentials: Mapping[str, str] = field(default_factory=dict)
