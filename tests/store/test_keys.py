@@ -36,6 +36,7 @@ BUILT = {
     "repeat open": keys.repeat_open(P, "mk-abc", "o", "Zm9v"),
     "open limit": keys.open_limit(P, "192.0.2.0", 28333333),
     "dropped events": keys.dropped(P),
+    "recipient domains": keys.aggregate(P, "d", "2026-12-07T15"),
 }
 
 

@@ -574,9 +574,15 @@ def http_get(url: str, headers: Optional[Mapping[str, str]] = None, *,
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
-                                            timeout=timeout,
-                                            source_address=(source, 0) if source else None)
+    source_address = (source, 0) if source else None
+    if parts.scheme == "https":  # our own test certificates: no verification here
+        import ssl
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname or "127.0.0.1", parts.port or 443, timeout=timeout,
+            source_address=source_address, context=ssl._create_unverified_context())
+    else:
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                                timeout=timeout, source_address=source_address)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request(method, path or "/", headers=dict(headers or {}))
@@ -615,6 +621,7 @@ class Redirector(_Foreground):
     """The redirector as production runs it: gunicorn with etc/engage/gunicorn.conf.py
     serving ``engage.web.app:create_app()``, on 127.0.0.1:``port`` (2 workers x 4 threads).
 
+    ``tls`` (certificate file, key file) serves HTTPS instead (``url`` is then https).
     ``env`` are its ENGAGE_* variables (nothing else of the caller's ENGAGE_* leaks in;
     without ENGAGE_CONFIG it reads no settings file, not even an installed
     /etc/engage/engage.conf); ``url`` (http://127.0.0.1:port), ``public_url`` (what recipients use: ``nginx.url``
@@ -624,7 +631,9 @@ class Redirector(_Foreground):
     """
 
     def __init__(self, env: Mapping[str, str], log_path: Path, port: Optional[int] = None,
-                 workers: int = 2, threads: int = 4) -> None:
+                 workers: int = 2, threads: int = 4,
+                 tls: Optional[tuple[Path, Path]] = None) -> None:
+        self.tls = tls
         self.env = {"ENGAGE_CONFIG": os.devnull, **env}
         self.log_path = Path(log_path)
         self.port = port or free_port()
@@ -642,7 +651,7 @@ class Redirector(_Foreground):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "Redirector":
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
@@ -655,7 +664,9 @@ class Redirector(_Foreground):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
                  "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                 "--threads", str(self.threads), "engage.web.app:create_app()"],
+                 "--threads", str(self.threads),
+                 *(["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
+                   if self.tls else []), "engage.web.app:create_app()"],
                 env=full_env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         if not _wait_http(f"{self.url}/healthz", time.monotonic() + timeout, self.alive):

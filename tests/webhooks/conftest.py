@@ -10,6 +10,7 @@ append(n, ...)      appends n distinct events to the events stream; their messag
 start_worker()      the worker in a thread of this process, stopped at teardown.
 spawn_worker()      the worker as a real subprocess (python -m engage.webhooks run).
 sparkpost_events(body)  a consumer written from SparkPost's documented payload.
+run(*argv)          ``engage-webhooks ARGV`` in-process on the test Redis: (code, stdout, stderr).
 """
 from __future__ import annotations
 
@@ -194,6 +195,23 @@ def append(redis_client: Any) -> Callable[..., list[str]]:
         log.append_many(events)
         return [e["message_id"] for e in events]
     return add
+
+
+@pytest.fixture
+def run(wh_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    from engage.webhooks.cli import main as cli
+
+    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
+    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
+    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = cli(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return invoke
 
 
 @pytest.fixture

@@ -169,14 +169,16 @@ def test_oauth2_token_is_fetched_reused_and_renewed_after_401(receiver, add_hook
 
 
 def test_signature_header_verifies_at_the_receiver(receiver, add_hook, append, start_worker):
+    """The X-Engage-Signature option (signature_scheme engage), alone."""
     secret = "whsec-test"
     rec = receiver(lambda r: 200 if signature.verify(
         secret, r.headers.get("x-engage-signature", ""), r.body) else 403)
-    add_hook(rec.url, signing_secret=secret)
+    add_hook(rec.url, signing_secret=secret, signature_scheme="engage")
     start_worker()
     append(3)
     rec.wait_events(3)
     assert {r.status for r in rec.requests} == {200}
+    assert not any("webhook-signature" in r.headers for r in rec.requests)
 
 
 def test_inactive_webhook_gets_nothing_and_deleted_one_stops(receiver, add_hook, append,

@@ -14,7 +14,7 @@ from engage.store.links import Link, LinkStore, MessageRecord, Template, new_mes
 from engage.web.app import create_app
 from engage.webhooks import signature
 from engage.webhooks.cli import main as cli
-from engage.webhooks.payload import EVENTS_PING, batch_body, v1_event
+from engage.webhooks.payload import batch_body, v1_event
 
 from .conftest import PREFIX, make_event
 
@@ -39,7 +39,7 @@ class SeedApplication:
         data = event["data"]
         for name in SEED_DATA_FIELDS:
             assert name in data, name
-        assert isinstance(data["metadata"], dict) and isinstance(data["tags"], list)
+        assert isinstance(data["metadata"], dict) and isinstance(data["tags"], dict)
         if event["type"] == "email.opened":
             self.opened.setdefault(data["email_id"], data)
         elif event["type"] == "email.clicked":
@@ -76,7 +76,8 @@ def tracked(redis_client, wh_settings):
 def test_events_webhook_reaches_an_application_written_from_the_seed(
         receiver, add_hook, start_worker, tracked):
     rec = receiver()
-    add_hook(rec.url, format="events", events=("open", "click"), signing_secret=SECRET)
+    add_hook(rec.url, format="events", events=("open", "click"), signing_secret=SECRET,
+             signature_scheme="engage")
     start_worker()
     http, email_id, _ = tracked
     headers = {"User-Agent": "Mail/1.0", "Referer": "https://webmail.example/"}
@@ -92,7 +93,7 @@ def test_events_webhook_reaches_an_application_written_from_the_seed(
     assert len(rec.delivered()) == 2
     opened = app.opened[email_id]
     assert opened["recipient"] == "Ann@Example.com" and opened["campaign_id"] == "spring"
-    assert opened["metadata"] == {"user": 42} and opened["tags"] == ["news"]
+    assert opened["metadata"] == {"user": 42} and opened["tags"] == {"news": "true"}
     assert opened["user_agent"] == "Mail/1.0" and opened["ip_address"]
     (click,) = app.clicked
     assert click["url"] == "https://shop.example/sale"
@@ -148,8 +149,8 @@ def test_cli_create_with_format_events(receiver, wh_settings, monkeypatch, capsy
     rec = receiver()
     assert cli(["create", "--name", "app", "--target", rec.url, "--format", "events"]) == 0
     hook = store.get(capsys.readouterr().out.strip())
-    assert hook.format == "events" and hook.events == ("open", "click")
-    assert rec.requests[0].body == EVENTS_PING
+    assert hook.format == "events" and hook.events == ("click", "open")
+    assert json.loads(rec.requests[0].body)["type"] == "ping"
     assert cli(["update", hook.id, "--format", "sparkpost"]) == 0
     assert store.get(hook.id).format == "sparkpost"
     assert json.loads(rec.requests[1].body) == [{"msys": {}}]

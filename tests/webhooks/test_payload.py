@@ -87,7 +87,7 @@ def test_invalid_definitions_name_the_field(fields, message):
 
 def test_definition_round_trips_and_public_view_masks_secrets():
     full = config.validate(hook(
-        auth_type="oauth2", signing_secret="sig",
+        auth_type="oauth2", signing_secret="sig", signature_scheme="engage",
         auth_request_details={"url": "https://t.example/token",
                               "body": {"client_id": "me", "client_secret": "cs"}},
         custom_headers={"X-Team": "mail"}, events=("click",)))

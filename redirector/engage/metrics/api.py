@@ -9,17 +9,19 @@ Hour is the finest precision (buckets are hourly); from/to widen to whole period
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from itertools import groupby
 from typing import Any
 
 import redis
 
-from engage.query import BadParameter, parse_delimiter, parse_list, parse_time
+from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
 from engage.store import aggregates
 from engage.store.events import EventError
+from engage.store.keys import aggregate as aggregate_key
 from engage.store.redisconn import queue_script
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -118,9 +120,9 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
         if name not in allowed:
             raise BadParameter(name, "unsupported parameter")
     delimiter = parse_delimiter(args)
-    zone = _parse_zone(args.get("timezone", "UTC"))
+    zone = parse_zone(args.get("timezone", "UTC"))
     if "from" not in args:
-        raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM")
+        raise BadParameter("from", "required, as YYYY-MM-DDTHH:MM", MISSING)
     start_at = parse_time(args["from"], "from", zone, TIME_FORM)
     end_at = parse_time(args["to"], "to", zone, TIME_FORM) if "to" in args else now
     if start_at >= end_at:
@@ -144,17 +146,6 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
         _parse_limit(args), _parse_order_by(args, metrics))
 
 
-def _parse_zone(name: str) -> tzinfo:
-    if name.strip().upper() in ("UTC", "Z", "ETC/UTC", "GMT"):
-        return timezone.utc
-    try:
-        from zoneinfo import ZoneInfo
-        return ZoneInfo(name.strip())
-    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        raise BadParameter("timezone", "not a known IANA time zone, e.g. "
-                           "America/New_York") from None
-
-
 def _whole_hour_offset(zone: tzinfo, moment: float) -> None:
     offset = datetime.fromtimestamp(moment, zone).utcoffset() or timedelta(0)
     if offset.total_seconds() % HOUR:
@@ -176,7 +167,7 @@ def _parse_precision(args: Mapping[str, str], group: str, span: float) -> str:
 def _parse_metrics(args: Mapping[str, str], group: str, delimiter: str) -> tuple[str, ...]:
     if not args.get("metrics", "").strip():
         raise BadParameter("metrics", "required: a list of metrics, e.g. "
-                           "count_sent,count_unique_confirmed_opened")
+                           "count_sent,count_unique_confirmed_opened", MISSING)
     known = known_metrics(group)
     names: list[str] = []
     for name in (part.strip() for part in args["metrics"].split(delimiter)):
@@ -347,3 +338,100 @@ def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dic
 def run(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
         retention_days: int) -> list[dict[str, Any]]:
     return summarize(query, read_sums(client, prefix, query, now, retention_days))
+
+
+# ----------------------------------------------------------------------------- lists
+
+# SparkPost's list routes (GET /api/v1/metrics/<name>): what each lists here. campaigns
+# and sending-domains come from the sent and engagement buckets, domains (recipient
+# domains) from the hourly sets written at registration; engage keeps no templates, IP
+# pools, sending IPs, mailbox providers or subject campaigns, so those lists are empty.
+LISTS = {"campaigns": 1, "sending-domains": 2, "domains": 0, "templates": -1,
+         "ip-pools": -1, "sending-ips": -1, "mailbox-providers": -1,
+         "mailbox-provider-regions": -1, "subject-campaigns": -1}
+LIST_PARAMS = frozenset(("from", "to", "timezone", "match", "limit"))
+LIST_CHUNK_HOURS = 24 * 31  # HKEYS of absent keys cost little: fewer, larger calls
+# KEYS: buckets (hashes, or with ARGV[1] = 's' sets). Returns every distinct hash field
+# without its metric code ("|<c>|<d>"), or every distinct set member.
+LIST_LUA = """
+local seen, out = {}, {}
+for _, key in ipairs(KEYS) do
+  local items = ARGV[1] == 's' and redis.call('SMEMBERS', key) or redis.call('HKEYS', key)
+  for _, item in ipairs(items) do
+    if ARGV[1] ~= 's' then item = string.sub(item, (string.find(item, '|', 1, true) or 0)) end
+    if not seen[item] then seen[item] = true out[#out + 1] = item end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    name: str  # a LISTS key
+    start: int  # unix time, whole hour, inclusive
+    end: int  # unix time, whole hour, exclusive
+    match: str = ""
+    limit: int = DEFAULT_LIMIT
+
+
+def parse_list_query(name: str, args: Mapping[str, str], now: float,
+                     retention_days: int) -> ListQuery:
+    """Validate a list route's parameters; ``from`` defaults to the retention's start."""
+    for param in args:
+        if param not in LIST_PARAMS:
+            raise BadParameter(param, "unsupported parameter")
+    zone = parse_zone(args.get("timezone", "UTC"))
+    end_at = parse_time(args["to"], "to", zone, TIME_FORM) if "to" in args else now
+    start_at = (parse_time(args["from"], "from", zone, TIME_FORM) if "from" in args
+                else now - retention_days * 86400)
+    if start_at >= end_at:
+        raise BadParameter("from", "must be earlier than to")
+    return ListQuery(name, int(start_at // HOUR * HOUR), period_start(end_at, "hour", zone, True),
+                     args.get("match", "").strip().lower(), _parse_limit(args))
+
+
+def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
+                retention_days: int) -> list[str]:
+    """The distinct values with data in the window, containing ``match``, sorted, at most
+    ``limit``: one pipelined round trip of LIST_LUA calls, CHUNK_HOURS hours each."""
+    column = LISTS[query.name]
+    if column < 0:
+        return []
+    low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
+    wanted = hour_names(low, min(query.end, int(now + 86400)))
+    kinds = ["d"] if column == 0 else ["s", "e"]
+    script = client.register_script(LIST_LUA)
+    pipe = client.pipeline(transaction=False)
+    for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
+        keys = [aggregate_key(prefix, kind, hour)
+                for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]
+        queue_script(script, pipe, keys, ["s" if column == 0 else "h"])
+    try:
+        replies = pipe.execute() if wanted else []
+    except redis.RedisError as exc:
+        raise EventError(str(exc)) from exc
+    found = {_list_value(raw, column) for reply in replies for raw in reply}
+    found.discard("")
+    return sorted(value for value in found if query.match in value.lower())[:query.limit]
+
+
+def hour_names(start: int, end: int) -> list[str]:
+    """aggregates.hour_of of every hour from start to end (whole hours), built a day at a
+    time: strftime per hour cost 70 ms for 400 days."""
+    names: list[str] = []
+    day = start - start % 86400
+    while day < end:
+        stamp = time.strftime("%Y-%m-%dT", time.gmtime(day))
+        first, last = max(start, day), min(end, day + 86400)
+        names += [f"{stamp}{(hour - day) // HOUR:02d}" for hour in range(first, last, HOUR)]
+        day += 86400
+    return names
+
+
+def _list_value(raw: bytes, column: int) -> str:
+    text = raw.decode("utf-8", "replace")
+    if column == 0:
+        return text
+    parts = aggregates.split_field(text)  # "", campaign, sending domain
+    return parts[column] if column < len(parts) else ""

@@ -5,6 +5,8 @@ retention_days`` (EXPIREAT, so late writes never stretch a bucket's life):
   ``{p}agg:s:<H>``  messages sent (written by LinkStore.register), field ``s|<c>|<d>``
   ``{p}agg:e:<H>``  engagement counters, field ``<code>|<c>|<d>`` (codes: ``ENGAGEMENT``)
   ``{p}agg:l:<H>``  clicks per link, field ``<code>|<c>|<d>|<link>``
+  ``{p}agg:d:<H>``  a set: the recipient domains of the messages sent (for the metrics
+                    API's domains list; no counts are kept per recipient domain)
 with ``<c>`` the campaign id, ``<d>`` the sending domain and ``<link>`` the link name (or
 URL when unnamed), each with ``%`` and ``|`` percent-encoded. Events count in the hour of
 their ``timestamp``, sent messages in the hour of their injection.
@@ -30,7 +32,7 @@ from engage.store import keys
 
 DEFAULT_RETENTION_DAYS = 400
 HOUR = 3600
-KINDS = ("s", "e", "l")  # sent, engagement, links
+KINDS = ("s", "e", "l")  # sent, engagement, links (counters; "d" is a set of domains)
 
 # SparkPost metric name -> field code. Nonprefetched ("n...") codes count human events only.
 SENT = {"count_sent": "s"}
@@ -157,6 +159,11 @@ def update_keys_args(prefix: str, event: Mapping[str, Any],
     return ([bucket_key(prefix, "e", hour), bucket_key(prefix, "l", hour)],
             [base, "1" if is_human(event) else "0", f"{base}|{escape(label)}",
              link_id(label), expiry])
+
+
+def recipient_domains(rcpt_to: tuple[str, ...]) -> set[str]:
+    """The lowercased domains of a message's envelope recipients."""
+    return {rcpt.rpartition("@")[2].lower() for rcpt in rcpt_to if "@" in rcpt}
 
 
 def sent_field(campaign_id: str, sending_domain: str) -> str:

@@ -59,6 +59,8 @@ FAMILIES = (
            "fields trimmed with the stream", Erasure.FOLLOW_EVENTS),
     Family("aggregates", "agg:<kind>:<hour>", "hash", "engage.store.aggregates",
            "[metrics] retention_days after the hour", Erasure.REWRITE_FIELDS),
+    Family("recipient domains", "agg:d:<hour>", "set", "engage.store.links (milter)",
+           "[metrics] retention_days after the hour", Erasure.NO_ADDRESS),
     Family("burst", "vb:<message key>:<second>", "set", "engage.verdicts.judge",
            "5 seconds", Erasure.NO_ADDRESS),
     Family("trap clients", "vt:<message key>", "set", "engage.verdicts.judge",

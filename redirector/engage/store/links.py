@@ -15,9 +15,10 @@ Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The messag
 96 random bits (unguessable); a token whose template id differs from the record's is
 treated as unknown. Registering a message is one round trip; resolving a token is one.
 No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
-(one per set of links) in its injection hour's ``{p}agg:s:`` bucket, in the same round trip,
-only when its record was new (SET NX): redis-py's resend after a timeout counts nothing
-twice. With ``durable``, the round trip ends with WAITAOF where Redis has it
+(one per set of links) in its injection hour's ``{p}agg:s:`` bucket and adds its
+recipients' domains to that hour's ``{p}agg:d:`` set, in the same round trip, only when
+its record was new (SET NX): redis-py's resend after a timeout counts nothing twice.
+With ``durable``, the round trip ends with WAITAOF where Redis has it
 (engage.store.durable): register returns only once the links are on disk.
 """
 from __future__ import annotations
@@ -259,6 +260,10 @@ end
 if new and KEYS[3] then
   redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
   redis.call('EXPIREAT', KEYS[3], ARGV[4])
+  if #ARGV > 4 then  -- the recipients' domains, for the metrics' domain lists
+    redis.call('SADD', KEYS[4], unpack(ARGV, 5))
+    redis.call('EXPIREAT', KEYS[4], ARGV[4])
+  end
 end
 return known
 """
@@ -303,9 +308,11 @@ class LinkStore:
         args: list[Any] = [record.to_text(), self.ttl or 0]
         if self.metrics_days:
             hour = aggregates.hour_of(record.injection_time)
-            keys.append(aggregates.bucket_key(self.prefix, "s", hour))
+            keys += [aggregates.bucket_key(self.prefix, "s", hour),
+                     aggregates.bucket_key(self.prefix, "d", hour)]
             args += [aggregates.sent_field(template.campaign_id, template.sending_domain),
-                     aggregates.expires_at(hour, self.metrics_days)]
+                     aggregates.expires_at(hour, self.metrics_days),
+                     *sorted(aggregates.recipient_domains(record.rcpt_to))]
         try:
             try:
                 known, *waited = self._first_trip(keys, args, "EVALSHA")

@@ -34,14 +34,14 @@ from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
 from engage.erasure.forget import Forgetter, address_from_json
 from engage.metrics.api import GROUPS, parse_metrics_query
 from engage.metrics.api import run as metrics_run
-from engage.query import BadParameter
+from engage.query import BadParameter, error_object
 from engage.store import keys
 from engage.store.events import EventError, EventLog, RequestFacts
 from engage.store.links import Link, LinkStore, StoreError
 from engage.store.redisconn import connect
 from engage.verdicts import machines
 from engage.verdicts.judge import Judge, thresholds
-from engage.web import health
+from engage.web import api_compat, health
 from engage.web.clickpath import (
     REDIRECT_HEADERS,
     ClickPath,
@@ -106,6 +106,7 @@ def create_app(settings: config.Settings | None = None,
     blueprint = _blueprint(services)
     for number, prefix in enumerate(route_prefixes(settings)):
         app.register_blueprint(blueprint, url_prefix=prefix, name=f"tracking{number}")
+    api_compat.register(app, services, route_prefixes(settings))
     if "" not in route_prefixes(settings):
         app.add_url_rule("/healthz", "healthz", _healthz(services))
     app.register_error_handler(Exception, _error_handler)
@@ -346,11 +347,8 @@ def _healthz(services: Services) -> Callable[[], Any]:
 
 
 def _json_error(status: int, message: str, description: str,
-                param: str | None = None) -> tuple[Response, int]:
-    error = {"message": message, "description": description}
-    if param:
-        error["param"] = param
-    return jsonify(errors=[error]), status
+                param: str | None = None, code: str | None = None) -> tuple[Response, int]:
+    return jsonify(errors=[error_object(message, description, code or status, param)]), status
 
 
 def _error_handler(exc: Exception) -> Any:
@@ -361,7 +359,7 @@ def _error_handler(exc: Exception) -> Any:
         log.error("open not recorded: %s", exc)
         return gif()
     if isinstance(exc, BadParameter):
-        return _json_error(400, "invalid parameter", exc.description, exc.param)
+        return _json_error(400, "invalid parameter", exc.description, exc.param, exc.code)
     if isinstance(exc, HTTPException):
         status, detail = exc.code or 500, exc.description or ""
     elif isinstance(exc, (StoreError, EventError, redis.RedisError)):

@@ -25,13 +25,13 @@ from engage import settings as settings_mod
 from engage.logsetup import configure_logging
 from engage.store.events import TYPES
 from engage.store.redisconn import connect
-from engage.webhooks import config, deliver
+from engage.webhooks import config, deliver, signature
 from engage.webhooks.config import ConfigError, Webhook
 from engage.webhooks.payload import FORMATS
 from engage.webhooks.store import NotFound, WebhookStore
 
 DELIVERY_FIELDS = ("target", "auth_type", "auth_credentials", "auth_request_details",
-                   "custom_headers", "signing_secret", "format")
+                   "custom_headers", "signing_secret", "format", "signature_scheme")
 
 
 class Refused(Exception):
@@ -65,10 +65,11 @@ def _header(text: str) -> tuple[str, str]:
 def _delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="URL that receives the POSTed batches")
     parser.add_argument("--format", choices=FORMATS,
-                        help="sparkpost (default: msys batches) or events (one "
+                        help="sparkpost (default: msys batches) or events (one Resend-shaped "
                              "{type: email.opened|email.clicked, ...} object per POST)")
     parser.add_argument("--events", type=_events,
-                        help=f"comma-separated event types (default all: {','.join(TYPES)})")
+                        help=f"comma-separated event types, of {','.join(TYPES)} "
+                             f"(default {','.join(config.DEFAULT_EVENTS)})")
     parser.add_argument("--auth", choices=config.AUTH_TYPES, help="authentication (default none)")
     parser.add_argument("--username", help="basic auth user name")
     parser.add_argument("--password", help="basic auth password (or env:NAME)")
@@ -78,7 +79,12 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", help="oauth2: scope to ask for (optional)")
     parser.add_argument("--header", type=_header, action="append", metavar="'NAME: VALUE'",
                         help="custom header sent with every batch (repeatable; replaces them)")
-    parser.add_argument("--signing-secret", help="HMAC secret for X-Engage-Signature (or env:NAME)")
+    parser.add_argument("--signature", choices=config.SCHEMES, dest="signature_scheme",
+                        help="standard (default: Standard Webhooks headers, as Svix and "
+                             "Resend send) or engage (X-Engage-Signature)")
+    parser.add_argument("--signing-secret",
+                        help="the secret (standard: whsec_..., e.g. the one your Resend or "
+                             "Svix receiver has) or env:NAME")
     parser.add_argument("--sign", action="store_true",
                         help="generate a signing secret (printed once)")
 
@@ -164,7 +170,7 @@ def _auth_fields(args: argparse.Namespace, current: Webhook | None) -> dict[str,
 
 def _changes(args: argparse.Namespace, current: Webhook | None) -> dict[str, Any]:
     changes: dict[str, Any] = _auth_fields(args, current)
-    for name in ("name", "target", "events", "format"):
+    for name in ("name", "target", "events", "format", "signature_scheme"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
     if args.header is not None:
@@ -172,7 +178,10 @@ def _changes(args: argparse.Namespace, current: Webhook | None) -> dict[str, Any
     elif getattr(args, "no_headers", False):
         changes["custom_headers"] = {}
     if args.sign:
-        changes["signing_secret"] = secrets.token_urlsafe(32)
+        scheme = changes.get("signature_scheme") or (current.signature_scheme if current
+                                                     else "standard")
+        changes["signing_secret"] = (signature.new_secret() if scheme == "standard"
+                                     else secrets.token_urlsafe(32))
     elif args.signing_secret is not None:
         changes["signing_secret"] = _secret(args.signing_secret)
     elif getattr(args, "no_signature", False):
@@ -192,8 +201,8 @@ def cmd_create(args: argparse.Namespace, store: WebhookStore, settings: settings
                ) -> int:
     if not args.target:
         raise Refused("--target is required")
-    if args.format == "events" and args.events is None:
-        args.events = ("open", "click")  # initial_open would be a second email.opened
+    if args.events is None:  # initial_open is asked for by name (anymail: "unknown")
+        args.events = config.DEFAULT_EVENTS
     hook = config.validate(Webhook(id=secrets.token_hex(8), name=args.name, target=args.target,
                                    active=not args.inactive, created=time.time(),
                                    **{k: v for k, v in _changes(args, None).items()
@@ -228,7 +237,7 @@ def cmd_list(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Sett
         print(json.dumps([hook.public() for hook in hooks], indent=2))
         return 0
     rows = [(h.id, h.name, "yes" if h.active else "no", ",".join(h.events), h.auth_type,
-             "yes" if h.signing_secret else "no", h.target) for h in hooks]
+             h.signature_scheme if h.signing_secret else "no", h.target) for h in hooks]
     _table(("ID", "NAME", "ACTIVE", "EVENTS", "AUTH", "SIGNED", "TARGET"), rows)
     return 0
 

@@ -2,9 +2,14 @@
 
 Field names follow SparkPost's Webhooks API (``target``, ``events``, ``active``,
 ``auth_type``, ``auth_credentials``, ``auth_request_details``, ``custom_headers``) so
-a configuration can be carried over; ``signing_secret`` and ``format`` (``sparkpost``,
-the default, or ``events``: the /v1/track family's one object per event) are ours. ``from_json`` and
-``to_json`` round-trip; ``public`` masks every secret for display.
+a configuration can be carried over; ``signing_secret``, ``signature_scheme``
+(``standard``: Standard Webhooks headers with a ``whsec_`` secret, the default; ``engage``:
+our X-Engage-Signature, which webhooks stored before the standard keep) and ``format``
+(``sparkpost``, the default, or ``events``: one Resend-shaped object per event) are ours.
+The default subscription of ``engage-webhooks create`` (DEFAULT_EVENTS) is SparkPost's
+``click`` and ``open``: ``initial_open`` (the top pixel) is asked for by name, since
+consumers such as anymail report it as "unknown" unless told otherwise. ``from_json``
+and ``to_json`` round-trip; ``public`` masks every secret for display.
 """
 from __future__ import annotations
 
@@ -17,11 +22,15 @@ from urllib.parse import urlsplit
 
 from engage.store.events import TYPES
 from engage.webhooks.payload import FORMATS
+from engage.webhooks.signature import STANDARD_HEADERS, secret_key
 
 AUTH_TYPES = ("none", "basic", "oauth2")
+SCHEMES = ("standard", "engage")
+DEFAULT_EVENTS = ("click", "open")
 # Headers we set ourselves; a custom header may not replace them.
 RESERVED_HEADERS = {"content-type", "content-length", "host", "x-messagesystems-batch-id",
-                    "authorization", "x-engage-signature", "transfer-encoding"}
+                    "authorization", "x-engage-signature", "transfer-encoding",
+                    *STANDARD_HEADERS}
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 MASK = "********"
 
@@ -35,7 +44,7 @@ class Webhook:
     id: str
     name: str
     target: str
-    events: tuple[str, ...] = TYPES
+    events: tuple[str, ...] = TYPES  # engage-webhooks create defaults to DEFAULT_EVENTS
     active: bool = True
     auth_type: str = "none"
     auth_credentials: Mapping[str, str] = field(default_factory=dict)
@@ -44,6 +53,7 @@ class Webhook:
     signing_secret: str = ""
     created: float = 0.0
     format: str = "sparkpost"
+    signature_scheme: str = "standard"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -68,8 +78,11 @@ class Webhook:
 
 
 def from_json(text: str | bytes) -> Webhook:
+    """A stored definition; one stored before signature schemes existed keeps signing
+    as it did (X-Engage-Signature when it had a secret)."""
     data = json.loads(text)
     data["events"] = tuple(data.get("events", TYPES))
+    data.setdefault("signature_scheme", "engage" if data.get("signing_secret") else "standard")
     return Webhook(**data)
 
 
@@ -82,6 +95,14 @@ def validate(hook: Webhook) -> Webhook:
         raise ConfigError(f"events: each must be one of {', '.join(TYPES)}")
     if hook.format not in FORMATS:
         raise ConfigError(f"format: must be one of {', '.join(FORMATS)}")
+    if hook.signature_scheme not in SCHEMES:
+        raise ConfigError(f"signature_scheme: must be one of {', '.join(SCHEMES)}")
+    if hook.signature_scheme == "standard" and hook.signing_secret:
+        try:
+            secret_key(hook.signing_secret)
+        except ValueError as exc:
+            raise ConfigError(f"signing_secret: a Standard Webhooks secret {exc} "
+                              "(--sign makes one)") from None
     if hook.auth_type not in AUTH_TYPES:
         raise ConfigError(f"auth_type: must be one of {', '.join(AUTH_TYPES)}")
     if hook.auth_type == "basic" and not hook.auth_credentials.get("username"):

@@ -2,9 +2,11 @@
 
 Headers: ``Content-Type: application/json``, ``X-MessageSystems-Batch-ID`` (the same on
 every retry of a batch, so a receiver can drop a batch it already has), the webhook's
-custom headers, ``Authorization`` (basic or OAuth2 bearer) and, with a signing secret,
-``X-Engage-Signature``. An OAuth2 target answering 400 or 401 gets one more try at once
-with a freshly fetched token.
+custom headers, ``Authorization`` (basic or OAuth2 bearer) and the signature: Standard
+Webhooks' ``webhook-id`` (the batch id), ``webhook-timestamp`` and, with a secret,
+``webhook-signature``, each also as ``svix-*``; or, for ``signature_scheme = engage``
+with a secret, ``X-Engage-Signature`` alone. Each attempt is signed afresh. An OAuth2
+target answering 400 or 401 gets one more try at once with a freshly fetched token.
 """
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from engage.webhooks.queue import new_batch_id
 BATCH_HEADER = "X-MessageSystems-Batch-ID"
 
 
-def headers_for(hook: Webhook, body: bytes, batch_id: str) -> dict[str, str]:
+def headers_for(hook: Webhook, body: bytes, batch_id: str,
+                now: float | None = None) -> dict[str, str]:
     headers = dict(hook.custom_headers)
     headers["Content-Type"] = "application/json"
     headers[BATCH_HEADER] = batch_id
-    if hook.signing_secret:
-        headers[signature.HEADER] = signature.sign(hook.signing_secret, body)
+    if hook.signature_scheme == "engage":
+        if hook.signing_secret:
+            headers[signature.HEADER] = signature.sign(hook.signing_secret, body, now)
+    else:
+        headers.update(signature.standard_headers(hook.signing_secret, batch_id, body, now))
     return headers
 
 
