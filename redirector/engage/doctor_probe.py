@@ -89,18 +89,13 @@ def submit(options: Options, sender: str, message: EmailMessage) -> str | Findin
     try:
         with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=options.timeout * 6) as smtp:
             smtp.ehlo_or_helo_if_needed()
-            smtp.mail(sender)
-            code, reply = smtp.rcpt(options.probe)
-            if code >= 400:
-                raise smtplib.SMTPRecipientsRefused({options.probe: (code, reply)})
-            code, reply = smtp.data(message.as_bytes())
-            if code >= 400:
-                raise smtplib.SMTPDataError(code, reply)
+            for step in (lambda: smtp.mail(sender), lambda: smtp.rcpt(options.probe),
+                         lambda: smtp.data(message.as_bytes())):
+                code, reply = step()
+                if code >= 400:
+                    return _refused(options, code, reply)
     except smtplib.SMTPResponseException as exc:
         return _refused(options, exc.smtp_code, exc.smtp_error)
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, reply = next(iter(exc.recipients.values()))
-        return _refused(options, code, reply)
     except (OSError, smtplib.SMTPException) as exc:
         return Finding(ERROR, "probe", f"cannot hand the probe to Postfix at {options.smtp}: {exc}",
                        ("systemctl start postfix", "or give its address: --smtp HOST:PORT"))
