@@ -28,7 +28,14 @@ from engage.redisconn import connect
 
 CAMPAIGN = "engage-doctor-probe"
 LINK = "https://example.com/engage-doctor-probe"
-MILTER_REPLIES = (b"4.3.5", b"4.7.1", b"5.5.0")  # what Postfix answers when a milter fails
+# What a refusal's words say about its cause: Postfix's replies when a milter fails (or its
+# milter settings are wrong), engage's own when its Redis is away.
+CAUSES = ((b"link store unavailable", "engage cannot reach Redis (see the redis findings)"),
+          (b"4.3.5", "Postfix's milter settings are wrong (see the postfix findings)"),
+          (b"4.7.1", "a milter in smtpd_milters does not answer (see the milter and postfix "
+                     "findings)"),
+          (b"5.5.0", "a milter in smtpd_milters does not answer (see the milter and postfix "
+                     "findings)"))
 SETTLE = 5.0  # seconds to wait for the counter after the 250 (it is written before it)
 
 
@@ -42,10 +49,17 @@ def check_probe(settings: config.Settings, options: Options) -> list[Finding]:
                         "counts no sent messages, which is how the probe sees that it tracked one")]
     client = connect(settings.redis_url, timeout=options.timeout)
     try:
-        before = sent(client, settings.key_prefix, domain, time.time())
+        try:
+            before: int | None = sent(client, settings.key_prefix, domain, time.time())
+        except redis.RedisError:
+            before = None  # send anyway: what Postfix answers says the most
         queued = submit(options, sender, _message(sender, options.probe))
         if isinstance(queued, Finding):
             return [queued]
+        if before is None:
+            return [Finding(WARN, "probe", f"Postfix took the probe ({queued}), but Redis could "
+                            "not be read before it was sent: whether engage tracked it is not "
+                            "known (see the redis findings)")]
         deadline = time.monotonic() + SETTLE
         while sent(client, settings.key_prefix, domain, time.time()) <= before:
             if time.monotonic() > deadline:
@@ -105,9 +119,7 @@ def submit(options: Options, sender: str, message: EmailMessage) -> str | Findin
 
 def _refused(options: Options, code: int, reply: bytes) -> Finding:
     words = f"{code} {reply.decode(errors='replace')}"
-    milter = any(status in reply for status in MILTER_REPLIES)
-    cause = ("a milter in smtpd_milters does not answer, or Postfix's milter settings are "
-             "wrong (see the postfix findings)" if milter else "Postfix's log says why")
+    cause = next((why for marker, why in CAUSES if marker in reply), "Postfix's log says why")
     return Finding(ERROR, "probe", f"Postfix refused the probe to {options.probe}: {words}. So "
                    f"it refuses mail like it: {cause}")
 

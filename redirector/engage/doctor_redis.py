@@ -78,7 +78,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
                         "[milter] on_store_error) and clicks get 503 while it is away",
                         ("systemctl start redis-server",
                          "systemctl status redis-server  (why it stopped)",
-                         "or, if Redis runs elsewhere: in engage.conf: [redis] url = its URL"))]
+                         "(if Redis runs on another host: [redis] url in engage.conf)"))]
     finally:
         client.close()
 
@@ -107,7 +107,8 @@ def _cluster(client: Any, settings: config.Settings,
                                 "if it fails nothing takes over, so the milter tempfails mail "
                                 "and clicks get 503 until it is back, and what it wrote since "
                                 "its last save is lost",
-                                ("start another redis-server with cluster-enabled yes, then:",
+                                ("(first start another redis-server with cluster-enabled yes, "
+                                 "empty, at NEW_HOST:NEW_PORT)",
                                  f"redis-cli --cluster add-node NEW_HOST:NEW_PORT "
                                  f"{node.host}:{node.port} --cluster-slave --cluster-master-id "
                                  f"$({cli} CLUSTER MYID)")))

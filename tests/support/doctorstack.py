@@ -176,3 +176,45 @@ def make_stack(directory: Path, redis_url: str, start_milter: Callable[..., Milt
     site = render_nginx_conf("127.0.0.1:8081", "127.0.0.1:8080")
     return Stack(conf, milter, redirector, postfix, nginx_dir(directory / "nginx", site),
                  redis_url)
+
+
+class ConfiguredRedis:
+    """redis-server started with a configuration file, as Debian runs it, so that the
+    doctor's `redis-cli ... CONFIG REWRITE` (which needs one) can be followed."""
+
+    def __init__(self, workdir: Path, settings: str) -> None:
+        from support.procs import free_port
+
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.conf = self.workdir / "redis.conf"
+        self.conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\n"
+                             f"logfile {self.workdir / 'redis.log'}\ndaemonize no\n{settings}")
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "ConfiguredRedis":
+        import redis
+
+        self.proc = subprocess.Popen(["redis-server", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError(f"redis-server {self.conf} did not start")
+
+    def stop(self) -> None:
+        from support.procs import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
