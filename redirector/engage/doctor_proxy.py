@@ -44,12 +44,16 @@ def check_proxy(settings: config.Settings, options: Options) -> list[Finding]:
     if status == 401:
         return [Finding(WARN, "proxy", f"{url} refuses the first [api] keys entry: the redirector "
                         "runs with other settings than this file; proxy chain not checked")]
+    if status != 200:
+        return [Finding(SKIP if status >= 500 else WARN, "proxy", f"not checked: {url} answers "
+                        f"{status}" + (" (see tracking)" if status >= 500 else
+                                       ", not like this engage's redirector (an older version?)"))]
     try:
         results = json.loads(body)["results"]
         return [judge(results, own, settings)]
     except (ValueError, KeyError, TypeError):
-        return [Finding(WARN, "proxy", f"{url} answers {status}, not like the engage redirector "
-                        "(an older version?): proxy chain not checked")]
+        return [Finding(WARN, "proxy", f"{url} answers, but not like the engage redirector: "
+                        "proxy chain not checked")]
 
 
 def ask(url: str, key: str, timeout: float) -> tuple[int, bytes, str]:
