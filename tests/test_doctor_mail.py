@@ -8,7 +8,6 @@ Breakages here: 1 wrong socket, 6 DKIM signer first, 7 a milter that does not an
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from engage import doctor
 from support.doctorstack import (
     PROBE_TO,
     Stack,
+    case_dir,
     diagnose,
     flat,
     follow,
@@ -34,9 +34,8 @@ CONFIG_REFUSED = "451 4.3.5 Server configuration problem"
 @pytest.fixture
 def stack(engage_tmp, request, redis_server, start_milter, start_redirector,
           postfix_sandbox) -> Stack:
-    directory = Path(engage_tmp) / "doctor-mail" / re.sub(r"\W", "_", request.node.name)
-    return make_stack(directory, redis_server.url, start_milter, start_redirector,
-                      postfix_sandbox)
+    return make_stack(case_dir(engage_tmp, "doctor-mail", request.node.name), redis_server.url,
+                      start_milter, start_redirector, postfix_sandbox)
 
 
 def services(stack: Stack) -> dict:

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from engage import doctor
-from support.doctorstack import ConfiguredRedis, Diagnosis, diagnose, flat, follow
+from support.doctorstack import ConfiguredRedis, Diagnosis, case_dir, diagnose, flat, follow
 from support.procs import REPO, RedisClusterServers, RedisServer, free_port
 
 ONLY_REDIS = frozenset(doctor.TOPICS) - {"config", "redis"}
@@ -30,9 +30,7 @@ RDB_DEFAULT = "save 3600 1 300 100 60 10000\nappendonly no\n"  # Debian 12's red
 
 @pytest.fixture
 def workdir(engage_tmp, request) -> Path:
-    path = Path(engage_tmp) / "doctor-store" / re.sub(r"\W", "_", request.node.name)
-    path.mkdir(parents=True)
-    return path
+    return case_dir(engage_tmp, "doctor-store", request.node.name)
 
 
 @pytest.fixture

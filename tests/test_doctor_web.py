@@ -10,7 +10,6 @@ tracking name, 15 the redirector stopped, 16 the nginx site not enabled.
 """
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import support.procs as procs
 from engage import doctor
 from engage.doctor_nginx import XFF_LINE
-from support.doctorstack import API_KEY, Stack, diagnose, flat, follow, make_stack, nginx_dir
+from support.doctorstack import API_KEY, Stack, case_dir, diagnose, flat, follow, make_stack, nginx_dir
 from support.procs import free_port, listening, nginx_binary, stop_process
 
 WEB = frozenset({"redis", "milter", "postfix", "probe"})  # what these tests leave out
@@ -31,9 +30,7 @@ needs_tools = pytest.mark.skipif(nginx_binary() is None or shutil.which("openssl
 
 @pytest.fixture
 def workdir(engage_tmp, request) -> Path:
-    path = Path(engage_tmp) / "doctor-web" / re.sub(r"\W", "_", request.node.name)
-    path.mkdir(parents=True)
-    return path
+    return case_dir(engage_tmp, "doctor-web", request.node.name)
 
 
 @pytest.fixture

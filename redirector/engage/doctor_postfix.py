@@ -233,7 +233,7 @@ def _missing(ctx: Context, entries: tuple[str, ...], dead: dict[str, str],
 
 def _not_engage(ctx: Context, entries: tuple[str, ...], dead: dict[str, str],
                 expected: str) -> Finding:
-    current = ", ".join(ctx.milters.smtpd) or "empty"
+    current = ", ".join(entries) or "empty"
     fix = (ctx.postconf("smtpd_milters", _without(entries, dead, expected)),
            *([] if ctx.milters.non_smtpd else [ctx.postconf("non_smtpd_milters", "$smtpd_milters")]),
            ctx.reload)

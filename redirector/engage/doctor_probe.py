@@ -120,8 +120,8 @@ def submit(options: Options, sender: str, message: EmailMessage) -> str | Findin
 def _refused(options: Options, code: int, reply: bytes) -> Finding:
     words = f"{code} {reply.decode(errors='replace')}"
     cause = next((why for marker, why in CAUSES if marker in reply), "Postfix's log says why")
-    return Finding(ERROR, "probe", f"Postfix refused the probe to {options.probe}: {words}. So "
-                   f"it refuses mail like it: {cause}")
+    return Finding(ERROR, "probe", f"Postfix refused the probe to {options.probe}: {words}. "
+                   f"Every sender gets the same. Cause: {cause}")
 
 
 def _untracked(options: Options, queued: str) -> Finding:

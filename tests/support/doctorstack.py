@@ -29,6 +29,14 @@ PROBE_TO, PROBE_FROM = "rcpt@example.org", "probe@example.com"
 EDIT = re.compile(r"^in (?P<file>\S+): \[(?P<section>\w+)\] (?P<key>\w+) = (?P<value>\S+)")
 
 
+def case_dir(engage_tmp: Path, group: str, test_name: str) -> Path:
+    """A fresh directory for one test under the session's daemon directory (mode 0755, so
+    Postfix's and the service users may walk through it)."""
+    path = Path(engage_tmp) / group / re.sub(r"\W", "_", test_name)
+    path.mkdir(parents=True)
+    return path
+
+
 def write_settings(path: Path, milter_socket: str, redis_url: str, tracking_url: str,
                    extra: str = "", proxy_hops: int = 1) -> Path:
     path.write_text(f"[milter]\nsocket = {milter_socket}\n[redis]\nurl = {redis_url}\n"
