@@ -89,6 +89,7 @@ def _loopback(host: str, port: int) -> bool:
 
 
 def judge(results: dict[str, Any], own: str, settings: config.Settings) -> Finding:
+    """The verdict on one answer of the client-address endpoint; OWN is our address."""
     client, peer = str(results["client_address"]), str(results["peer_address"])
     hops = int(results["proxy_hops"])
     header = str(results["x_forwarded_for"])
@@ -96,41 +97,60 @@ def judge(results: dict[str, Any], own: str, settings: config.Settings) -> Findi
     added = chain[chain.index(FORGED) + 1:] if FORGED in chain else chain
     seen = (f"(this request from {own} arrived from {peer} with X-Forwarded-For: "
             f"{header or 'none'}; the doctor sent {FORGED} in it)")
-    hops_fix = (f"in {settings.source}: [web] proxy_hops = {len(added) or 1}",
-                "systemctl restart engage-redirector")
-    if client == own:
-        return Finding(OK, "proxy", f"the redirector sees clients' own addresses through "
-                       f"{settings.tracking_url} (proxy_hops = {hops} matches the proxies in front)")
     if client == FORGED:
-        forged = (f"the redirector took the forged {FORGED} for this client's address, so any "
-                  "client can forge its address, dodge the click rate limit and falsify events")
-        if added:
-            return Finding(ERROR, "proxy", f"{forged}: [web] proxy_hops = {hops}, but only "
-                           f"{_proxies(len(added))} to X-Forwarded-For {seen}", hops_fix)
-        if peer == own:
-            return Finding(ERROR, "proxy", f"{forged}: nothing stands between clients and gunicorn, "
-                           f"yet [web] proxy_hops = {hops} {seen}",
-                           (f"in {settings.source}: [web] proxy_hops = 0",
-                            "systemctl restart engage-redirector"))
-        return Finding(ERROR, "proxy", f"{forged}: the proxy in front ({peer}) passes the client's "
-                       f"X-Forwarded-For on instead of adding the address it sees {seen}",
-                       (f"in the engage-redirector nginx site, in the server block: {XFF_LINE}",
-                        "nginx -t", "systemctl reload nginx"))
-    if client == peer or client in added:
-        shared = (f"the redirector takes every client to be {client}, a proxy: all clients share "
-                  f"one click rate-limit bucket (past {settings.rate_limit} clicks in "
-                  f"{settings.rate_limit_window} s every click gets 403) and events record the "
-                  "proxy's address")
-        if not added:
-            return Finding(ERROR, "proxy", f"{shared}. The proxy in front sends no "
-                           f"X-Forwarded-For {seen}",
-                           (f"in the engage-redirector nginx site, in the server block: {XFF_LINE}",
-                            "nginx -t", "systemctl reload nginx", *hops_fix))
+        return _forged(added, hops, peer, own, seen, settings)
+    if client == own or (added and hops == len(added) and client == added[0]):
+        nat = "" if client == own else f" (this host reaches it as {client}, through a NAT)"
+        return Finding(OK, "proxy", f"the redirector sees clients' own addresses through "
+                       f"{settings.tracking_url}: proxy_hops = {hops} matches the proxies in "
+                       f"front{nat}")
+    shared = (f"the redirector takes every client to be {client}, a proxy: all clients share "
+              f"one click rate-limit bucket (past {settings.rate_limit} clicks in "
+              f"{settings.rate_limit_window} s every click gets 403) and events record the "
+              "proxy's address")
+    if len(added) > hops:
         return Finding(ERROR, "proxy", f"{shared}: [web] proxy_hops = {hops}, but "
-                       f"{_proxies(len(added))} to X-Forwarded-For {seen}", hops_fix)
+                       f"{_proxies(len(added))} to X-Forwarded-For {seen}",
+                       _hops_fix(settings, len(added)))
+    if not added and client == peer and _local(peer):
+        return Finding(ERROR, "proxy", f"{shared}. The proxy in front sends no X-Forwarded-For "
+                       f"{seen}", (f"in the engage-redirector nginx site, in the server block: "
+                                   f"{XFF_LINE}", "nginx -t", "systemctl reload nginx",
+                                   *_hops_fix(settings, 1)))
     return Finding(WARN, "proxy", f"the redirector sees this host as {client}, but it connected "
                    f"from {own} {seen}: right if a NAT is between them, otherwise compare "
                    f"[web] proxy_hops ({hops}) with the proxies in front")
+
+
+def _forged(added: list[str], hops: int, peer: str, own: str, seen: str,
+            settings: config.Settings) -> Finding:
+    forged = (f"the redirector took the forged {FORGED} for this client's address, so any "
+              "client can forge its address, dodge the click rate limit and falsify events")
+    if added:
+        return Finding(ERROR, "proxy", f"{forged}: [web] proxy_hops = {hops}, but only "
+                       f"{_proxies(len(added))} to X-Forwarded-For {seen}",
+                       _hops_fix(settings, len(added)))
+    if peer == own:
+        return Finding(ERROR, "proxy", f"{forged}: nothing stands between clients and gunicorn, "
+                       f"yet [web] proxy_hops = {hops} {seen}", _hops_fix(settings, 0))
+    return Finding(ERROR, "proxy", f"{forged}: the proxy in front ({peer}) passes the client's "
+                   f"X-Forwarded-For on instead of adding the address it sees {seen}",
+                   (f"in the engage-redirector nginx site, in the server block: {XFF_LINE}",
+                    "nginx -t", "systemctl reload nginx"))
+
+
+def _hops_fix(settings: config.Settings, hops: int) -> tuple[str, str]:
+    return (f"in {settings.source}: [web] proxy_hops = {hops}",
+            "systemctl restart engage-redirector")
+
+
+def _local(address: str) -> bool:
+    """A proxy on this machine or a private network (not a NAT seen from outside)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return parsed.is_loopback or parsed.is_private
 
 
 def _proxies(number: int) -> str:
