@@ -35,7 +35,3 @@ class Options:
     probe: str | None = None         # --probe ADDRESS: send a tracked message there
     probe_from: str | None = None    # its sender (default engage-doctor@<this host>)
     smtp: str = DEFAULT_SMTP         # where the local Postfix takes mail
-
-
-def errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.level == ERROR]

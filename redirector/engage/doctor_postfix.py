@@ -116,7 +116,7 @@ def _comments(ctx: Context) -> list[Finding]:
         value, _, comment = raw.partition("#")
         why = (f"so it takes '#{comment}' for more milters, which it cannot reach: "
                + effect(ctx.milters.default_action, name, config_error=True)[1]
-               if name in LISTS else "and the value is wrong")
+               if name in LISTS else f"so the value is {raw!r}, which it does not know")
         findings.append(Finding(ERROR, "postfix", f"{name} in {ctx.main_cf} has an inline "
                                 f"comment ({name} = {raw}): Postfix has no inline comments, {why}",
                                 (ctx.postconf(name, value.strip()), ctx.reload,

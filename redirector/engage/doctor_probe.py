@@ -100,16 +100,20 @@ def _message(sender: str, recipient: str) -> EmailMessage:
 def submit(options: Options, sender: str, message: EmailMessage) -> str | Finding:
     """Send by SMTP; 'queued as ID' (Postfix's words), or the refusal as a Finding."""
     host, _, port = options.smtp.rpartition(":")
+    recipient = options.probe or ""
     try:
         with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=options.timeout * 6) as smtp:
             smtp.ehlo_or_helo_if_needed()
-            for step in (lambda: smtp.mail(sender), lambda: smtp.rcpt(options.probe),
-                         lambda: smtp.data(message.as_bytes())):
-                code, reply = step()
-                if code >= 400:
-                    return _refused(options, code, reply)
+            code, reply = smtp.mail(sender)
+            if code < 400:
+                code, reply = smtp.rcpt(recipient)
+            if code < 400:
+                code, reply = smtp.data(message.as_bytes())
+            if code >= 400:
+                return _refused(options, code, reply)
     except smtplib.SMTPResponseException as exc:
-        return _refused(options, exc.smtp_code, exc.smtp_error)
+        error = exc.smtp_error
+        return _refused(options, exc.smtp_code, error if isinstance(error, bytes) else error.encode())
     except (OSError, smtplib.SMTPException) as exc:
         return Finding(ERROR, "probe", f"cannot hand the probe to Postfix at {options.smtp}: {exc}",
                        ("systemctl start postfix", "or give its address: --smtp HOST:PORT"))

@@ -134,7 +134,7 @@ def longest_save_interval(save: str) -> int:
     return max(numbers[0::2], default=0)
 
 
-def _persistence(client: redis.Redis[bytes], info: dict, cli: str) -> list[Finding]:
+def _persistence(client: redis.Redis[bytes], info: dict[str, Any], cli: str) -> list[Finding]:
     save = _config_get(client, "save")
     failures = [key for key in ("aof_last_write_status", "rdb_last_bgsave_status")
                 if info.get(key, "ok") != "ok"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 HOSTNAME_MISMATCH, EXPIRED = 62, 10   # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_CERT_HAS_EXPIRED
@@ -50,9 +51,9 @@ def covered_names(host: str, port: int, timeout: float) -> list[str]:
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=host) as tls:
-            cert = tls.getpeercert() or {}
+            cert: dict[str, Any] = dict(tls.getpeercert() or {})
     except (OSError, ssl.SSLError):
         return []
-    names = [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
-    return names or [value for rdn in cert.get("subject", ()) for key, value in rdn
-                     if key == "commonName"]
+    names = [str(pair[1]) for pair in cert.get("subjectAltName", ()) if pair[0] == "DNS"]
+    return names or [str(pair[1]) for rdn in cert.get("subject", ()) for pair in rdn
+                     if pair[0] == "commonName"]
