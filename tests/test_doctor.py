@@ -21,14 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from engage.admin import doctor, postfixconf
+from engage.admin import doctor, doctor_redis, postfixconf
 from engage.admin.milterprobe import Address, parse_socket, probe
 from engage.settings import Settings
 from support.procs import REPO, free_port
 
 POSTCONF = "/usr/sbin/postconf"
 needs_postconf = pytest.mark.skipif(not os.path.exists(POSTCONF), reason="postfix not installed")
-MASTER_CF = "smtp      inet  n       -       {chroot}       -       -       smtpd\n"
+NO_NGINX = "/nonexistent/nginx"  # the host's own nginx is not part of these tests
+MASTER_CF = ("smtp      inet  n       -       {chroot}       -       -       smtpd\n"
+             "cleanup   unix  n       -       {chroot}       -       0       cleanup\n")
 
 
 def write_config(path: Path, milter: str, redis_url: str, tracking: str, extra: str = "") -> str:
@@ -89,11 +91,12 @@ def redirector(redis_server) -> Iterator[Redirector]:
 @pytest.fixture
 def healthy(tmp_path, redis_server, redis_client, start_milter, redirector, conf_dir):
     """A settings file for a running milter, Redis (AOF) and redirector, and a main.cf
-    that calls engage first, then a DKIM signer."""
-    milter = start_milter()
+    that calls engage first, then another milter that answers too."""
+    milter, other = start_milter(), start_milter()
     conf = write_config(conf_dir / "engage.conf", milter.socket, redis_server.url, redirector.url)
-    pf = postfix_dir(tmp_path / "postfix", f"{milter.postfix_socket}, inet:127.0.0.1:8891")
-    return doctor.Options(config=conf, postfix_config=pf, postconf=POSTCONF, timeout=3)
+    pf = postfix_dir(tmp_path / "postfix", f"{milter.postfix_socket}, {other.postfix_socket}")
+    return doctor.Options(nginx_dir=NO_NGINX, config=conf, postfix_config=pf, postconf=POSTCONF,
+                          timeout=3)
 
 
 def levels(findings: list[doctor.Finding], topic: str) -> list[str]:
@@ -112,6 +115,8 @@ def test_healthy_stack_has_no_errors_and_only_the_loopback_warning(healthy):
     assert levels(findings, "milter") == ["ok"]
     assert levels(findings, "postfix") == ["ok"]
     assert levels(findings, "tracking") == ["ok", "warn"]
+    assert levels(findings, "nginx") == levels(findings, "proxy") == ["skip"]
+    assert levels(findings, "probe") == []
     assert doctor.exit_status(findings) == 0 and doctor.exit_status(findings, strict=True) == 1
 
 
@@ -122,7 +127,7 @@ def test_command_line_prints_findings_and_never_imports_flask_or_pymilter(health
             "sys.exit(status)")
     done = subprocess.run(
         [sys.executable, "-c", code, "doctor", "--config", healthy.config,
-         "--postfix-config", healthy.postfix_config],
+         "--postfix-config", healthy.postfix_config, "--nginx-dir", healthy.nginx_dir],
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO / "redirector")})
     assert done.returncode == 0, done.stdout + done.stderr
@@ -133,9 +138,9 @@ def test_command_line_prints_findings_and_never_imports_flask_or_pymilter(health
 def test_settings_that_do_not_load_stop_every_other_check(conf_dir):
     bad = conf_dir / "engage.conf"
     bad.write_text("[milter]\nsocket = nonsense\n")
-    findings = doctor.run(doctor.Options(config=str(bad)))
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=str(bad)))
     assert findings[0].level == doctor.ERROR and "[milter] socket" in findings[0].text
-    assert [f.level for f in findings[1:]] == ["skip"] * 4
+    assert [f.level for f in findings[1:]] == ["skip"] * (len(doctor.TOPICS) - 1)
     assert doctor.exit_status(findings) == 1
 
 
@@ -145,23 +150,29 @@ def test_settings_the_engage_user_cannot_read_are_an_error(conf_dir):
     except KeyError:
         pytest.skip("no engage user here (it comes with the packages)")
     conf = conf_dir / "secret.conf"
-    conf.write_text("[log]\nlevel = INFO\n")
+    conf.write_text("[tracking]\nurl = https://click.example.com\n")
     conf.chmod(0o600)
-    findings = doctor.run(doctor.Options(config=str(conf), skip=frozenset(doctor.TOPICS[1:])))
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=str(conf),
+                                         skip=frozenset(doctor.TOPICS[1:])))
     assert findings[1].level == doctor.ERROR
-    assert "user engage may not read" in findings[1].text and "chmod 640" in findings[1].text
+    assert "user engage may not read" in findings[1].text
+    assert findings[1].fix[:2] == (f"chgrp engage {conf}", f"chmod 640 {conf}")
 
 
 @needs_postconf
-def test_redis_evicting_keys_is_a_warning(healthy, redis_client):
+def test_redis_evicting_keys_is_an_error(healthy, redis_client):
     redis_client.config_set("maxmemory-policy", "allkeys-lru")
     try:
         findings = doctor.run(healthy)
     finally:
         redis_client.config_set("maxmemory-policy", "noeviction")
-    (warning,) = [f for f in findings if f.topic == "redis" and f.level == doctor.WARN]
-    assert "allkeys-lru" in warning.text and "404" in warning.text
-    assert doctor.exit_status(findings) == 0
+    (error,) = [f for f in findings if f.topic == "redis" and f.level == doctor.ERROR]
+    assert "allkeys-lru" in error.text and "404" in error.text
+    assert error.fix == ("redis-cli -p %d CONFIG SET maxmemory-policy noeviction"
+                         % redis_client.connection_pool.connection_kwargs["port"],
+                         "redis-cli -p %d CONFIG REWRITE"
+                         % redis_client.connection_pool.connection_kwargs["port"])
+    assert doctor.exit_status(findings) == 1
 
 
 @needs_postconf
@@ -181,7 +192,7 @@ def test_redis_without_persistence_is_an_error(healthy, redis_client):
 def test_redis_down_is_an_error_and_passwords_are_not_printed(conf_dir):
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", url, "http://127.0.0.1:1")
-    findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"milter", "postfix",
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, skip=frozenset({"milter", "postfix",
                                                                       "tracking"})))
     (error,) = [f for f in findings if f.level == doctor.ERROR]
     assert "cannot reach Redis at redis://:***@127.0.0.1" in error.text
@@ -192,10 +203,10 @@ def test_redis_down_is_an_error_and_passwords_are_not_printed(conf_dir):
 def test_milter_down_is_an_error(healthy, redis_server, redirector, conf_dir):
     conf = write_config(conf_dir / "down.conf", f"inet:{free_port()}@127.0.0.1",
                         redis_server.url, redirector.url)
-    findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"postfix"})))
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, skip=frozenset({"postfix"})))
     (error,) = [f for f in findings if f.level == doctor.ERROR]
     assert error.topic == "milter" and "does not answer" in error.text
-    assert "Connection refused" in error.text
+    assert "Connection refused" in error.text and error.fix[0] == "systemctl start engage-milter"
 
 
 def test_a_port_that_is_not_a_milter_fails_the_probe(redis_server):
@@ -226,38 +237,45 @@ def test_root_milter_unix_socket_refused_to_postfix_is_an_error(start_milter, en
     sock_dir.mkdir()
     milter = start_milter({"ENGAGE_MILTER_SOCKET": f"unix:{sock_dir}/milter.sock"})
     conf = write_config(conf_dir / "e.conf", milter.socket, redis_server.url, "http://127.0.0.1:1")
-    findings = doctor.run(doctor.Options(config=conf, skip=frozenset({"postfix", "tracking"})))
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf,
+                                         skip=frozenset({"postfix", "tracking"})))
     errors = [f for f in findings if f.level == doctor.ERROR]
     assert [f.topic for f in errors] == ["milter"], findings
     assert "user postfix may not write to" in errors[0].text
-    assert "adduser postfix engage" in errors[0].text
+    assert errors[0].fix == ("adduser postfix engage", "postfix reload")
 
 
 @needs_postconf
 def test_postfix_without_engage_in_smtpd_milters_is_an_error(healthy, tmp_path):
     pf = postfix_dir(tmp_path / "pf-none", "", non_smtpd="")
-    findings = doctor.run(doctor.Options(config=healthy.config, postfix_config=pf,
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=healthy.config, postfix_config=pf,
                                          postconf=POSTCONF, skip=frozenset({"tracking"})))
-    assert [(f.level, f.topic) for f in findings if f.level not in (doctor.OK, doctor.SKIP)] == [
-        ("error", "postfix"), ("warn", "postfix")]
-    error, warning = [f.text for f in findings if f.topic == "postfix"]
-    assert "Postfix does not send mail to engage: smtpd_milters" in error
-    assert "is empty. Add inet:127.0.0.1:" in error
-    assert "non_smtpd_milters" in warning
+    (error,) = [f for f in findings if f.level not in (doctor.OK, doctor.SKIP)]
+    assert error.topic == "postfix"
+    assert "Postfix does not send mail to engage: smtpd_milters" in error.text
+    assert "is empty, so mail goes out untracked. Add inet:127.0.0.1:" in error.text
+    ours = doctor.postfix_syntax(parse_socket(doctor.config.load(healthy.config).milter_socket))
+    assert error.fix == (f"postconf -c {pf} -e 'smtpd_milters = {ours}'",
+                         f"postconf -c {pf} -e 'non_smtpd_milters = $smtpd_milters'",
+                         f"postfix -c {pf} reload")
 
 
 @needs_postconf
-def test_dkim_signer_ahead_of_engage_is_an_error(healthy, tmp_path, start_milter):
+def test_dkim_signer_ahead_of_engage_is_an_error(healthy, tmp_path, start_milter, conf_dir):
     milter = parse_socket(doctor.config.load(healthy.config).milter_socket)
     ours = doctor.postfix_syntax(milter)
-    pf = postfix_dir(tmp_path / "pf-dkim", f"unix:/run/opendkim/opendkim.sock, {ours}",
-                     action="accept")
-    findings = doctor.run(doctor.Options(config=healthy.config, postfix_config=pf,
+    link = conf_dir / "opendkim.sock"  # a milter named like a signer
+    start_milter({"ENGAGE_MILTER_SOCKET": f"unix:{link}"})
+    link.chmod(0o777)  # the doctor checks that Postfix's user may connect
+    pf = postfix_dir(tmp_path / "pf-dkim", f"unix:{link}, {ours}", action="accept")
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=healthy.config, postfix_config=pf,
                                          postconf=POSTCONF, skip=frozenset({"tracking"})))
     postfix = [f for f in findings if f.topic == "postfix"]
-    assert [f.level for f in postfix] == ["ok", "error", "warn"]
-    assert "calls unix:/run/opendkim/opendkim.sock (a DKIM signer) before engage" in postfix[1].text
-    assert "milter_default_action = accept" in postfix[2].text
+    assert [f.level for f in postfix] == ["warn", "ok", "error"]
+    assert "milter_default_action = accept" in postfix[0].text
+    assert f"calls unix:{link} (a DKIM signer) before engage" in postfix[2].text
+    assert postfix[2].fix == (f"postconf -c {pf} -e 'smtpd_milters = {ours}, unix:{link}'",
+                              f"postfix -c {pf} reload")
 
 
 @needs_postconf
@@ -265,14 +283,16 @@ def test_unix_socket_outside_a_chrooted_smtpd_is_explained(tmp_path, healthy, co
     conf = write_config(conf_dir / "unix.conf", "unix:/run/engage/milter.sock",
                         "redis://127.0.0.1:1/0", "http://127.0.0.1:1")
     pf = postfix_dir(tmp_path / "pf-chroot", "unix:/run/engage/milter.sock", chroot="y")
-    findings = doctor.run(doctor.Options(config=conf, postfix_config=pf, postconf=POSTCONF,
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, postfix_config=pf,
+                                         postconf=POSTCONF,
                                          skip=frozenset({"redis", "milter", "tracking"})))
     errors = [f.text for f in findings if f.level == doctor.ERROR]
     assert len(errors) == 1 and "runs chrooted in /var/spool/postfix" in errors[0]
     good = postfix_dir(tmp_path / "pf-chroot-ok", "unix:/engage/milter.sock", chroot="y")
     conf = write_config(conf_dir / "spool.conf", "unix:/var/spool/postfix/engage/milter.sock",
                         "redis://127.0.0.1:1/0", "http://127.0.0.1:1")
-    findings = doctor.run(doctor.Options(config=conf, postfix_config=good, postconf=POSTCONF,
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, postfix_config=good,
+                                         postconf=POSTCONF,
                                          skip=frozenset({"redis", "milter", "tracking"})))
     assert [f.level for f in findings if f.topic == "postfix"] == ["ok"]
 
@@ -281,7 +301,7 @@ def test_tracking_host_that_does_not_resolve_is_an_error(conf_dir):
     conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                         "https://click.engage-doctor.invalid",
                         "[tracking_domains]\nbrand.example = http://127.0.0.1:1\n")
-    findings = doctor.run(doctor.Options(config=conf, timeout=2,
+    findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, timeout=2,
                                          skip=frozenset({"redis", "milter", "postfix"})))
     tracking = [f for f in findings if f.topic == "tracking"]
     assert tracking[0].level == doctor.ERROR and "connection refused" in tracking[0].text
@@ -294,7 +314,7 @@ def test_redirector_that_cannot_reach_redis_is_an_error(conf_dir):
     try:
         conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                             server.url)
-        findings = doctor.run(doctor.Options(config=conf, timeout=5,
+        findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, timeout=5,
                                              skip=frozenset({"redis", "milter", "postfix"})))
     finally:
         server.close()
@@ -310,7 +330,7 @@ def test_something_else_answering_is_not_taken_for_the_redirector(conf_dir):
     try:
         conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                             f"http://127.0.0.1:{server.server_port}/nowhere")
-        findings = doctor.run(doctor.Options(config=conf, timeout=5,
+        findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, timeout=5,
                                              skip=frozenset({"redis", "milter", "postfix"})))
     finally:
         server.shutdown()
@@ -335,7 +355,7 @@ def test_https_tracking_url_with_an_untrusted_certificate_is_an_error(conf_dir):
     try:
         conf = write_config(conf_dir / "e.conf", "inet:1@127.0.0.1", "redis://127.0.0.1:1/0",
                             f"https://localhost:{server.server_port}")
-        findings = doctor.run(doctor.Options(config=conf, timeout=5,
+        findings = doctor.run(doctor.Options(nginx_dir=NO_NGINX, config=conf, timeout=5,
                                              skip=frozenset({"redis", "milter", "postfix"})))
     finally:
         server.shutdown()
@@ -394,20 +414,6 @@ def test_postfix_syntax_of_our_socket():
                                  chrooted) == "unix:/engage/m.sock"
 
 
-@pytest.mark.parametrize("share, level, words", [
-    (2.0, "ok", "events stop at 90%"), (1.05, "warn", "records no events"),
-    (0.9, "error", "the milter tempfails")])
-def test_memory_above_the_high_water_mark_and_full(redis_client, share, level, words):
-    used = redis_client.info("memory")["used_memory"]
-    redis_client.config_set("maxmemory", int(used * share))
-    try:
-        (finding,) = doctor._pressure(redis_client, Settings())
-    finally:
-        redis_client.config_set("maxmemory", 0)
-    assert finding.level == level and words in finding.text
-    assert doctor._pressure(redis_client, Settings()) == []  # no maxmemory, no mark
-
-
 @needs_postconf
 def test_settings_that_inflate_memory_are_warnings(healthy, redis_client):
     redis_client.config_set("hash-max-listpack-value", "32")
@@ -420,6 +426,20 @@ def test_settings_that_inflate_memory_are_warnings(healthy, redis_client):
 
 
 def test_a_long_key_prefix_is_a_memory_warning(redis_client):
-    (warning,) = doctor._memory(redis_client, Settings(key_prefix="engage-production:"))
+    (warning,) = doctor_redis._memory(redis_client, Settings(key_prefix="engage-production:"))
     assert warning.level == doctor.WARN and "16 bytes more" in warning.text
-    assert doctor._memory(redis_client, Settings(key_prefix="engage:")) == []
+    assert doctor_redis._memory(redis_client, Settings(key_prefix="engage:")) == []
+
+
+@pytest.mark.parametrize("share, level, words", [
+    (2.0, "ok", "events stop at 90%"), (1.05, "warn", "records no events"),
+    (0.9, "error", "the milter tempfails")])
+def test_memory_above_the_high_water_mark_and_full(redis_client, share, level, words):
+    used = redis_client.info("memory")["used_memory"]
+    redis_client.config_set("maxmemory", int(used * share))
+    try:
+        (finding,) = doctor_redis.pressure(redis_client, Settings())
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert finding.level == level and words in finding.text
+    assert doctor_redis.pressure(redis_client, Settings()) == []  # no maxmemory, no mark

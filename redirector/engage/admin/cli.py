@@ -47,10 +47,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check = sub.add_parser(
         "doctor", help="check the live installation and say what is wrong",
         description="Check the live installation: the settings; Redis (reachable, persistence "
-        "on, no eviction of links); the milter socket (answers, usable by Postfix); "
-        "Postfix's smtpd_milters (contains engage, ahead of any DKIM signer); every tracking "
-        "URL (resolves, the redirector's /healthz answers through it). Prints one line per "
-        "finding (ok, WARN, ERROR, skip).",
+        "on, no eviction of links, a replica in a Cluster); the milter socket (answers, usable "
+        "by Postfix); Postfix's milter settings as Postfix reads them (every milter of "
+        "smtpd_milters and non_smtpd_milters answers, engage ahead of any DKIM signer, no "
+        "inline comment, a valid milter_default_action); every tracking URL (resolves, TLS "
+        "certificate, the redirector's /healthz answers through it); the nginx site; the "
+        "client address the redirector derives through the proxies; with --probe, a real "
+        "message through Postfix. Prints one finding per line (ok, WARN, ERROR, skip), each "
+        "problem with its fix; exits 1 on any ERROR.",
         epilog="Run it as root (it reads the settings and Postfix's configuration). On a host "
         "that only runs the redirector: engage doctor --skip milter,postfix. ENGAGE_* "
         "environment variables override the settings file, as for the services.")
@@ -64,6 +68,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per network check (default 5)")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    check.add_argument("--probe", metavar="ADDRESS",
+                       help="also send one real tracked message to ADDRESS through the local "
+                       "Postfix and check that engage tracked it")
+    check.add_argument("--probe-from", metavar="ADDRESS",
+                       help="the probe's sender (default engage-doctor@this host's name)")
+    check.add_argument("--smtp", default=doctor.DEFAULT_SMTP, metavar="HOST:PORT",
+                       help=f"where the probe is submitted (default {doctor.DEFAULT_SMTP})")
+    check.add_argument("--nginx-dir", default="/etc/nginx", metavar="DIR",
+                       help="nginx's configuration directory (default /etc/nginx)")
+    check.add_argument("--service-user", default="engage",
+                       help="the user the engage services run as (default engage)")
     forget = sub.add_parser(
         "forget", help="erase a recipient address from Redis (GDPR erasure)",
         description="Erase ADDRESS (any case): delete every event that mentions it, with its "
@@ -211,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dashboard-user":
         return dashboard_user(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,
-                             skip=args.skip, timeout=args.timeout, mta_user=args.mta_user)
+                             skip=args.skip, timeout=args.timeout, mta_user=args.mta_user,
+                             service_user=args.service_user, nginx_dir=args.nginx_dir,
+                             probe=args.probe, probe_from=args.probe_from, smtp=args.smtp)
     findings = doctor.run(options)
     print(doctor.render(findings))
     return doctor.exit_status(findings, args.strict)

@@ -1,59 +1,39 @@
 """``engage doctor``: check a live installation and say in plain words what is wrong.
 
-Checks, in order: the settings (they load; the engage user may read the file); Redis
-(reachable, a writable primary, persistence on, a maxmemory-policy that never evicts
-links); the milter (answers the milter protocol on its socket, asks to change headers and
-bodies, a unix socket is usable by Postfix's user); Postfix (smtpd_milters holds us, ahead
-of any DKIM signer; chroot and unix sockets); every tracking URL (its host resolves and
-/healthz answers through it, certificate checked for https). Each finding is ok, warn,
-error or skip; errors make the exit status 1. Imports neither Flask nor pymilter.
+Checks, in order: the settings (they load; the service user may read the file; the
+tracking URL is set); Redis (engage.admin.doctor_redis); the milter (answers the milter protocol
+on its socket, asks to change headers and bodies, a unix socket is usable by Postfix's
+user); Postfix (engage.admin.doctor_postfix); every tracking URL (its host resolves, its TLS
+certificate covers it (engage.admin.doctor_tls), /healthz answers through it); the nginx site
+(engage.admin.doctor_nginx); the client address the redirector derives (engage.admin.doctor_proxy);
+with --probe, a real message through Postfix (engage.admin.doctor_probe). Each finding is ok,
+warn, error or skip, a problem with its cause, effect and fix; errors make the exit status
+1. Imports neither Flask nor pymilter.
 """
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
-import shutil
 import socket
-import ssl
 import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-import redis
+from urllib.parse import urlsplit
 
 from engage import settings as config
-from engage.admin import postfixconf
-from engage.admin.milterprobe import Address, ProbeError, connect_host, parse_socket, probe, user_may
-from engage.store.pressure import read_memory, refused_writes
-from engage.store.redisconn import connect, hash_tag, is_cluster
+from engage.admin import doctor_nginx, doctor_probe, doctor_proxy, doctor_tls
+from engage.admin.doctor_findings import DEFAULT_SMTP, ERROR, OK, SKIP, WARN, Finding, Options
+from engage.admin.doctor_postfix import check_postfix, postfix_syntax
+from engage.admin.doctor_redis import check_redis, redacted
+from engage.admin.milterprobe import Address, ProbeError, parse_socket, probe, user_may
 
-OK, WARN, ERROR, SKIP = "ok", "warn", "error", "skip"
-TOPICS = ("config", "redis", "milter", "postfix", "tracking")
-SERVICE_USER = "engage"
+__all__ = ["DEFAULT_SMTP", "ERROR", "OK", "SKIP", "WARN", "Finding", "Options", "ProbeError", "postfix_syntax",
+           "redacted", "render", "run", "exit_status"]
+TOPICS = ("config", "redis", "milter", "postfix", "tracking", "nginx", "proxy", "probe")
 SMFIF_CHGBODY, SMFIF_CHGHDRS = 0x02, 0x10
-POSTCONF_FALLBACK = "/usr/sbin/postconf"
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str
-    topic: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Options:
-    config: str | None = None
-    postfix_config: str | None = None
-    postconf: str = "postconf"
-    skip: frozenset[str] = field(default_factory=frozenset)
-    timeout: float = 5.0
-    mta_user: str = "postfix"
 
 
 def run(options: Options) -> list[Finding]:
@@ -76,176 +56,43 @@ def check_config(options: Options) -> tuple[config.Settings | None, list[Finding
         settings = config.load(options.config)
     except config.SettingsError as exc:
         return None, [Finding(ERROR, "config", f"the settings do not load: {exc}")]
+    path = settings.source if settings.source != "(defaults)" else config.DEFAULT_CONFIG
     if settings.source == "(defaults)":
-        return settings, [Finding(WARN, "config", f"there is no {config.DEFAULT_CONFIG}: "
-                                  "running on built-in defaults")]
-    findings = [Finding(OK, "config", f"{settings.source} is valid")]
-    problem = _service_user_problem(settings.source)
+        findings = [Finding(WARN, "config", f"there is no {path}: running on built-in defaults")]
+    else:
+        findings = [Finding(OK, "config", f"{path} is valid")]
+    if settings.tracking_url == config.Settings.tracking_url:
+        findings.append(Finding(ERROR, "config", f"engage is not configured yet: [tracking] url is "
+                                f"not set in {path}, so the milter would rewrite links to "
+                                f"{settings.tracking_url}, this machine's own loopback, which no "
+                                "recipient can open",
+                                (f"in {path}: [tracking] url = https://click.example.com (your "
+                                 "public tracking name, served by nginx)",
+                                 f"in {path}: [redis] url = redis://HOST:6379/0 (if Redis is "
+                                 "not on this machine)",
+                                 "systemctl restart engage-milter engage-redirector")))
+    problem = _service_user_problem(settings.source, options.service_user)
     if problem:
+        user = options.service_user
+        group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+        folder = os.path.dirname(settings.source)
+        fix = ((f"chgrp {group} {folder}", f"chmod g+x {folder}") if "cannot enter" in problem
+               else (f"chgrp {group} {settings.source}", f"chmod 640 {settings.source}"))
         findings.append(Finding(ERROR, "config", f"{problem}: the engage services run as user "
-                                f"{SERVICE_USER} and stop with exit code 78. Fix: chgrp "
-                                f"{SERVICE_USER} {settings.source}; chmod 640 {settings.source}"))
+                                f"{user}, so they cannot read their settings and stop at start "
+                                "with exit code 78: no tracking, and mail waits (tempfail)",
+                                (*fix, "systemctl restart engage-milter engage-redirector")))
     return settings, findings
 
 
-def _service_user_problem(path: str) -> str | None:
+def _service_user_problem(path: str, user: str) -> str | None:
+    if path == "(defaults)":
+        return None
     try:
-        pwd.getpwnam(SERVICE_USER)
+        pwd.getpwnam(user)
     except KeyError:
         return None  # not a package installation: nothing to say about its user
-    return user_may(SERVICE_USER, path, os.R_OK)
-
-
-# ------------------------------------------------------------------------------ Redis
-
-def redacted(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{parts.username or ''}:***@{parts.hostname}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
-    where = redacted(settings.redis_url)
-    client = connect(settings.redis_url, timeout=options.timeout)
-    try:
-        node, cluster = _cluster(client, settings) if is_cluster(client) else (client, [])
-        info = node.info()
-        version = info.get("redis_version", "?")
-        findings = [Finding(OK, "redis", f"Redis {version} answers at {where}")] + cluster
-        if info.get("role", "master") != "master":
-            findings.append(Finding(ERROR, "redis", f"Redis at {where} is a read-only replica: "
-                                    "point [redis] url at the primary"))
-        if info.get("cluster_enabled") and not cluster:
-            findings.append(Finding(ERROR, "redis", f"Redis at {where} is a Redis Cluster node: "
-                                    "write [redis] url as redis+cluster://host:port and give "
-                                    "key_prefix a hash tag ({engage}:)"))
-        findings += _persistence(node, info) + _eviction(node, settings)
-        return findings + _memory(node, settings) + _pressure(node, settings)
-    except redis.AuthenticationError as exc:
-        return [Finding(ERROR, "redis", f"Redis at {where} refuses the password in [redis] "
-                        f"url: {exc}")]
-    except redis.RedisError as exc:
-        return [Finding(ERROR, "redis", f"cannot reach Redis at {where}: {str(exc).rstrip('.')}. "
-                        "Is redis-server running (systemctl status redis-server)? Tracking "
-                        "needs it: the milter tempfails mail and clicks get 503 while it is away")]
-    finally:
-        client.close()
-
-
-def _cluster(client: Any, settings: config.Settings) -> tuple[redis.Redis, list[Finding]]:
-    """The master that holds every engage key (the prefix's hash tag names one slot), and
-    what to say about the cluster; the other checks then look at that master."""
-    state = client.cluster_info().get("cluster_state", "?")
-    masters = len(client.get_primaries())
-    tag, prefix = hash_tag(settings.key_prefix), settings.key_prefix
-    node = client.get_node_from_key(prefix)
-    level = OK if state == "ok" and tag else ERROR
-    text = (f"Redis Cluster of {masters} masters, cluster_state {state}; key_prefix {prefix!r}"
-            + (f" has the hash tag {{{tag}}}: every engage key is in slot "
-               f"{client.keyslot(prefix)}, on {node.host}:{node.port}" if tag else
-               " has no hash tag: engage's scripts need every key in one slot"))
-    return client.get_redis_connection(node), [Finding(level, "redis", text)]
-
-
-def _config_get(client: redis.Redis, name: str) -> str | None:
-    """CONFIG GET name, or None when CONFIG is renamed away or not allowed (managed Redis)."""
-    try:
-        value = client.config_get(name).get(name)
-    except redis.ResponseError:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _persistence(client: redis.Redis, info: dict[str, Any]) -> list[Finding]:
-    save = _config_get(client, "save")
-    failures = [key for key in ("aof_last_write_status", "rdb_last_bgsave_status")
-                if info.get(key, "ok") != "ok"]
-    if failures:
-        return [Finding(ERROR, "redis", f"Redis cannot write to disk ({failures[0]} is "
-                        f"{info[failures[0]]}): check its log and free space")]
-    if info.get("aof_enabled"):
-        return [Finding(OK, "redis", "persistence on (AOF)")]
-    if save:
-        return [Finding(OK, "redis", f"persistence on (RDB snapshots, save {save}); AOF "
-                        "(appendonly yes) loses fewer clicks and links on a crash")]
-    if save is None:
-        return [Finding(WARN, "redis", "cannot read Redis's CONFIG (renamed or not allowed): "
-                        "persistence and maxmemory-policy not checked")]
-    return [Finding(ERROR, "redis", "Redis keeps everything in memory only (no AOF, no RDB "
-                    "snapshots): a restart loses every tracking link. Set appendonly yes in "
-                    "/etc/redis/redis.conf")]
-
-
-def _eviction(client: redis.Redis, settings: config.Settings) -> list[Finding]:
-    policy = _config_get(client, "maxmemory-policy")
-    if policy is None:
-        return []
-    limit = int(_config_get(client, "maxmemory") or 0)
-    when = f"once it holds maxmemory ({limit} bytes)" if limit else "if it is given a maxmemory"
-    if policy.startswith("allkeys-"):
-        return [Finding(WARN, "redis", f"maxmemory-policy is {policy}: {when}, Redis deletes "
-                        "tracking links to make room and clicks on them get 404. Set "
-                        "maxmemory-policy noeviction (and watch the memory instead)")]
-    if policy.startswith("volatile-") and settings.link_retention_days:
-        return [Finding(WARN, "redis", f"maxmemory-policy is {policy}: {when}, Redis deletes "
-                        "links before their link_retention_days are over. Set "
-                        "maxmemory-policy noeviction")]
-    return [Finding(OK, "redis", f"maxmemory-policy {policy} never evicts tracking links")]
-
-
-# Redis's defaults for its compact encodings; lower values turn the small hashes (message
-# status, aggregates) and sorted sets (event indexes) into structures 2-3x the size.
-COMPACT_ENCODINGS = {"hash-max-listpack-entries": 128, "hash-max-listpack-value": 64,
-                     "zset-max-listpack-entries": 128, "zset-max-listpack-value": 64}
-# A message record's key is prefix + "m:" + 16 characters; up to 28 it fits jemalloc's
-# 32-byte class (with the sds header), beyond it the 48-byte one: 16 bytes per message more.
-LONGEST_CHEAP_PREFIX = 10
-
-
-def _memory(client: redis.Redis, settings: config.Settings) -> list[Finding]:
-    """Settings that make every tracked message cost more memory than it needs."""
-    findings = []
-    for name, default in COMPACT_ENCODINGS.items():
-        value = _config_get(client, name)
-        if value is not None and value.isdigit() and int(value) < default:
-            findings.append(Finding(WARN, "redis", f"{name} is {value} (default {default}): "
-                                    "message status hashes and event indexes take 2-3x the "
-                                    f"memory. Set {name} {default} or more"))
-    if len(settings.key_prefix) > LONGEST_CHEAP_PREFIX:
-        findings.append(Finding(WARN, "redis", f"[redis] key_prefix {settings.key_prefix!r} is "
-                                f"longer than {LONGEST_CHEAP_PREFIX} characters: every message "
-                                "record key takes 16 bytes more (about 5% per message)"))
-    if settings.link_retention_days:
-        findings.append(Finding(OK, "redis", "link_retention_days is set: each message record "
-                                "carries an expiry (Redis keeps about 30 bytes per key for it)"))
-    return findings
-
-
-def _pressure(client: redis.Redis, settings: config.Settings) -> list[Finding]:
-    """Memory against maxmemory: above [redis] events_high_water the redirector records
-    no events (mail comes first); at maxmemory Redis refuses writes and the milter tempfails."""
-    memory = read_memory(client, settings.key_prefix, settings.events_high_water)
-    if not memory.limit:
-        return []
-    share = f"{memory.used} of maxmemory {memory.limit} bytes ({memory.used / memory.limit:.0%})"
-    if memory.full:
-        refused = refused_writes(client, settings.key_prefix)
-        return [Finding(ERROR, "redis", f"Redis is full, {share}: it refuses writes "
-                        f"({refused if refused is not None else 'an unknown number'} so far), "
-                        "the milter tempfails tracked mail (421) and no events are recorded; "
-                        "links still redirect. Raise maxmemory or shorten [events] "
-                        "retention_days (docs/limits.md)")]
-    if memory.above:
-        return [Finding(WARN, "redis", f"Redis holds {share}, above [redis] events_high_water "
-                        f"({settings.events_high_water:.0%}): the redirector records no events "
-                        "(counted in /healthz) so that the milter keeps the room left. Raise "
-                        "maxmemory or shorten [events] retention_days (docs/limits.md)")]
-    return [Finding(OK, "redis", f"Redis holds {share}; events stop at "
-                    f"{settings.events_high_water:.0%} ([redis] events_high_water)")]
+    return user_may(user, path, os.R_OK)
 
 
 # ------------------------------------------------------------------------------ milter
@@ -256,8 +103,11 @@ def check_milter(settings: config.Settings, options: Options) -> list[Finding]:
         version, actions, _steps = probe(address, options.timeout)
     except ProbeError as exc:
         return [Finding(ERROR, "milter", f"the milter does not answer on {settings.milter_socket}: "
-                        f"{exc}. Is engage-milter running (systemctl status engage-milter, "
-                        "journalctl -u engage-milter)? Postfix tempfails mail meanwhile")]
+                        f"{exc}. engage-milter is stopped (or listens elsewhere): while it is "
+                        "away Postfix refuses all mail it should pass through engage (451 4.7.1, "
+                        "with milter_default_action = tempfail) or sends it untracked (accept)",
+                        ("systemctl start engage-milter",
+                         "journalctl -u engage-milter -n 50  (why it stopped)"))]
     findings = [Finding(OK, "milter", f"the milter answers on {settings.milter_socket} "
                         f"(milter protocol {version})")]
     wanted = SMFIF_CHGBODY | SMFIF_CHGHDRS
@@ -265,102 +115,26 @@ def check_milter(settings: config.Settings, options: Options) -> list[Finding]:
         findings.append(Finding(ERROR, "milter", f"the milter on {settings.milter_socket} does "
                                 "not ask to change headers and bodies: it is not engage-milter"))
     if address.family == "unix":
-        findings += _unix_socket_access(address, options.mta_user)
+        findings += _unix_socket_access(address, options)
     return findings
 
 
-def _unix_socket_access(address: Address, user: str) -> list[Finding]:
+def _unix_socket_access(address: Address, options: Options) -> list[Finding]:
+    user = options.mta_user
     problem = user_may(user, address.path, os.R_OK | os.W_OK)
     if problem is None or problem.startswith("there is no user"):
         return []
     return [Finding(ERROR, "milter", f"{problem}: Postfix's smtpd (user {user}) gets "
-                    "'Permission denied' and tempfails mail. Fix: adduser "
-                    f"{user} {SERVICE_USER}, then restart Postfix (the engage-milter unit "
-                    "makes the socket group engage, mode 0770)")]
-
-
-# ------------------------------------------------------------------------------ Postfix
-
-def postfix_syntax(address: Address, milters: postfixconf.PostfixMilters | None = None) -> str:
-    """How smtpd_milters names our socket."""
-    if address.family == "unix":
-        spool = milters.queue_directory if milters else ""
-        if milters and milters.chrooted_smtpd and spool and address.path.startswith(spool + "/"):
-            return "unix:" + address.path[len(spool):]
-        return f"unix:{address.path}"
-    host = connect_host(address)
-    return f"inet:[{host}]:{address.port}" if ":" in host else f"inet:{host}:{address.port}"
-
-
-def check_postfix(settings: config.Settings, options: Options) -> list[Finding]:
-    postconf = shutil.which(options.postconf) or (
-        POSTCONF_FALLBACK if os.path.exists(POSTCONF_FALLBACK) else None)
-    if postconf is None:
-        return [Finding(SKIP, "postfix", "Postfix is not installed here (no postconf): "
-                        "not checked")]
-    try:
-        milters = postfixconf.read(postconf, options.postfix_config)
-    except postfixconf.PostconfError as exc:
-        return [Finding(ERROR, "postfix", f"cannot read Postfix's settings: {exc}")]
-    ours = parse_socket(settings.milter_socket)
-    main_cf = os.path.join(options.postfix_config or "/etc/postfix", "main.cf")
-    return (_smtpd_milters(milters, ours, main_cf) + _non_smtpd_milters(milters, ours, main_cf)
-            + _default_action(milters, main_cf))
-
-
-def _smtpd_milters(milters: postfixconf.PostfixMilters, ours: Address,
-                   main_cf: str) -> list[Finding]:
-    expected = postfix_syntax(ours, milters)
-    mine = [i for i, entry in enumerate(milters.smtpd)
-            if postfixconf.refers_to(entry, ours, milters)]
-    if not mine:
-        return [_not_in_postfix(milters, ours, main_cf, expected)]
-    findings = [Finding(OK, "postfix", f"smtpd_milters in {main_cf} sends mail to engage "
-                        f"({milters.smtpd[mine[0]]})")]
-    signers = [e for e in milters.smtpd[:mine[0]] if postfixconf.looks_like_dkim_signer(e)]
-    if signers:
-        findings.append(Finding(ERROR, "postfix", f"smtpd_milters calls {signers[0]} (a DKIM "
-                                "signer) before engage: the signature is made before engage "
-                                "rewrites the links, so receivers find it broken. Put "
-                                f"{expected} first in smtpd_milters, then postfix reload"))
-    return findings
-
-
-def _not_in_postfix(milters: postfixconf.PostfixMilters, ours: Address, main_cf: str,
-                    expected: str) -> Finding:
-    current = ", ".join(milters.smtpd) or "empty"
-    outside = ours.family == "unix" and milters.chrooted_smtpd and any(
-        postfixconf.parse_entry(e) == ours for e in milters.smtpd)
-    if outside:
-        spool = milters.queue_directory
-        return Finding(ERROR, "postfix", f"Postfix's smtpd runs chrooted in {spool}, so it looks "
-                       f"for unix:{ours.path} as {spool}{ours.path}. Put the socket under {spool} "
-                       f"([milter] socket = unix:{spool}/engage/milter.sock, smtpd_milters = "
-                       "unix:/engage/milter.sock) or use inet:8890@127.0.0.1")
-    return Finding(ERROR, "postfix", f"Postfix does not send mail to engage: smtpd_milters in "
-                   f"{main_cf} is {current}. Add {expected} (before any DKIM signer), then "
-                   "postfix reload")
-
-
-def _non_smtpd_milters(milters: postfixconf.PostfixMilters, ours: Address,
-                       main_cf: str) -> list[Finding]:
-    if any(postfixconf.refers_to(e, ours, milters) for e in milters.non_smtpd):
-        return []
-    return [Finding(WARN, "postfix", f"non_smtpd_milters in {main_cf} does not include engage: "
-                    "mail submitted with sendmail(1) on this host is not tracked "
-                    "(non_smtpd_milters = $smtpd_milters)")]
-
-
-def _default_action(milters: postfixconf.PostfixMilters, main_cf: str) -> list[Finding]:
-    if milters.default_action != "accept":
-        return []
-    return [Finding(WARN, "postfix", f"milter_default_action = accept in {main_cf}: while "
-                    "engage is down mail goes out untracked (tempfail keeps it queued)")]
+                    "'Permission denied' and refuses all mail (451 4.7.1). The engage-milter "
+                    f"unit makes the socket group {options.service_user}, mode 0770",
+                    (f"adduser {user} {options.service_user}", "postfix reload"))]
 
 
 # ------------------------------------------------------------------------------ tracking URLs
 
 def check_tracking(settings: config.Settings, options: Options) -> list[Finding]:
+    if settings.tracking_url == config.Settings.tracking_url:
+        return [Finding(SKIP, "tracking", "not checked: [tracking] url is not set")]
     urls = sorted({settings.tracking_url, *settings.tracking_domains.values()})
     findings: list[Finding] = []
     for url in urls:
@@ -376,8 +150,10 @@ def _check_url(url: str, timeout: float) -> list[Finding]:
                            type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         return [Finding(ERROR, "tracking", f"{host} (tracking URL {url}) does not resolve: "
-                        f"{exc.strerror}. Clicks and opens cannot reach the redirector: add a "
-                        "DNS record for it")]
+                        f"{exc.strerror}. Every tracked link and open pixel of mail sent now "
+                        "points there: clicks fail and opens are lost",
+                        (f"add a DNS record: {host} A (and AAAA) -> this server's public address",
+                         f"check it: getent hosts {host}"))]
     findings = [_healthz(url, timeout)]
     if host in ("localhost", "::1") or host.startswith("127."):
         findings.append(Finding(WARN, "tracking", f"tracking URL {url} points at this machine: "
@@ -399,19 +175,23 @@ def _healthz(url: str, timeout: float) -> Finding:
     except urllib.error.HTTPError as exc:
         return _health_answer(target, exc.code, exc.read(2048), target)
     except urllib.error.URLError as exc:
-        return Finding(ERROR, "tracking", f"{target} cannot be fetched: {_why(exc.reason)}")
+        text, fix = _why(exc.reason, url)
+        return Finding(ERROR, "tracking", f"{target} cannot be fetched: {text}", fix)
     except (OSError, ValueError) as exc:
-        return Finding(ERROR, "tracking", f"{target} cannot be fetched: {exc}")
+        text, fix = _why(exc, url)
+        return Finding(ERROR, "tracking", f"{target} cannot be fetched: {text}", fix)
 
 
-def _why(reason: object) -> str:
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return (f"its TLS certificate is refused ({reason.verify_message}): the certificate "
-                "in nginx must cover every tracking name")
+def _why(reason: object, url: str) -> tuple[str, tuple[str, ...]]:
+    explained = doctor_tls.explain(reason, url)
+    if explained:
+        return explained
     if isinstance(reason, ConnectionRefusedError):
-        return ("connection refused: nothing listens there. Is nginx running with the "
-                "engage-redirector site enabled (systemctl status nginx engage-redirector)?")
-    return str(reason)
+        return ("connection refused: nothing listens there, so every click and open fails. "
+                "nginx is stopped (or, if the URL points at gunicorn itself, the redirector)",
+                ("systemctl start nginx", "nginx -t  (if it does not start)",
+                 "systemctl status engage-redirector"))
+    return str(reason), ()
 
 
 def _health_answer(target: str, status: int, body: bytes, final_url: str) -> Finding:
@@ -427,15 +207,19 @@ def _health_answer(target: str, status: int, body: bytes, final_url: str) -> Fin
         return Finding(ERROR, "tracking", f"the redirector answers at {target} but cannot reach "
                        "Redis: clicks get 503 (check [redis] url and redis-server)")
     if status in (502, 504):
-        return Finding(ERROR, "tracking", f"{target} answers {status}: the proxy cannot reach "
-                       "gunicorn (systemctl status engage-redirector)")
+        return Finding(ERROR, "tracking", f"{target} answers {status}: nginx cannot reach "
+                       "gunicorn, the redirector is stopped: every click and open fails",
+                       ("systemctl start engage-redirector",
+                        "journalctl -u engage-redirector -n 50  (why it stopped)"))
     return Finding(ERROR, "tracking", f"{target} answers {status}, not like the engage "
-                   "redirector: check nginx's server_name for this host and the URL's path")
+                   "redirector: no nginx site serves this name (is the engage-redirector site "
+                   "enabled? see nginx below), or server_name or the URL's path is wrong")
 
 
 CHECKS: tuple[tuple[str, Callable[[config.Settings, Options], list[Finding]]], ...] = (
     ("redis", check_redis), ("milter", check_milter), ("postfix", check_postfix),
-    ("tracking", check_tracking))
+    ("tracking", check_tracking), ("nginx", doctor_nginx.check_nginx),
+    ("proxy", doctor_proxy.check_proxy), ("probe", doctor_probe.check_probe))
 
 
 # ------------------------------------------------------------------------------ report
@@ -450,6 +234,8 @@ def render(findings: list[Finding], width: int = 100) -> str:
         lines.append(textwrap.fill(finding.text, width, initial_indent=head,
                                    subsequent_indent=" " * len(head), break_long_words=False,
                                    break_on_hyphens=False))
+        for number, step in enumerate(finding.fix):
+            lines.append(" " * len(head) + ("Fix: " if number == 0 else "     ") + step)
     errors = sum(f.level == ERROR for f in findings)
     warnings = sum(f.level == WARN for f in findings)
     if errors or warnings:

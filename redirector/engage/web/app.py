@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, re
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from engage import clientaddr
 from engage import settings as config
 from engage.dashboard import assets
 from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, CHALLENGE, Login
@@ -67,7 +68,7 @@ GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c"
 NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
             "Pragma": "no-cache", "Expires": "0"}
 METRICS_ROUTE = "/api/v1/metrics/deliverability"
-JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz",
+JSON_ENDPOINTS = ("events_message", "message_status", "forget_recipient", "healthz", "client_address",
                   *(f"metrics_{tail or 'summary'}" for tail in GROUPS))
 PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
 DASHBOARD = "engage.dashboard"  # app.extensions key of the dashboard's Login
@@ -145,6 +146,7 @@ def _blueprint(services: Services) -> Blueprint:
         blueprint.add_url_rule(f"{METRICS_ROUTE}/{tail}".rstrip("/"),
                                f"metrics_{tail or 'summary'}", _metrics_api(services, tail))
     blueprint.add_url_rule("/healthz", "healthz", _healthz(services))
+    blueprint.add_url_rule(clientaddr.ROUTE, "client_address", _client_api(services))
     if services.settings.dashboard_enabled:
         view = _dashboard(assets.load())
         blueprint.add_url_rule("/dashboard", "dashboard", view)
@@ -336,6 +338,17 @@ def _forget_api(services: Services) -> Callable[[], Any]:
             return _json_error(400, "invalid parameter", str(exc), "recipient")
         return jsonify(results=forgetter.forget(address).as_dict())
     return forget_recipient
+
+
+def _client_api(services: Services) -> Callable[[], Any]:
+    """engage doctor's proxy check: what this request's client address came out as."""
+    def client_address() -> Any:
+        if not _authorized(services.settings.api_keys, request.headers.get("Authorization", "")):
+            return _json_error(401, "Unauthorized.", "a valid API key is required "
+                               "in the Authorization header")
+        return jsonify(results=clientaddr.describe(request.environ, request.remote_addr or "",
+                                                   services.settings.proxy_hops))
+    return client_address
 
 
 def _healthz(services: Services) -> Callable[[], Any]:
