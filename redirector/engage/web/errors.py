@@ -1,0 +1,97 @@
+"""The one place where failures become answers (``handle``, registered for Exception).
+
+- A pixel route always answers the GIF, recorded or not.
+- Under ``/api/`` and ``/dashboard/api/`` (below any tracking prefix), and for /healthz:
+  SparkPost's error shape, ``{"errors": [{"message", "code", "description"[, "param"]}]}``,
+  404 and 405 included. ``code`` is SparkPost's extended error code where it has one for
+  the status (1100 permission, 1101 invalid URI, 1102 method, 1200 invalid params,
+  1300 invalid data format), else the HTTP status as text.
+- Elsewhere the small HTML page of engage.web.clickpath.
+Views raise ``ApiError`` (or abort) rather than build error answers themselves.
+"""
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from engage.query import BadParameter
+from engage.store.events import EventError
+from engage.store.links import StoreError
+from engage.web.clickpath import log_path, page
+from engage.web.extension import engage
+from engage.web.responses import gif
+
+log = logging.getLogger("engage.web.app")
+
+PIXEL_ENDPOINTS = ("open", "initial_open", "v1_open")
+JSON_ROUTES = ("/api/", "/dashboard/api/")
+CODES = {400: "1200", 401: "1100", 403: "1100", 404: "1101", 405: "1102", 413: "1300",
+         415: "1300", 422: "1300"}
+MESSAGES = {400: "invalid parameter", 401: "Unauthorized.", 403: "Forbidden.",
+            404: "Not found.", 405: "Method not allowed.", 413: "Request too large.",
+            415: "Unsupported media type.", 429: "Too many requests.", 503: "unavailable"}
+UNREACHABLE = "the event store is unreachable, try again"
+
+
+class ApiError(HTTPException):
+    """An error answer with SparkPost's fields; ``param`` names the offending parameter."""
+
+    def __init__(self, status: int, description: str, message: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(description)
+        self.code = status
+        self.message = message or MESSAGES.get(status, "error")
+        self.param = param
+
+
+def json_error(status: int, message: str, description: str,
+               param: str | None = None) -> Response:
+    error = {"message": message, "code": CODES.get(status, str(status)),
+             "description": description}
+    if param:
+        error["param"] = param
+    response = jsonify(errors=[error])
+    response.status_code = status
+    return response
+
+
+def wants_json() -> bool:
+    if (request.endpoint or "").rpartition(".")[2] == "healthz":
+        return True
+    return engage().route_of(request.path).startswith(JSON_ROUTES)
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """Any failure as status, message, description (and param)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BadParameter):
+        return ApiError(400, exc.description, param=exc.param)
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        return ApiError(status, exc.description or "", MESSAGES.get(status, "error"))
+    if isinstance(exc, (StoreError, EventError, redis.RedisError)):
+        log.error("%s %s: redis unavailable: %s", request.method, log_path(request.path), exc)
+        return ApiError(503, UNREACHABLE)
+    log.exception("%s %s failed", request.method, log_path(request.path))
+    return ApiError(500, "internal error", "error")
+
+
+def handle(exc: Exception) -> Response:
+    if (request.endpoint or "").rpartition(".")[2] in PIXEL_ENDPOINTS:
+        g.event = "lost"
+        log.error("open not recorded: %s", exc)
+        return gif()
+    error = as_api_error(exc)
+    status = error.code or 500
+    if wants_json():
+        response = json_error(status, error.message, error.description or "", error.param)
+    else:
+        response = Response(page(status), status=status, mimetype="text/html")
+    allow = dict(exc.get_headers()).get("Allow") if isinstance(exc, HTTPException) else None
+    if allow:  # a 405 says what is allowed
+        response.headers["Allow"] = allow
+    return response
