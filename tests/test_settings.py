@@ -95,7 +95,7 @@ def test_entry_points_refuse_bad_settings_with_exit_78(tmp_path, argv):
 
 def test_milter_check_config_prints_the_effective_settings_with_keys_masked(tmp_path):
     conf = tmp_path / "e.conf"
-    conf.write_text("[api]\nkeys = secret-one, secret-two\n")
+    conf.write_text("[api]\nkeys = secret-one-abcdefghijklm, secret-two-abcdefghijklm\n")
     result = subprocess.run([sys.executable, "-m", "engage_milter.main", "--config", str(conf), "--check-config"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -139,3 +139,44 @@ def test_the_redirector_refuses_a_bad_rules_file_with_exit_78(tmp_path):
     assert result.returncode == 78, result.stderr
     assert f"engage redirector: {bad}:4: ua 'Gateway[' is not a regular expression" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("keys", [
+    "0123456789abcdef0123456789abcdef",  # 32 hex digits: 128 bits
+    "abcdefghijklmnopqrstuv",  # 22 base64url characters: 132 bits
+    "012345678901234567890123456789012345678",  # 39 decimal digits
+    "!#$%&()*+./:;<=>?@[]^",  # 20 printable ASCII
+    "0123456789abcdef0123456789abcdef, abcdefghijklmnopqrstuv",
+])
+def test_api_keys_of_128_bits_are_accepted(keys):
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null", "ENGAGE_API_KEYS": keys})
+    assert loaded.api_keys == tuple(key.strip() for key in keys.split(","))
+
+
+@pytest.mark.parametrize("keys, message", [
+    ("0123456789abcdef0123456789abcde", "key 1 of 1 is too short: 124 bits, at least 128"),
+    ("abcdefghijklmnopqrstu", "key 1 of 1 is too short: 126 bits"),
+    ("01234567890123456789012345678901234567", "key 1 of 1 is too short"),
+    ("abcdefghijklmnopqrstuv, test-key-1", "key 2 of 2 is too short"),
+    ("abcdefghijklmnopqrstuv\u00e9", "key 1 of 1: only printable ASCII without spaces"),
+])
+def test_api_keys_under_128_bits_are_refused_without_showing_them(tmp_path, keys, message):
+    conf = tmp_path / "e.conf"
+    conf.write_text(f"[api]\nkeys = {keys}\n", encoding="utf-8")
+    with pytest.raises(settings.SettingsError) as info:
+        settings.load(str(conf), environ={})
+    assert f"e.conf: [api] keys: {message}" in str(info.value)
+    assert all(key.strip() not in str(info.value) for key in keys.split(","))
+
+
+def test_the_redirector_refuses_a_short_api_key_with_exit_78(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[api]\nkeys = hunter2\n")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", "from engage.web.app import create_app; create_app()"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ENGAGE_CONFIG": str(conf), "PYTHONPATH": f"{repo / 'redirector'}"})
+    assert result.returncode == 78, result.stderr
+    assert f"engage redirector: {conf}: [api] keys: key 1 of 1 is too short" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ from engage.web.app import GIF
 from engage.web.trackapi import sign
 from support.procs import Redirector, free_port
 
-API_KEY = "test-key-1"
+API_KEY = "test-key-1-abcdefghijkl"
 SIGNING_KEY = "s" * 40
 
 

@@ -11,7 +11,7 @@ from engage.web.app import GIF
 from engage.web.trackapi import sign
 
 KEY = "k" * 32
-AUTH = {"Authorization": "test-key-1"}
+AUTH = {"Authorization": "test-key-1-abcdefghijkl"}
 
 
 def stream(events):

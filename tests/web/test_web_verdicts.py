@@ -14,7 +14,7 @@ from engage.verdicts.machines import load, shipped_rules
 from engage.verdicts.rules import Thresholds
 from engage.web.app import GIF
 
-API_KEY = "test-key-1"  # as in tests/web/conftest.py
+API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/120.0.0.0 Safari/537.36")

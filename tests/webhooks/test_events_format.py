@@ -18,7 +18,7 @@ from engage.webhooks.payload import EVENTS_PING, batch_body, v1_event
 
 from .conftest import PREFIX, make_event
 
-API_KEY = "app-key"
+API_KEY = "app-key-abcdefghijklmnop"
 SECRET = "shared-secret"
 SEED_DATA_FIELDS = ("email_id", "recipient", "campaign_id", "metadata", "tags", "ip_address",
                     "user_agent")

@@ -9,6 +9,8 @@ X-Forwarded-For only through ``proxy_hops`` trusted proxies.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -18,7 +20,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engage import settings as config
 from engage.dashboard import assets
-from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, Login
+from engage.dashboard.gate import HashGate
+from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, HASHING_SLOTS, Login
+from engage.erasure.privacy import limiter_secret
 from engage.logsetup import configure_logging
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
@@ -30,7 +34,6 @@ from engage.web.api_events import events
 from engage.web.api_metrics import metrics
 from engage.web.api_recipients import recipients
 from engage.web.api_track import track
-from engage.web.auth import challenge
 from engage.web.clickpath import ClickPath, access_line
 from engage.web.dashboard import dashboard
 from engage.web.extension import EXTENSION, Engage, engage
@@ -66,7 +69,6 @@ def create_app(settings: config.Settings | None = None,
         _register(app, health, "", "root")
     app.register_error_handler(Exception, errors.handle)
     app.before_request(_start_clock)
-    app.after_request(challenge)
     app.after_request(_access_line)
     return app
 
@@ -77,10 +79,16 @@ def build_services(settings: config.Settings, client: redis.Redis[bytes] | None)
                                   settings.verdict_extra_rules)
     if client is None:
         client = connect(settings.redis_url, timeout=2.0)
+    secret = limiter_secret(*settings.api_keys, settings.url_signing_key,
+                            *(stored for _, stored in settings.dashboard_users)) or os.urandom(32)
     login = None
     if settings.dashboard_enabled:
+        # One hashing gate per installation (its Redis and prefix) on this host.
+        name = hashlib.sha256(f"{settings.redis_url}\0{settings.key_prefix}".encode())
         login = Login(dict(settings.dashboard_users), RateLimiter(
-            client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW))
+            client, f"{settings.key_prefix}dashboard:", ATTEMPTS, ATTEMPT_WINDOW),
+            HashGate(f"hash-{name.hexdigest()[:12]}", HASHING_SLOTS),
+            ip_mode=settings.ip_addresses, secret=secret)
     return Engage(
         settings, client,
         LinkStore(client, settings.key_prefix, settings.link_retention_days,
@@ -88,7 +96,7 @@ def build_services(settings: config.Settings, client: redis.Redis[bytes] | None)
         EventLog(client, settings.key_prefix, settings.events_retention_days,
                  settings.link_retention_days, settings.metrics_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,
-                    settings.ip_addresses),
+                    settings.ip_addresses, secret),
         open_lookup(settings.geoip_db),
         Judge(client, settings.key_prefix, rules, thresholds(settings), settings.trap_window),
         prefixes=tuple(sorted(route_prefixes(settings), key=len, reverse=True)),

@@ -43,6 +43,7 @@ PAGES = {400: ("Bad request", "This link is not valid."),
          401: ("Login required", "This page needs a dashboard login."),
          403: ("Forbidden", "Too many requests from your address. Please try again later."),
          404: ("Link not found", "This link is not valid."),
+         429: ("Too many requests", "Please try again later."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")

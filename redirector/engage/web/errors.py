@@ -12,6 +12,8 @@ Views raise ``ApiError`` (or abort) rather than build error answers themselves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from flask import Response, g, jsonify, request
@@ -34,17 +36,22 @@ MESSAGES = {400: "invalid parameter", 401: "Unauthorized.", 403: "Forbidden.",
             404: "Not found.", 405: "Method not allowed.", 413: "Request too large.",
             415: "Unsupported media type.", 429: "Too many requests.", 503: "unavailable"}
 UNREACHABLE = "the event store is unreachable, try again"
+PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")  # kept from the exception
 
 
 class ApiError(HTTPException):
     """An error answer with SparkPost's fields; ``param`` names the offending parameter."""
 
     def __init__(self, status: int, description: str, message: str | None = None,
-                 param: str | None = None) -> None:
+                 param: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(description)
         self.code = status
         self.message = message or MESSAGES.get(status, "error")
         self.param = param
+        self.headers = dict(headers or {})
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        return [*super().get_headers(*args, **kwargs), *self.headers.items()]
 
 
 def json_error(status: int, message: str, description: str,
@@ -91,7 +98,8 @@ def handle(exc: Exception) -> Response:
         response = json_error(status, error.message, error.description or "", error.param)
     else:
         response = Response(page(status), status=status, mimetype="text/html")
-    allow = dict(exc.get_headers()).get("Allow") if isinstance(exc, HTTPException) else None
-    if allow:  # a 405 says what is allowed
-        response.headers["Allow"] = allow
+    if isinstance(exc, HTTPException):  # a 405's Allow, a 401's challenge ...
+        for name, value in exc.get_headers():
+            if name in PASSED_HEADERS:
+                response.headers[name] = value
     return response
