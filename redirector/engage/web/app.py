@@ -44,6 +44,7 @@ from engage.web.responses import GIF as GIF  # re-exported: tools and tests impo
 from engage.web.tracking import tracking
 
 BLUEPRINTS = (tracking, track, events, metrics, recipients, health)
+MAX_BODY = 16 * 1024  # as nginx's client_max_body_size: the forget API's body is tiny
 
 
 def create_app(settings: config.Settings | None = None,
@@ -55,6 +56,7 @@ def create_app(settings: config.Settings | None = None,
     services = build_services(settings, client)
     app = Flask(__name__, static_folder=None)  # the dashboard serves its own files
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY  # a larger body: 413, never read
     app.extensions[EXTENSION] = services
     app.wsgi_app = ClickPath(  # type: ignore[method-assign]
         app.wsgi_app, services, services.prefixes)
