@@ -43,6 +43,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("web", "proxy_hops"): "ENGAGE_PROXY_HOPS",
     ("web", "geoip_db"): "ENGAGE_GEOIP_DB",
     ("web", "url_signing_key"): "ENGAGE_URL_SIGNING_KEY",
+    ("web", "legacy_url_signatures"): "ENGAGE_LEGACY_URL_SIGNATURES",
     ("tracking", "link_style"): "ENGAGE_LINK_STYLE",
     ("events", "retention_days"): "ENGAGE_EVENTS_RETENTION_DAYS",
     ("webhooks", "batch_size"): "ENGAGE_WEBHOOK_BATCH_SIZE",
@@ -103,6 +104,7 @@ class Settings:
     proxy_hops: int = 0
     geoip_db: str = ""
     url_signing_key: str = ""
+    legacy_url_signatures: bool = True
     events_retention_days: int = 10
     webhook_batch_size: int = 100
     webhook_batch_interval: float = 1.0
@@ -322,6 +324,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("web", "proxy_hops", "proxy_hops", _parse_int(0, 10)),
     ("web", "geoip_db", "geoip_db", _parse_path),
     ("web", "url_signing_key", "url_signing_key", _parse_signing_key),
+    ("web", "legacy_url_signatures", "legacy_url_signatures", _parse_bool),
     ("events", "retention_days", "events_retention_days", _parse_int(1, 3650)),
     ("webhooks", "batch_size", "webhook_batch_size", _parse_int(1, 10_000)),
     ("webhooks", "batch_interval", "webhook_batch_interval", _parse_float(0, 3600)),
