@@ -9,7 +9,14 @@ import pytest
 
 from engage import settings
 
-ETC = Path(__file__).resolve().parents[1] / "etc" / "engage" / "engage.conf"
+REPO = Path(__file__).resolve().parents[1]
+ETC = REPO / "etc" / "engage" / "engage.conf"
+
+
+def this_tree() -> dict[str, str]:
+    """The environment for a subprocess that runs this tree's packages (not the venv's)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "redirector"),
+                                                        str(REPO / "milter")])}
 
 
 def test_shipped_config_lists_every_key_at_its_default(tmp_path):
@@ -87,7 +94,7 @@ def test_entry_points_refuse_bad_settings_with_exit_78(tmp_path, argv):
     conf = tmp_path / "e.conf"
     conf.write_text("[milter]\non_store_error = maybe\n")
     result = subprocess.run([sys.executable, *argv, str(conf), *(["check-config"] if "webhooks" in argv[1] else [])],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=this_tree())
     assert result.returncode == 78, result.stderr
     assert f"{conf}: [milter] on_store_error: must be one of tempfail, accept" in result.stderr
     assert "Traceback" not in result.stderr
@@ -97,7 +104,7 @@ def test_milter_check_config_prints_the_effective_settings_with_keys_masked(tmp_
     conf = tmp_path / "e.conf"
     conf.write_text("[api]\nkeys = secret-one-abcdefghijklm, secret-two-abcdefghijklm\n")
     result = subprocess.run([sys.executable, "-m", "engage_milter.main", "--config", str(conf), "--check-config"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=this_tree())
     assert result.returncode == 0
     assert "api.keys = (2 keys)" in result.stdout and "secret" not in result.stdout
 
@@ -180,3 +187,39 @@ def test_the_redirector_refuses_a_short_api_key_with_exit_78(tmp_path):
     assert result.returncode == 78, result.stderr
     assert f"engage redirector: {conf}: [api] keys: key 1 of 1 is too short" in result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("rediss://user:p@ss@redis.example:6380/1", "rediss://user:***@redis.example:6380/1"),
+    ("redis+cluster://default:s3cr3t@[::1]:7000", "redis+cluster://default:***@[::1]:7000"),
+    ("unix:///run/redis.sock?db=2&password=sec", "unix:///run/redis.sock?db=2&password=***"),
+    ("redis://h?Password=x", "redis://h?Password=***"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://user@host/0", "redis://user@host/0"),
+])
+def test_mask_url_hides_every_password(url, masked):
+    assert settings.mask_url(url) == masked
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "engage_milter.main", "--config", "{conf}", "--check-config"],
+    ["-m", "engage.webhooks", "--config", "{conf}", "check-config"],
+])
+def test_check_config_masks_passwords_in_urls(tmp_path, argv):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[redis]\nurl = rediss://engage:topsecret@redis.example:6380/0\n"
+                    "[tracking]\nurl = https://u:alsosecret@click.example.com/t\n")
+    result = subprocess.run([sys.executable, *(a.format(conf=conf) for a in argv)],
+                            capture_output=True, text=True, timeout=60, env=this_tree())
+    assert result.returncode == 0, result.stderr
+    assert "redis.url = rediss://engage:***@redis.example:6380/0" in result.stdout
+    assert "tracking.url = https://u:***@click.example.com/t" in result.stdout
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_webhook_private_targets_setting():
+    assert settings.Settings().webhook_allow_private_targets is False
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null",
+                                    "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes"})
+    assert loaded.webhook_allow_private_targets is True

@@ -53,6 +53,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("webhooks", "retry_max"): "ENGAGE_WEBHOOK_RETRY_MAX",
     ("webhooks", "retry_window"): "ENGAGE_WEBHOOK_RETRY_WINDOW",
     ("webhooks", "status_retention"): "ENGAGE_WEBHOOK_STATUS_RETENTION",
+    ("webhooks", "allow_private_targets"): "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS",
     ("privacy", "ip_addresses"): "ENGAGE_IP_ADDRESSES",
     ("privacy", "user_agents"): "ENGAGE_USER_AGENTS",
     ("verdicts", "rules"): "ENGAGE_VERDICT_RULES",
@@ -113,6 +114,7 @@ class Settings:
     webhook_retry_max: float = 3600.0
     webhook_retry_window: float = 28800.0
     webhook_status_retention: float = 86400.0
+    webhook_allow_private_targets: bool = False
     ip_addresses: str = "full"
     user_agents: str = "keep"
     verdict_rules: str = ""  # "" = the list shipped with engage
@@ -333,6 +335,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("webhooks", "retry_max", "webhook_retry_max", _parse_float(0.01, 86400)),
     ("webhooks", "retry_window", "webhook_retry_window", _parse_float(0, 7 * 86400)),
     ("webhooks", "status_retention", "webhook_status_retention", _parse_float(60, 30 * 86400)),
+    ("webhooks", "allow_private_targets", "webhook_allow_private_targets", _parse_bool),
     ("privacy", "ip_addresses", "ip_addresses", _parse_choice("full", "truncated", "none")),
     ("privacy", "user_agents", "user_agents", _parse_choice("keep", "drop")),
     ("verdicts", "rules", "verdict_rules", _parse_path),
@@ -438,8 +441,27 @@ def _domain_section(parser: configparser.ConfigParser, source: str, section: str
     return domains
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: in the user part (``redis://:pw@``,
+    ``rediss://user:pw@``, also with a raw ``@`` in the password) and in a ``password=``
+    query parameter (``unix:///run/redis.sock?password=pw``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "?" in authority:  # no path: the query follows the host
+        authority, mark, query = authority.partition("?")
+        slash, tail = "", mark + query
+    user, at, host = authority.rpartition("@")
+    if at and ":" in user:
+        authority = f"{user.partition(':')[0]}:***@{host}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 def describe(settings: Settings) -> str:
-    """The effective settings as INI text, API keys masked (for --check-config)."""
+    """The effective settings as INI text: API keys, the URL signing key, password hashes
+    and passwords in URLs masked (for --check-config)."""
     lines = [f"# effective settings from {settings.source}"]
     for section, key, name, _ in SCHEMA:
         value = getattr(settings, name)
@@ -453,8 +475,11 @@ def describe(settings: Settings) -> str:
             value = "yes" if value else "no"
         elif isinstance(value, tuple):
             value = ", ".join(value)
+        elif isinstance(value, str):
+            value = mask_url(value)
         lines.append(f"{section}.{key} = {value}")
-    lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
+    lines += [f"tracking_domains.{d} = {mask_url(u)}"
+              for d, u in sorted(settings.tracking_domains.items())]
     lines += [f"open_tracking.{d} = {'yes' if on else 'no'}"
               for d, on in sorted(settings.open_tracking_domains.items())]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 receiver()          Receiver: a ThreadingHTTPServer on 127.0.0.1 recording every request;
                     ``.answer`` decides each reply (status or (status, body, delay)).
 wh_settings         Settings pointing at the session's redis-server, times shrunk to
-                    tenths of seconds so retries and windows pass in a test.
+                    tenths of seconds so retries and windows pass in a test, and
+                    [webhooks] allow_private_targets on: the receivers are on 127.0.0.1.
 store               WebhookStore on that Redis (flushed per test).
 add_hook(target, ...)  a validated webhook stored without the ping.
 append(n, ...)      appends n distinct events to the events stream; their message ids.
@@ -147,7 +148,8 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 def wh_settings(redis_server: Any, redis_client: Any) -> Settings:
     return Settings(redis_url=redis_server.url, key_prefix=PREFIX, log_level="DEBUG",
                     webhook_batch_size=10, webhook_batch_interval=0.2, webhook_timeout=1.0,
-                    webhook_retry_base=0.2, webhook_retry_max=0.5, webhook_retry_window=30.0)
+                    webhook_retry_base=0.2, webhook_retry_max=0.5, webhook_retry_window=30.0,
+                    webhook_allow_private_targets=True)  # the receivers are on loopback
 
 
 @pytest.fixture
@@ -229,6 +231,7 @@ def spawn_worker(wh_settings: Settings, tmp_path: Path) -> Iterator[Callable[[],
            "ENGAGE_WEBHOOK_TIMEOUT": str(wh_settings.webhook_timeout),
            "ENGAGE_WEBHOOK_RETRY_BASE": str(wh_settings.webhook_retry_base),
            "ENGAGE_WEBHOOK_RETRY_MAX": str(wh_settings.webhook_retry_max),
+           "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes",  # the receivers are on loopback
            "PYTHONPATH": str(REPO / "redirector")}
 
     def spawn() -> subprocess.Popen[bytes]:

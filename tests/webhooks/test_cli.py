@@ -19,6 +19,7 @@ def run(wh_settings, monkeypatch, capsys):
     monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
     monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
     monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
 
     def invoke(*argv):
         code = cli(list(argv))

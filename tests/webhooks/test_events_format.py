@@ -145,6 +145,7 @@ def test_cli_create_with_format_events(receiver, wh_settings, monkeypatch, capsy
     monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
     monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
     monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
     rec = receiver()
     assert cli(["create", "--name", "app", "--target", rec.url, "--format", "events"]) == 0
     hook = store.get(capsys.readouterr().out.strip())

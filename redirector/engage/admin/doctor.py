@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
@@ -97,18 +97,8 @@ def _service_user_problem(path: str) -> str | None:
 
 # ------------------------------------------------------------------------------ Redis
 
-def redacted(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{parts.username or ''}:***@{parts.hostname}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
-    where = redacted(settings.redis_url)
+    where = config.mask_url(settings.redis_url)
     client = connect(settings.redis_url, timeout=options.timeout)
     try:
         node, cluster = _cluster(client, settings) if is_cluster(client) else (client, [])
