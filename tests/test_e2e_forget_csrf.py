@@ -14,7 +14,6 @@ import http.server
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from html import escape
 from typing import Any
@@ -22,8 +21,8 @@ from typing import Any
 import pytest
 from werkzeug.security import generate_password_hash
 
-from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key, open_token
 from support.browser import start_chromium
+from support.messages import register_message
 from support.procs import free_port, http_get
 from support.redisdump import traces
 
@@ -70,16 +69,6 @@ def attacker() -> Iterator[Any]:
     server.server_close()
 
 
-def register_jane(redis_client: Any) -> str:
-    template = Template(links=(Link("https://shop.example.com/"),), campaign_id="csrf")
-    key = new_message_key()
-    LinkStore(redis_client, "test:").register(key, template, MessageRecord(
-        rcpt_to=(JANE,), mail_from="news@shop.example.com", subject="Offer",
-        message_id=f"<{key}@shop.example.com>", queue_id="Q1", injection_time=int(time.time()),
-        metadata={}, template_id=template.template_id))
-    return open_token(key, template.template_id)
-
-
 def test_an_attackers_page_cannot_make_a_logged_in_browser_forget_a_recipient(
         start_redirector, redis_client, chromium, attacker):
     from selenium.webdriver.support.ui import WebDriverWait
@@ -88,7 +77,7 @@ def test_an_attackers_page_cannot_make_a_logged_in_browser_forget_a_recipient(
     redirector = start_redirector({"ENGAGE_DASHBOARD_ENABLED": "yes",
                                    "ENGAGE_DASHBOARD_USERS": users}, nginx=True)
     base = redirector.public_url  # http://127.0.0.1:PORT (nginx)
-    email_id = register_jane(redis_client)
+    email_id = register_message(redis_client, "test:", JANE, "csrf")
     assert http_get(f"{base}/o/{email_id}")[0] == 200  # an open event that names her
     before = traces(redis_client, JANE)
     assert before

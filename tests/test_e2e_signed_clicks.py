@@ -5,32 +5,22 @@ a 400 too."""
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import quote
 
-from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key, open_token
 from engage.web.trackapi import sign, sign_url
+from support.messages import register_message
 from support.procs import http_get
 
 KEY = "a-url-signing-key-of-32-characters"
 URL = "https://shop.example.com/sale?a=1&b=%C3%A4"
 
 
-def register(redis_client, rcpt: str) -> str:
-    template = Template(links=(Link("https://shop.example.com/"),), campaign_id="broadcast")
-    key = new_message_key()
-    LinkStore(redis_client, "test:").register(key, template, MessageRecord(
-        rcpt_to=(rcpt,), mail_from="news@shop.example.com", subject="Sale",
-        message_id=f"<{key}@shop.example.com>", queue_id="Q", injection_time=int(time.time()),
-        metadata={}, template_id=template.template_id))
-    return open_token(key, template.template_id)
-
-
 def test_through_nginx_a_signature_moved_to_another_id_is_a_400(start_redirector, redis_client):
     redirector = start_redirector({"ENGAGE_URL_SIGNING_KEY": KEY,
                                    "ENGAGE_LEGACY_URL_SIGNATURES": "no"}, nginx=True)
     base = redirector.public_url
-    alice, bob = register(redis_client, "alice@example.org"), register(redis_client, "bob@example.org")
+    alice = register_message(redis_client, "test:", "alice@example.org", "broadcast")
+    bob = register_message(redis_client, "test:", "bob@example.org", "broadcast")
 
     def click(email_id: str, sig: str) -> tuple[int, str | None]:
         status, headers, _ = http_get(

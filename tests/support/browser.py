@@ -4,6 +4,7 @@ ENGAGE_SKIP_BROWSER=1 skips it instead."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def need_browser() -> None:
 
 
 def start_chromium(workdir: Path) -> Any:
-    """A headless Chromium with a fresh profile under ``workdir``; quit() it when done."""
+    """A headless Chromium with a fresh profile under ``workdir``, keeping the page's
+    console log (``get_log("browser")``); quit() it when done."""
     need_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -33,7 +35,8 @@ def start_chromium(workdir: Path) -> Any:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,900", "--lang=en-US", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update",
-                     f"--user-data-dir={workdir / 'chromium-profile'}"):
+                     f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=workdir)}"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER, log_output=str(workdir / "chromedriver.log"))
     return webdriver.Chrome(service=service, options=options)
