@@ -10,6 +10,7 @@ add_hook(target, ...)  a validated webhook stored without the ping.
 append(n, ...)      appends n distinct events to the events stream; their message ids.
 start_worker()      the worker in a thread of this process, stopped at teardown.
 spawn_worker()      the worker as a real subprocess (python -m engage.webhooks run).
+run(*argv)          engage-webhooks in this process: (exit code, stdout, stderr).
 sparkpost_events(body)  a consumer written from SparkPost's documented payload.
 """
 from __future__ import annotations
@@ -266,3 +267,21 @@ def sparkpost_events(body: bytes) -> list[dict[str, Any]]:
         assert isinstance(event["rcpt_meta"], dict) and isinstance(event["rcpt_tags"], list)
         out.append(event)
     return out
+
+
+@pytest.fixture
+def run(wh_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any
+        ) -> Callable[..., tuple[int, str, str]]:
+    from engage.webhooks.cli import main as cli
+
+    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
+    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
+    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = cli(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return invoke

@@ -7,25 +7,9 @@ import json
 import pytest
 
 from engage.webhooks import signature
-from engage.webhooks.cli import main as cli
 from engage.webhooks.keys import Keys
 
 from .conftest import PREFIX
-
-
-@pytest.fixture
-def run(wh_settings, monkeypatch, capsys):
-    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
-    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
-    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
-    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
-    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
-
-    def invoke(*argv):
-        code = cli(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-    return invoke
 
 
 def test_create_sends_the_validation_ping_and_stores_the_webhook(receiver, run, store,

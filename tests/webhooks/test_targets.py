@@ -11,52 +11,40 @@ import time
 import pytest
 
 from engage.webhooks import targets, transport
-from engage.webhooks.cli import main as cli
-
-from .conftest import PREFIX
 
 PUBLIC = "93.184.216.34"  # a global unicast address (never connected to here)
 
 
 @pytest.fixture
-def run(wh_settings, monkeypatch, capsys):
+def strict(run, monkeypatch):
     """engage-webhooks with [webhooks] allow_private_targets off (the default)."""
-    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
-    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
-    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
-    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
-
-    def invoke(*argv):
-        code = cli(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-    return invoke
+    monkeypatch.delenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS")
+    return run
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "169.254.169.254",
                                   "10.1.2.3", "192.168.0.10", "[::ffff:127.0.0.1]",
                                   "[fd00::1]", "0.0.0.0", "100.64.0.1"])
-def test_create_refuses_non_public_targets_without_sending_anything(receiver, run, store, host):
+def test_create_refuses_non_public_targets_without_sending_anything(receiver, strict, store, host):
     rec = receiver()
     port = rec.server.server_address[1]
-    code, _, err = run("create", "--name", "x", "--target", f"http://{host}:{port}/hook")
+    code, _, err = strict("create", "--name", "x", "--target", f"http://{host}:{port}/hook")
     assert code == 1 and "webhook targets must be public" in err, err
     assert store.all() == [] and rec.requests == []
 
 
-def test_create_refuses_a_private_oauth2_token_endpoint(run, store, monkeypatch):
+def test_create_refuses_a_private_oauth2_token_endpoint(strict, store, monkeypatch):
     monkeypatch.setattr(targets, "resolve", lambda host, port: [PUBLIC] if host == "hooks.example"
                         else ["127.0.0.1"])
-    code, _, err = run("create", "--name", "x", "--target", "https://hooks.example/in",
+    code, _, err = strict("create", "--name", "x", "--target", "https://hooks.example/in",
                        "--auth", "oauth2", "--token-url", "http://tokens.example/token",
                        "--client-id", "c", "--client-secret", "s")
     assert code == 1 and "tokens.example resolves to 127.0.0.1 is a loopback" in err, err
     assert store.all() == []
 
 
-def test_allow_private_targets_lets_the_tests_receivers_in(receiver, run, store, monkeypatch):
+def test_allow_private_targets_lets_the_tests_receivers_in(receiver, run, store):
     rec = receiver()
-    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")
     code, out, _ = run("create", "--name", "x", "--target", rec.url)
     assert code == 0 and store.get(out.strip()).target == rec.url and len(rec.requests) == 1
 
