@@ -61,7 +61,7 @@ from support.procs import (
 )
 
 _state: dict[str, Any] = {}
-REDIRECTOR_API_KEY = "test-api-key"
+REDIRECTOR_API_KEY = "test-api-key-abcdefghij"
 
 
 def _need(condition: bool, reason: str) -> None:

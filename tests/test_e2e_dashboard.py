@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import email
 import json
-import os
 import re
 import urllib.request
 from email import policy
@@ -26,12 +25,11 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from engage import settings as config
+from support.browser import start_chromium
 from support.procs import http_get
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 USER, PASSWORD = "ada", "dashboard test password"
 SPRING = "spring-sale"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"  # 56 bytes, within the cap
@@ -88,34 +86,9 @@ return {width, scroll: document.documentElement.scrollWidth, inner: window.inner
 """
 
 
-def browser_paths() -> None:
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
-    if not missing:
-        return
-    if os.environ.get("ENGAGE_SKIP_BROWSER") == "1":
-        pytest.skip(f"{', '.join(missing)} missing and ENGAGE_SKIP_BROWSER=1")
-    pytest.fail(f"{', '.join(missing)} missing: run scripts/install-deps (Debian's chromium and "
-                "chromium-driver), or set ENGAGE_SKIP_BROWSER=1 to skip this test")
-
-
 @pytest.fixture
 def chromium(engage_tmp) -> Any:
-    browser_paths()
-    if os.environ.get("ENGAGE_SKIP_BROWSER") == "1":
-        pytest.skip("ENGAGE_SKIP_BROWSER=1")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # with the driver's path given: no Selenium Manager
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--lang=en-US", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update",
-                     f"--user-data-dir={engage_tmp / 'chromium-profile'}"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(engage_tmp / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = start_chromium(engage_tmp)
     yield driver
     driver.quit()
 

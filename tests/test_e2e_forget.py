@@ -105,7 +105,8 @@ def engage_env(redis_url: str, config_file: Path) -> dict[str, str]:
             "ENGAGE_KEY_PREFIX": P, "ENGAGE_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO / "redirector"),
             "ENGAGE_WEBHOOK_BATCH_INTERVAL": "0.2", "ENGAGE_WEBHOOK_TIMEOUT": "2",
             "ENGAGE_WEBHOOK_RETRY_BASE": "0.2", "ENGAGE_WEBHOOK_RETRY_MAX": "0.5",
-            "ENGAGE_WEBHOOK_RETRY_WINDOW": "3"}
+            "ENGAGE_WEBHOOK_RETRY_WINDOW": "3",
+            "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes"}  # the target is on loopback
 
 
 def forget(env: dict[str, str], address: str) -> subprocess.CompletedProcess:

@@ -4,12 +4,22 @@ the settings that choose them, the rate limiter's key, the milter plan's pixel d
 Postfix: tests/test_e2e_open_tracking.py.)"""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
 from engage import settings
-from engage.erasure.privacy import limiter_ip, mask_facts, mask_ip, mask_user_agent, truncate_ip
+from engage.erasure.privacy import (
+    limiter_ip,
+    limiter_secret,
+    login_network,
+    mask_facts,
+    mask_ip,
+    mask_user_agent,
+    pseudonym,
+    truncate_ip,
+)
 from engage.settings import Settings
 from engage.store.events import RequestFacts
 from engage.web.ratelimit import RateLimiter
@@ -56,11 +66,33 @@ def test_mask_facts_masks_ip_and_agent_and_keeps_the_rest():
 def test_the_rate_limiter_counts_per_network_unless_full_addresses_are_kept():
     assert limiter_ip("203.0.113.77", "full") == "203.0.113.77"
     assert limiter_ip("203.0.113.77", "truncated") == "203.0.113.0"
-    assert limiter_ip("203.0.113.77", "none") == "203.0.113.0"
+    assert limiter_ip("203.0.113.77", "none", b"k") == pseudonym("203.0.113.0", b"k")
+    assert limiter_ip("203.0.113.9", "none", b"k") == limiter_ip("203.0.113.77", "none", b"k")
+    assert limiter_ip("203.0.113.77", "none", b"k") != limiter_ip("203.0.113.77", "none", b"j")
     assert limiter_ip("garbage", "none") == "-"
-    limiter = RateLimiter(None, "p:", 10, 60, "none")  # type: ignore[arg-type]
+    limiter = RateLimiter(None, "p:", 10, 60, "truncated")  # type: ignore[arg-type]
     assert limiter.key("2001:db8:1:2::3", 120) == "p:rl:2001:db8:1:::2"
+    limiter = RateLimiter(None, "p:", 10, 60, "none", b"k")  # type: ignore[arg-type]
+    assert re.fullmatch(r"p:rl:[0-9a-f]{20}:2", limiter.key("2001:db8:1:2::3", 120))
     assert RateLimiter(None, "p:", 10, 60).key("203.0.113.77", 0) == "p:rl:203.0.113.77:0"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ip, network", [
+    ("203.0.113.77", "203.0.113.0"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+    ("::ffff:198.51.100.23", "::ffff:198.51.100.0"), ("nonsense", "-")])
+def test_the_login_limiter_counts_per_ipv4_24_and_ipv6_64_and_names_it_only_in_full_mode(
+        ip, network):
+    assert login_network(ip, "full", b"k") == network
+    for mode in ("truncated", "none"):
+        hidden = login_network(ip, mode, b"k")
+        assert hidden == ("-" if network == "-" else pseudonym(network, b"k"))
+        assert "." not in hidden and ":" not in hidden  # no address of any form
+
+
+def test_the_pseudonym_key_comes_from_the_settings_secrets():
+    assert limiter_secret() == limiter_secret("", "") == b""
+    assert len(limiter_secret("api-key", "")) == 32
+    assert limiter_secret("a", "b") != limiter_secret("a", "c")
 
 
 def test_privacy_settings_from_file_and_environment(tmp_path):

@@ -9,7 +9,14 @@ import pytest
 
 from engage import settings
 
-ETC = Path(__file__).resolve().parents[1] / "etc" / "engage" / "engage.conf"
+REPO = Path(__file__).resolve().parents[1]
+ETC = REPO / "etc" / "engage" / "engage.conf"
+
+
+def this_tree() -> dict[str, str]:
+    """The environment for a subprocess that runs this tree's packages (not the venv's)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "redirector"),
+                                                        str(REPO / "milter")])}
 
 
 def test_shipped_config_lists_every_key_at_its_default(tmp_path):
@@ -87,7 +94,7 @@ def test_entry_points_refuse_bad_settings_with_exit_78(tmp_path, argv):
     conf = tmp_path / "e.conf"
     conf.write_text("[milter]\non_store_error = maybe\n")
     result = subprocess.run([sys.executable, *argv, str(conf), *(["check-config"] if "webhooks" in argv[1] else [])],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=this_tree())
     assert result.returncode == 78, result.stderr
     assert f"{conf}: [milter] on_store_error: must be one of tempfail, accept" in result.stderr
     assert "Traceback" not in result.stderr
@@ -95,9 +102,9 @@ def test_entry_points_refuse_bad_settings_with_exit_78(tmp_path, argv):
 
 def test_milter_check_config_prints_the_effective_settings_with_keys_masked(tmp_path):
     conf = tmp_path / "e.conf"
-    conf.write_text("[api]\nkeys = secret-one, secret-two\n")
+    conf.write_text("[api]\nkeys = secret-one-abcdefghijklm, secret-two-abcdefghijklm\n")
     result = subprocess.run([sys.executable, "-m", "engage_milter.main", "--config", str(conf), "--check-config"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=this_tree())
     assert result.returncode == 0
     assert "api.keys = (2 keys)" in result.stdout and "secret" not in result.stdout
 
@@ -153,3 +160,80 @@ def test_every_key_is_declared_once_with_a_doc_and_its_variable_named_in_the_shi
         assert key.doc and not key.doc.endswith("."), (key.section, key.key)
         if key.env:
             assert f"[{key.env}]" in text, f"{key.env} not named in etc/engage/engage.conf"
+
+
+@pytest.mark.parametrize("keys", [
+    "0123456789abcdef0123456789abcdef",  # 32 hex digits: 128 bits
+    "abcdefghijklmnopqrstuv",  # 22 base64url characters: 132 bits
+    "012345678901234567890123456789012345678",  # 39 decimal digits
+    "!#$%&()*+./:;<=>?@[]^",  # 20 printable ASCII
+    "0123456789abcdef0123456789abcdef, abcdefghijklmnopqrstuv",
+])
+def test_api_keys_of_128_bits_are_accepted(keys):
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null", "ENGAGE_API_KEYS": keys})
+    assert loaded.api_keys == tuple(key.strip() for key in keys.split(","))
+
+
+@pytest.mark.parametrize("keys, message", [
+    ("0123456789abcdef0123456789abcde", "key 1 of 1 is too short: 124 bits, at least 128"),
+    ("abcdefghijklmnopqrstu", "key 1 of 1 is too short: 126 bits"),
+    ("01234567890123456789012345678901234567", "key 1 of 1 is too short"),
+    ("abcdefghijklmnopqrstuv, test-key-1", "key 2 of 2 is too short"),
+    ("abcdefghijklmnopqrstuv\u00e9", "key 1 of 1: only printable ASCII without spaces"),
+])
+def test_api_keys_under_128_bits_are_refused_without_showing_them(tmp_path, keys, message):
+    conf = tmp_path / "e.conf"
+    conf.write_text(f"[api]\nkeys = {keys}\n", encoding="utf-8")
+    with pytest.raises(settings.SettingsError) as info:
+        settings.load(str(conf), environ={})
+    assert f"e.conf: [api] keys: {message}" in str(info.value)
+    assert all(key.strip() not in str(info.value) for key in keys.split(","))
+
+
+def test_the_redirector_refuses_a_short_api_key_with_exit_78(tmp_path):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[api]\nkeys = hunter2\n")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", "from engage.web.app import create_app; create_app()"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ENGAGE_CONFIG": str(conf), "PYTHONPATH": f"{repo / 'redirector'}"})
+    assert result.returncode == 78, result.stderr
+    assert f"engage redirector: {conf}: [api] keys: key 1 of 1 is too short" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("rediss://user:p@ss@redis.example:6380/1", "rediss://user:***@redis.example:6380/1"),
+    ("redis+cluster://default:s3cr3t@[::1]:7000", "redis+cluster://default:***@[::1]:7000"),
+    ("unix:///run/redis.sock?db=2&password=sec", "unix:///run/redis.sock?db=2&password=***"),
+    ("redis://h?Password=x", "redis://h?Password=***"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://user@host/0", "redis://user@host/0"),
+])
+def test_mask_url_hides_every_password(url, masked):
+    assert settings.mask_url(url) == masked
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "engage_milter.main", "--config", "{conf}", "--check-config"],
+    ["-m", "engage.webhooks", "--config", "{conf}", "check-config"],
+])
+def test_check_config_masks_passwords_in_urls(tmp_path, argv):
+    conf = tmp_path / "e.conf"
+    conf.write_text("[redis]\nurl = rediss://engage:topsecret@redis.example:6380/0\n"
+                    "[tracking]\nurl = https://u:alsosecret@click.example.com/t\n")
+    result = subprocess.run([sys.executable, *(a.format(conf=conf) for a in argv)],
+                            capture_output=True, text=True, timeout=60, env=this_tree())
+    assert result.returncode == 0, result.stderr
+    assert "redis.url = rediss://engage:***@redis.example:6380/0" in result.stdout
+    assert "tracking.url = https://u:***@click.example.com/t" in result.stdout
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_webhook_private_targets_setting():
+    assert settings.Settings().webhook_allow_private_targets is False
+    loaded = settings.load(environ={"ENGAGE_CONFIG": "/dev/null",
+                                    "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes"})
+    assert loaded.webhook_allow_private_targets is True

@@ -14,8 +14,8 @@ INVALID = "1200"  # SparkPost's code for "invalid params"
 MISSING = "1400"  # SparkPost's code for "required field is missing"
 # SparkPost's API code for an answer of each HTTP status (its "Errors" table gives the
 # statuses; the codes are those its documented replies carry for the same meaning).
-API_CODES = {400: INVALID, 401: "1100", 403: "1100", 404: "1600", 405: "1101",
-             500: "1000", 503: "1000"}
+API_CODES = {400: INVALID, 401: "1100", 403: "1100", 404: "1600", 405: "1102", 413: "1300",
+             415: "1300", 422: "1300", 500: "1000", 503: "1000"}
 UTC_NAMES = ("UTC", "Z", "ETC/UTC", "GMT", "ETC/GMT")
 
 

@@ -52,7 +52,7 @@ from engage.store.links import (  # noqa: E402
 )
 from support.procs import free_port, stop_process  # noqa: E402
 
-API_KEY = "bench-key"
+API_KEY = "bench-key-abcdefghijklm"
 WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16),
            ("gthread", 4, 8)]
 

@@ -97,6 +97,7 @@ class Receiver:
 def start_worker(redis_url: str, log: Path, **knobs: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ENGAGE_CONFIG": "/dev/null", "ENGAGE_REDIS_URL": redis_url,
            "ENGAGE_KEY_PREFIX": PREFIX, "ENGAGE_LOG_LEVEL": "WARNING",
+           "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes",  # the receiver is on loopback
            "PYTHONPATH": str(ROOT / "redirector")}
     env.update({f"ENGAGE_WEBHOOK_{k.upper()}": str(v) for k, v in knobs.items()})
     return subprocess.Popen([sys.executable, "-m", "engage.webhooks", "run"], env=env,

@@ -31,7 +31,7 @@ from engage.store.links import (
 )
 from engage.web.app import create_app
 
-API_KEY = "test-key-1"
+API_KEY = "test-key-1-abcdefghijkl"
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ from engage.store import aggregates
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
 
-KEY = {"Authorization": "test-key-1"}
+KEY = {"Authorization": "test-key-1-abcdefghijkl"}
 API = "/api/v1/metrics/deliverability"
 ROUTES = ("", "/campaign", "/sending-domain", "/link-name", "/time-series")
 GROUPS = {"/campaign": "campaign_id", "/sending-domain": "sending_domain"}

@@ -14,7 +14,7 @@ from engage.store.events import EventLog
 from engage.store.links import LinkStore
 from support.procs import Redirector, free_port
 
-API_KEY = "test-key-1"
+API_KEY = "test-key-1-abcdefghijkl"
 
 
 @pytest.fixture(scope="module")

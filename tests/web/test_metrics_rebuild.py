@@ -31,7 +31,7 @@ from engage.metrics.rebuild import RebuildError, rebuild
 from engage.store import aggregates
 from engage.store.links import LinkStore
 
-KEY = {"Authorization": "test-key-1"}
+KEY = {"Authorization": "test-key-1-abcdefghijkl"}
 API = "/api/v1/metrics/deliverability"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from sparkpost.exceptions import SparkPostAPIException
 from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key, open_token
 from support.procs import Redirector
 
-API_KEY = "sparkpost-client-key"
+API_KEY = "sparkpost-client-key-0123456789abcdef"  # 128+ bits
 PREFIX = "test:"
 
 

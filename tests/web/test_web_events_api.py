@@ -11,7 +11,7 @@ from engage.store.events import RequestFacts, build_event, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template
 from engage.web.eventsapi import encode_cursor, parse_query, search
 
-KEY = {"Authorization": "test-key-1"}
+KEY = {"Authorization": "test-key-1-abcdefghijkl"}
 API = "/api/v1/events/message"
 CAMPAIGNS = ("spring", "summer", "autumn")
 KINDS = ("click", "open", "initial_open")

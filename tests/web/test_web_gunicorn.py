@@ -9,7 +9,7 @@ import redis
 
 from support.procs import Redirector, free_port
 
-API_KEY = "test-key-1"  # as in tests/web/conftest.py
+API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 
 
 @pytest.fixture(scope="module")

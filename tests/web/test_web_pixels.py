@@ -137,9 +137,9 @@ def test_access_log_has_one_line_per_request_without_full_tokens(client, mail, c
     client.get(f"/c/{message.click(0)}")
     client.get(f"/o/{message.open}")
     client.get("/api/v1/events/message?recipients=rcpt@example.com",
-               headers={"Authorization": "test-key-1"})
+               headers={"Authorization": "test-key-1-abcdefghijkl"})
     lines = [record.getMessage() for record in caplog.records if record.name == "engage.access"]
     assert len(lines) == 3
     assert "status=302" in lines[0] and "event=click" in lines[0]
     text = "\n".join(lines)
-    assert message.key not in text and "rcpt@example.com" not in text and "test-key-1" not in text
+    assert message.key not in text and "rcpt@example.com" not in text and "test-key-1-abcdefghijkl" not in text

@@ -4,13 +4,14 @@ in the stored events, the events API, the access log and the rate limiter's Redi
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from support.procs import Redirector, free_port, http_get
 from support.redisdump import traces
 
-API_KEY = "test-key-1"  # as in tests/web/conftest.py
+API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 AGENT = "Secret-Agent/7.1 (X11; Linux)"
 
 
@@ -58,9 +59,11 @@ def test_stored_events_the_api_and_the_access_log_hold_only_what_privacy_allows(
 
         limiter_keys = [key.decode() for key in rclient.keys("engage:rl:*")]
         assert limiter_keys and all(client not in key for key in limiter_keys)
-        if ip_mode != "full":
-            network = stored or "203.0.113.0"
-            assert all(key.startswith(f"engage:rl:{network}:") for key in limiter_keys)
+        if ip_mode == "truncated":
+            assert all(key.startswith(f"engage:rl:{stored}:") for key in limiter_keys)
+        else:  # none: not even the network, a keyed digest of it
+            assert all(re.fullmatch(r"engage:rl:[0-9a-f]{20}:\d+", key) for key in limiter_keys)
+            assert "203.0.113" not in " ".join(limiter_keys)
     finally:
         redirector.stop()
 

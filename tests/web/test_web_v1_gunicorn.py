@@ -13,7 +13,7 @@ from engage.web.app import GIF
 from engage.web.trackapi import sign
 from support.procs import Redirector, free_port
 
-API_KEY = "test-key-1"
+API_KEY = "test-key-1-abcdefghijkl"
 SIGNING_KEY = "s" * 40
 
 
@@ -61,9 +61,9 @@ def test_broadcast_url_signed_and_unsigned_over_http(v1_gunicorn, mail):
     base = f"/t/v1/track/click/{message.open}?url={quote(url, safe='')}"
     status, headers, _ = get(v1_gunicorn, base)
     assert status == 400 and "Location" not in headers
-    status, headers, _ = get(v1_gunicorn, base + "&sig=" + sign("wrong" * 4, url))
+    status, headers, _ = get(v1_gunicorn, base + "&sig=" + sign("wrong" * 4, url, message.open))
     assert status == 400 and "Location" not in headers
-    status, headers, _ = get(v1_gunicorn, base + "&sig=" + sign(SIGNING_KEY, url))
+    status, headers, _ = get(v1_gunicorn, base + "&sig=" + sign(SIGNING_KEY, url, message.open))
     assert status == 302 and headers["Location"] == url
 
 

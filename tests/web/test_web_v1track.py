@@ -8,10 +8,10 @@ from urllib.parse import quote
 import pytest
 
 from engage.web.app import GIF
-from engage.web.trackapi import sign
+from engage.web.trackapi import BOUND, LEGACY, sign, sign_url, signature_kind
 
 KEY = "k" * 32
-AUTH = {"Authorization": "test-key-1"}
+AUTH = {"Authorization": "test-key-1-abcdefghijkl"}
 
 
 def stream(events):
@@ -94,7 +94,8 @@ def test_signed_url_is_followed_and_recorded_as_a_click(make_app, mail, events):
     client = make_app(url_signing_key=KEY).test_client()
     url = "https://news.example/offer?a=1&b=%C3%A4"
     response = client.get(f"/v1/track/click/{message.open}?url={quote(url, safe='')}"
-                          f"&sig={sign(KEY, url)}", headers={"Referer": "https://m.example/"})
+                          f"&sig={sign(KEY, url, message.open)}",
+                          headers={"Referer": "https://m.example/"})
     assert response.status_code == 302 and response.headers["Location"] == url
     (event,) = stream(events)
     assert event["type"] == "click" and event["target_link_url"] == url
@@ -107,16 +108,64 @@ def test_a_signature_is_for_one_exact_url(make_app, mail):
     url = "https://news.example/offer"
     other = quote(url + "x", safe="")
     assert client.get(f"/v1/track/click/{message.click(0)}?url={other}"
-                      f"&sig={sign(KEY, url)}").status_code == 400
+                      f"&sig={sign(KEY, url, message.click(0))}").status_code == 400
     assert client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
-                      f"&sig={sign('other' + KEY, url)}").status_code == 400
+                      f"&sig={sign('other' + KEY, url, message.click(0))}").status_code == 400
+
+
+def test_a_signature_is_for_one_message_id(make_app, mail, events):
+    """Moved to another message, or to another id of the same message, it is a 400 and
+    records nothing."""
+    mine, other = mail(), mail()
+    client = make_app(url_signing_key=KEY).test_client()
+    url = "https://news.example/offer"
+    query = f"url={quote(url, safe='')}&sig={sign(KEY, url, mine.open)}"
+    for moved in (other.open, other.click(0), mine.click(0), mine.open + "x"):
+        response = client.get(f"/v1/track/click/{moved}?{query}")
+        assert response.status_code == 400 and "Location" not in response.headers, moved
+    assert stream(events) == []
+    assert client.get(f"/v1/track/click/{mine.open}?{query}").status_code == 302
+    assert [e["transmission_id"] for e in stream(events)] == [mine.key]
+
+
+def test_url_only_signatures_as_documented_before_still_work_unless_turned_off(
+        make_app, mail, events, caplog):
+    """The older form (HMAC of the URL alone) redirects and records, and the access log
+    says so; with legacy_url_signatures off it is a 400 like any foreign signature."""
+    message = mail()
+    url = "https://news.example/offer"
+    path = f"/v1/track/click/{message.open}?url={quote(url, safe='')}&sig={sign_url(KEY, url)}"
+    with caplog.at_level("INFO", logger="engage.access"):
+        response = make_app(url_signing_key=KEY).test_client().get(path)
+    assert response.status_code == 302 and response.headers["Location"] == url
+    assert len(stream(events)) == 1
+    assert "event=click-legacy-sig" in caplog.text
+    strict = make_app(url_signing_key=KEY, legacy_url_signatures=False).test_client()
+    assert strict.get(path).status_code == 400
+    bound = f"/v1/track/click/{message.open}?url={quote(url, safe='')}&sig={sign(KEY, url, message.open)}"
+    assert strict.get(bound).status_code == 302
+    assert len(stream(events)) == 2
+
+
+def test_signature_kinds():
+    url, mid = "https://a.example/x?y=\u00e4", "AbC123_-"
+    assert signature_kind(KEY, url, sign(KEY, url, mid), mid, legacy=False) == BOUND
+    assert signature_kind(KEY, url, sign(KEY, url, mid) + "=", mid, legacy=False) == BOUND
+    assert signature_kind(KEY, url, sign_url(KEY, url), mid, legacy=True) == LEGACY
+    assert signature_kind(KEY, url, sign_url(KEY, url), mid, legacy=False) is None
+    assert signature_kind(KEY, url, sign(KEY, url, mid), "other", legacy=True) is None
+    assert signature_kind("", url, sign("", url, mid), mid, legacy=True) is None
+    assert signature_kind(KEY, url, "", mid, legacy=True) is None
+    # The pair is unambiguous: an id (a path segment) with a line feed is never valid.
+    assert signature_kind(KEY, "https://x.example/", sign(KEY, "b\nhttps://x.example/", "a"),
+                          "a\nb", legacy=True) is None
 
 
 def test_without_a_server_key_broadcast_mode_is_off(client, mail):
     message = mail()
     url = "https://news.example/offer"
     response = client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
-                          f"&sig={sign('', url)}")
+                          f"&sig={sign('', url, message.click(0))}")
     assert response.status_code == 400 and "Location" not in response.headers
 
 
@@ -126,7 +175,7 @@ def test_a_signed_url_that_is_not_http_is_still_refused(make_app, mail, url):
     message = mail()
     client = make_app(url_signing_key=KEY).test_client()
     response = client.get(f"/v1/track/click/{message.click(0)}?url={quote(url, safe='')}"
-                          f"&sig={sign(KEY, url)}")
+                          f"&sig={sign(KEY, url, message.click(0))}")
     assert response.status_code == 400 and "Location" not in response.headers
 
 

@@ -14,7 +14,7 @@ from engage.verdicts.machines import load, shipped_rules
 from engage.verdicts.rules import Thresholds
 from engage.web.app import GIF
 
-API_KEY = "test-key-1"  # as in tests/web/conftest.py
+API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/120.0.0.0 Safari/537.36")
@@ -98,7 +98,7 @@ def test_v1_broadcast_clicks_count_toward_the_burst(make_app, mail, rclient, set
     second = int(time.time())
     for n in range(3):
         url = f"https://example.com/offer/{n}"
-        get(client, f"/v1/track/click/{message.open}?url={url}&sig={sign(key, url)}")
+        get(client, f"/v1/track/click/{message.open}?url={url}&sig={sign(key, url, message.open)}")
     members = rclient.smembers(burst_key(settings.key_prefix, message.key, second)) or \
         rclient.smembers(burst_key(settings.key_prefix, message.key, second + 1))
     assert members and all(member.startswith(b"u") for member in members)

@@ -3,12 +3,14 @@
 receiver()          Receiver: a ThreadingHTTPServer on 127.0.0.1 recording every request;
                     ``.answer`` decides each reply (status or (status, body, delay)).
 wh_settings         Settings pointing at the session's redis-server, times shrunk to
-                    tenths of seconds so retries and windows pass in a test.
+                    tenths of seconds so retries and windows pass in a test, and
+                    [webhooks] allow_private_targets on: the receivers are on 127.0.0.1.
 store               WebhookStore on that Redis (flushed per test).
 add_hook(target, ...)  a validated webhook stored without the ping.
 append(n, ...)      appends n distinct events to the events stream; their message ids.
 start_worker()      the worker in a thread of this process, stopped at teardown.
 spawn_worker()      the worker as a real subprocess (python -m engage.webhooks run).
+run(*argv)          engage-webhooks in this process: (exit code, stdout, stderr).
 sparkpost_events(body)  a consumer written from SparkPost's documented payload.
 run(*argv)          ``engage-webhooks ARGV`` in-process on the test Redis: (code, stdout, stderr).
 """
@@ -148,7 +150,8 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 def wh_settings(redis_server: Any, redis_client: Any) -> Settings:
     return Settings(redis_url=redis_server.url, key_prefix=PREFIX, log_level="DEBUG",
                     webhook_batch_size=10, webhook_batch_interval=0.2, webhook_timeout=1.0,
-                    webhook_retry_base=0.2, webhook_retry_max=0.5, webhook_retry_window=30.0)
+                    webhook_retry_base=0.2, webhook_retry_max=0.5, webhook_retry_window=30.0,
+                    webhook_allow_private_targets=True)  # the receivers are on loopback
 
 
 @pytest.fixture
@@ -198,23 +201,6 @@ def append(redis_client: Any) -> Callable[..., list[str]]:
 
 
 @pytest.fixture
-def run(wh_settings: Settings, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    from engage.webhooks.cli import main as cli
-
-    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
-    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
-    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
-    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = cli(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-    return invoke
-
-
-@pytest.fixture
 def start_worker(wh_settings: Settings) -> Iterator[Callable[..., Worker]]:
     from engage.store.redisconn import connect
 
@@ -247,6 +233,7 @@ def spawn_worker(wh_settings: Settings, tmp_path: Path) -> Iterator[Callable[[],
            "ENGAGE_WEBHOOK_TIMEOUT": str(wh_settings.webhook_timeout),
            "ENGAGE_WEBHOOK_RETRY_BASE": str(wh_settings.webhook_retry_base),
            "ENGAGE_WEBHOOK_RETRY_MAX": str(wh_settings.webhook_retry_max),
+           "ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes",  # the receivers are on loopback
            "PYTHONPATH": str(REPO / "redirector")}
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -281,3 +268,21 @@ def sparkpost_events(body: bytes) -> list[dict[str, Any]]:
         assert isinstance(event["rcpt_meta"], dict) and isinstance(event["rcpt_tags"], list)
         out.append(event)
     return out
+
+
+@pytest.fixture
+def run(wh_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any
+        ) -> Callable[..., tuple[int, str, str]]:
+    from engage.webhooks.cli import main as cli
+
+    monkeypatch.setenv("ENGAGE_REDIS_URL", wh_settings.redis_url)
+    monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
+    monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = cli(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return invoke

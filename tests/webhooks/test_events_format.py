@@ -18,7 +18,7 @@ from engage.webhooks.payload import batch_body, v1_event
 
 from .conftest import PREFIX, make_event
 
-API_KEY = "app-key"
+API_KEY = "app-key-abcdefghijklmnop"
 SECRET = "shared-secret"
 SEED_DATA_FIELDS = ("email_id", "recipient", "campaign_id", "metadata", "tags", "ip_address",
                     "user_agent")
@@ -146,6 +146,7 @@ def test_cli_create_with_format_events(receiver, wh_settings, monkeypatch, capsy
     monkeypatch.setenv("ENGAGE_KEY_PREFIX", PREFIX)
     monkeypatch.setenv("ENGAGE_CONFIG", "/dev/null")
     monkeypatch.setenv("ENGAGE_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "yes")  # receivers on loopback
     rec = receiver()
     assert cli(["create", "--name", "app", "--target", rec.url, "--format", "events"]) == 0
     hook = store.get(capsys.readouterr().out.strip())

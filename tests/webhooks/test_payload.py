@@ -65,6 +65,24 @@ def test_signature_verifies_only_the_signed_body_with_the_secret_in_time():
     assert not signature.verify("s3cret", "t=x,v1=abc", body)
 
 
+@pytest.mark.parametrize("header", [
+    "", ",", "=", "t=", "v1=", "t=1700000000", "t=1700000000,v1=", "t=1700000000,v1=\u00e9\u00e9",
+    "t=1700000000,v1=caf\u00e9", "t=\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660,v1=ab",
+    "t=-1700000000,v1=ab", "t=1700000000,t=1700000000,v1=ab", "t=" + "9" * 5000 + ",v1=ab",
+    "t=1700000000,v1=" + "a" * 100_000, "\x00\xff\udcff", "t=1700000000\nv1=ab",
+    None, b"t=1700000000,v1=ab", 1700000000, ["t=1", "v1=2"]])
+def test_verify_is_false_for_any_malformed_header_and_never_raises(header):
+    assert signature.verify("s3cret", header, b"[]", now=1_700_000_000) is False
+
+
+def test_verify_takes_any_of_several_v1_values_for_secret_rotation():
+    body = b"[]"
+    good = signature.sign("new", body, now=1_700_000_000)
+    old = signature.sign("old", body, now=1_700_000_000).rpartition(",")[2]
+    assert signature.verify("new", f"{good},{old}", body, now=1_700_000_000)
+    assert signature.verify("new", f"{old}, {good.replace(',', ', ')}", body, now=1_700_000_000)
+
+
 def hook(**fields):
     return Webhook(**{"id": "abc", "name": "n", "target": "https://hooks.example.com/x", **fields})
 

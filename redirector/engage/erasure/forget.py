@@ -33,7 +33,6 @@ from engage.store import aggregates, keys
 from engage.store.events import TYPES, EventLog, index_values, score_of
 from engage.store.keys import Erasure
 from engage.store.redisconn import scan_keys, stream_entries
-from engage.webhooks.keys import Keys
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
@@ -81,7 +80,6 @@ class Forgetter:
                  chunk: int = CHUNK) -> None:
         self.client, self.prefix, self.chunk = client, prefix, chunk
         self.events = EventLog(client, prefix)
-        self.keys = Keys(prefix)
         self._filter = client.register_script(lua.FILTER_LUA)
         self._stream = client.register_script(lua.STREAM_LUA)
         self._set_if = client.register_script(lua.SET_IF_LUA)
@@ -104,7 +102,7 @@ class Forgetter:
         if summary.events:
             self.compact(self.events.stream)
         if summary.dead_letters:
-            self.compact(self.keys.dead)
+            self.compact(keys.webhook_dead(self.prefix))
         summary.seconds = time.monotonic() - started
         log.info("forget: %d events, %d index entries, %d index keys, %d verdicts, "
                  "%d message records, %d templates, %d aggregate fields, %d webhook batches, "
@@ -262,14 +260,14 @@ class Forgetter:
 
     # ------------------------------------------------------------ webhooks
     def _webhooks(self, address: Address, deleted: set[str], summary: Summary) -> None:
-        for hook_id in sorted(_text(i) for i in self.client.smembers(self.keys.ids)):
+        for hook_id in sorted(_text(i) for i in self.client.smembers(keys.webhook_ids(self.prefix))):
             self._batches(hook_id, address, summary)
         self._dead_letters(address, deleted, summary)
 
     def _batches(self, hook_id: str, address: Address, summary: Summary) -> None:
         """Queued batches carry stream ids (deleted events are skipped when sent) or, when
         replayed from a dead letter, their whole body: that body loses the events."""
-        batches, due = self.keys.batches(hook_id), self.keys.due(hook_id)
+        batches, due = keys.webhook_batches(self.prefix, hook_id), keys.webhook_due(self.prefix, hook_id)
         raw: bytes | str | None  # a record, until HGET finds it gone
         for batch_id, raw in self.client.hgetall(batches).items():
             for _ in range(ATTEMPTS):
@@ -284,7 +282,7 @@ class Forgetter:
                     break
 
     def _dead_letters(self, address: Address, deleted: set[str], summary: Summary) -> None:
-        for entry_id, fields in stream_entries(self.client.xrange(self.keys.dead)):
+        for entry_id, fields in stream_entries(self.client.xrange(keys.webhook_dead(self.prefix))):
             item = {_text(k): _text(v) for k, v in fields.items()}
             if not any(address.mentions(value) for value in item.values()):
                 continue
@@ -292,7 +290,7 @@ class Forgetter:
             args: list[Any] = [entry_id]
             for name, value in replacement.items():
                 args += [name, value]
-            summary.dead_letters += int(self._dead_if(keys=[self.keys.dead], args=args))
+            summary.dead_letters += int(self._dead_if(keys=[keys.webhook_dead(self.prefix)], args=args))
 
 
 def _erasure(prefix: str, key: str) -> Erasure | None:

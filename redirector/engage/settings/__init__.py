@@ -35,7 +35,7 @@ from engage.settings.declared import (
 )
 from engage.settings.parsers import USER_NAME
 
-__all__ = ["DEFAULT_CONFIG", "EX_CONFIG", "USER_NAME", "Settings", "SettingsError", "describe",
+__all__ = ["DEFAULT_CONFIG", "EX_CONFIG", "USER_NAME", "Settings", "SettingsError", "describe", "mask_url",
            "load", "load_or_exit"]
 
 DEFAULT_CONFIG = "/etc/engage/engage.conf"
@@ -174,8 +174,27 @@ def _domain_section(parser: configparser.ConfigParser, source: str, section: str
     return domains
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: in the user part (``redis://:pw@``,
+    ``rediss://user:pw@``, also with a raw ``@`` in the password) and in a ``password=``
+    query parameter (``unix:///run/redis.sock?password=pw``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "?" in authority:  # no path: the query follows the host
+        authority, mark, query = authority.partition("?")
+        slash, tail = "", mark + query
+    user, at, host = authority.rpartition("@")
+    if at and ":" in user:
+        authority = f"{user.partition(':')[0]}:***@{host}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 def describe(settings: Settings) -> str:
-    """The effective settings as INI text, API keys masked (for --check-config)."""
+    """The effective settings as INI text: API keys, the URL signing key, password hashes
+    and passwords in URLs masked (for --check-config)."""
     lines = [f"# effective settings from {settings.source}"]
     for section, key, name, _ in SCHEMA:
         value = getattr(settings, name)
@@ -189,8 +208,11 @@ def describe(settings: Settings) -> str:
             value = "yes" if value else "no"
         elif isinstance(value, tuple):
             value = ", ".join(value)
+        elif isinstance(value, str):
+            value = mask_url(value)
         lines.append(f"{section}.{key} = {value}")
-    lines += [f"tracking_domains.{d} = {u}" for d, u in sorted(settings.tracking_domains.items())]
+    lines += [f"tracking_domains.{d} = {mask_url(u)}"
+              for d, u in sorted(settings.tracking_domains.items())]
     lines += [f"open_tracking.{d} = {'yes' if on else 'no'}"
               for d, on in sorted(settings.open_tracking_domains.items())]
     return "\n".join(lines)

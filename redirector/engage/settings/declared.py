@@ -143,6 +143,9 @@ class WebKeys:
     url_signing_key: str = setting(
         "web", "url_signing_key", default="", parse=parse.parse_signing_key,
         env="ENGAGE_URL_SIGNING_KEY", doc="Key for /v1/track/click/<id>?url=...&sig=")
+    legacy_url_signatures: bool = setting(
+        "web", "legacy_url_signatures", default=True, parse=parse.parse_bool,
+        env="ENGAGE_LEGACY_URL_SIGNATURES", doc="Also accept the older URL-only sig of /v1/track/click")
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class WebhooksKeys:
         "webhooks", "status_retention", default=86400.0, parse=parse.parse_float(60, 30 * 86400),
         env="ENGAGE_WEBHOOK_STATUS_RETENTION", doc="Seconds the status of each batch attempt is kept for \"engage- "
                                                    "webhooks batches\"")
+    webhook_allow_private_targets: bool = setting(
+        "webhooks", "allow_private_targets", default=False, parse=parse.parse_bool,
+        env="ENGAGE_WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        doc="Let webhook targets and token URLs resolve to loopback, private or link-local addresses")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 the typed value, or raises ValueError with a reason a person can act on."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Callable
@@ -10,6 +11,12 @@ from urllib.parse import urlsplit
 from engage.dashboard.passwords import parse_hash
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_KEY_BITS = 128  # an API key's strength (key_bits)
+# (characters, symbols they count as): hex case is not counted, base64's padding neither.
+KEY_ALPHABETS = ((frozenset("0123456789"), 10), (frozenset("0123456789abcdefABCDEF"), 16),
+                 (frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            "0123456789-_+/="), 64))
+PRINTABLE_SYMBOLS = 94
 USER_NAME = re.compile(r"[\w.@+-]{1,64}")  # a dashboard login name
 MILTER_SOCKET = re.compile(r"^(unix|local):/.+$|^inet6?:\d{1,5}(@[\w.:\[\]-]+)?$")
 
@@ -93,8 +100,28 @@ def parse_level(text: str) -> str:
     return level
 
 
+def key_bits(key: str) -> float:
+    """The strength a key's length gives it over the smallest alphabet its characters come
+    from: decimal digits, hex digits, base64/base64url, else printable ASCII (94)."""
+    symbols = next((size for chars, size in KEY_ALPHABETS if set(key) <= chars),
+                   PRINTABLE_SYMBOLS)
+    return len(key) * math.log2(symbols)
+
+
 def parse_keys(text: str) -> tuple[str, ...]:
-    return tuple(key.strip() for key in text.split(",") if key.strip())
+    """API keys, comma-separated; each must carry MIN_KEY_BITS (a header value: printable
+    ASCII, no spaces). The error never shows a key, only its place in the list."""
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    for number, key in enumerate(keys, 1):
+        where = f"key {number} of {len(keys)}"
+        if not all("!" <= ch <= "~" for ch in key):
+            raise ValueError(f"{where}: only printable ASCII without spaces")
+        if key_bits(key) < MIN_KEY_BITS:
+            raise ValueError(
+                f"{where} is too short: {key_bits(key):.0f} bits, at least {MIN_KEY_BITS} are "
+                "needed (22 characters of base64url or 32 hex digits, e.g. "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return keys
 
 
 def parse_path(text: str) -> str:

@@ -32,8 +32,8 @@ from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, s
 from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import run_script
 from engage.verdicts.judge import Judge
+from engage.web.drops import Drops
 from engage.web.geoip import Lookup
-from engage.web.health import Drops
 from engage.web.opengate import open_gate
 from engage.web.ratelimit import RateLimiter
 
@@ -47,6 +47,7 @@ PAGES = {400: ("Bad request", "This link is not valid."),
          401: ("Login required", "This page needs a dashboard login."),
          403: ("Forbidden", "Too many requests from your address. Please try again later."),
          404: ("Link not found", "This link is not valid."),
+         429: ("Too many requests", "Please try again later."),
          503: ("Temporarily unavailable", "Please try again in a moment.")}
 TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  # 36 of 96 secret bits
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
@@ -163,7 +164,7 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
     """Judge the raw request (its client fields capped, engage.store.events.bounded),
     append the event: the access log's event word. Above the memory high-water mark
     nothing is tried; an open goes through its network's gate (engage.web.opengate). A
-    failure loses the event (counted and logged, engage.web.health.Drops), never the answer."""
+    failure loses the event (counted and logged, engage.web.drops.Drops), never the answer."""
     if not services.gauge.events_allowed():
         return dropped(services, kind, "high-water")
     facts = bounded(facts)

@@ -5,7 +5,8 @@ redirector host on the same Redis; a click counts inside its token lookup's scri
 (``counter``, ``allows``; engage.web.clickpath). Fails open: when Redis is unreachable nobody is
 limited, because the click could not be resolved anyway and pixels must be served.
 Unless ``[privacy] ip_addresses = full`` the counter is per /24 (IPv6 /48) network, so no
-client address is written to Redis.
+client address is written to Redis; with ``none`` the network is a keyed digest
+(engage.erasure.privacy.limiter_ip).
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ class RateLimiter:
     """``allow(ip)`` is False once ``limit`` requests came from ``ip`` in the current window."""
 
     def __init__(self, client: redis.Redis, prefix: str, limit: int, window: int,
-                 ip_mode: str = "full") -> None:
+                 ip_mode: str = "full", secret: bytes = b"") -> None:
         self.client = client
         self.prefix = prefix
         self.limit = limit  # 0: no limit
         self.window = window
         self.ip_mode = ip_mode
+        self.secret = secret
 
     def key(self, ip: str, now: float) -> str:
-        return keys.rate_limit(self.prefix, limiter_ip(ip, self.ip_mode), int(now // self.window))
+        return keys.rate_limit(self.prefix, limiter_ip(ip, self.ip_mode, self.secret),
+                               int(now // self.window))
 
     def counter(self, ip: str, now: float) -> tuple[str, int]:
         """The counter this request adds to (INCR) and the TTL it gets (EXPIRE)."""

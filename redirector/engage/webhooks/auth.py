@@ -39,13 +39,13 @@ class Tokens:
         self._tokens: dict[str, tuple[str, float, str]] = {}
         self._lock = threading.Lock()
 
-    def get(self, hook: Webhook, timeout: float) -> str:
+    def get(self, hook: Webhook, timeout: float, allow_private: bool = False) -> str:
         key = json.dumps(dict(hook.auth_request_details), sort_keys=True)
         with self._lock:
             cached = self._tokens.get(hook.id)
         if cached and cached[2] == key and cached[1] > time.time():
             return cached[0]
-        token, expires_in = fetch_token(hook.auth_request_details, timeout)
+        token, expires_in = fetch_token(hook.auth_request_details, timeout, allow_private)
         expires_at = time.time() + max(expires_in - REFRESH_MARGIN, expires_in / 2)
         with self._lock:
             self._tokens[hook.id] = (token, expires_at, key)
@@ -56,12 +56,14 @@ class Tokens:
             self._tokens.pop(hook_id, None)
 
 
-def fetch_token(details: Any, timeout: float) -> tuple[str, float]:
-    """(access_token, expires_in seconds) from the token endpoint; AuthError otherwise."""
+def fetch_token(details: Any, timeout: float, allow_private: bool = False
+                ) -> tuple[str, float]:
+    """(access_token, expires_in seconds) from the token endpoint; AuthError otherwise.
+    ``allow_private``: engage.webhooks.transport.post's."""
     fields = {"grant_type": "client_credentials", **dict(details.get("body", {}))}
     answer = transport.post(str(details["url"]), urlencode(fields).encode(),
                             {"Content-Type": "application/x-www-form-urlencoded",
-                             "Accept": "application/json"}, timeout)
+                             "Accept": "application/json"}, timeout, allow_private)
     if not answer.ok:
         raise AuthError(f"token endpoint answered {answer.status or answer.error}")
     try:
@@ -74,11 +76,12 @@ def fetch_token(details: Any, timeout: float) -> tuple[str, float]:
     return token, expires_in
 
 
-def authorization(hook: Webhook, tokens: Tokens, timeout: float) -> str | None:
+def authorization(hook: Webhook, tokens: Tokens, timeout: float,
+                  allow_private: bool = False) -> str | None:
     """The Authorization header value for ``hook``, or None."""
     if hook.auth_type == "basic":
         creds = hook.auth_credentials
         return basic(creds["username"], creds.get("password", ""))
     if hook.auth_type == "oauth2":
-        return "Bearer " + tokens.get(hook, timeout)
+        return "Bearer " + tokens.get(hook, timeout, allow_private)
     return None

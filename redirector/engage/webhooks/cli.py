@@ -1,10 +1,11 @@
 """``engage-webhooks``: manage SparkPost-style webhooks and run their delivery worker.
 
 Sub-commands: create, list, update, delete, batches, dead-letters, replay, discard,
-run. Creating a webhook (or changing where or how it is delivered) first sends
-SparkPost's validation ping and refuses the target unless it answers 2xx. Exit codes: 0 done, 1 refused or not
-found, 2 bad usage, 78 bad settings. Secrets may be given as ``env:NAME`` to keep them
-out of the process list and shell history.
+run. Creating a webhook (or changing where or how it is delivered) first checks that the
+target resolves to public addresses only (unless ``[webhooks] allow_private_targets``),
+then sends SparkPost's validation ping and refuses the target unless it answers 2xx.
+Exit codes: 0 done, 1 refused or not found, 2 bad usage, 78 bad settings. Secrets may
+be given as ``env:NAME`` to keep them out of the process list and shell history.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from engage import settings as settings_mod
 from engage.logsetup import configure_logging
 from engage.store.events import TYPES
 from engage.store.redisconn import connect
-from engage.webhooks import config, deliver, signature
+from engage.webhooks import config, deliver, signature, targets
 from engage.webhooks.config import ConfigError, Webhook
 from engage.webhooks.payload import FORMATS
 from engage.webhooks.store import NotFound, WebhookStore
@@ -189,8 +190,18 @@ def _changes(args: argparse.Namespace, current: Webhook | None) -> dict[str, Any
     return changes
 
 
-def _ping(hook: Webhook, timeout: float) -> None:
-    answer = deliver.ping(hook, timeout)
+def _ping(hook: Webhook, settings: settings_mod.Settings) -> None:
+    """The target (and token endpoint) must be allowed (engage.webhooks.targets), then
+    answer the validation ping."""
+    allow = settings.webhook_allow_private_targets
+    urls = [hook.target] + ([str(hook.auth_request_details.get("url", ""))]
+                            if hook.auth_type == "oauth2" else [])
+    for url in urls:
+        try:
+            targets.check_target(url, allow)
+        except OSError as exc:
+            raise Refused(f"target {url} refused: {exc}") from None
+    answer = deliver.ping(hook, settings.webhook_timeout, allow)
     if not answer.ok:
         reason = f"answered HTTP {answer.status}" if answer.status else answer.error
         raise Refused(f"target {hook.target} refused the validation ping: {reason} "
@@ -207,7 +218,7 @@ def cmd_create(args: argparse.Namespace, store: WebhookStore, settings: settings
                                    active=not args.inactive, created=time.time(),
                                    **{k: v for k, v in _changes(args, None).items()
                                       if k not in ("name", "target")}))
-    _ping(hook, settings.webhook_timeout)
+    _ping(hook, settings)
     store.create(hook)
     print(hook.id)
     if args.sign:
@@ -223,7 +234,7 @@ def cmd_update(args: argparse.Namespace, store: WebhookStore, settings: settings
         changes["active"] = args.active
     hook = current.with_changes(**changes)
     if any(getattr(hook, f) != getattr(current, f) for f in DELIVERY_FIELDS):
-        _ping(hook, settings.webhook_timeout)
+        _ping(hook, settings)
     store.update(hook, current)
     print(f"updated {hook.id}")
     if args.sign:

@@ -30,6 +30,7 @@ SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64
 ID, TIMESTAMP, SIGNATURE = "webhook-id", "webhook-timestamp", "webhook-signature"
 ALIASES = {ID: "svix-id", TIMESTAMP: "svix-timestamp", SIGNATURE: "svix-signature"}
 STANDARD_HEADERS = frozenset((*ALIASES, *ALIASES.values()))
+MAX_HEADER = 4096  # a longer value is not ours
 
 
 def mac(secret: str, timestamp: int, body: bytes) -> str:
@@ -43,19 +44,25 @@ def sign(secret: str, body: bytes, now: float | None = None) -> str:
     return f"t={timestamp},v1={mac(secret, timestamp, body)}"
 
 
-def verify(secret: str, header: str, body: bytes, tolerance: float = TOLERANCE,
+def verify(secret: str, header: object, body: bytes, tolerance: float = TOLERANCE,
            now: float | None = None) -> bool:
-    """True when an X-Engage-Signature ``header`` signs exactly ``body`` with ``secret``
-    within ``tolerance`` seconds."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
+    """True when ``header`` signs exactly ``body`` with ``secret`` within ``tolerance`` s
+    (any of its ``v1`` values, so a receiver can rotate secrets). Whatever the header
+    holds (not a string, non-ASCII, no or several ``t``, a huge number), the answer is
+    False, never an exception: the header comes from whoever sent the request."""
+    if not isinstance(header, str) or not header.isascii() or len(header) > MAX_HEADER:
         return False
+    fields = [item.strip().partition("=") for item in header.split(",")]
+    stamps = [value for name, _, value in fields if name == "t"]
+    macs = [value for name, _, value in fields if name == "v1" and value]
+    if len(stamps) != 1 or not stamps[0].isdigit() or len(stamps[0]) > 12 or not macs:
+        return False
+    timestamp = int(stamps[0])
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(mac(secret, timestamp, body), parts.get("v1", ""))
+    expected = mac(secret, timestamp, body).encode()
+    return any(hmac.compare_digest(expected, value.encode()) for value in macs)
 
 
 # --------------------------------------------------------------------- Standard Webhooks
@@ -99,12 +106,15 @@ def verify_standard(secret: str, headers: Mapping[str, str], body: bytes,
                     tolerance: float = TOLERANCE, now: float | None = None) -> bool:
     """What a Standard Webhooks receiver checks (header names in lower case)."""
     try:
-        msg_id, timestamp = headers[ID], int(headers[TIMESTAMP])
+        msg_id, stamp = headers[ID], headers[TIMESTAMP]
+        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12 or len(msg_id) > 256:
+            return False
+        timestamp = int(stamp)
         expected = standard_signature(secret, msg_id, timestamp, body).partition(",")[2]
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError, AttributeError):
         return False
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
-    return any(version == "v1" and hmac.compare_digest(expected, value)
+    return any(version == "v1" and hmac.compare_digest(expected.encode(), value.encode("utf-8", "replace"))
                for version, _, value in (item.partition(",")
                                          for item in headers.get(SIGNATURE, "").split()))

@@ -30,7 +30,7 @@ MAX_WAIT_MS = 1000
 
 @dataclass(frozen=True)
 class Timing:
-    """The time knobs, from settings (tests shrink them)."""
+    """The time knobs, from settings (tests shrink them), and where batches may go."""
 
     batch_size: int
     interval_ms: int
@@ -38,12 +38,14 @@ class Timing:
     retry_base: float
     retry_max: float
     window_ms: int
+    allow_private: bool = False  # [webhooks] allow_private_targets
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timing:
         return cls(settings.webhook_batch_size, int(settings.webhook_batch_interval * 1000),
                    settings.webhook_timeout, settings.webhook_retry_base,
-                   settings.webhook_retry_max, int(settings.webhook_retry_window * 1000))
+                   settings.webhook_retry_max, int(settings.webhook_retry_window * 1000),
+                   settings.webhook_allow_private_targets)
 
     @property
     def lease_ms(self) -> int:
@@ -125,7 +127,8 @@ class HookLoop(threading.Thread):
             self.queue.succeed(batch)
             self._record(batch, attempt, 0, 0, "empty", "events expired")
             return
-        answer = deliver.send(hook, body, batch.id, self.tokens, self.timing.timeout)
+        answer = deliver.send(hook, body, batch.id, self.tokens, self.timing.timeout,
+                              self.timing.allow_private)
         if answer.ok:
             self.queue.succeed(batch)
             log.info("webhook %s batch %s: %d events delivered, %s in %d ms (attempt %d)",

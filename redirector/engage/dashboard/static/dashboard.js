@@ -3,7 +3,8 @@
  * Every value that comes from an API (campaign ids, link names, recipients, user agents)
  * is attacker-controlled: it reaches the DOM only as text nodes or attribute values,
  * never as markup. No frameworks, nothing from another origin (see the page's CSP).
- * The APIs are called with the browser's own HTTP Basic login for this page.
+ * Its data routes (read-only copies of the APIs under dashboard/api/) are called with the
+ * browser's own HTTP Basic login for this page.
  */
 "use strict";
 
@@ -29,8 +30,9 @@
     prefetch: "prefetch"};
   var TYPES = {open: "open", initial_open: "initial open", click: "click"};
 
-  // The page is <prefix>/dashboard; the APIs are <prefix>/api/v1/... Built from origin and
-  // path only: a URL with user:password@ in it would make fetch() refuse.
+  // The page is <prefix>/dashboard; its data routes <prefix>/dashboard/api/v1/... (the
+  // public /api/ routes take API keys only). Built from origin and path only: a URL with
+  // user:password@ in it would make fetch() refuse.
   var base = location.origin + location.pathname;
   var numbers = new Intl.NumberFormat();
   var state = {range: null, seen: {}, firstTail: true, timers: {}, generations: {},
@@ -95,10 +97,26 @@
     return url.toString();
   }
 
-  function getJSON(path, params) {
+  // A 503 with a short Retry-After: the server's password hashing was busy (it refuses
+  // rather than queue); ask again a few times before showing an error.
+  var RETRIES = 3;
+
+  function retryDelay(response, attempt) {
+    var wait = Number(response.headers.get("Retry-After"));
+    if (response.status !== 503 || attempt >= RETRIES || !(wait >= 0 && wait <= 5)) { return null; }
+    return (wait || 1) * 1000;
+  }
+
+  function getJSON(path, params, attempt) {
+    attempt = attempt || 0;
     return fetch(apiUrl(path, params), {credentials: "same-origin", cache: "no-store",
       headers: {Accept: "application/json"}})
       .then(function (response) {
+        var delay = retryDelay(response, attempt);
+        if (delay !== null) {
+          return new Promise(function (resolve) { setTimeout(resolve, delay); })
+            .then(function () { return getJSON(path, params, attempt + 1); });
+        }
         return response.text().then(function (body) {
           var data = null;
           try { data = JSON.parse(body); } catch (ignored) { data = null; }
@@ -390,17 +408,17 @@
     var precision = precisionOf(range);
     mark("metrics", "loading");
     var jobs = [
-      getJSON("api/v1/metrics/deliverability", metricsParams(range, TOTALS))
+      getJSON("dashboard/api/v1/metrics/deliverability", metricsParams(range, TOTALS))
         .then(function (data) { renderSummary(data.results[0] || {}); showError("summary", null); },
           function (error) { showError("summary", error); throw error; }),
-      getJSON("api/v1/metrics/deliverability/campaign", metricsParams(range, TOTALS))
+      getJSON("dashboard/api/v1/metrics/deliverability/campaign", metricsParams(range, TOTALS))
         .then(function (data) { renderCampaigns(data.results); showError("campaigns", null); },
           function (error) { showError("campaigns", error); throw error; }),
-      getJSON("api/v1/metrics/deliverability/link-name",
+      getJSON("dashboard/api/v1/metrics/deliverability/link-name",
         metricsParams(range, LINK_METRICS, {order_by: "count_clicked", limit: String(TOP_LINKS)}))
         .then(function (data) { renderLinks(data.results); showError("links", null); },
           function (error) { showError("links", error); throw error; }),
-      getJSON("api/v1/metrics/deliverability/time-series",
+      getJSON("dashboard/api/v1/metrics/deliverability/time-series",
         metricsParams(range, SERIES.map(function (s) { return s.metric; }), {precision: precision}))
         .then(function (data) {
           renderPlot({precision: precision, points: buckets(range, precision, data.results)});
@@ -421,7 +439,7 @@
   }
 
   function refreshTail() {
-    return getJSON("api/v1/events/message", {events: "click,open,initial_open", per_page: String(TAIL_SIZE)})
+    return getJSON("dashboard/api/v1/events/message", {events: "click,open,initial_open", per_page: String(TAIL_SIZE)})
       .then(function (data) {
         renderTail(data);
         showError("tail", null);
