@@ -1,36 +1,68 @@
-"""Find what tracking changes in an HTML body, without parsing it into a tree.
+"""Find what tracking changes in an HTML body, reading it as an HTML5 tokenizer does.
 
 Returns link sites (the exact span of each trackable href value) and where the two
 open pixels go; the caller splices text there and nothing else changes. Scanned:
-``<a href>``, ``<area href>`` and VML elements such as ``<v:roundrect href>`` inside
-Outlook conditional comments. Skipped: ordinary comments, script/style/title/textarea
-contents, links opted out with ``data-msys-clicktrack="0"`` or ``data-smtpd-no-track``.
+``<a href>``, ``<area href>`` and VML elements such as ``<v:roundrect href>``, also
+inside Outlook conditional comments (``<!--[if mso]>``), which Outlook reads as markup.
+Skipped as a browser skips them: comments (``-->``, ``--!>``, ``<!-->``), bogus comments
+and doctypes, the contents of script (with its ``<!--`` escapes), style, xmp, iframe,
+noembed, noframes, title and textarea, everything after ``<plaintext>``, CDATA sections
+inside svg/math, and a tag still open at the end of the text. Links opted out with
+``data-msys-clicktrack="0"`` or ``data-smtpd-no-track`` are left alone. Attribute values
+are decoded by the HTML5 attribute rules (charrefs.py).
+
+Linear in the text, whatever it holds: every construct is matched by a pattern that
+cannot fail once it has started (an unterminated one runs to the end of the text, as
+in the tokenizer), so no character is read twice by the tokenizer.
 Works on any str whose ASCII characters are the HTML's (a latin-1 view of the bytes
 for ASCII-compatible charsets), so offsets map 1:1 to the part's decoded bytes.
 """
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
+from . import deadline, foreign
+from .charrefs import unescape_attribute
 from .urls import is_trackable
 
 MAX_LINK_NAME_BYTES = 63
-TOKENS = re.compile(
-    r"<!--(?:-?>|(?!\[if).*?-->)"                  # comment, <!--> too (conditional ones are scanned)
-    r"|<(?P<raw>script|style|title|textarea)\b.*?</(?P=raw)\s*>"  # raw text elements
-    r"|<(?P<tag>a|area|body|html|v:[a-z]+|/body|/html|/head)(?=[\s/>])"
-    # Attributes up to the first ">" outside quotes, as runs of plain characters between
-    # quoted values (one step per run, not per character: a quarter of the scan faster).
-    r"(?P<attrs>[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>",
-    re.IGNORECASE | re.DOTALL,
+_S = r"\t\n\f\r "  # HTML white space (not Python's \s)
+# A tag's attributes, as the tokenizer reads them, in runs rather than characters: after
+# white space or '/', an '=' starts a name; after a name, '=' starts a value, and a quote
+# opens one only there; white space, names and quotes in names are one run up to the next
+# '=', '/' or '>'. A value left open runs to the end of the text (the tag is then dropped,
+# as the tokenizer drops it). Each piece stops where the next one's first character is,
+# and every piece can match up to the end of the text, so a match never fails once it
+# started: nothing is ever read twice.
+_BEFORE_NAME = rf"[{_S}/]*(?:=[^{_S}/>=]*)?[^/>=]*"
+_VALUE = rf"=[{_S}]*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^{_S}>]*)"
+_ATTRIBUTES = rf"{_BEFORE_NAME}(?:(?:{_VALUE}|/){_BEFORE_NAME})*"
+TOKEN = re.compile(
+    r"<(?:"
+    r"!--(?:(?P<cc>(?i:\[if))[^>]*(?:>|\Z)|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
+    r"|[!?][^>]*(?:>|\Z)"  # doctype, bogus comment (CDATA outside svg/math), <?...>
+    r"|/(?:>|[^A-Za-z>][^>]*(?:>|\Z))"  # </>, bogus comment
+    rf"|(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_ATTRIBUTES})(?:(?P<gt>>)|\Z)"
+    r")",
+    re.DOTALL,
 )
-ATTR = re.compile(
-    # An unquoted value runs to whitespace or ">" (HTML5 keeps '=' and quotes in it).
-    r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>][^\s>]*)))?""",
+ATTRIBUTE = re.compile(
+    rf"(?P<name>[^{_S}/>][^{_S}/>=]*)[{_S}]*"
+    rf"(?:=[{_S}]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^{_S}>]*)))?"
 )
+RAWTEXT = {name: re.compile(rf"</(?i:{name})(?=[{_S}/>])")
+           for name in ("style", "xmp", "iframe", "noembed", "noframes", "title", "textarea")}
+SCRIPT_DATA = re.compile(rf"<!--|</(?i:script)(?=[{_S}/>])")
+SCRIPT_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])|<(?i:script)(?=[{_S}/>])")
+SCRIPT_DOUBLE_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])")
+DASHES = re.compile(r"-*")
+COMMENT_END = re.compile(r"--!?>")
+WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
+URL_STRIP = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and space
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+CHECK_EVERY = 1024  # tokens between two deadline checks
 
 
 class LinkSite(NamedTuple):  # a tuple: one per link per message, built fast
@@ -51,6 +83,11 @@ class HtmlScan:
     skipped: int = 0  # links with an href left as they are (not http(s), opted out, ...)
 
 
+def ascii_lower(name: str) -> str:
+    """HTML lowercases ASCII letters only (str.lower maps the Kelvin sign to 'k')."""
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+
+
 def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> HtmlScan:
     """Link sites and pixel positions. ``decode_attr`` turns the view's text into real text."""
     links: list[LinkSite] = []
@@ -58,22 +95,77 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     firsts: dict[str, int] = {}
     lasts: dict[str, int] = {}
     skipped = 0
-    for match in TOKENS.finditer(text):
-        tag = (match.group("tag") or "").lower()
-        if not tag:
+    trees = [foreign.Tree()]  # the document's; and a fresh one inside a conditional comment
+    size = len(text)
+    pos, limit, resume, count = 0, size, -1, 0  # limit, resume: the conditional comment's
+    search = TOKEN.search
+    while True:
+        match = search(text, pos, limit) if pos < limit else None
+        if match is None or match.group("gt") is None and match.group("name") is not None:
+            if resume < 0:
+                break  # the end; a tag still open there is dropped, as the tokenizer drops it
+            pos, limit, resume = resume, size, -1  # back out of the conditional comment
+            trees.pop()
             continue
-        firsts.setdefault(tag, match.end())
-        lasts[tag] = match.start()
-        if tag in ("a", "area") or tag.startswith("v:"):
-            site = _link_site(match, decode_attr)
+        pos = match.end()
+        count += 1
+        if not count % CHECK_EVERY:
+            deadline.check()
+        tree = trees[-1]
+        name = match.group("name")
+        if name is None:
+            if match.group("cc") is not None and resume < 0:
+                pos, limit, resume = _conditional(text, match, pos)
+                trees.append(foreign.Tree())
+            elif tree.open and tree.cdata_allowed() and text.startswith("<![CDATA[", match.start()):
+                end = text.find("]]>", match.start() + 9, limit)
+                pos = limit if end < 0 else end + 3
+            continue
+        tag = ascii_lower(name)
+        if match.group("end"):
+            if tag in ("body", "html", "head") and resume < 0:
+                firsts.setdefault("/" + tag, pos)
+                lasts["/" + tag] = match.start()
+            if tree.open:
+                tree.end(tag)
+            continue
+        html = tree.start(tag, match, _self_closing(match)) if tree.open or tag in foreign.ROOTS else True
+        if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
+            site, has_href = _link_site(match, decode_attr)
             if site is not None:
-                (vml if tag.startswith("v:") else links).append(site)
-            elif "href" in match.group("attrs").lower():
+                (vml if tag[0] == "v" else links).append(site)
+            elif has_href:
                 skipped += 1
+        elif not html:
+            continue  # an svg/math element: no raw text, no HTML semantics
+        elif tag in ("body", "html"):
+            if resume < 0:
+                firsts.setdefault(tag, pos)
+        elif tag in RAWTEXT:
+            end_tag = RAWTEXT[tag].search(text, pos, limit)
+            pos = limit if end_tag is None else end_tag.start()
+        elif tag == "script":
+            pos = _script_end(text, pos, limit)
+        elif tag == "plaintext":  # nothing after it is markup
+            if resume < 0:
+                lasts.setdefault("/body", match.start())
+            pos = limit
     if vml:
         links += _name_vml_twins(vml, links)
         links.sort(key=lambda site: site.start)
-    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))), skipped)
+    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", size)), skipped)
+
+
+def _conditional(text: str, opener: re.Match[str], pos: int) -> tuple[int, int, int]:
+    """An Outlook conditional comment ``<!--[if mso]>...<![endif]-->``: a comment to a
+    browser, markup to Outlook. Its text after the first '>' is scanned as a document of
+    its own (where, and up to where), then the scan resumes after the comment (resume)."""
+    end = COMMENT_END.search(text, opener.start() + 4)
+    if end is None:
+        return pos, len(text), len(text)
+    if pos > end.start():  # no '>' before the comment ends: nothing inside
+        return end.end(), end.end(), end.end()
+    return pos, end.start(), end.end()
 
 
 def _top(firsts: dict[str, int]) -> int:
@@ -83,47 +175,79 @@ def _top(firsts: dict[str, int]) -> int:
     return 0
 
 
-WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
+def _script_end(text: str, pos: int, limit: int) -> int:
+    """Where a script element's text ends (its end tag's '<'), by the HTML5 script data
+    states: '<!--' escapes, '<script' inside an escape double-escapes, '-->' ends both."""
+    while True:
+        step = SCRIPT_DATA.search(text, pos, limit)
+        if step is None:
+            return limit
+        if step.group() != "<!--":
+            return step.start()
+        pos = DASHES.match(text, step.end(), limit).end()  # '<!--' leaves two dashes read
+        if text.startswith(">", pos, limit):
+            pos += 1
+            continue
+        while True:  # escaped
+            step = SCRIPT_ESCAPED.search(text, pos, limit)
+            if step is None:
+                return limit
+            if step.group() == "-->":
+                pos = step.end()
+                break
+            if step.group()[1] == "/":
+                return step.start()
+            step = SCRIPT_DOUBLE_ESCAPED.search(text, step.end() + 1, limit)
+            if step is None:
+                return limit
+            pos = step.end() + (step.group() != "-->")
+            if step.group() == "-->":
+                break
 
 
-def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
-    # The first of each wanted attribute: the first of duplicate attributes wins, as in browsers.
+def _self_closing(tag: re.Match[str]) -> bool:
+    """'/>' closes a tag (svg/math only heed it), unless the '/' ends an unquoted value."""
+    end = tag.end("attrs")
+    if not tag.string.endswith("/", 0, end):
+        return False
+    last = None
+    for last in ATTRIBUTE.finditer(tag.string, tag.start("attrs"), end):
+        pass
+    return last is None or last.end() < end or last.lastindex != ATTRIBUTE.groupindex["uq"]
+
+
+def _link_site(tag: re.Match[str], decode_attr: Callable[[str], str]) -> tuple[Optional[LinkSite], bool]:
+    """The tag's link site, if tracked; and whether it has an href at all."""
     attrs: dict[str, re.Match[str]] = {}
-    for attr in ATTR.finditer(match.string, match.start("attrs"), match.end("attrs")):
-        name = attr.group(1).lower()
-        if name in WANTED and name not in attrs:
+    for attr in ATTRIBUTE.finditer(tag.string, tag.start("attrs"), tag.end("attrs")):
+        name = ascii_lower(attr.group("name"))
+        if name in WANTED and name not in attrs:  # the first of duplicates wins, as in browsers
             attrs[name] = attr
     href = attrs.get("href")
-    if href is None or "data-smtpd-no-track" in attrs:
-        return None
+    if href is None:
+        return None, False
+    if "data-smtpd-no-track" in attrs:
+        return None, True
     clicktrack = attrs.get("data-msys-clicktrack")
-    if clicktrack is not None and _value(clicktrack).strip() == "0":
-        return None
-    url = unescape(_value(href)).strip()
+    if clicktrack is not None and unescape_attribute(_value(clicktrack)).strip(URL_STRIP) == "0":
+        return None, True
+    url = unescape_attribute(_value(href)).strip(URL_STRIP)
     if not is_trackable(url):
-        return None
-    group = href.lastindex  # a value's group is the match's last: 2 or 3 quoted, 4 unquoted
-    return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), group != 4)
+        return None, True
+    group = href.lastindex or 0  # a value's group is the match's last: dq, sq or uq
+    quoted = group != ATTRIBUTE.groupindex["uq"]
+    return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), quoted), True
 
 
-def _value(attr: "re.Match[str]") -> str:
+def _value(attr: re.Match[str]) -> str:
     return attr.group(attr.lastindex) if attr.lastindex != 1 else ""
 
 
-def unescape(value: str) -> str:
-    """html.unescape, with a fast path for the common case: only &amp; in a query string."""
-    if "&" not in value:
-        return value
-    if value.count("&") == value.count("&amp;"):
-        return value.replace("&amp;", "&")
-    return html.unescape(value)
-
-
-def _link_name(attrs: dict[str, "re.Match[str]"], decode_attr: Callable[[str], str]) -> str:
+def _link_name(attrs: dict[str, re.Match[str]], decode_attr: Callable[[str], str]) -> str:
     if "data-msys-linkname" not in attrs:
         return ""
-    name = unescape(decode_attr(_value(attrs["data-msys-linkname"]))).strip()
-    return name.encode("utf-8")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
+    name = unescape_attribute(decode_attr(_value(attrs["data-msys-linkname"]))).strip()
+    return name.encode("utf-8", "replace")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
 
 
 def _name_vml_twins(vml: list[LinkSite], links: list[LinkSite]) -> list[LinkSite]:

@@ -1,0 +1,81 @@
+"""Just enough of HTML5 tree construction to know where svg and math content is.
+
+The tokenizer reads some things differently inside svg/math ("foreign content"): a
+``<![CDATA[`` section is text up to ``]]>``, and ``<style>``, ``<script>``, ``<title>``
+... are ordinary elements there, not raw text. This keeps the stack of elements opened
+since the outermost ``<svg>``/``<math>``: breakout tags (``<p>``, ``<div>``, ...) leave
+foreign content, integration points (svg ``foreignObject``/``desc``/``title``, MathML
+``mi``/``mo``/``mn``/``ms``/``mtext``) hold HTML again. Not modelled: ``<select>``,
+framesets and ``annotation-xml``'s encoding (rare in mail; the tokenizer then reads one
+element as raw text where a browser would not, or the reverse).
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+ROOTS = frozenset({"svg", "math"})
+BREAKOUT = frozenset({
+    "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em",
+    "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing",
+    "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong",
+    "strike", "sub", "sup", "table", "tt", "u", "ul", "var",
+})
+INTEGRATION = frozenset({"foreignobject", "desc", "title", "mi", "mo", "mn", "ms", "mtext"})
+VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                  "param", "source", "track", "wbr", "keygen", "basefont", "bgsound", "frame"})
+FONT_BREAKOUT = re.compile(r"(?:^|[\t\n\f\r /])(?:color|face|size)(?:[\t\n\f\r /=]|$)", re.IGNORECASE)
+
+
+class Tree:
+    """Open elements inside the outermost svg/math, as (name, is foreign)."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[str, bool]] = []
+        self.counts: dict[str, int] = {}  # names on the stack: an absent end tag costs no walk
+
+    @property
+    def open(self) -> bool:
+        return bool(self.stack)
+
+    def cdata_allowed(self) -> bool:
+        """The adjusted current node is an svg/math element (integration points too)."""
+        return bool(self.stack) and self.stack[-1][1]
+
+    def _in_foreign_content(self) -> bool:
+        return bool(self.stack) and self.stack[-1][1] and self.stack[-1][0] not in INTEGRATION
+
+    def start(self, tag: str, match: Optional[re.Match[str]], self_closing: bool) -> bool:
+        """Take a start tag; True when the tokenizer treats it as HTML (raw text etc.)."""
+        if self._in_foreign_content():
+            if tag in BREAKOUT or (tag == "font" and match is not None
+                                   and FONT_BREAKOUT.search(match.group("attrs"))):
+                while self._in_foreign_content():
+                    self._pop()
+                return self.start(tag, match, self_closing) if self.stack else True
+            if not self_closing:
+                self._push(tag, True)
+            return False
+        if tag in ROOTS:
+            if not self_closing:
+                self._push(tag, True)
+            return False
+        if self.stack and tag not in VOID:
+            self._push(tag, False)
+        return True
+
+    def _push(self, tag: str, is_foreign: bool) -> None:
+        self.stack.append((tag, is_foreign))
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+
+    def _pop(self) -> None:
+        tag = self.stack.pop()[0]
+        self.counts[tag] -= 1
+
+    def end(self, tag: str) -> None:
+        """An end tag closes the innermost open element of that name, and those inside it."""
+        if not self.counts.get(tag):
+            return
+        while self.stack[-1][0] != tag:
+            self._pop()
+        self._pop()
