@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Optional
 from engage.links import Link
 from engage.verdicts import TRAP_LINK_NAME
 
-from . import htmlscan, mimewalk, textscan
+from . import deadline, htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
@@ -142,12 +142,7 @@ class BodyRewrite:
         else:
             sites = textscan.scan(part.view) if click and text_links else []
         part.sites = [(site, self._link_index(site)) for site in sites]
-        taken = [(site.start, site.end) for site, _ in part.sites]
-        part.curlies = [
-            _Edit(m.start(), m.end(), CURLY_TEXT[m.group(1)], -1)
-            for m in CURLY.finditer(part.view)
-            if not any(start < m.end() and m.start() < end for start, end in taken)
-        ]
+        part.curlies = _curlies(part.view, [(site.start, site.end) for site, _ in part.sites])
 
     def _link_index(self, site: LinkSite) -> int:
         if site.name == TRAP_LINK_NAME:  # reserved: a sender's link must never read as a trap
@@ -203,6 +198,21 @@ class BodyRewrite:
         return [Splice(0, len(part.codec.decoded), new)]
 
 
+def _curlies(view: str, taken: list[tuple[int, int]]) -> list[_Edit]:
+    """The Momentum escapes outside link sites; one walk over both (sorted) lists."""
+    edits: list[_Edit] = []
+    taken = sorted(taken)
+    index = 0
+    for match in CURLY.finditer(view):
+        deadline.check()
+        while index < len(taken) and taken[index][1] <= match.start():
+            index += 1  # sites that end before this escape can overlap no later one
+        if index < len(taken) and taken[index][0] < match.end():
+            continue
+        edits.append(_Edit(match.start(), match.end(), CURLY_TEXT[match.group(1)], -1))
+    return edits
+
+
 def _apply(text: str, edits: list[_Edit]) -> str:
     out, pos = [], 0
     for edit in edits:
@@ -252,31 +262,44 @@ def _short_lines(data: bytes) -> bool:
 
 def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:
     """Whether every line an edit touches stays within 998 octets (edits hold no line
-    break, so each line's new length is its old length plus the edits' growth)."""
-    growth: dict[int, int] = {}
+    break, so each line's new length is its old length plus the edits' growth). One walk
+    forward: each byte between two edits is searched for line ends once."""
+    line_start, line_end, extra = 0, -1, 0
     for edit in splices:
-        line_start = data.rfind(b"\n", 0, edit.start) + 1
-        growth[line_start] = growth.get(line_start, 0) + len(edit.data) - (edit.end - edit.start)
-    for line_start, extra in growth.items():
-        line_end = data.find(b"\n", line_start)
-        line_end = len(data) if line_end < 0 else line_end
-        if line_end - line_start - (data[line_end - 1:line_end] == b"\r") + extra > MAX_LINE:
-            return False
-    return True
+        if edit.start > line_end:  # past the current line: close it, find this edit's line
+            if line_end >= 0 and not _line_fits(data, line_start, line_end, extra):
+                return False
+            line_start = data.rfind(b"\n", max(line_end, 0), edit.start) + 1
+            line_end = data.find(b"\n", edit.start)
+            line_end = len(data) if line_end < 0 else line_end
+            extra = 0
+        extra += len(edit.data) - (edit.end - edit.start)
+    return line_end < 0 or _line_fits(data, line_start, line_end, extra)
+
+
+def _line_fits(data: bytes, start: int, end: int, extra: int) -> bool:
+    return end - start - (data[end - 1:end] == b"\r") + extra <= MAX_LINE
 
 
 def _cuts(new: bytes, points: list[int]) -> list[int]:
-    """Greedy: on each over-long line, break at the last point within 998 octets."""
+    """Greedy: on each over-long line, break at the last point within 998 octets. The
+    points are sorted; one pointer walks them, so many links on one line stay linear."""
     cuts: list[int] = []
-    line_start = 0
+    line_start = index = 0
     for line in new.split(b"\n"):
         line_end = line_start + len(line.rstrip(b"\r"))
         current = line_start
         while line_end - current > MAX_LINE:
-            usable = [p for p in points if current < p <= current + MAX_LINE]
-            if not usable:
+            deadline.check()
+            while index < len(points) and points[index] <= current:
+                index += 1
+            best = -1
+            while index < len(points) and points[index] <= current + MAX_LINE:
+                best = points[index]
+                index += 1
+            if best < 0:
                 break
-            current = usable[-1]
+            current = best
             cuts.append(current)
         line_start += len(line) + 1
     return cuts

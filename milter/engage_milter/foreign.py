@@ -34,10 +34,6 @@ class Tree:
         self.stack: list[tuple[str, bool]] = []
         self.counts: dict[str, int] = {}  # names on the stack: an absent end tag costs no walk
 
-    @property
-    def open(self) -> bool:
-        return bool(self.stack)
-
     def cdata_allowed(self) -> bool:
         """The adjusted current node is an svg/math element (integration points too)."""
         return bool(self.stack) and self.stack[-1][1]

@@ -34,17 +34,17 @@ _S = r"\t\n\f\r "  # HTML white space (not Python's \s)
 # opens one only there; white space, names and quotes in names are one run up to the next
 # '=', '/' or '>'. A value left open runs to the end of the text (the tag is then dropped,
 # as the tokenizer drops it). Each piece stops where the next one's first character is,
-# and every piece can match up to the end of the text, so a match never fails once it
-# started: nothing is ever read twice.
+# and every piece can match up to the end of the text ('"[^"]*"?': a run stops only at
+# its quote or the end), so a match never fails once it started: nothing is read twice.
 _BEFORE_NAME = rf"[{_S}/]*(?:=[^{_S}/>=]*)?[^/>=]*"
-_VALUE = rf"=[{_S}]*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^{_S}>]*)"
+_VALUE = rf"=[{_S}]*(?:\"[^\"]*\"?|'[^']*'?|[^{_S}>]*)"
 _ATTRIBUTES = rf"{_BEFORE_NAME}(?:(?:{_VALUE}|/){_BEFORE_NAME})*"
 TOKEN = re.compile(
     r"<(?:"
-    r"!--(?:(?P<cc>(?i:\[if))[^>]*(?:>|\Z)|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
-    r"|[!?][^>]*(?:>|\Z)"  # doctype, bogus comment (CDATA outside svg/math), <?...>
-    r"|/(?:>|[^A-Za-z>][^>]*(?:>|\Z))"  # </>, bogus comment
-    rf"|(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_ATTRIBUTES})(?:(?P<gt>>)|\Z)"
+    rf"(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_ATTRIBUTES})(?P<gt>>)?"  # a tag
+    r"|!--(?:(?P<cc>(?i:\[if))[^>]*>?|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
+    r"|[!?][^>]*>?"  # doctype, bogus comment (CDATA outside svg/math), <?...>
+    r"|/(?:>|[^A-Za-z>][^>]*>?)"  # </>, bogus comment
     r")",
     re.DOTALL,
 )
@@ -52,6 +52,11 @@ ATTRIBUTE = re.compile(
     rf"(?P<name>[^{_S}/>][^{_S}/>=]*)[{_S}]*"
     rf"(?:=[{_S}]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^{_S}>]*)))?"
 )
+NAME, END, GT, CC, ATTRS = (TOKEN.groupindex[name] for name in ("name", "end", "gt", "cc", "attrs"))
+UNQUOTED = ATTRIBUTE.groupindex["uq"]
+# Tags that matter outside svg/math (and any "x:name" tag: VML); the rest are skipped.
+NOTED = frozenset({"a", "area", "body", "html", "head", "script", "plaintext", "svg", "math",
+                   "style", "xmp", "iframe", "noembed", "noframes", "title", "textarea"})
 RAWTEXT = {name: re.compile(rf"</(?i:{name})(?=[{_S}/>])")
            for name in ("style", "xmp", "iframe", "noembed", "noframes", "title", "textarea")}
 SCRIPT_DATA = re.compile(rf"<!--|</(?i:script)(?=[{_S}/>])")
@@ -83,11 +88,6 @@ class HtmlScan:
     skipped: int = 0  # links with an href left as they are (not http(s), opted out, ...)
 
 
-def ascii_lower(name: str) -> str:
-    """HTML lowercases ASCII letters only (str.lower maps the Kelvin sign to 'k')."""
-    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
-
-
 def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> HtmlScan:
     """Link sites and pixel positions. ``decode_attr`` turns the view's text into real text."""
     links: list[LinkSite] = []
@@ -96,40 +96,49 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     lasts: dict[str, int] = {}
     skipped = 0
     trees = [foreign.Tree()]  # the document's; and a fresh one inside a conditional comment
+    tree = trees[0]
     size = len(text)
-    pos, limit, resume, count = 0, size, -1, 0  # limit, resume: the conditional comment's
-    search = TOKEN.search
+    limit, resume, count = size, -1, 0  # limit, resume: the conditional comment's
+    next_token = TOKEN.scanner(text).search  # one scanner until the tokenizer jumps
     while True:
-        match = search(text, pos, limit) if pos < limit else None
-        if match is None or match.group("gt") is None and match.group("name") is not None:
+        match = next_token()
+        name, end, gt = match.group(NAME, END, GT) if match is not None else (None, None, None)
+        if match is None or gt is None and name is not None:
             if resume < 0:
                 break  # the end; a tag still open there is dropped, as the tokenizer drops it
-            pos, limit, resume = resume, size, -1  # back out of the conditional comment
+            next_token = TOKEN.scanner(text, resume).search  # back out of the conditional comment
+            limit, resume = size, -1
             trees.pop()
+            tree = trees[-1]
             continue
-        pos = match.end()
         count += 1
-        if not count % CHECK_EVERY:
+        if count >= CHECK_EVERY:
+            count = 0
             deadline.check()
-        tree = trees[-1]
-        name = match.group("name")
         if name is None:
-            if match.group("cc") is not None and resume < 0:
-                pos, limit, resume = _conditional(text, match, pos)
+            jump = -1
+            if match.group(CC) is not None and resume < 0:
+                jump, limit, resume = _conditional(text, match)
                 trees.append(foreign.Tree())
-            elif tree.open and tree.cdata_allowed() and text.startswith("<![CDATA[", match.start()):
-                end = text.find("]]>", match.start() + 9, limit)
-                pos = limit if end < 0 else end + 3
+                tree = trees[-1]
+            elif tree.stack and tree.cdata_allowed() and text.startswith("<![CDATA[", match.start()):
+                jump = text.find("]]>", match.start() + 9, limit)
+                jump = limit if jump < 0 else jump + 3
+            if jump >= 0:
+                next_token = TOKEN.scanner(text, jump, limit).search
             continue
-        tag = ascii_lower(name)
-        if match.group("end"):
+        tag = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+        if tag not in NOTED and not tree.stack and tag[1:2] != ":":
+            continue  # most tags: nothing to note, and the tokenizer goes on as it was
+        if end:
             if tag in ("body", "html", "head") and resume < 0:
-                firsts.setdefault("/" + tag, pos)
+                firsts.setdefault("/" + tag, match.end())
                 lasts["/" + tag] = match.start()
-            if tree.open:
+            if tree.stack:
                 tree.end(tag)
             continue
-        html = tree.start(tag, match, _self_closing(match)) if tree.open or tag in foreign.ROOTS else True
+        html = tree.start(tag, match, _self_closing(match)) if tree.stack or tag in foreign.ROOTS else True
+        jump = -1
         if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
             site, has_href = _link_site(match, decode_attr)
             if site is not None:
@@ -140,26 +149,29 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             continue  # an svg/math element: no raw text, no HTML semantics
         elif tag in ("body", "html"):
             if resume < 0:
-                firsts.setdefault(tag, pos)
+                firsts.setdefault(tag, match.end())
         elif tag in RAWTEXT:
-            end_tag = RAWTEXT[tag].search(text, pos, limit)
-            pos = limit if end_tag is None else end_tag.start()
+            end_tag = RAWTEXT[tag].search(text, match.end(), limit)
+            jump = limit if end_tag is None else end_tag.start()
         elif tag == "script":
-            pos = _script_end(text, pos, limit)
+            jump = _script_end(text, match.end(), limit)
         elif tag == "plaintext":  # nothing after it is markup
             if resume < 0:
                 lasts.setdefault("/body", match.start())
-            pos = limit
+            jump = limit
+        if jump >= 0:
+            next_token = TOKEN.scanner(text, jump, limit).search
     if vml:
         links += _name_vml_twins(vml, links)
         links.sort(key=lambda site: site.start)
     return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", size)), skipped)
 
 
-def _conditional(text: str, opener: re.Match[str], pos: int) -> tuple[int, int, int]:
+def _conditional(text: str, opener: re.Match[str]) -> tuple[int, int, int]:
     """An Outlook conditional comment ``<!--[if mso]>...<![endif]-->``: a comment to a
     browser, markup to Outlook. Its text after the first '>' is scanned as a document of
-    its own (where, and up to where), then the scan resumes after the comment (resume)."""
+    its own (from where, up to where), then the scan resumes after the comment (resume)."""
+    pos = opener.end()
     end = COMMENT_END.search(text, opener.start() + 4)
     if end is None:
         return pos, len(text), len(text)
@@ -210,17 +222,17 @@ def _self_closing(tag: re.Match[str]) -> bool:
     end = tag.end("attrs")
     if not tag.string.endswith("/", 0, end):
         return False
-    last = None
-    for last in ATTRIBUTE.finditer(tag.string, tag.start("attrs"), end):
-        pass
-    return last is None or last.end() < end or last.lastindex != ATTRIBUTE.groupindex["uq"]
+    attributes = list(ATTRIBUTE.finditer(tag.string, tag.start("attrs"), end))  # svg/math only
+    last = attributes[-1] if attributes else None
+    return last is None or last.end() < end or last.lastindex != UNQUOTED
 
 
 def _link_site(tag: re.Match[str], decode_attr: Callable[[str], str]) -> tuple[Optional[LinkSite], bool]:
     """The tag's link site, if tracked; and whether it has an href at all."""
     attrs: dict[str, re.Match[str]] = {}
-    for attr in ATTRIBUTE.finditer(tag.string, tag.start("attrs"), tag.end("attrs")):
-        name = ascii_lower(attr.group("name"))
+    for attr in ATTRIBUTE.finditer(tag.string, tag.start(ATTRS), tag.end(ATTRS)):
+        name = attr.group(1)
+        name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
         if name in WANTED and name not in attrs:  # the first of duplicates wins, as in browsers
             attrs[name] = attr
     href = attrs.get("href")
@@ -235,7 +247,7 @@ def _link_site(tag: re.Match[str], decode_attr: Callable[[str], str]) -> tuple[O
     if not is_trackable(url):
         return None, True
     group = href.lastindex or 0  # a value's group is the match's last: dq, sq or uq
-    quoted = group != ATTRIBUTE.groupindex["uq"]
+    quoted = group != UNQUOTED
     return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), quoted), True
 
 

@@ -157,7 +157,8 @@ class Codec:
             last = max(first, bisect.bisect_right(self.starts, max(edit.start, edit.end - 1)) - 1)
             if groups and first <= groups[-1][1]:
                 prev_first, prev_last, prev_edits = groups[-1]
-                groups[-1] = (prev_first, max(prev_last, last), prev_edits + [edit])
+                prev_edits.append(edit)  # in place: many edits on one hard line stay linear
+                groups[-1] = (prev_first, max(prev_last, last), prev_edits)
             else:
                 groups.append((first, last, [edit]))
         return groups
