@@ -64,6 +64,7 @@ SCRIPT_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])|<(?i:script)(?=[{_S
 SCRIPT_DOUBLE_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])")
 DASHES = re.compile(r"-*")
 COMMENT_END = re.compile(r"--!?>")
+FOREIGN = re.compile(r"<(?i:svg|math)")
 WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
 URL_STRIP = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and space
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -100,6 +101,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     size = len(text)
     limit, resume, count = size, -1, 0  # limit, resume: the conditional comment's
     next_token = TOKEN.scanner(text).search  # one scanner until the tokenizer jumps
+    foreign_ahead = FOREIGN.search(text) is not None  # then HTML elements are counted
     while True:
         match = next_token()
         name, end, gt = match.group(NAME, END, GT) if match is not None else (None, None, None)
@@ -128,6 +130,8 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
                 next_token = TOKEN.scanner(text, jump, limit).search
             continue
         tag = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+        if foreign_ahead and not tree.stack:
+            tree.note(tag, bool(end))
         if tag not in NOTED and not tree.stack and tag[1:2] != ":":
             continue  # most tags: nothing to note, and the tokenizer goes on as it was
         if end:
