@@ -33,6 +33,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("milter", "on_store_error"): "ENGAGE_ON_STORE_ERROR",
     ("milter", "workers"): "ENGAGE_MILTER_WORKERS",
     ("milter", "rewrite_cache"): "ENGAGE_REWRITE_CACHE",
+    ("milter", "plan_timeout"): "ENGAGE_PLAN_TIMEOUT",
     ("milter", "split_recipients"): "ENGAGE_SPLIT_RECIPIENTS",
     ("tracking", "open_tracking"): "ENGAGE_OPEN_TRACKING",
     ("tracking", "click_tracking"): "ENGAGE_CLICK_TRACKING",
@@ -78,6 +79,7 @@ class Settings:
     milter_timeout: int = 600
     milter_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     rewrite_cache: int = 16
+    plan_timeout: int = 30  # seconds a message's rewrite may take; then it goes out unchanged
     split_recipients: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "engage:"
@@ -279,6 +281,7 @@ SCHEMA: tuple[tuple[str, str, str, Callable[[str], object]], ...] = (
     ("milter", "timeout", "milter_timeout", _parse_int(1, 3600)),
     ("milter", "workers", "milter_workers", _parse_workers),
     ("milter", "rewrite_cache", "rewrite_cache", _parse_int(0, 4096)),
+    ("milter", "plan_timeout", "plan_timeout", _parse_int(1, 3600)),
     ("milter", "split_recipients", "split_recipients", _parse_bool),
     ("redis", "url", "redis_url", _parse_redis_url),
     ("redis", "key_prefix", "key_prefix", _parse_prefix),
