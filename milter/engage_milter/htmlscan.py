@@ -168,7 +168,10 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     if vml:
         links += _name_vml_twins(vml, links)
         links.sort(key=lambda site: site.start)
-    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", size)), skipped)
+    # With no </body> or </html>, the bottom pixel goes before the text's last line end:
+    # after it, the part (and often the message) would end in a line without one.
+    end = size - (2 if text.endswith("\r\n") else text.endswith("\n"))
+    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", end)), skipped)
 
 
 def _conditional(text: str, opener: re.Match[str]) -> tuple[int, int, int]:
