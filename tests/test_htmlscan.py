@@ -119,6 +119,10 @@ def test_url_is_trimmed_of_c0_and_space_only():
     (f'<!--[if !mso]><!--><a href="{URL}"><!--<![endif]-->', [URL]),
     (f'<!--[if mso]><a href="{URL}" <![endif]--><a href="{URL}/2">', [URL + "/2"]),
     (f'<!--[if mso]><style><a href="{URL}"><![endif]--><a href="{URL}/2">', [URL + "/2"]),
+    ("<a " + "x=1 " * 600 + f'href="{URL}">', [URL]),  # more values than one regex match takes
+    ("<a " + "x=1 " * 600 + f'href="{URL}"', []),
+    ("<div " + 'x=">" ' * 600 + f'><a href="{URL}">', [URL]),
+    ("<div " + "x=1/" * 600 + f'><a href="{URL}">', [URL]),
 ])
 def test_the_tokenizer_reads_as_html5(html, found):
     assert urls(html) == found

@@ -14,7 +14,6 @@ text where a browser would not, or the reverse).
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 ROOTS = frozenset({"svg", "math"})
 BREAKOUT = frozenset({
@@ -45,15 +44,15 @@ class Tree:
     def _in_foreign_content(self) -> bool:
         return bool(self.stack) and self.stack[-1][1] != "html" and self.stack[-1] not in INTEGRATION
 
-    def start(self, tag: str, match: Optional[re.Match[str]], self_closing: bool) -> bool:
-        """Take a start tag; True when the tokenizer treats it as HTML (raw text etc.)."""
+    def start(self, tag: str, attributes: str, self_closing: bool) -> bool:
+        """Take a start tag (``attributes``: its text, needed for font only); True when
+        the tokenizer treats it as HTML (raw text etc.)."""
         if self._in_foreign_content() and not (tag == "svg" and self.stack[-1] == ("annotation-xml", "math")):
-            if tag in BREAKOUT or (tag == "font" and match is not None
-                                   and FONT_BREAKOUT.search(match.group("attrs"))):
+            if tag in BREAKOUT or (tag == "font" and FONT_BREAKOUT.search(attributes)):
                 while self._in_foreign_content():
                     self._pop()
                 if self.stack:
-                    return self.start(tag, match, self_closing)
+                    return self.start(tag, attributes, self_closing)
                 self.note(tag, False)
                 return True
             if not self_closing:

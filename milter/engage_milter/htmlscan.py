@@ -38,10 +38,14 @@ _S = r"\t\n\f\r "  # HTML white space (not Python's \s)
 # its quote or the end), so a match never fails once it started: nothing is read twice.
 _BEFORE_NAME = rf"[{_S}/]*(?:=[^{_S}/>=]*)?[^/>=]*"
 _VALUE = rf"=[{_S}]*(?:\"[^\"]*\"?|'[^']*'?|[^{_S}>]*)"
-_ATTRIBUTES = rf"{_BEFORE_NAME}(?:(?:{_VALUE}|/){_BEFORE_NAME})*"
+# At most CHUNK values per match: a regex engine keeps a record per repetition until the
+# match ends, and a 1 MiB tag made that slow (RAM, not CPU caches); the scan loop goes on
+# with TAG_MORE where a chunk ends.
+CHUNK = 256
+_MORE = rf"(?:(?:{_VALUE}|/){_BEFORE_NAME}){{0,{CHUNK}}}"
 TOKEN = re.compile(
     r"<(?:"
-    rf"(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_ATTRIBUTES})(?P<gt>>)?"  # a tag
+    rf"(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_BEFORE_NAME}{_MORE})(?P<gt>>)?"  # a tag
     r"|!--(?:(?P<cc>(?i:\[if))[^>]*>?|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
     r"|[!?][^>]*>?"  # doctype, bogus comment (CDATA outside svg/math), <?...>
     r"|/(?:>|[^A-Za-z>][^>]*>?)"  # </>, bogus comment
@@ -52,6 +56,7 @@ ATTRIBUTE = re.compile(
     rf"(?P<name>[^{_S}/>][^{_S}/>=]*)[{_S}]*"
     rf"(?:=[{_S}]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^{_S}>]*)))?"
 )
+TAG_MORE = re.compile(rf"{_MORE}(?P<gt>>)?")
 NAME, END, GT, CC, ATTRS = (TOKEN.groupindex[name] for name in ("name", "end", "gt", "cc", "attrs"))
 UNQUOTED = ATTRIBUTE.groupindex["uq"]
 # Tags that matter outside svg/math (and any "x:name" tag: VML); the rest are skipped.
@@ -105,6 +110,11 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     while True:
         match = next_token()
         name, end, gt = match.group(NAME, END, GT) if match is not None else (None, None, None)
+        if match is not None:
+            tag_end = match.end()
+            if gt is None and name is not None and tag_end < limit:  # a tag of many values
+                tag_end, gt = _rest_of_tag(text, tag_end, limit)
+                next_token = TOKEN.scanner(text, tag_end, limit).search
         if match is None or gt is None and name is not None:
             if resume < 0:
                 break  # the end; a tag still open there is dropped, as the tokenizer drops it
@@ -136,15 +146,18 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             continue  # most tags: nothing to note, and the tokenizer goes on as it was
         if end:
             if tag in ("body", "html", "head") and resume < 0:
-                firsts.setdefault("/" + tag, match.end())
+                firsts.setdefault("/" + tag, tag_end)
                 lasts["/" + tag] = match.start()
             if tree.stack:
                 tree.end(tag)
             continue
-        html = tree.start(tag, match, _self_closing(match)) if tree.stack or tag in foreign.ROOTS else True
+        attrs = (match.start(ATTRS), tag_end - 1)  # up to the '>'
+        html = True
+        if tree.stack or tag in foreign.ROOTS:
+            html = tree.start(tag, text[attrs[0]:attrs[1]] if tag == "font" else "", _self_closing(text, *attrs))
         jump = -1
         if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
-            site, has_href = _link_site(match, decode_attr)
+            site, has_href = _link_site(text, *attrs, decode_attr)
             if site is not None:
                 (vml if tag[0] == "v" else links).append(site)
             elif has_href:
@@ -153,12 +166,12 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             continue  # an svg/math element: no raw text, no HTML semantics
         elif tag in ("body", "html"):
             if resume < 0:
-                firsts.setdefault(tag, match.end())
+                firsts.setdefault(tag, tag_end)
         elif tag in RAWTEXT:
-            end_tag = RAWTEXT[tag].search(text, match.end(), limit)
+            end_tag = RAWTEXT[tag].search(text, tag_end, limit)
             jump = limit if end_tag is None else end_tag.start()
         elif tag == "script":
-            jump = _script_end(text, match.end(), limit)
+            jump = _script_end(text, tag_end, limit)
         elif tag == "plaintext":  # nothing after it is markup
             if resume < 0:
                 lasts.setdefault("/body", match.start())
@@ -224,20 +237,30 @@ def _script_end(text: str, pos: int, limit: int) -> int:
                 break
 
 
-def _self_closing(tag: re.Match[str]) -> bool:
+def _rest_of_tag(text: str, pos: int, limit: int) -> tuple[int, Optional[str]]:
+    """Where a tag that holds more than CHUNK values ends, and its '>' (None: open at the end)."""
+    while True:
+        more = TAG_MORE.match(text, pos, limit)
+        if more.group("gt") is not None or more.end() in (pos, limit):
+            return more.end(), more.group("gt")
+        pos = more.end()
+
+
+def _self_closing(text: str, start: int, end: int) -> bool:
     """'/>' closes a tag (svg/math only heed it), unless the '/' ends an unquoted value."""
-    end = tag.end("attrs")
-    if not tag.string.endswith("/", 0, end):
+    if not text.endswith("/", 0, end):
         return False
-    attributes = list(ATTRIBUTE.finditer(tag.string, tag.start("attrs"), end))  # svg/math only
+    attributes = list(ATTRIBUTE.finditer(text, start, end))  # svg/math only
     last = attributes[-1] if attributes else None
     return last is None or last.end() < end or last.lastindex != UNQUOTED
 
 
-def _link_site(tag: re.Match[str], decode_attr: Callable[[str], str]) -> tuple[Optional[LinkSite], bool]:
-    """The tag's link site, if tracked; and whether it has an href at all."""
+def _link_site(text: str, start: int, end: int,
+               decode_attr: Callable[[str], str]) -> tuple[Optional[LinkSite], bool]:
+    """The link site of the tag whose attributes are text[start:end], if tracked; and
+    whether it has an href at all."""
     attrs: dict[str, re.Match[str]] = {}
-    for attr in ATTRIBUTE.finditer(tag.string, tag.start(ATTRS), tag.end(ATTRS)):
+    for attr in ATTRIBUTE.finditer(text, start, end):
         name = attr.group(1)
         name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
         if name in WANTED and name not in attrs:  # the first of duplicates wins, as in browsers
