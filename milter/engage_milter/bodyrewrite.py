@@ -26,6 +26,7 @@ from .htmlscan import LinkSite
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
 MAX_LINE = 998
+WINDOW = 1 << 20  # bytes of a body split into lines at a time
 TRACKED_PATHS = ("/i/", "/c/", "/v1/track/")  # a message that passed a tracking milter already
 CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
 CURLY_TEXT = {"opening": "{{", "closing": "}}"}
@@ -143,6 +144,8 @@ class BodyRewrite:
             sites = textscan.scan(part.view) if click and text_links else []
         part.sites = [(site, self._link_index(site)) for site in sites]
         part.curlies = _curlies(part.view, [(site.start, site.end) for site, _ in part.sites])
+        if part.latin1:
+            part.view = ""  # rendering splices bytes: the text view (the body's size) can go
 
     def _link_index(self, site: LinkSite) -> int:
         if site.name == TRAP_LINK_NAME:  # reserved: a sender's link must never read as a trap
@@ -185,11 +188,13 @@ class BodyRewrite:
         return edits
 
     def _splices(self, part: _Part, edits: list[_Edit]) -> list[Splice]:
-        if part.latin1 and part.codec.cte not in PLAIN:
-            return [Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits]
         if part.latin1:
-            return _fold([Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits],
-                         [e.breakable for e in edits], part.codec)
+            encoded: dict[str, bytes] = {}  # the same URL at many sites: encoded once
+            splices = [Splice(start, end, encoded.get(text) or encoded.setdefault(text, text.encode("ascii")))
+                       for start, end, text, _ in edits]
+            if part.codec.cte not in PLAIN:
+                return splices
+            return _fold(splices, [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
         name = _codec_name(part.part.charset)
         new = new_text.encode(name)
@@ -223,7 +228,16 @@ def _apply(text: str, edits: list[_Edit]) -> str:
 
 
 def _max_line(data: bytes) -> int:
-    return max((len(line.rstrip(b"\r")) for line in data.split(b"\n")), default=0)
+    """The longest line (CR not counted), read in windows of about WINDOW bytes so that a
+    50 MB body is never split into lines all at once."""
+    longest, start = 0, 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
+        if end <= start:  # no line end within a window: that line alone
+            end = data.find(b"\n", start) + 1 or len(data)
+        longest = max(longest, max(len(line.rstrip(b"\r")) for line in data[start:end].split(b"\n")))
+        start = end
+    return longest
 
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
@@ -256,8 +270,15 @@ def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice
 
 
 def _short_lines(data: bytes) -> bool:
-    """A quick look (no Python loop; CRs counted): every line within 998 octets."""
-    return max(map(len, data.split(b"\n"))) <= MAX_LINE
+    """A quick look (no Python loop per line; CRs counted): every line within 998 octets.
+    In windows, as _max_line."""
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
+        if end <= start or max(map(len, data[start:end].split(b"\n"))) > MAX_LINE:
+            return False
+        start = end
+    return True
 
 
 def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:

@@ -107,6 +107,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     limit, resume, count = size, -1, 0  # limit, resume: the conditional comment's
     next_token = TOKEN.scanner(text).search  # one scanner until the tokenizer jumps
     foreign_ahead = FOREIGN.search(text) is not None  # then HTML elements are counted
+    urls_seen: dict[str, str] = {}
     while True:
         match = next_token()
         name, end, gt = match.group(NAME, END, GT) if match is not None else (None, None, None)
@@ -157,7 +158,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             html = tree.start(tag, text[attrs[0]:attrs[1]] if tag == "font" else "", _self_closing(text, *attrs))
         jump = -1
         if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
-            site, has_href = _link_site(text, *attrs, decode_attr)
+            site, has_href = _link_site(text, *attrs, decode_attr, urls_seen)
             if site is not None:
                 (vml if tag[0] == "v" else links).append(site)
             elif has_href:
@@ -255,10 +256,11 @@ def _self_closing(text: str, start: int, end: int) -> bool:
     return last is None or last.end() < end or last.lastindex != UNQUOTED
 
 
-def _link_site(text: str, start: int, end: int,
-               decode_attr: Callable[[str], str]) -> tuple[Optional[LinkSite], bool]:
+def _link_site(text: str, start: int, end: int, decode_attr: Callable[[str], str],
+               urls_seen: dict[str, str]) -> tuple[Optional[LinkSite], bool]:
     """The link site of the tag whose attributes are text[start:end], if tracked; and
-    whether it has an href at all."""
+    whether it has an href at all. ``urls_seen``: one str per distinct URL (a body with
+    a million links to a few URLs keeps a few strings)."""
     attrs: dict[str, re.Match[str]] = {}
     for attr in ATTRIBUTE.finditer(text, start, end):
         name = attr.group(1)
@@ -276,6 +278,7 @@ def _link_site(text: str, start: int, end: int,
     url = unescape_attribute(_value(href)).strip(URL_STRIP)
     if not is_trackable(url):
         return None, True
+    url = urls_seen.setdefault(url, url)
     group = href.lastindex or 0  # a value's group is the match's last: dq, sq or uq
     quoted = group != UNQUOTED
     return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), quoted), True

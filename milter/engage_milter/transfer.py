@@ -13,7 +13,7 @@ import binascii
 import bisect
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PLAIN = ("7bit", "8bit", "binary", "")
 TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
@@ -38,12 +38,17 @@ def newline_of(raw: bytes) -> bytes:
 
 
 def splice(data: bytes, edits: Sequence[Splice]) -> bytes:
-    """Apply sorted, non-overlapping edits to ``data``."""
-    out, pos = [], 0
+    """Apply sorted, non-overlapping edits to ``data``. The unchanged stretches are
+    joined from views of ``data``, not copies, and an edit of the whole is its data."""
+    if len(edits) == 1 and edits[0].start == 0 and edits[0].end == len(data):
+        return edits[0].data
+    view = memoryview(data)
+    out: list[Any] = []
+    pos = 0
     for edit in edits:
-        out += (data[pos:edit.start], edit.data)
+        out += (view[pos:edit.start], edit.data)
         pos = edit.end
-    out.append(data[pos:])
+    out.append(view[pos:])
     return b"".join(out)
 
 
