@@ -26,8 +26,9 @@ raises ``OracleError`` (an AssertionError) unless all of this holds:
   Momentum escapes {{opening_double_curly()}} / {{closing_double_curly()}} of the
   original are read as ``{{`` / ``}}``. The comparison is positional: the original
   text around each click URL must match exactly, and the original's text where a
-  click URL now stands must be the stored destination (HTML-unescaped and trimmed
-  for HTML, so ``&amp;`` vs ``&`` in an href does not matter, verbatim for
+  click URL now stands must be the stored destination (for HTML, the attribute value
+  as html5lib's HTML5 tokenizer decodes it, trimmed of C0 controls and spaces as the URL
+  parser trims: ``&amp;`` vs ``&`` does not matter, ``&timestamp=`` stays; verbatim for
   text/plain). In HTML each click URL must be the whole value of an href attribute.
   All tokens of a message share one message key + template id, the pixels too.
 * with ``trap=True`` (``[verdicts] trap_link``) each changed HTML part holds exactly one
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import codecs
 import email
-import html
 import quopri
 import re
 from collections.abc import Iterator
@@ -326,13 +326,30 @@ def _match(before: str, segments: list[str], destinations: list[str], is_html: b
                 return (f"text differs after click URL {number} ({destination}): "
                         f"{_first_difference(before[pos:pos + len(following) + 200], following)}")
         written = before[pos:at]
-        url = html.unescape(written).strip() if is_html else written
+        url = attribute_value(written).strip(URL_STRIP) if is_html else written
         if url != destination:
             return f"click URL {number} stands where the original has {written!r}, not {destination!r}"
         pos = at + len(following)
     if not destinations and before != segments[0]:
         return "text differs: " + _first_difference(before, segments[0])
     return None
+
+
+URL_STRIP = "".join(map(chr, range(0x21)))
+
+
+def attribute_value(written: str) -> str:
+    """An attribute value as written, decoded the way a browser decodes it (html5lib)."""
+    if "&" not in written and "\x00" not in written:
+        return written
+    from html5lib._tokenizer import HTMLTokenizer
+    from html5lib.constants import tokenTypes
+
+    quote = "'" if '"' in written else '"'
+    for token in HTMLTokenizer(f"<a x={quote}{written}{quote}>"):
+        if token["type"] == tokenTypes["StartTag"]:
+            return str(token["data"]["x"])
+    raise OracleError(f"html5lib read no tag around {written!r}")
 
 
 def _unbreak_tags(text: str) -> str:

@@ -83,6 +83,11 @@ def test_newsletter_is_delivered_tracked_and_otherwise_unchanged(stack, store):
     (b'{"metadata": "x"}', b"5.6.0 X-MSYS-API 'metadata' must be of type 'json object'"),
     (b'{"campaign_id": "' + b"c" * 65 + b'"}', b"5.6.0 smtpapi_campaign_id context is limited to 64 bytes"),
     (b'{"tags": {"a": 1}}', b"5.6.0 X-MSYS-API 'tags' must be of type 'json array'"),
+    (b'{"metadata": {"n": 1e999}}', b"5.6.0 JSON parsing error in X-MSYS-API: number 1e999 is out of range"),
+    (b'{"metadata": ' + b'{"a":' * 3000 + b"1" + b"}" * 3001, b"5.6.0 JSON parsing error in X-MSYS-API: nested deeper"),
+    (b"=?x-no-such-charset?B?eyJjYW1wYWlnbl9pZCI6ICJjIn0=?=",
+     b"5.6.0 JSON parsing error in X-MSYS-API: unknown charset"),
+    (b'{"campaign_id": "\\ud800"}', b"5.6.0 JSON parsing error in X-MSYS-API: a string holds a lone surrogate"),
 ])
 def test_invalid_header_is_refused_with_550_over_smtp(stack, header, reply):
     _, postfix = stack

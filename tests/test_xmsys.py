@@ -75,3 +75,31 @@ def test_campaign_id_of_exactly_64_bytes_is_fine():
 
 def test_json_error_detail_names_the_position():
     assert reply_of('{"campaign_id" "x"}').endswith("Expecting ':' delimiter at character 15")
+
+
+@pytest.mark.parametrize("value, detail", [
+    ('{"metadata": {"n": 1e999}}', "number 1e999 is out of range"),
+    ('{"metadata": {"n": -1E400}}', "number -1E400 is out of range"),
+    ('{"metadata": {"n": NaN}}', "invalid JSON value NaN"),
+    ('{"metadata": {"n": Infinity}}', "invalid JSON value Infinity"),
+    ('{"metadata": {"n": ' + "1" * 5000 + '}}', "integer of 5000 digits is out of range"),
+    ('{"metadata": ' + '{"a":' * 3000 + "1" + "}" * 3000 + "}", "nested deeper than 64 levels"),
+    ('{"metadata": {"a": ' + "[" * 63 + "]" * 63 + "}}", "nested deeper than 64 levels"),
+    ('{"campaign_id": "\\ud800"}', "a string holds a lone surrogate"),
+    ('{"metadata": {"\\udc80": 1}}', "a string holds a lone surrogate"),
+    ('{"tags": ["ok", "\\udfff"]}', "a string holds a lone surrogate"),
+    ('=?x-no-such-charset?B?eyJjYW1wYWlnbl9pZCI6ICJjIn0=?=', "unknown charset in an encoded-word"),
+    ('=?base64?B?eyJjYW1wYWlnbl9pZCI6ICJjIn0=?=', "unknown charset in an encoded-word"),
+])
+def test_what_is_not_storable_json_gets_the_documented_550(value, detail):
+    reply = reply_of(value)
+    assert reply.startswith("550 5.6.0 JSON parsing error in X-MSYS-API: " + detail), reply
+
+
+def test_nesting_up_to_the_limit_and_surrogate_pairs_are_accepted():
+    """64 levels in all: the header's object, metadata, and 62 arrays."""
+    api = xmsys.parse('{"metadata": {"a": ' + "[" * 62 + "]" * 62 + '}, "campaign_id": "\\ud83d\\ude00"}')
+    nested: list = []
+    for _ in range(61):
+        nested = [nested]
+    assert api.campaign_id == "\U0001f600" and api.metadata == {"a": nested}

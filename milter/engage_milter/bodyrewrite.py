@@ -21,11 +21,12 @@ from typing import Callable, NamedTuple, Optional
 from engage.store.layout import TRACKED_PATHS
 from engage.store.links import TRAP_LINK_NAME, Link
 
-from . import htmlscan, mimewalk, textscan
+from . import deadline, htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
 MAX_LINE = 998
+WINDOW = 1 << 20  # bytes of a body split into lines at a time
 CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
 CURLY_TEXT = {"opening": "{{", "closing": "}}"}
 NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "cp500")
@@ -141,12 +142,9 @@ class BodyRewrite:
         else:
             sites = textscan.scan(part.view) if click and text_links else []
         part.sites = [(site, self._link_index(site)) for site in sites]
-        taken = [(site.start, site.end) for site, _ in part.sites]
-        part.curlies = [
-            _Edit(m.start(), m.end(), CURLY_TEXT[m.group(1)], -1)
-            for m in CURLY.finditer(part.view)
-            if not any(start < m.end() and m.start() < end for start, end in taken)
-        ]
+        part.curlies = _curlies(part.view, [(site.start, site.end) for site, _ in part.sites])
+        if part.latin1:
+            part.view = ""  # rendering splices bytes: the text view (the body's size) can go
 
     def _link_index(self, site: LinkSite) -> int:
         if site.name == TRAP_LINK_NAME:  # reserved: a sender's link must never read as a trap
@@ -189,17 +187,34 @@ class BodyRewrite:
         return edits
 
     def _splices(self, part: _Part, edits: list[_Edit]) -> list[Splice]:
-        if part.latin1 and part.codec.cte not in PLAIN:
-            return [Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits]
         if part.latin1:
-            return _fold([Splice(start, end, text.encode("ascii")) for start, end, text, _ in edits],
-                         [e.breakable for e in edits], part.codec)
+            encoded: dict[str, bytes] = {}  # the same URL at many sites: encoded once
+            splices = [Splice(start, end, encoded.get(text) or encoded.setdefault(text, text.encode("ascii")))
+                       for start, end, text, _ in edits]
+            if part.codec.cte not in PLAIN:
+                return splices
+            return _fold(splices, [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
         name = _codec_name(part.part.charset)
         new = new_text.encode(name)
         if _max_line(new) > max(MAX_LINE, _max_line(part.codec.decoded)) and part.codec.cte in PLAIN:
             raise CannotRewrite("a rewritten line would exceed 998 octets")
         return [Splice(0, len(part.codec.decoded), new)]
+
+
+def _curlies(view: str, taken: list[tuple[int, int]]) -> list[_Edit]:
+    """The Momentum escapes outside link sites; one walk over both (sorted) lists."""
+    edits: list[_Edit] = []
+    taken = sorted(taken)
+    index = 0
+    for match in CURLY.finditer(view):
+        deadline.check()
+        while index < len(taken) and taken[index][1] <= match.start():
+            index += 1  # sites that end before this escape can overlap no later one
+        if index < len(taken) and taken[index][0] < match.end():
+            continue
+        edits.append(_Edit(match.start(), match.end(), CURLY_TEXT[match.group(1)], -1))
+    return edits
 
 
 def _apply(text: str, edits: list[_Edit]) -> str:
@@ -213,7 +228,16 @@ def _apply(text: str, edits: list[_Edit]) -> str:
 
 
 def _max_line(data: bytes) -> int:
-    return max((len(line.rstrip(b"\r")) for line in data.split(b"\n")), default=0)
+    """The longest line (CR not counted), read in windows of about WINDOW bytes so that a
+    50 MB body is never split into lines all at once."""
+    longest, start = 0, 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
+        if end <= start:  # no line end within a window: that line alone
+            end = data.find(b"\n", start) + 1 or len(data)
+        longest = max(longest, max(len(line.rstrip(b"\r")) for line in data[start:end].split(b"\n")))
+        start = end
+    return longest
 
 
 def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
@@ -246,37 +270,57 @@ def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice
 
 
 def _short_lines(data: bytes) -> bool:
-    """A quick look (no Python loop; CRs counted): every line within 998 octets."""
-    return max(map(len, data.split(b"\n"))) <= MAX_LINE
+    """A quick look (no Python loop per line; CRs counted): every line within 998 octets.
+    In windows, as _max_line."""
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
+        if end <= start or max(map(len, data[start:end].split(b"\n"))) > MAX_LINE:
+            return False
+        start = end
+    return True
 
 
 def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:
     """Whether every line an edit touches stays within 998 octets (edits hold no line
-    break, so each line's new length is its old length plus the edits' growth)."""
-    growth: dict[int, int] = {}
+    break, so each line's new length is its old length plus the edits' growth). One walk
+    forward: each byte between two edits is searched for line ends once."""
+    line_start, line_end, extra = 0, -1, 0
     for edit in splices:
-        line_start = data.rfind(b"\n", 0, edit.start) + 1
-        growth[line_start] = growth.get(line_start, 0) + len(edit.data) - (edit.end - edit.start)
-    for line_start, extra in growth.items():
-        line_end = data.find(b"\n", line_start)
-        line_end = len(data) if line_end < 0 else line_end
-        if line_end - line_start - (data[line_end - 1:line_end] == b"\r") + extra > MAX_LINE:
-            return False
-    return True
+        if edit.start > line_end:  # past the current line: close it, find this edit's line
+            if line_end >= 0 and not _line_fits(data, line_start, line_end, extra):
+                return False
+            line_start = data.rfind(b"\n", max(line_end, 0), edit.start) + 1
+            line_end = data.find(b"\n", edit.start)
+            line_end = len(data) if line_end < 0 else line_end
+            extra = 0
+        extra += len(edit.data) - (edit.end - edit.start)
+    return line_end < 0 or _line_fits(data, line_start, line_end, extra)
+
+
+def _line_fits(data: bytes, start: int, end: int, extra: int) -> bool:
+    return end - start - (data[end - 1:end] == b"\r") + extra <= MAX_LINE
 
 
 def _cuts(new: bytes, points: list[int]) -> list[int]:
-    """Greedy: on each over-long line, break at the last point within 998 octets."""
+    """Greedy: on each over-long line, break at the last point within 998 octets. The
+    points are sorted; one pointer walks them, so many links on one line stay linear."""
     cuts: list[int] = []
-    line_start = 0
+    line_start = index = 0
     for line in new.split(b"\n"):
         line_end = line_start + len(line.rstrip(b"\r"))
         current = line_start
         while line_end - current > MAX_LINE:
-            usable = [p for p in points if current < p <= current + MAX_LINE]
-            if not usable:
+            deadline.check()
+            while index < len(points) and points[index] <= current:
+                index += 1
+            best = -1
+            while index < len(points) and points[index] <= current + MAX_LINE:
+                best = points[index]
+                index += 1
+            if best < 0:
                 break
-            current = usable[-1]
+            current = best
             cuts.append(current)
         line_start += len(line) + 1
     return cuts

@@ -4,6 +4,8 @@ The only module that imports Milter. Failure policy, all of it here:
 - invalid X-MSYS-API: the documented 550 5.6.0 reply;
 - link store down: 421 4.3.3 (or, with on_store_error = accept, deliver untracked);
 - a bug while planning: deliver unchanged but without X-MSYS-API, and log it;
+- a rewrite past its deadline ([milter] plan_timeout), or one that failed or killed two
+  workers: deliver unchanged, log it, and never rewrite that body again (pool.py);
 - a failure while changing the message at the MTA: tempfail, so no half-changed
   message goes out (the client retries);
 - with split_recipients on, the 2nd and later RCPT TO of a transaction: 452 4.5.3, so
@@ -178,7 +180,7 @@ def run(settings: Settings, store: LinkStore, name: str = "engage-milter",
     # SIGTERM again in its caller.
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-    planner = Planner(settings.milter_workers, cache_size=settings.rewrite_cache)
+    planner = Planner(settings.milter_workers, timeout=settings.plan_timeout, cache_size=settings.rewrite_cache)
     Milter.factory = lambda: TrackingMilter(settings, store, planner)
     Milter.set_flags(Milter.CHGBODY | Milter.CHGHDRS)
     Milter.set_exception_policy(Milter.TEMPFAIL)

@@ -1,36 +1,79 @@
-"""Find what tracking changes in an HTML body, without parsing it into a tree.
+"""Find what tracking changes in an HTML body, reading it as an HTML5 tokenizer does.
 
 Returns link sites (the exact span of each trackable href value) and where the two
 open pixels go; the caller splices text there and nothing else changes. Scanned:
-``<a href>``, ``<area href>`` and VML elements such as ``<v:roundrect href>`` inside
-Outlook conditional comments. Skipped: ordinary comments, script/style/title/textarea
-contents, links opted out with ``data-msys-clicktrack="0"`` or ``data-smtpd-no-track``.
+``<a href>``, ``<area href>`` and VML elements such as ``<v:roundrect href>``, also
+inside Outlook conditional comments (``<!--[if mso]>``), which Outlook reads as markup.
+Skipped as a browser skips them: comments (``-->``, ``--!>``, ``<!-->``), bogus comments
+and doctypes, the contents of script (with its ``<!--`` escapes), style, xmp, iframe,
+noembed, noframes, title and textarea, everything after ``<plaintext>``, CDATA sections
+inside svg/math, and a tag still open at the end of the text. Links opted out with
+``data-msys-clicktrack="0"`` or ``data-smtpd-no-track`` are left alone. Attribute values
+are decoded by the HTML5 attribute rules (charrefs.py).
+
+Linear in the text, whatever it holds: every construct is matched by a pattern that
+cannot fail once it has started (an unterminated one runs to the end of the text, as
+in the tokenizer), so no character is read twice by the tokenizer.
 Works on any str whose ASCII characters are the HTML's (a latin-1 view of the bytes
 for ASCII-compatible charsets), so offsets map 1:1 to the part's decoded bytes.
 """
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
+from . import deadline, foreign
+from .charrefs import unescape_attribute
 from .urls import is_trackable
 
 MAX_LINK_NAME_BYTES = 63
-TOKENS = re.compile(
-    r"<!--(?:-?>|(?!\[if).*?-->)"                  # comment, <!--> too (conditional ones are scanned)
-    r"|<(?P<raw>script|style|title|textarea)\b.*?</(?P=raw)\s*>"  # raw text elements
-    r"|<(?P<tag>a|area|body|html|v:[a-z]+|/body|/html|/head)(?=[\s/>])"
-    # Attributes up to the first ">" outside quotes, as runs of plain characters between
-    # quoted values (one step per run, not per character: a quarter of the scan faster).
-    r"(?P<attrs>[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>",
-    re.IGNORECASE | re.DOTALL,
+_S = r"\t\n\f\r "  # HTML white space (not Python's \s)
+# A tag's attributes, as the tokenizer reads them, in runs rather than characters: after
+# white space or '/', an '=' starts a name; after a name, '=' starts a value, and a quote
+# opens one only there; white space, names and quotes in names are one run up to the next
+# '=', '/' or '>'. A value left open runs to the end of the text (the tag is then dropped,
+# as the tokenizer drops it). Each piece stops where the next one's first character is,
+# and every piece can match up to the end of the text ('"[^"]*"?': a run stops only at
+# its quote or the end), so a match never fails once it started: nothing is read twice.
+_BEFORE_NAME = rf"[{_S}/]*(?:=[^{_S}/>=]*)?[^/>=]*"
+_VALUE = rf"=[{_S}]*(?:\"[^\"]*\"?|'[^']*'?|[^{_S}>]*)"
+# At most CHUNK values per match: a regex engine keeps a record per repetition until the
+# match ends, and a 1 MiB tag made that slow (RAM, not CPU caches); the scan loop goes on
+# with TAG_MORE where a chunk ends.
+CHUNK = 256
+_MORE = rf"(?:(?:{_VALUE}|/){_BEFORE_NAME}){{0,{CHUNK}}}"
+TOKEN = re.compile(
+    r"<(?:"
+    rf"(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_BEFORE_NAME}{_MORE})(?P<gt>>)?"  # a tag
+    r"|!--(?:(?P<cc>(?i:\[if))[^>]*>?|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
+    r"|[!?][^>]*>?"  # doctype, bogus comment (CDATA outside svg/math), <?...>
+    r"|/(?:>|[^A-Za-z>][^>]*>?)"  # </>, bogus comment
+    r")",
+    re.DOTALL,
 )
-ATTR = re.compile(
-    # An unquoted value runs to whitespace or ">" (HTML5 keeps '=' and quotes in it).
-    r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>][^\s>]*)))?""",
+ATTRIBUTE = re.compile(
+    rf"(?P<name>[^{_S}/>][^{_S}/>=]*)[{_S}]*"
+    rf"(?:=[{_S}]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^{_S}>]*)))?"
 )
+TAG_MORE = re.compile(rf"{_MORE}(?P<gt>>)?")
+NAME, END, GT, CC, ATTRS = (TOKEN.groupindex[name] for name in ("name", "end", "gt", "cc", "attrs"))
+UNQUOTED = ATTRIBUTE.groupindex["uq"]
+# Tags that matter outside svg/math (and any "x:name" tag: VML); the rest are skipped.
+NOTED = frozenset({"a", "area", "body", "html", "head", "script", "plaintext", "svg", "math",
+                   "style", "xmp", "iframe", "noembed", "noframes", "title", "textarea"})
+RAWTEXT = {name: re.compile(rf"</(?i:{name})(?=[{_S}/>])")
+           for name in ("style", "xmp", "iframe", "noembed", "noframes", "title", "textarea")}
+SCRIPT_DATA = re.compile(rf"<!--|</(?i:script)(?=[{_S}/>])")
+SCRIPT_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])|<(?i:script)(?=[{_S}/>])")
+SCRIPT_DOUBLE_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])")
+DASHES = re.compile(r"-*")
+COMMENT_END = re.compile(r"--!?>")
+FOREIGN = re.compile(r"<(?i:svg|math)")
+WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
+URL_STRIP = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and space
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+CHECK_EVERY = 1024  # tokens between two deadline checks
 
 
 class LinkSite(NamedTuple):  # a tuple: one per link per message, built fast
@@ -58,22 +101,104 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     firsts: dict[str, int] = {}
     lasts: dict[str, int] = {}
     skipped = 0
-    for match in TOKENS.finditer(text):
-        tag = (match.group("tag") or "").lower()
-        if not tag:
+    trees = [foreign.Tree()]  # the document's; and a fresh one inside a conditional comment
+    tree = trees[0]
+    size = len(text)
+    limit, resume, count = size, -1, 0  # limit, resume: the conditional comment's
+    next_token = TOKEN.scanner(text).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
+    foreign_ahead = FOREIGN.search(text) is not None  # then HTML elements are counted
+    urls_seen: dict[str, str] = {}
+    while True:
+        match = next_token()
+        name, end, gt = match.group(NAME, END, GT) if match is not None else (None, None, None)
+        if match is not None:
+            tag_end = match.end()
+            if gt is None and name is not None and tag_end < limit:  # a tag of many values
+                tag_end, gt = _rest_of_tag(text, tag_end, limit)
+                next_token = TOKEN.scanner(text, tag_end, limit).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
+        if match is None or gt is None and name is not None:
+            if resume < 0:
+                break  # the end; a tag still open there is dropped, as the tokenizer drops it
+            next_token = TOKEN.scanner(text, resume).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
+            limit, resume = size, -1
+            trees.pop()
+            tree = trees[-1]
             continue
-        firsts.setdefault(tag, match.end())
-        lasts[tag] = match.start()
-        if tag in ("a", "area") or tag.startswith("v:"):
-            site = _link_site(match, decode_attr)
+        count += 1
+        if count >= CHECK_EVERY:
+            count = 0
+            deadline.check()
+        if name is None:
+            jump = -1
+            if match.group(CC) is not None and resume < 0:
+                jump, limit, resume = _conditional(text, match)
+                trees.append(foreign.Tree())
+                tree = trees[-1]
+            elif tree.stack and tree.cdata_allowed() and text.startswith("<![CDATA[", match.start()):
+                jump = text.find("]]>", match.start() + 9, limit)
+                jump = limit if jump < 0 else jump + 3
+            if jump >= 0:
+                next_token = TOKEN.scanner(text, jump, limit).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
+            continue
+        tag = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+        if foreign_ahead and not tree.stack:
+            tree.note(tag, bool(end))
+        if tag not in NOTED and not tree.stack and tag[1:2] != ":":
+            continue  # most tags: nothing to note, and the tokenizer goes on as it was
+        if end:
+            if tag in ("body", "html", "head") and resume < 0:
+                firsts.setdefault("/" + tag, tag_end)
+                lasts["/" + tag] = match.start()
+            if tree.stack:
+                tree.end(tag)
+            continue
+        attrs = (match.start(ATTRS), tag_end - 1)  # up to the '>'
+        html = True
+        if tree.stack or tag in foreign.ROOTS:
+            html = tree.start(tag, text[attrs[0]:attrs[1]] if tag == "font" else "", _self_closing(text, *attrs))
+        jump = -1
+        if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
+            site, has_href = _link_site(text, *attrs, decode_attr, urls_seen)
             if site is not None:
-                (vml if tag.startswith("v:") else links).append(site)
-            elif "href" in match.group("attrs").lower():
+                (vml if tag[0] == "v" else links).append(site)
+            elif has_href:
                 skipped += 1
+        elif not html:
+            continue  # an svg/math element: no raw text, no HTML semantics
+        elif tag in ("body", "html"):
+            if resume < 0:
+                firsts.setdefault(tag, tag_end)
+        elif tag in RAWTEXT:
+            end_tag = RAWTEXT[tag].search(text, tag_end, limit)
+            jump = limit if end_tag is None else end_tag.start()
+        elif tag == "script":
+            jump = _script_end(text, tag_end, limit)
+        elif tag == "plaintext":  # nothing after it is markup
+            if resume < 0:
+                lasts.setdefault("/body", match.start())
+            jump = limit
+        if jump >= 0:
+            next_token = TOKEN.scanner(text, jump, limit).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
     if vml:
         links += _name_vml_twins(vml, links)
         links.sort(key=lambda site: site.start)
-    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", len(text))), skipped)
+    # With no </body> or </html>, the bottom pixel goes before the text's last line end:
+    # after it, the part (and often the message) would end in a line without one.
+    end = size - (2 if text.endswith("\r\n") else text.endswith("\n"))
+    return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", end)), skipped)
+
+
+def _conditional(text: str, opener: re.Match[str]) -> tuple[int, int, int]:
+    """An Outlook conditional comment ``<!--[if mso]>...<![endif]-->``: a comment to a
+    browser, markup to Outlook. Its text after the first '>' is scanned as a document of
+    its own (from where, up to where), then the scan resumes after the comment (resume)."""
+    pos = opener.end()
+    end = COMMENT_END.search(text, opener.start() + 4)
+    if end is None:
+        return pos, len(text), len(text)
+    if pos > end.start():  # no '>' before the comment ends: nothing inside
+        return end.end(), end.end(), end.end()
+    return pos, end.start(), end.end()
 
 
 def _top(firsts: dict[str, int]) -> int:
@@ -83,49 +208,95 @@ def _top(firsts: dict[str, int]) -> int:
     return 0
 
 
-WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
+def _script_end(text: str, pos: int, limit: int) -> int:
+    """Where a script element's text ends (its end tag's '<'), by the HTML5 script data
+    states: '<!--' escapes, '<script' inside an escape double-escapes, '-->' ends both."""
+    while True:
+        step = SCRIPT_DATA.search(text, pos, limit)
+        if step is None:
+            return limit
+        if step.group() != "<!--":
+            return step.start()
+        dashes = DASHES.match(text, step.end(), limit)  # '<!--' leaves two dashes read
+        assert dashes is not None  # DASHES matches the empty string too
+        pos = dashes.end()
+        if text.startswith(">", pos, limit):
+            pos += 1
+            continue
+        while True:  # escaped
+            step = SCRIPT_ESCAPED.search(text, pos, limit)
+            if step is None:
+                return limit
+            if step.group() == "-->":
+                pos = step.end()
+                break
+            if step.group()[1] == "/":
+                return step.start()
+            step = SCRIPT_DOUBLE_ESCAPED.search(text, step.end() + 1, limit)
+            if step is None:
+                return limit
+            pos = step.end() + (step.group() != "-->")
+            if step.group() == "-->":
+                break
 
 
-def _link_site(match: "re.Match[str]", decode_attr: Callable[[str], str]) -> Optional[LinkSite]:
-    # The first of each wanted attribute: the first of duplicate attributes wins, as in browsers.
+def _rest_of_tag(text: str, pos: int, limit: int) -> tuple[int, Optional[str]]:
+    """Where a tag that holds more than CHUNK values ends, and its '>' (None: open at the end)."""
+    while True:
+        more = TAG_MORE.match(text, pos, limit)
+        assert more is not None  # TAG_MORE matches the empty string too
+        if more.group("gt") is not None or more.end() in (pos, limit):
+            return more.end(), more.group("gt")
+        pos = more.end()
+
+
+def _self_closing(text: str, start: int, end: int) -> bool:
+    """'/>' closes a tag (svg/math only heed it), unless the '/' ends an unquoted value."""
+    if not text.endswith("/", 0, end):
+        return False
+    attributes = list(ATTRIBUTE.finditer(text, start, end))  # svg/math only
+    last = attributes[-1] if attributes else None
+    return last is None or last.end() < end or last.lastindex != UNQUOTED
+
+
+def _link_site(text: str, start: int, end: int, decode_attr: Callable[[str], str],
+               urls_seen: dict[str, str]) -> tuple[Optional[LinkSite], bool]:
+    """The link site of the tag whose attributes are text[start:end], if tracked; and
+    whether it has an href at all. ``urls_seen``: one str per distinct URL (a body with
+    a million links to a few URLs keeps a few strings)."""
     attrs: dict[str, re.Match[str]] = {}
-    for attr in ATTR.finditer(match.string, match.start("attrs"), match.end("attrs")):
-        name = attr.group(1).lower()
-        if name in WANTED and name not in attrs:
+    for attr in ATTRIBUTE.finditer(text, start, end):
+        name = attr.group(1)
+        name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+        if name in WANTED and name not in attrs:  # the first of duplicates wins, as in browsers
             attrs[name] = attr
     href = attrs.get("href")
-    if href is None or "data-smtpd-no-track" in attrs:
-        return None
+    if href is None:
+        return None, False
+    if "data-smtpd-no-track" in attrs:
+        return None, True
     clicktrack = attrs.get("data-msys-clicktrack")
-    if clicktrack is not None and _value(clicktrack).strip() == "0":
-        return None
-    url = unescape(_value(href)).strip()
+    if clicktrack is not None and unescape_attribute(_value(clicktrack)).strip(URL_STRIP) == "0":
+        return None, True
+    url = unescape_attribute(_value(href)).strip(URL_STRIP)
     if not is_trackable(url):
-        return None
-    group = href.lastindex  # a value's group is the match's last: 2 or 3 quoted, 4 unquoted
-    assert group is not None  # group 1, the name, always matches
-    return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), group != 4)
+        return None, True
+    url = urls_seen.setdefault(url, url)
+    group = href.lastindex or 0  # a value's group is the match's last: dq, sq or uq
+    quoted = group != UNQUOTED
+    return LinkSite(href.start(group), href.end(group), url, _link_name(attrs, decode_attr), quoted), True
 
 
-def _value(attr: "re.Match[str]") -> str:
+def _value(attr: re.Match[str]) -> str:
     index = attr.lastindex or 1  # never None: group 1, the name, always matches
     return attr.group(index) if index != 1 else ""
 
 
-def unescape(value: str) -> str:
-    """html.unescape, with a fast path for the common case: only &amp; in a query string."""
-    if "&" not in value:
-        return value
-    if value.count("&") == value.count("&amp;"):
-        return value.replace("&amp;", "&")
-    return html.unescape(value)
-
-
-def _link_name(attrs: dict[str, "re.Match[str]"], decode_attr: Callable[[str], str]) -> str:
+def _link_name(attrs: dict[str, re.Match[str]], decode_attr: Callable[[str], str]) -> str:
     if "data-msys-linkname" not in attrs:
         return ""
-    name = unescape(decode_attr(_value(attrs["data-msys-linkname"]))).strip()
-    return name.encode("utf-8")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
+    name = unescape_attribute(decode_attr(_value(attrs["data-msys-linkname"]))).strip()
+    return name.encode("utf-8", "replace")[:MAX_LINK_NAME_BYTES].decode("utf-8", "ignore")
 
 
 def _name_vml_twins(vml: list[LinkSite], links: list[LinkSite]) -> list[LinkSite]:

@@ -2,7 +2,9 @@
 
 Eligible: text/html and text/plain leaves that are the message's body: every branch
 of multipart/alternative, the root of multipart/related, the first part of
-multipart/mixed (and of other multiparts). Never touched: attachments (a disposition
+multipart/mixed (and of other multiparts), and every later inline text/html part of a
+multipart/mixed (Apple Mail splits an HTML body around an inline attachment:
+alternative > mixed > html, image, html). Never touched: attachments (a disposition
 of attachment, or a file name), message/*, multipart/signed, multipart/encrypted,
 multipart/report, and every part below them. Nothing is re-serialised: the caller
 splices new bytes into the spans.
@@ -22,6 +24,7 @@ SEALED = {"multipart/signed", "multipart/encrypted", "multipart/report", "multip
           "application/pkcs7-mime",
           "application/x-pkcs7-mime"}
 HEADER_END = re.compile(rb"\r?\n\r?\n")
+NOT_BLANK = re.compile(rb"[^ \t\r\n]")
 _header_parser = BytesHeaderParser(policy=compat32)
 
 
@@ -78,11 +81,15 @@ def _walk_multipart(headers: Message, body: bytes, start: int, end: int, depth: 
     if not boundary:
         notes.append("multipart without boundary left alone")
         return
-    children = list(_split(body, start, end, boundary.encode("latin-1", "replace")))
-    if headers.get_content_subtype() != "alternative":
-        children = children[:1]  # mixed/related/others: only the body part is text to track
-    for child_start, child_end in children:
+    subtype = headers.get_content_subtype()
+    children = _split(body, start, end, boundary.encode("latin-1", "replace"))
+    for index, (child_start, child_end) in enumerate(children):
+        if index and subtype not in ("alternative", "mixed"):
+            break  # related and others: only the root is text to track
         child_headers, body_start = _part_headers(body, child_start, child_end)
+        if index and subtype == "mixed" and (child_headers.get_content_type() != "text/html"
+                                             or not NOT_BLANK.search(body, body_start, child_end)):
+            continue  # after the first part of mixed: inline HTML only (not attachments), not empty
         _walk(child_headers, body, body_start, child_end, depth + 1, parts, notes)
 
 

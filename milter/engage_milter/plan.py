@@ -117,14 +117,29 @@ class _Scanned:
 NO_CACHE = ScanCache(0)
 
 
+def _header_api(headers: Sequence[tuple[str, str]], settings: Settings, plan: Plan) -> Optional[xmsys.MsysApi]:
+    """The first X-MSYS-API header parsed; None (and plan.reject set) when invalid."""
+    msys_values = [value for name, value in headers if name.lower() == xmsys.HEADER]
+    try:
+        return xmsys.parse(msys_values[0], settings.max_metadata_bytes) if msys_values else xmsys.MsysApi()
+    except xmsys.MsysError as exc:
+        plan.reject = exc.reply
+        return None
+
+
+def unchanged(headers: Sequence[tuple[str, str]], settings: Settings, note: str) -> Plan:
+    """The body goes out as it came (its plan ran over its deadline or failed); the
+    X-MSYS-API header is still checked (an invalid one still gets its 550) and deleted."""
+    plan = Plan(delete_headers=msys_deletions(headers), notes=[note])
+    _header_api(headers, settings, plan)
+    return plan
+
+
 def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Envelope,
                  settings: Settings, message_key: str, cache: ScanCache = NO_CACHE) -> Plan:
     plan = Plan(delete_headers=msys_deletions(headers))
-    msys_values = [value for name, value in headers if name.lower() == xmsys.HEADER]
-    try:
-        api = xmsys.parse(msys_values[0], settings.max_metadata_bytes) if msys_values else xmsys.MsysApi()
-    except xmsys.MsysError as exc:
-        plan.reject = exc.reply
+    api = _header_api(headers, settings, plan)
+    if api is None:
         return plan
     if api.ignored:
         plan.notes.append("x-msys-api ignored: " + ",".join(api.ignored))

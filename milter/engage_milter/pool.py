@@ -1,45 +1,58 @@
-"""Run the rewrite in worker processes, off libmilter's threads and off the GIL.
+"""Run the rewrite in worker processes, off libmilter's threads and off the GIL, each
+under a deadline, and never let a slow body hold the capacity other mail needs.
 
 libmilter calls every callback with the GIL held, so one milter process uses one core
-however many SMTP sessions it serves; the rewrite (pure CPU, a few ms for a 60 KB
-newsletter) goes to spawned worker processes instead, which also keeps HTML work out
-of libmilter's threads. Each worker has a pipe of its own, and the libmilter thread
-that needs one writes to it and reads the answer itself: no manager or feeder threads
-in between (concurrent.futures' pool cost about 1 ms of the milter's CPU a message).
-A worker that dies or overruns the timeout takes only its message with it: the caller
-gets WorkerError (and delivers that message unchanged), and a new worker takes its
-place. A body that came lately is planned in the calling thread from the milter's
-ScanCache instead: for the later messages of a mailing only the tokens change, and
-splicing them in costs less than the round trip to a worker. ``workers = 0`` plans
-every message in the calling thread.
+however many SMTP sessions it serves; the rewrite goes to spawned worker processes
+instead. Each worker has a pipe of its own, and the libmilter thread that needs one
+writes to it and reads the answer itself. A body that came lately (and was planned
+well) is planned in the calling thread from the milter's ScanCache: for the later
+messages of a mailing only the tokens change. ``workers = 0`` plans every message in
+the calling thread.
+
+Deadlines and failures, everywhere a plan runs:
+- a plan gets ``timeout`` seconds (checked inside the plan, in the worker and in the
+  calling thread; a worker that does not answer 2 s later is killed). Past it the
+  message is delivered unchanged (logged) and its body is remembered by digest: it is
+  never planned again by this process. So is a body whose plan raised.
+- a worker that dies mid-message: the message is tried once more in another worker;
+  a body that kills two is delivered unchanged and remembered.
+- capacity: when every worker is busy for GRACE seconds, another is started (up to
+  ``workers + spare``); past that, the plan that has run longest, if over SLOW_AFTER
+  seconds, is stopped (its message unchanged, its body remembered) to make room. Extra
+  workers leave when idle ones are plenty again. A normal message waits at most
+  GRACE + SLOW_AFTER + a worker's start-up, whatever the slow ones do.
 """
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import traceback
 from collections import OrderedDict
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from .plan import Plan, ScanCache, plan_message
+from . import deadline
+from .plan import Plan, ScanCache, plan_message, unchanged
 
 log = logging.getLogger("engage_milter")
 SPAWN = multiprocessing.get_context("spawn")  # never fork a process that runs libmilter's threads
+GRACE = 0.2  # seconds every worker may be busy before another one is started
+SLOW_AFTER = 2.0  # a plan running longer may be stopped to make room for other mail
+KILL_AFTER = 2.0  # seconds past its deadline a worker may take to answer before it is killed
+REMEMBERED = 1024  # bodies whose plan failed, by digest
 
 
 class WorkerError(Exception):
-    """The worker failed, died or overran: this message is not planned. ``lost``: the
-    worker is gone (or must be), not merely the message."""
+    """The worker failed, died or overran: this message is not planned."""
 
-    def __init__(self, text: str, lost: bool = True) -> None:
+    def __init__(self, text: str, lost: bool = True, overran: bool = False) -> None:
         super().__init__(text)
-        self.lost = lost
+        self.lost = lost  # the worker is gone (or must be), not merely the message
+        self.overran = overran
 
 
 class _Worker:
@@ -49,16 +62,21 @@ class _Worker:
                                      name="engage-milter-rewrite", daemon=True)
         self.process.start()
         child.close()
+        self.started = 0.0  # when its current message began (monotonic)
+        self.evicted = False  # stopped to make room for other mail
 
     def call(self, args: tuple[Any, ...], timeout: float) -> Plan:
+        """The plan for ``args``, made under a deadline ``timeout`` seconds away."""
         try:
-            self.conn.send(args)
-            if not self.conn.poll(timeout):
-                raise WorkerError(f"rewrite worker {self.process.pid} took over {timeout:g} s")
-            ok, answer = self.conn.recv()
+            self.conn.send(args if args == ("ping",) else (*args, timeout))
+            if not self.conn.poll(timeout + KILL_AFTER):
+                raise WorkerError(f"rewrite worker {self.process.pid} took over {timeout:g} s", overran=True)
+            status, answer = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerError(f"rewrite worker {self.process.pid} died: {exc!r}") from None
-        if not ok:
+        if status == "timeout":
+            raise WorkerError(f"rewrite worker {self.process.pid}: {answer}", lost=False, overran=True)
+        if status != "ok":
             raise WorkerError(f"rewrite worker failed:\n{answer}", lost=False)
         plan: Plan = answer  # what _serve sent: plan_message's result
         return plan
@@ -73,81 +91,224 @@ class _Worker:
 class Planner:
     """``planner(headers, body, envelope, settings, message_key) -> Plan``, in workers."""
 
-    def __init__(self, workers: int, timeout: float = 60.0, cache_size: int = 0) -> None:
+    def __init__(self, workers: int, timeout: float = 30.0, cache_size: int = 0, spare: int = 4) -> None:
         self.workers = workers
+        self.limit = workers + spare if workers else 0
         self.timeout = timeout
         self.cache_size = cache_size
         self._cache = ScanCache(cache_size)  # used when planning in the calling thread
-        self._plan_here: Callable[..., Plan] = functools.partial(plan_message, cache=self._cache)
-        self._seen: OrderedDict[bytes, None] = OrderedDict()  # the latest bodies, for _repeated
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        self._all: list[_Worker] = []
-        self._lock = threading.Lock()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # bodies planned well lately
+        self._failed: OrderedDict[bytes, str] = OrderedDict()  # bodies never planned again
+        self._idle: list[_Worker] = []
+        self._busy: list[_Worker] = []
+        self._count = 0  # workers alive or starting
+        self._cond = threading.Condition()
         for _ in range(workers):
-            self._add()
-        for worker in list(self._all):  # started and importing now, not during a message
+            self._count += 1
+            self._idle.append(_Worker())
+        for worker in list(self._idle):  # started and importing now, not during a message
             worker.call(("ping",), max(timeout, 60.0))
 
-    def _add(self) -> None:
-        worker = _Worker()
-        with self._lock:
-            self._all.append(worker)
-        self._idle.put(worker)
+    def __call__(self, headers: Any, body: bytes, envelope: Any, settings: Any, key: str) -> Plan:
+        args = (headers, body, envelope, settings, key)
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        with self._cond:
+            failed = self._failed.get(digest)
+        if failed is not None:
+            return unchanged(headers, settings, f"body left alone: its rewrite {failed} before")
+        if not self.workers or self._repeated(digest, body):
+            return self._in_thread(args, digest)
+        return self._in_worker(args, digest)
 
-    def __call__(self, *args: Any) -> Plan:
-        if not self.workers or self._repeated(args[1]):
-            return self._plan_here(*args)
-        worker = self._idle.get()
-        while not worker.process.is_alive():  # died between messages: no message lost
-            self._replace(worker, f"rewrite worker {worker.process.pid} had died")
-            worker = self._idle.get()
+    def _plan_here(self, *args: Any) -> Plan:
+        """plan_message with this thread's scan cache (looked up at each call)."""
+        planner: Callable[..., Plan] = plan_message  # *args never reach its cache parameter
+        return planner(*args, cache=self._cache)
+
+    def _in_thread(self, args: tuple[Any, ...], digest: bytes) -> Plan:
         try:
-            plan = worker.call(args, self.timeout)
-        except WorkerError as exc:
-            if exc.lost:
-                self._replace(worker, str(exc))
-            else:
-                self._idle.put(worker)  # an exception in plan_message: the worker is fine
-            raise
-        self._idle.put(worker)
+            with deadline.within(self.timeout):
+                plan = self._plan_here(*args)
+        except deadline.PlanTimeout as exc:
+            return self._give_up(args, digest, "ran over its deadline", str(exc))
+        except Exception:
+            return self._give_up(args, digest, "failed", traceback.format_exc())
+        self._planned(digest, args[1])
         return plan
 
-    def _repeated(self, body: bytes) -> bool:
-        """Whether this body came lately (and is in the cache, or will be after this
-        message): a mailing's later messages are planned here from the cached scan, which
-        costs less than a round trip to a worker; a body seen once goes to a worker."""
+    def _in_worker(self, args: tuple[Any, ...], digest: bytes) -> Plan:
+        until = time.monotonic() + self.timeout
+        for attempt in (1, 2):
+            worker = self._acquire(until)
+            if worker is None:
+                return self._give_up(args, digest, "found no worker in time", "")
+            try:
+                plan = worker.call(args, max(0.1, until - time.monotonic()))
+            except WorkerError as exc:
+                if worker.evicted:
+                    self._discard(worker)
+                    return self._give_up(args, digest, "was stopped to make room", str(exc))
+                if exc.lost:
+                    self._discard(worker, kill=True)
+                else:
+                    self._release(worker)
+                if exc.overran:
+                    return self._give_up(args, digest, "ran over its deadline", str(exc))
+                if not exc.lost:
+                    return self._give_up(args, digest, "failed", str(exc))
+                if attempt == 1:
+                    log.error("%s %s; trying the message again in another worker", _queue_id(args), exc)
+                    continue
+                return self._give_up(args, digest, "killed two workers", str(exc))
+            self._release(worker)
+            self._planned(digest, args[1])
+            return plan
+        raise AssertionError("unreachable")
+
+    def _give_up(self, args: tuple[Any, ...], digest: bytes, what: str, detail: str) -> Plan:
+        log.error("%s rewrite %s: delivering the message unchanged, and its body from now on. %s",
+                  _queue_id(args), what, detail)
+        with self._cond:
+            self._failed[digest] = what
+            while len(self._failed) > REMEMBERED:
+                self._failed.popitem(last=False)
+        return unchanged(args[0], args[3], f"body left alone: its rewrite {what}")
+
+    def _repeated(self, digest: bytes, body: bytes) -> bool:
+        """Whether this body was planned well lately (so its scan is, or will be, in the
+        cache): a mailing's later messages are planned here, which costs less than a round
+        trip to a worker; a body not planned yet goes to a worker."""
         if not self.cache_size or len(body) > ScanCache.MAX_BYTES:
             return False
-        with self._lock:
-            if body in self._seen:
-                self._seen.move_to_end(body)
+        with self._cond:
+            if digest in self._seen:
+                self._seen.move_to_end(digest)
                 return True
-            self._seen[body] = None
-            while len(self._seen) > self.cache_size:
-                self._seen.popitem(last=False)
             return False
 
-    def _replace(self, worker: _Worker, why: str) -> None:
-        log.error("%s; starting a new one", why)
-        with self._lock:
-            self._all.remove(worker)
+    def _planned(self, digest: bytes, body: bytes) -> None:
+        if not self.cache_size or len(body) > ScanCache.MAX_BYTES:
+            return
+        with self._cond:
+            self._seen[digest] = None
+            self._seen.move_to_end(digest)
+            while len(self._seen) > self.cache_size:
+                self._seen.popitem(last=False)
+
+    # ------------------------------------------------------------------ capacity
+    def _acquire(self, until: float) -> Optional[_Worker]:
+        """An idle worker; or a new one when all have been busy for GRACE seconds; or,
+        at the limit, the place of the longest plan past SLOW_AFTER seconds."""
+        waiting_since = time.monotonic()
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.process.is_alive():
+                        return self._take(worker, now)
+                    log.error("rewrite worker %s had died; starting a new one", worker.process.pid)
+                    self._count -= 1
+                    worker.stop(kill=True)
+                    threading.Thread(target=self._replenish, name="engage-milter-respawn", daemon=True).start()
+                busy_for = now - waiting_since
+                if self._count < self.workers or (busy_for >= GRACE and self._count < self.limit):
+                    self._count += 1
+                    break
+                if busy_for >= GRACE:
+                    self._evict(now)
+                if now >= until:
+                    return None
+                self._cond.wait(min(GRACE, max(0.01, until - now)))
+        try:
+            worker = _Worker()
+        except Exception:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            return self._take(worker, time.monotonic())
+
+    def _take(self, worker: _Worker, now: float) -> _Worker:
+        worker.started, worker.evicted = now, False
+        self._busy.append(worker)
+        return worker
+
+    def _evict(self, now: float) -> None:
+        """Stop the plan that has run longest, if it is past SLOW_AFTER (lock held)."""
+        running = [w for w in self._busy if not w.evicted and now - w.started >= SLOW_AFTER]
+        if running:
+            victim = min(running, key=lambda w: w.started)
+            victim.evicted = True
+            log.warning("rewrite worker %s has run %.1f s while every worker is busy: stopping it",
+                        victim.process.pid, now - victim.started)
+            victim.process.kill()  # its caller sees the pipe close and gives the message up
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            if worker not in self._busy:  # close() took it
+                return
+            self._busy.remove(worker)
+            if self._count > self.workers and len(self._idle) >= self.workers:
+                self._count -= 1  # an extra worker, and enough idle ones: it leaves
+                worker.stop()
+            else:
+                self._idle.append(worker)
+            self._cond.notify()
+
+    def _discard(self, worker: _Worker, kill: bool = False) -> None:
+        if kill:
+            log.error("rewrite worker %s lost; starting a new one", worker.process.pid)
         worker.stop(kill=True)
-        self._add()
+        with self._cond:
+            if worker not in self._busy:  # close() took it
+                return
+            self._busy.remove(worker)
+            self._count -= 1
+            self._cond.notify_all()
+            short = self._count < self.workers
+        if short:  # back to full strength, without holding up this thread's message
+            threading.Thread(target=self._replenish, name="engage-milter-respawn", daemon=True).start()
+
+    def _replenish(self) -> None:
+        with self._cond:
+            if self._count >= self.workers:
+                return
+            self._count += 1
+        try:
+            worker = _Worker()
+            worker.call(("ping",), 60.0)  # imported before it takes a message
+        except Exception:
+            log.exception("a new rewrite worker did not start")
+            with self._cond:
+                self._count -= 1
+            return
+        with self._cond:
+            self._idle.append(worker)
+            self._cond.notify()
 
     def pids(self) -> list[int]:
-        with self._lock:
-            return [worker.process.pid for worker in self._all if worker.process.pid]
+        with self._cond:
+            return [w.process.pid for w in self._idle + self._busy if w.process.pid]
 
     def close(self) -> None:
-        with self._lock:
-            workers, self._all = self._all, []
-        for worker in workers:
+        with self._cond:
+            idle, busy, self._idle, self._busy = self._idle, self._busy, [], []
+        for worker in busy:
+            worker.stop(kill=True)  # a message in flight is given up (its caller sees EOF)
+        for worker in idle:
             worker.stop()
 
 
+def _queue_id(args: tuple[Any, ...]) -> str:
+    return str(getattr(args[2], "queue_id", "") or "-")
+
+
 def _serve(conn: Connection, parent: int) -> None:
-    """A worker: plan each message sent down the pipe until the milter closes it. It
-    keeps no scans: the bodies it gets are new ones, repeated ones stay in the milter."""
+    """A worker: plan each message sent down the pipe until the milter closes it, each
+    under the deadline the milter gives it. It keeps no scans: the bodies it gets are
+    new ones, repeated ones stay in the milter."""
     _exit_with_parent(parent)
     while True:
         try:
@@ -155,12 +316,17 @@ def _serve(conn: Connection, parent: int) -> None:
         except (EOFError, OSError):
             return
         if args == ("ping",):
-            conn.send((True, None))
+            conn.send(("ok", None))
             continue
         try:
-            answer: tuple[bool, Plan | str] = (True, plan_message(*args))
+            *message, timeout = args
+            answer: tuple[str, Plan | str | None]
+            with deadline.within(timeout):
+                answer = ("ok", plan_message(*message))
+        except deadline.PlanTimeout as exc:
+            answer = ("timeout", str(exc))
         except Exception:
-            answer = (False, traceback.format_exc())
+            answer = ("error", traceback.format_exc())
         conn.send(answer)
 
 

@@ -8,17 +8,16 @@ a tracked link with text stuck to it would break.
 from __future__ import annotations
 
 from .htmlscan import LinkSite
-from .urls import CLOSERS, IN_TEXT, TRAILING, is_trackable, trim_text_url
+from .urls import IN_TEXT, TRIMMABLE, is_trackable, trim_text_url
 
 ENDS_URL = " \t\r\n\f\v<>\"'"
-TRIMMED = TRAILING + "".join(CLOSERS)  # what trim_text_url may take off the end
 
 
 def scan(text: str) -> list[LinkSite]:
     sites = []
     for match in IN_TEXT.finditer(text):
         url, end = match.group(), match.end()
-        if url[-1] in TRIMMED:
+        if url[-1] in TRIMMABLE:
             url = trim_text_url(url)
         if end < len(text) and text[end] not in ENDS_URL:
             continue

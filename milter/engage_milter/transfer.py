@@ -13,7 +13,7 @@ import binascii
 import bisect
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PLAIN = ("7bit", "8bit", "binary", "")
 TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n)")
@@ -38,13 +38,17 @@ def newline_of(raw: bytes) -> bytes:
 
 
 def splice(data: bytes, edits: Sequence[Splice]) -> bytes:
-    """Apply sorted, non-overlapping edits to ``data``."""
-    out: list[bytes] = []
+    """Apply sorted, non-overlapping edits to ``data``. The unchanged stretches are
+    joined from views of ``data``, not copies, and an edit of the whole is its data."""
+    if len(edits) == 1 and edits[0].start == 0 and edits[0].end == len(data):
+        return edits[0].data
+    view = memoryview(data)
+    out: list[Any] = []
     pos = 0
     for edit in edits:
-        out += (data[pos:edit.start], edit.data)
+        out += (view[pos:edit.start], edit.data)
         pos = edit.end
-    out.append(data[pos:])
+    out.append(view[pos:])
     return b"".join(out)
 
 
@@ -159,7 +163,8 @@ class Codec:
             last = max(first, bisect.bisect_right(self.starts, max(edit.start, edit.end - 1)) - 1)
             if groups and first <= groups[-1][1]:
                 prev_first, prev_last, prev_edits = groups[-1]
-                groups[-1] = (prev_first, max(prev_last, last), prev_edits + [edit])
+                prev_edits.append(edit)  # in place: many edits on one hard line stay linear
+                groups[-1] = (prev_first, max(prev_last, last), prev_edits)
             else:
                 groups.append((first, last, [edit]))
         return groups

@@ -136,7 +136,7 @@ def run_forget(args: argparse.Namespace) -> int:
         print(f"engage forget: redis failed: {exc} (nothing is half-done that a second "
               "run does not finish: run it again)", file=sys.stderr)
         return 1
-    print(json.dumps(summary.as_dict()) if args.json else describe(args.address, summary))
+    print(json.dumps(summary.as_dict(), allow_nan=False) if args.json else describe(args.address, summary))
     return 1 if summary.unknown_keys else 0
 
 

@@ -88,7 +88,7 @@ def _message(sender: str, recipient: str) -> EmailMessage:
     message["To"] = recipient
     message["Subject"] = "engage doctor probe"
     message["Message-ID"] = f"<engage-doctor-{uuid.uuid4().hex}@{sender.rpartition('@')[2]}>"
-    message["X-MSYS-API"] = json.dumps({"campaign_id": CAMPAIGN})
+    message["X-MSYS-API"] = json.dumps({"campaign_id": CAMPAIGN}, allow_nan=False)
     text = f"engage doctor sent this message to check that tracking works: {LINK}\n"
     message.set_content(text)
     message.add_alternative(f"<html><body><p>engage doctor sent this message to check that "

@@ -28,7 +28,7 @@ RIGHT = r"(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class MilterKeys:
         "milter", "split_recipients", default=False, parse=parse.parse_bool,
         env="ENGAGE_SPLIT_RECIPIENTS", doc="One recipient per SMTP transaction, so every recipient gets links of its "
                                            "own and events carry its rcpt_to")
+    plan_timeout: int = setting(
+        "milter", "plan_timeout", default=30, parse=parse.parse_int(1, 3600),
+        env="ENGAGE_PLAN_TIMEOUT", doc="Seconds a message's rewrite may take; then it goes out unchanged")
 
 
 @dataclass(frozen=True)

@@ -352,7 +352,7 @@ class EventLog:
         keys.append(self.index_key(kind))
         keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
         cutoff = self.cutoff_ms(now)
-        return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False), cutoff,
+        return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False), cutoff,
                       cutoff * 1000, self.retention + 86400, status,
                       event.get("timestamp", ""), self.status_ttl, *agg_args]
 

@@ -193,7 +193,7 @@ def _links_json(links: tuple[Link, ...]) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _b64(raw: bytes) -> str:

@@ -41,7 +41,7 @@ def apply(client: redis.Redis, prefix: str, items: Sequence[bytes]) -> list[byte
 def _spliced(item: bytes, override: bytes | str) -> bytes:
     event = json.loads(item)
     event["engage"] = json.loads(override)
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def read(client: redis.Redis, prefix: str, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -55,7 +55,7 @@ def read(client: redis.Redis, prefix: str, event_ids: Sequence[str]) -> list[dic
 def write(client: redis.Redis, prefix: str, changes: Mapping[str, dict[str, Any] | None],
           retention_seconds: int) -> None:
     """Set (or, for None, delete) overrides in one round trip; refresh the hash's expiry."""
-    sets = {event_id: json.dumps(engage, separators=(",", ":"), ensure_ascii=False)
+    sets = {event_id: json.dumps(engage, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             for event_id, engage in changes.items() if engage is not None}
     deletes = [event_id for event_id, engage in changes.items() if engage is None]
     pipe = client.pipeline(transaction=False)

@@ -26,7 +26,7 @@ def events_page() -> Response:
     args = {name: request.args[name] for name in request.args}
     page = search(services.events, parse_query(args, time.time()), services.settings.api_max_scan)
     # The stored events are JSON already: splice them in rather than parse and re-dump.
-    links = json.dumps(next_link(request.path, args, page.cursor)).encode()
+    links = json.dumps(next_link(request.path, args, page.cursor), allow_nan=False).encode()
     body = b'{"results":[%s],"total_count":%d,"links":%s}' % (
         page.results, page.total_count, links)
     return Response(body, mimetype="application/json")

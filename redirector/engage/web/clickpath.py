@@ -130,7 +130,7 @@ def access_line(settings: config.Settings, ip: str, method: str, path: str, stat
     agent = mask_user_agent(user_agent, settings.user_agents)
     access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
                     mask_ip(ip, settings.ip_addresses) or "-", method, log_path(path), status,
-                    elapsed, event, json.dumps(agent[:200]))
+                    elapsed, event, json.dumps(agent[:200], allow_nan=False))
 
 
 def lookup_click(services: Services, token: str, ip: str, now: float,

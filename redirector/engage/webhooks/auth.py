@@ -40,7 +40,7 @@ class Tokens:
         self._lock = threading.Lock()
 
     def get(self, hook: Webhook, timeout: float, allow_private: bool = False) -> str:
-        key = json.dumps(dict(hook.auth_request_details), sort_keys=True)
+        key = json.dumps(dict(hook.auth_request_details), sort_keys=True, allow_nan=False)
         with self._lock:
             cached = self._tokens.get(hook.id)
         if cached and cached[2] == key and cached[1] > time.time():

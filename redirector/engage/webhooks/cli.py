@@ -245,7 +245,7 @@ def cmd_update(args: argparse.Namespace, store: WebhookStore, settings: settings
 def cmd_list(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Settings) -> int:
     hooks = store.all()
     if args.json:
-        print(json.dumps([hook.public() for hook in hooks], indent=2))
+        print(json.dumps([hook.public() for hook in hooks], indent=2, allow_nan=False))
         return 0
     rows = [(h.id, h.name, "yes" if h.active else "no", ",".join(h.events), h.auth_type,
              h.signature_scheme if h.signing_secret else "no", h.target) for h in hooks]

@@ -58,7 +58,7 @@ class Webhook:
     def to_json(self) -> str:
         data = asdict(self)
         data["events"] = list(self.events)
-        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+        return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
     def public(self) -> dict[str, Any]:
         """The definition with passwords, client secrets and the signing secret masked."""

@@ -62,7 +62,7 @@ def webhook_json(raw: bytes) -> bytes:
         seconds = unix_seconds(found.group(1).decode()).encode()
         return raw[:found.start(1) - 1] + b'"' + seconds + b'"' + raw[found.end(1) + 1:]
     event = webhook_event(json.loads(raw))
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def ping_body(form: str, now: float | None = None) -> bytes:
@@ -117,7 +117,7 @@ def v1_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def batch_body(stored: Iterable[bytes], form: str = "sparkpost") -> tuple[bytes, int]:
@@ -125,7 +125,7 @@ def batch_body(stored: Iterable[bytes], form: str = "sparkpost") -> tuple[bytes,
     In the ``events`` format a batch holds one event; more would be sent as a JSON array."""
     if form == "events":
         objects = [json.dumps(v1_event(json.loads(raw)), separators=(",", ":"),
-                              ensure_ascii=False).encode("utf-8") for raw in stored]
+                              ensure_ascii=False, allow_nan=False).encode("utf-8") for raw in stored]
         body = objects[0] if len(objects) == 1 else b"[" + b",".join(objects) + b"]"
         return body, len(objects)
     items = [b'{"msys":{"' + EVENT_CLASS.encode() + b'":' + webhook_json(raw) + b"}}"

@@ -138,7 +138,7 @@ class WebhookStore:
         seconds, micros = self.client.time()  # Redis time, as the queue scripts use
         now_ms = seconds * 1000 + micros // 1000
         record = json.dumps({"ids": "", "size": int(item["size"]), "created": now_ms,
-                             "attempts": 0, "lease": "", "code": 0, "body": item["body"]})
+                             "attempts": 0, "lease": "", "code": 0, "body": item["body"]}, allow_nan=False)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.batches(hook_id), batch_id, record)
         pipe.zadd(self.keys.due(hook_id), {batch_id: now_ms})
