@@ -24,11 +24,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import redis
-from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engage import machines
+from engage import extras, machines
 from engage import settings as config
 from engage.clickpath import (
     REDIRECT_HEADERS,
@@ -54,6 +51,13 @@ from engage.metricsapi import run as metrics_run
 from engage.ratelimit import RateLimiter
 from engage.redisconn import connect
 from engage.trackapi import message_status, signed
+
+try:
+    from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.middleware.proxy_fix import ProxyFix
+except ModuleNotFoundError as exc:  # a pip install without the web extra
+    raise extras.missing("engage redirector", exc) from None
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("engage.access")
