@@ -5,10 +5,17 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run stop lint typecheck test bench deb rpm clean distclean
+.PHONY: install build-deps-deb build-deps-rpm run stop lint typecheck test bench deb rpm clean distclean
 
 install:
 	scripts/install-deps
+
+# What building the packages needs, only (no Postfix, Redis, Chromium or venv).
+build-deps-deb:
+	scripts/install-build-deps deb
+
+build-deps-rpm:
+	scripts/install-build-deps rpm
 
 run:
 	scripts/run-sandbox
@@ -37,20 +44,21 @@ bench: install
 	done; \
 	[ $$found = 1 ] || echo "no tests/bench/bench_*.py scripts yet"
 
-# Packages (docs/packaging.md). Built in a temporary copy of the tree, never in it.
+# Packages (docs/packaging.md). Built in a temporary copy of the tree, never in it, with
+# Debian's python3 and the build dependencies only (scripts/install-build-deps).
 # deb: dpkg-buildpackage (debhelper, pybuild) from packaging/debian, then lintian.
 # rpm: rpmbuild from packaging/rpm/engage-milter.spec (--nodeps on Debian), then rpm -qlp.
 DEB_OUT ?= dist/deb
 RPM_OUT ?= dist/rpm
 VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
 
-deb: install
+deb: build-deps-deb
 	packaging/build-deb $(DEB_OUT)
 	lintian --fail-on error --display-level '>=pedantic' $(DEB_OUT)/engage-milter_$$(\
 	    dpkg-parsechangelog -l packaging/debian/changelog -S Version)_$$(dpkg --print-architecture).changes
 	@echo "lintian: no errors; packages in $(DEB_OUT)"
 
-rpm: install
+rpm: build-deps-rpm
 	packaging/build-rpm $(RPM_OUT)
 	@for f in $(RPM_OUT)/*-$(VERSION)-*.noarch.rpm; do \
 	    echo "== rpm -qlp $$f"; rpm -qlp "$$f" 2>/dev/null | grep -v __pycache__; \

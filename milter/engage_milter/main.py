@@ -9,6 +9,7 @@ from typing import Optional
 
 import redis
 
+from engage import extras
 from engage import settings as settings_mod
 from engage.logsetup import configure_logging
 from engage.store.links import LinkStore
@@ -37,8 +38,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check_config:
         print(settings_mod.describe(settings))
         return 0
+    try:
+        from .filter import run  # imports pymilter's C module only when serving
+    except ModuleNotFoundError as exc:  # a pip install without the milter extra
+        raise extras.missing("engage-milter", exc) from None
     configure_logging(settings.log_level)
-    from .filter import run  # imports pymilter's C module only when serving
 
     client = connect(settings.redis_url)
     try:

@@ -20,12 +20,16 @@ import grp
 import os
 import pwd
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from support.procs import free_port, http_get, listening
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("python3-engage", "engage-common", "engage-milter", "engage-redirector")
@@ -131,11 +135,18 @@ def test_a_milter_host_gets_no_flask_and_a_web_host_no_libmilter(debs):
     assert "hiredis" not in milter_host + web_host  # an optional extra, never a requirement
 
 
+def links(deb: Path) -> dict[str, str]:
+    listing = run(["dpkg-deb", "--contents", str(deb)]).stdout.splitlines()
+    found = (line.split()[-3:] for line in listing if line.startswith("l"))
+    return {path.lstrip("."): target for path, arrow, target in found if arrow == "->"}
+
+
 def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
-    common, milter, web = (contents(debs[p]) for p in PACKAGES[1:])
+    lib, common, milter, web = (contents(debs[p]) for p in PACKAGES)
     assert {"/etc/engage/engage.conf", "/usr/bin/engage", "/usr/lib/sysusers.d/engage.conf",
             "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/man/man8/engage.8.gz",
-            "/usr/share/engage/machines.conf"} <= set(common)
+            "/usr/share/man/man5/engage.conf.5.gz",
+            "/usr/libexec/engage/stop-services"} <= set(common)
     assert {"/usr/bin/engage-milter", "/lib/systemd/system/engage-milter.service",
             "/usr/share/man/man8/engage-milter.8.gz",
             "/usr/share/doc/engage-milter/examples/main.cf.engage",
@@ -143,12 +154,29 @@ def test_files_units_conffiles_and_man_pages_are_where_an_operator_looks(debs):
     assert {"/etc/engage/gunicorn.conf.py", "/usr/bin/engage-webhooks",
             "/lib/systemd/system/engage-redirector.service",
             "/lib/systemd/system/engage-webhooks.service",
+            "/usr/share/man/man8/engage-webhooks.8.gz",
+            "/usr/share/man/man8/engage-redirector.8.gz",
             "/usr/share/doc/engage-redirector/examples/engage-redirector.conf"} <= set(web)
+    # The verdict rules: package data of engage, kept in /usr/share/engage, linked back.
+    assert "/usr/share/engage/machines.conf" in lib
+    assert links(debs["python3-engage"])["/usr/lib/python3/dist-packages/engage/machines.conf"] \
+        == "../../../../share/engage/machines.conf"
     assert not any("dist-packages/engage/" in f for f in milter + web + common)
     conffiles = {p: run(["dpkg-deb", "--info", str(debs[p]), "conffiles"]).stdout.split()
                  for p in ("engage-common", "engage-redirector")}
     assert conffiles == {"engage-common": ["/etc/engage/engage.conf"],
                          "engage-redirector": ["/etc/engage/gunicorn.conf.py"]}
+
+
+def test_the_packaged_engage_conf_5_is_generated_from_the_shipped_settings(debs):
+    tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs["engage-common"])],
+                          capture_output=True, check=True).stdout
+    page = subprocess.run(["tar", "-xOf", "-", "./usr/share/man/man5/engage.conf.5.gz"],
+                          input=tree, capture_output=True, check=True).stdout
+    packaged = subprocess.run(["gunzip"], input=page, capture_output=True, check=True).stdout
+    fresh = subprocess.run(["/usr/bin/python3", str(REPO / "packaging/man/genconfman.py")],
+                           capture_output=True, check=True).stdout
+    assert packaged.split(b"\n", 1)[1] == fresh.split(b"\n", 1)[1]  # all but .TH's date
 
 
 def test_the_dashboard_page_ships_in_python3_engage(debs):
@@ -194,6 +222,10 @@ def check_installed() -> None:
         units = [f"/lib/systemd/system/{u}.service" for u in UNITS]
         done = run(["systemd-analyze", "verify", "--man=no", *units])
         assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    if shutil.which("man"):
+        for page in ("engage", "engage-milter", "engage-redirector", "engage-webhooks",
+                     "engage.conf"):
+            assert run(["man", "-w", page]).returncode == 0, page
     for command in ("engage-milter --check-config", "engage doctor --help",
                     "engage-webhooks --help", "gunicorn --version"):
         argv = ["/usr/bin/" + command.split()[0], *command.split()[1:]]
@@ -202,7 +234,8 @@ def check_installed() -> None:
 
 def check_purged() -> None:
     assert installed() == []
-    leftovers = [p for p in ("/etc/engage", "/run/engage", "/usr/bin/engage",
+    leftovers = [p for p in ("/etc/engage", "/run/engage", "/usr/bin/engage", "/usr/libexec/engage",
+                             "/usr/share/engage",
                              "/usr/bin/engage-milter", "/usr/bin/engage-webhooks",
                              "/lib/systemd/system/engage-milter.service",
                              "/usr/lib/python3/dist-packages/engage",
@@ -231,13 +264,64 @@ def autopkgtest(debs: dict[str, Path], workdir: Path) -> None:
     assert "PASS: the installed packages tracked a message end to end" in done.stdout
 
 
-def test_install_track_a_message_and_purge(debs, exclusive, tmp_path):
+def start_services(redis_url: str, workdir: Path) -> dict[str, subprocess.Popen]:
+    """The three units' ExecStart= as the engage user, as an operator without systemd runs
+    them (a container), on free ports; ready when they answer."""
+    milter_port, web_port = free_port(), free_port()
+    env = {**SYSTEM_ENV, "HOME": "/", "ENGAGE_REDIS_URL": redis_url, "ENGAGE_KEY_PREFIX": "pkg:",
+           "ENGAGE_MILTER_SOCKET": f"inet:{milter_port}@127.0.0.1",
+           "ENGAGE_WEB_BIND": f"127.0.0.1:{web_port}"}
+    procs = {}
+    for unit in UNITS:
+        text = Path(f"/lib/systemd/system/{unit}.service").read_text()
+        argv = shlex.split(re.search(r"(?m)^ExecStart=(.*)$", text).group(1))
+        with open(workdir / f"{unit}.log", "wb") as log:
+            procs[unit] = subprocess.Popen(argv, user="engage", group="engage", env=env, cwd="/",
+                                           stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (listening(milter_port) and healthz(web_port)):
+        logs = {u: (workdir / f"{u}.log").read_text(errors="replace")[-2000:] for u in UNITS}
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
+        time.sleep(0.2)
+    time.sleep(1)
+    assert procs["engage-webhooks"].poll() is None, (workdir / "engage-webhooks.log").read_text()
+    return procs
+
+
+def healthz(port: int) -> bool:
+    try:
+        return http_get(f"http://127.0.0.1:{port}/healthz", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def check_remove_stops_the_services(redis_url: str, workdir: Path) -> None:
+    """Without systemd, `apt-get remove` stops what runs from the packages' files."""
+    procs = start_services(redis_url, workdir)
+    try:
+        done = run(APT + ["remove", "engage-milter", "engage-redirector"])
+        print(done.stdout, done.stderr)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for unit, proc in procs.items():
+            assert f"{unit}: systemd is not running: SIGTERM to pid {proc.pid} " in done.stdout
+            proc.wait(5)  # reaped here: stop-services saw it end (a zombie of ours)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def test_install_track_a_message_and_purge(debs, exclusive, redis_server, tmp_path):
     need(os.geteuid() == 0, "needs root: installs the packages with apt-get")
     need(shutil.which("autopkgtest") is not None, "autopkgtest missing: run scripts/install-deps")
     try:
         apt_install(debs)
         check_installed()
         autopkgtest(debs, tmp_path)
+        if not os.path.isdir("/run/systemd/system"):  # with systemd, the units are its own
+            check_remove_stops_the_services(redis_server.url, tmp_path)
     finally:
         done = purge()
     assert done.returncode == 0, done.stdout + done.stderr

@@ -23,8 +23,8 @@ ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 def rpms(tmp_path_factory) -> dict[str, Path]:
     if shutil.which("rpmbuild") is None:
         if os.environ.get("CI"):
-            pytest.fail("rpmbuild missing (CI is set): run scripts/install-deps")
-        pytest.skip("rpmbuild missing: run scripts/install-deps (Debian package rpm)")
+            pytest.fail("rpmbuild missing (CI is set): run scripts/install-build-deps rpm")
+        pytest.skip("rpmbuild missing: run scripts/install-build-deps rpm (Debian package rpm)")
     out = tmp_path_factory.mktemp("rpm")
     done = subprocess.run(["bash", str(REPO / "packaging/build-rpm"), str(out)],
                           capture_output=True, text=True, timeout=600, env=ENV)
@@ -39,10 +39,12 @@ def query(rpm: Path, *args: str) -> list[str]:
 
 
 def files(rpm: Path) -> dict[str, str]:
-    """path -> 'flags mode owner:group' (flags: c config, n noreplace, g ghost, d doc)."""
+    """path -> 'flags mode owner:group' (flags: c config, n noreplace, g ghost, d doc).
+    Man pages without .gz: EL's rpmbuild compresses them, Debian's does not."""
     rows = query(rpm, "--qf", "[%{FILENAMES}\t%{FILEFLAGS:fflags} %{FILEMODES:perms} "
                              "%{FILEUSERNAME}:%{FILEGROUPNAME}\n]")
-    return dict(row.split("\t", 1) for row in rows)
+    pairs = (row.split("\t", 1) for row in rows)
+    return {re.sub(r"(/man/man\d/.*)\.gz$", r"\1", path): rest for path, rest in pairs}
 
 
 def test_four_packages_are_built(rpms):
@@ -58,17 +60,32 @@ def test_rpm_qlp_lists_what_each_package_installs(rpms):
     assert common["/etc/engage/engage.conf"] == "cn -rw-r----- root:engage"  # %config(noreplace)
     assert common["/run/engage"] == "g drwxr-x--- engage:engage"
     assert {"/usr/bin/engage", "/usr/lib/sysusers.d/engage.conf",
-            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/engage/machines.conf"} <= set(common)
-    assert {"/usr/bin/engage-milter",
-            "/usr/lib/systemd/system/engage-milter.service"} <= set(milter)
+            "/usr/lib/tmpfiles.d/engage.conf", "/usr/share/man/man8/engage.8",
+            "/usr/share/man/man5/engage.conf.5"} <= set(common)
+    assert common["/usr/libexec/engage/stop-services"].endswith(" -rwxr-xr-x root:root")
+    assert {"/usr/bin/engage-milter", "/usr/lib/systemd/system/engage-milter.service",
+            "/usr/share/man/man8/engage-milter.8"} <= set(milter)
     assert any(p.endswith("/engage_milter/filter.py") for p in milter)
     assert web["/etc/engage/gunicorn.conf.py"].startswith("cn ")
     assert {"/usr/bin/engage-webhooks", "/usr/lib/systemd/system/engage-redirector.service",
-            "/usr/lib/systemd/system/engage-webhooks.service"} <= set(web)
+            "/usr/lib/systemd/system/engage-webhooks.service",
+            "/usr/share/man/man8/engage-redirector.8",
+            "/usr/share/man/man8/engage-webhooks.8"} <= set(web)
     assert any(p.endswith("/engage/web/app.py") for p in lib)
     for name in ("index.html", "dashboard.js", "dashboard.css"):  # package data
         assert any(p.endswith(f"/engage/dashboard/static/{name}") for p in lib), name
+    # The verdict rules: package data of engage, kept in /usr/share/engage, linked back.
+    assert lib["/usr/share/engage/machines.conf"].startswith(" -rw-r--r--")
+    data = next(p for p in lib if p.endswith("-packages/engage/machines.conf"))
+    assert lib[data].split()[0].startswith("l")
     assert not any("-packages/engage/" in p for p in {**milter, **web, **common})
+
+
+def test_removal_stops_the_services_where_systemd_does_not(rpms):
+    for name, units in (("engage-milter", "engage-milter"),
+                        ("engage-redirector", "engage-redirector engage-webhooks")):
+        scripts = "\n".join(query(rpms[name], "--scripts"))
+        assert f"/usr/libexec/engage/stop-services {units} || :" in scripts, scripts
 
 
 def test_dependencies_use_epel_names_and_keep_the_hosts_apart(rpms):

@@ -3,6 +3,8 @@
 ``engage verdicts`` recomputes verdicts and checks their rules (engage.verdicts.cli).
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
 ``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
+``engage purge-data`` deletes every engage key from Redis (engage.purge).
+``engage api-key new`` prints a new events API key.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
 Imports neither Flask nor pymilter, so it runs on every engage host.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 import redis
 
 from engage import settings as settings_mod
-from engage.admin import doctor
+from engage.admin import doctor, purge
 from engage.dashboard.passwords import make_hash
 from engage.erasure.forget import Forgetter, Summary
 from engage.erasure.scrub import Address
@@ -28,6 +31,7 @@ from engage.store.redisconn import connect
 from engage.verdicts import cli as verdictscli
 
 MIN_PASSWORD = 8
+API_KEY_BYTES = 32  # 256 bits, 43 characters of base64url
 
 
 def _topics(text: str) -> frozenset[str]:
@@ -96,6 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     verdictscli.add_parser(sub)
     _metrics_parser(sub)
     _dashboard_user_parser(sub)
+    purge.add_parser(sub)
+    _api_key_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -215,8 +221,23 @@ def dashboard_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    keys = sub.add_parser("api-key", help="make an events API key")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "new", help="print a new random API key",
+        description=f"Print a new random key ({API_KEY_BYTES * 8} bits, base64url) for "
+        "[api] keys in the settings file (keys are separated by commas), then restart "
+        "engage-redirector. The key is stored nowhere else.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "api-key":
+        print(secrets.token_urlsafe(API_KEY_BYTES))
+        return 0
+    if args.command == "purge-data":
+        return purge.run(args, doctor.redacted)
     if args.command == "forget":
         return run_forget(args)
     if args.command == "verdicts":

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import engage
 from engage.settings import EX_CONFIG
 
 VERDICTS = ("human", "scanner", "privacy_proxy", "prefetch")
@@ -250,18 +251,20 @@ def load(paths: Iterable[str]) -> Rules:
 
 
 # ------------------------------------------------------------------ where the files are
-SOURCE_TREE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "etc", "engage", "machines.conf")
+# Package data: in a source tree a link to etc/engage/machines.conf, in a wheel the file
+# itself, in the deb and rpm a link to PACKAGED_RULES. Found from the engage package, not
+# from this module, so it stays put when modules move between sub-packages.
+PACKAGE_RULES = os.path.join(os.path.dirname(os.path.abspath(engage.__file__)), "machines.conf")
 PACKAGED_RULES = "/usr/share/engage/machines.conf"
 
 
 def shipped_rules() -> str:
-    """The list shipped with this engage: the source tree's when running from one (tests,
-    ``make run``), else the packages' copy. Raises RulesError when there is neither."""
-    for path in (SOURCE_TREE_RULES, PACKAGED_RULES):
+    """The list shipped with this engage, followed to the real file (etc/engage/ in a
+    source tree, /usr/share/engage/ in the packages). Raises RulesError when missing."""
+    for path in (PACKAGE_RULES, PACKAGED_RULES):
         if os.path.exists(path):
-            return path
-    raise RulesError(f"no shipped rules file ({SOURCE_TREE_RULES} or {PACKAGED_RULES}): "
+            return os.path.realpath(path)
+    raise RulesError(f"no shipped rules file ({PACKAGE_RULES} or {PACKAGED_RULES}): "
                      "set [verdicts] rules to a machines.conf")
 
 

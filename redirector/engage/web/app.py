@@ -15,10 +15,15 @@ import time
 from urllib.parse import urlsplit
 
 import redis
-from flask import Blueprint, Flask, Response, g, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
+from engage import extras
 from engage import settings as config
+
+try:
+    from flask import Blueprint, Flask, Response, g, request
+    from werkzeug.middleware.proxy_fix import ProxyFix
+except ModuleNotFoundError as exc:  # a pip install without the web extra
+    raise extras.missing("engage redirector", exc) from None
 from engage.dashboard import assets
 from engage.dashboard.gate import HashGate
 from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, HASHING_SLOTS, Login
