@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from test_e2e_postfix import TRACKING, as_sent, stored_links
 
-from engage.links import LinkStore
+from engage.store.links import LinkStore
 from newsletter import newsletter
 from oracle import assert_only_tracking_changed
 

@@ -1,4 +1,4 @@
-"""``engage purge-data`` (engage.purge) on a real Redis and a real Redis Cluster, and
+"""``engage purge-data`` (engage.admin.purge) on a real Redis and a real Redis Cluster, and
 ``engage api-key new``.
 
 Every key under the prefix goes, whatever bytes its name holds (an apostrophe, spaces, a

@@ -3,7 +3,7 @@
 ``engage verdicts`` recomputes verdicts and checks their rules (engage.verdicts.cli).
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
 ``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
-``engage purge-data`` deletes every engage key from Redis (engage.purge).
+``engage purge-data`` deletes every engage key from Redis (engage.admin.purge).
 ``engage api-key new`` prints a new events API key.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
