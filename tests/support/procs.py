@@ -75,7 +75,13 @@ def listening(port: int) -> bool:
 
     Reads /proc/net/tcp{,6} so probing never opens a session with the daemon.
     """
+    return bool(listening_inodes(port))
+
+
+def listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on PORT (from /proc/net/tcp{,6})."""
     want = f"{port:04X}"
+    found: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -83,9 +89,25 @@ def listening(port: int) -> bool:
                 for line in handle:
                     fields = line.split()
                     if fields[1].rsplit(":", 1)[1] == want and fields[3] == "0A":
-                        return True
+                        found.add(fields[9])
         except FileNotFoundError:
             continue
+    return found
+
+
+def owns_socket(pid: int, inodes: set[str]) -> bool:
+    """Whether process PID holds one of these socket inodes (a listener of its own, not
+    another process's that happens to sit on a port we picked)."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    except OSError:
+        return False
     return False
 
 
@@ -307,8 +329,8 @@ class MilterProcess:
         return self
 
     def _ready(self) -> bool:
-        if self.port is not None:
-            return listening(self.port)
+        if self.port is not None:  # our own listener: a port picked by free_port may be taken
+            return self.proc is not None and owns_socket(self.proc.pid, listening_inodes(self.port))
         if self.unix_path is not None and self.unix_path.exists():
             with socket.socket(socket.AF_UNIX) as sock:
                 try:
