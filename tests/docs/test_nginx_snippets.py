@@ -217,7 +217,20 @@ def test_snippets_work_inside_the_tracking_server(page, nginx_dir, nginx_runs, s
     for prefix in denied:  # 127.0.0.1 is in none of the allowed networks of the docs
         assert http_get(f"{url}{prefix}")[0] == 403, prefix
     for path, fmt in re.findall(r"access_log\s+(\S+)\s+(\w+)\s*;", server_level):
-        logged = Path(path.replace("/var/log/nginx/", f"{nginx_dir}/")).read_text()
+        log_file = Path(path.replace("/var/log/nginx/", f"{nginx_dir}/"))
+        logged = _read_when_written(log_file, '"GET /o/unknownpixeltoken"')
         assert '"GET /o/unknownpixeltoken"' in logged, (fmt, logged)
         if "$remote_addr" not in http_level:
             assert "127.0.0.1" not in logged, logged
+
+
+def _read_when_written(path: Path, wanted: str, timeout: float = 5.0) -> str:
+    """nginx writes its access log after the answer: wait for the line, not a sleep."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if wanted in text:
+            return text
+        time.sleep(0.05)
+    return text
