@@ -21,7 +21,7 @@ from support.redisdump import traces
 P = "test:"
 JANE = "Jane.Roe@Example.ORG"
 BOB = "bob@example.net"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class World:
