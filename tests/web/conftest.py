@@ -1,15 +1,12 @@
-"""Fixtures for the redirector tests: a private redis-server, apps built per test, mail.
+"""Fixtures for the redirector tests: apps built per test on the session's Redis, mail.
 
-``web_redis`` is our own session redis-server (named apart from any project-wide fixture)
-so a test may stop and restart it. ``mail`` registers a message exactly as the milter does.
+``web_redis`` and ``rclient`` are tests/conftest.py's ``redis_server`` and ``redis_client``
+under the names these tests use (one Redis harness: tests/support/procs.py's RedisServer);
+a test may stop and restart ``web_redis``. ``mail`` registers a message exactly as the
+milter does.
 """
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -30,80 +27,21 @@ from engage.store.links import (
     open_token,
 )
 from engage.web.app import create_app
+from support.procs import RedisServer
 
 API_KEY = "test-key-1-abcdefghijkl"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    port: int
-    directory: str
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, new_port_if_taken: bool = False) -> None:
-        """Start on ``port``. Another test session on this machine may have taken the port
-        since it was picked: then our redis-server exits, and a ping would be answered by
-        theirs (which flushes our data). Only our own process counts; the first start may
-        move to another free port."""
-        for _ in range(5):
-            if self._start_once():
-                return
-            if not new_port_if_taken:
-                break
-            self.port = free_port()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def _start_once(self) -> bool:
-        self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory], stdout=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(100):
-            if self.process.poll() is not None:
-                self.process = None
-                return False
-            try:
-                if client.info("server")["process_id"] == self.process.pid:
-                    return True
-            except redis.ConnectionError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture(scope="session")
-def web_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), str(tmp_path_factory.mktemp("web-redis")))
-    server.start(new_port_if_taken=True)
-    yield server
-    server.stop()
+def web_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server (tests/conftest.py); a test may stop and start it."""
+    return redis_server
 
 
 @pytest.fixture
-def rclient(web_redis: RedisServer) -> redis.Redis[bytes]:
-    if web_redis.process is None:
-        web_redis.start()
-    client = redis.Redis(port=web_redis.port)
-    client.flushdb()
-    return client
+def rclient(redis_client: redis.Redis[bytes]) -> redis.Redis[bytes]:
+    """redis_client (flushed before the test), under the name the web tests use."""
+    return redis_client
 
 
 @pytest.fixture
