@@ -50,7 +50,7 @@ from engage.store.links import (  # noqa: E402
     click_token,
     new_message_key,
 )
-from support.procs import free_port, stop_process  # noqa: E402
+from support.procs import RedisServer, free_port, stop_process  # noqa: E402
 
 API_KEY = "bench-key-abcdefghijklm"
 WORKERS = [("sync", 4, 1), ("sync", 8, 1), ("gthread", 2, 4), ("gthread", 2, 16),
@@ -83,19 +83,9 @@ def wait_http(port: int, path: str, timeout: float = 15) -> None:
     raise RuntimeError(f"nothing answers on port {port}")
 
 
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no", "--dir", directory],
-                               stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return process, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+def start_redis(directory: str) -> RedisServer:
+    """AOF off, as these figures have always been taken: the click path, not the disk."""
+    return RedisServer(Path(directory) / "redis", extra_args=["--appendonly", "no"]).start()
 
 
 def register_links(client: redis.Redis[bytes], messages: int = 2000) -> list[str]:
@@ -348,7 +338,8 @@ def timed_get(port: int, path: str) -> tuple[float, int, dict[str, Any]]:
 
 def bench_events_api(args: argparse.Namespace, directory: str,
                      config: tuple[str, int, int]) -> None:
-    redis_process, redis_port = start_redis(directory)
+    server = start_redis(directory)
+    redis_port = server.port
     client = redis.Redis(port=redis_port)
     try:
         print(f"\n== events API over {args.events} stored events (gunicorn {config[0]}) ==")
@@ -393,7 +384,7 @@ def bench_events_api(args: argparse.Namespace, directory: str,
         finally:
             stop_process(process)
     finally:
-        stop_process(redis_process)
+        server.stop()
 
 
 def main() -> None:
@@ -412,11 +403,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-redirector-") as directory:
         config = ("gthread", 2, 4)
         if not args.skip_clicks:
-            redis_process, redis_port = start_redis(directory)
+            server = start_redis(directory)
             try:
-                config = bench_clicks(args, directory, redis_port)
+                config = bench_clicks(args, directory, server.port)
             finally:
-                stop_process(redis_process)
+                server.stop()
         if args.events:
             bench_events_api(args, directory, config)
 

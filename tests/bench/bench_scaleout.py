@@ -36,7 +36,7 @@ from bench_milter import cpu_seconds, wait_port  # noqa: E402
 from bench_redirector import register_links, start_gunicorn  # noqa: E402
 
 from newsletter import newsletter  # noqa: E402
-from support.procs import free_port, stop_process  # noqa: E402
+from support.procs import RedisServer, free_port, stop_process  # noqa: E402
 
 SANDBOX = ROOT / "scripts" / "sandbox-postfix"
 
@@ -197,17 +197,14 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="engage-bench-scaleout-"))
     os.chmod(work, 0o755)
-    redis_port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "yes", "--dir", str(work)],
-                              stdout=subprocess.DEVNULL)
+    server = RedisServer(work / "redis").start()
+    redis_port = server.port
     try:
-        wait_port(redis_port)
         client = redis.Redis(port=redis_port)
         bench_milters(args, work, redis_port, client)
         bench_redirectors(args, work, redis_port, client)
     finally:
-        stop_process(server, 10)
+        server.stop()
 
 
 if __name__ == "__main__":

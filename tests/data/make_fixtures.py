@@ -7,7 +7,7 @@ empty; the generated files are committed alongside this script.
 
 Each message imitates what one real client writes: header set and order, boundary
 style, charset spelling, transfer encoding, HTML dialect. What each one is for is
-said above its function; the expectations live in tests/test_rewrite_fixtures.py.
+said above its function; the expectations live in tests/milter/test_rewrite_fixtures.py.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The snippets of docs/ and etc/ read as the software they are for reads them, without
 running it (the Postfix, nginx and Sendmail runs are in test_postfix_snippets.py,
-test_nginx_snippets.py and tests/test_sendmail.py).
+test_nginx_snippets.py and tests/e2e/test_sendmail.py).
 
 - No Postfix value carries a `#`: Postfix reads `# ...` after a value as part of it.
 - Every milter list an operator can paste as is names engage alone; other milters

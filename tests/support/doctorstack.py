@@ -24,7 +24,7 @@ from engage.admin import doctor
 from support.procs import MilterProcess, PostfixSandbox, Redirector
 
 POSTCONF = "/usr/sbin/postconf"
-API_KEY = "test-api-key-abcdefghij"  # the redirector fixture's (tests/conftest.py), 128+ bits
+API_KEY = "test-api-key-abcdefghij"  # the redirector's key (tests/conftest.py REDIRECTOR_API_KEY)
 PROBE_TO, PROBE_FROM = "rcpt@example.org", "probe@example.com"
 EDIT = re.compile(r"^in (?P<file>\S+): \[(?P<section>\w+)\] (?P<key>\w+) = (?P<value>\S+)")
 

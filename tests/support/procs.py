@@ -165,6 +165,7 @@ class RedisServer:
         self.extra_args = list(extra_args)
         self.log_path = self.workdir / "redis.log"
         self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.started_once = False
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(binary):
             raise ProcError("redis-server is not installed: run scripts/install-deps")
@@ -179,8 +180,24 @@ class RedisServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 15) -> "RedisServer":
+        """Start and wait until this very process answers. Another test session on this
+        machine may have taken the port since it was picked: then our redis-server exits
+        and a PING would be answered by theirs (whose data our tests would flush), so only
+        our own process id counts. The first start moves to another free port then; a
+        restart keeps the port (clients hold the URL) and fails."""
         if self.running:
             return self
+        first = not self.started_once
+        for _ in range(5 if first else 1):
+            if self._start_once(timeout):
+                self.started_once = True
+                return self
+            if not first:
+                break
+            self.port = free_port()
+        raise ProcError(f"redis-server on {self.port} did not start:\n{tail(self.log_path)}")
+
+    def _start_once(self, timeout: float) -> bool:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", self.host, "--port", str(self.port),
              "--dir", str(self.workdir), "--appendonly", "yes", "--save", "",
@@ -190,19 +207,30 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            if self._ping():
-                return self
+            if self._ready_pid() == self.proc.pid:
+                return True
             time.sleep(0.02)
         self.stop()
-        raise ProcError(f"redis-server on {self.port} did not start:\n{tail(self.log_path)}")
+        return False
 
-    def _ping(self) -> bool:
+    def _ready_pid(self) -> Optional[int]:
+        """process_id of whatever answers on the port once it has loaded its data (None:
+        nothing answers, or it is still loading the AOF and would answer -LOADING)."""
         try:
             with socket.create_connection((self.host, self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                sock.sendall(b"INFO\r\n")
+                reply = b""
+                while b"loading:" not in reply or not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
         except OSError:
-            return False
+            return None
+        found = re.search(rb"process_id:(\d+)", reply)
+        if found is None or b"\r\nloading:0\r\n" not in reply:
+            return None
+        return int(found.group(1))
 
     def stop(self, timeout: float = 10) -> None:
         """Shut down (SIGTERM: Redis fsyncs the AOF and exits) and wait until it is gone."""

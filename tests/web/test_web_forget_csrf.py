@@ -1,7 +1,7 @@
 """The forget API cannot be triggered cross-site (Flask test client, real Redis): it takes
 the API key header only, never a dashboard login the browser holds, and only a body
 declared application/json; everything else leaves the recipient where it was. (A real
-Chromium on an attacker's page: tests/test_e2e_forget_csrf.py.)"""
+Chromium on an attacker's page: tests/e2e/test_e2e_forget_csrf.py.)"""
 from __future__ import annotations
 
 import base64

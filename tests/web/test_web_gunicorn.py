@@ -8,8 +8,7 @@ import pytest
 import redis
 
 from support.procs import Redirector, free_port
-
-API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
+from support.webapp import API_KEY
 
 
 @pytest.fixture(scope="module")

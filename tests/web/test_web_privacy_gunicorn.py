@@ -10,8 +10,8 @@ import pytest
 
 from support.procs import Redirector, free_port, http_get
 from support.redisdump import traces
+from support.webapp import API_KEY
 
-API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 AGENT = "Secret-Agent/7.1 (X11; Linux)"
 
 

@@ -12,8 +12,8 @@ import pytest
 from engage.store.events import RequestFacts, build_event, score_of
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 from engage.web.eventsapi import NEVER_PARAMS, keyword_match
+from support.webapp import API_KEY
 
-API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 KEY = {"Authorization": API_KEY}
 API = "/api/v1/events/message"
 NEW_YORK = ZoneInfo("America/New_York")

@@ -12,8 +12,8 @@ import pytest
 from engage.web.app import GIF
 from engage.web.trackapi import sign
 from support.procs import Redirector, free_port
+from support.webapp import API_KEY
 
-API_KEY = "test-key-1-abcdefghijkl"
 SIGNING_KEY = "s" * 40
 
 

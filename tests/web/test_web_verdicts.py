@@ -13,8 +13,7 @@ from engage.verdicts.judge import Judge, burst_key, trap_key
 from engage.verdicts.machines import load, shipped_rules
 from engage.verdicts.rules import Thresholds
 from engage.web.app import GIF
-
-API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
+from support.webapp import API_KEY
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/120.0.0.0 Safari/537.36")

@@ -20,8 +20,8 @@ from engage.settings import Settings
 from engage.verdicts import machines
 from engage.verdicts.recompute import recompute
 from support.procs import Redirector, free_port
+from support.webapp import API_KEY
 
-API_KEY = "test-key-1-abcdefghijkl"  # as in tests/web/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/120.0.0.0 Safari/537.36")

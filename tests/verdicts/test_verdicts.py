@@ -21,8 +21,8 @@ from engage.verdicts import machines
 from engage.verdicts.machines import Rules, RulesError
 from engage.verdicts.rules import Facts, Thresholds, Verdict, classify, engage_object, signals
 
-DATA = Path(__file__).resolve().parent / "data"
-REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "etc" / "engage" / "machines.conf"
 # Subprocesses run this tree's code, whatever the venv has installed.
 ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'redirector'}:{REPO / 'milter'}"}

@@ -9,7 +9,7 @@ import pytest
 
 from engage import settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ETC = REPO / "etc" / "engage" / "engage.conf"
 
 
@@ -138,7 +138,7 @@ def test_the_redirector_refuses_a_bad_rules_file_with_exit_78(tmp_path):
     bad.write_text("# mine\n[Our gateway]\nverdict = scanner\nua = Gateway[\n")
     conf = tmp_path / "e.conf"
     conf.write_text(f"[verdicts]\nextra_rules = {bad}\n")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", "from engage.web.app import create_app; create_app()"],
         capture_output=True, text=True, timeout=60,
@@ -193,7 +193,7 @@ def test_api_keys_under_128_bits_are_refused_without_showing_them(tmp_path, keys
 def test_the_redirector_refuses_a_short_api_key_with_exit_78(tmp_path):
     conf = tmp_path / "e.conf"
     conf.write_text("[api]\nkeys = hunter2\n")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", "from engage.web.app import create_app; create_app()"],
         capture_output=True, text=True, timeout=60,

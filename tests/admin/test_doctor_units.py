@@ -23,7 +23,7 @@ SETTINGS = Settings(tracking_url="https://click.example.com", source="/etc/engag
     ("tempfail", "non_smtpd_milters", False, True, "sendmail(1) stays in the maildrop queue"),
 ])
 def test_what_postfix_does_when_a_milter_fails(action, name, config_error, stops, words):
-    """As measured on the sandbox Postfix 3.7 (tests/test_doctor_mail.py checks the replies)."""
+    """As measured on the sandbox Postfix 3.7 (tests/admin/test_doctor_mail.py checks the replies)."""
     assert doctor_postfix.effect(action, name, config_error)[0] is stops
     assert words in doctor_postfix.effect(action, name, config_error)[1]
 

@@ -20,7 +20,7 @@ import pytest
 from engage.admin import cli, purge
 from engage.store.redisconn import connect
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 P = "test:"
 AWKWARD = [b"rcpt:o'brien@example.com", b"rcpt:d\"quote@example.com", b"with space",
            b"new\nline", b"tab\tand\rcr", b"\xff\xfe not utf-8 \xc3(", b"glob*?[x]\\",

@@ -1,6 +1,6 @@
 """engage.erasure.scrub, pure: finding one address in stored text (any case, percent-encoded,
 JSON-escaped, never inside a longer address) and the rewritten records, templates and
-webhook bodies. On a real Redis: tests/test_forget.py."""
+webhook bodies. On a real Redis: tests/erasure/test_forget.py."""
 from __future__ import annotations
 
 import json

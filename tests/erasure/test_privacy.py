@@ -1,7 +1,7 @@
 """[privacy] masking and [open_tracking] per domain, as pure logic: the masking functions,
 the settings that choose them, the rate limiter's key, the milter plan's pixel decision.
 (Through real gunicorn: tests/web/test_web_privacy_gunicorn.py; through the milter and
-Postfix: tests/test_e2e_open_tracking.py.)"""
+Postfix: tests/e2e/test_e2e_open_tracking.py.)"""
 from __future__ import annotations
 
 import re

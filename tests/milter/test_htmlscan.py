@@ -13,7 +13,7 @@ from engage_milter import charrefs, htmlscan
 from engage_milter.plan import Envelope, plan_message
 from oracle import assert_only_tracking_changed, milter_view
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACKING = "https://t.example"
 URL = "https://a.example/x"
 

@@ -28,7 +28,7 @@ from engage import settings as config
 from support.browser import start_chromium
 from support.procs import http_get
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 USER, PASSWORD = "ada", "dashboard test password"
 SPRING = "spring-sale"

@@ -96,7 +96,7 @@ def test_apple_mail_split_parts_are_tracked_each_with_its_pixels():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from engage.settings import Settings
     from engage_milter.plan import Envelope, plan_message
     from oracle import apply_changes, assert_only_tracking_changed, milter_view

@@ -9,12 +9,12 @@ import json
 import re
 
 import Milter
-from test_filter import MESSAGE, feed
 
 import oracle
 from engage.settings import Settings
 from engage.store.links import LinkStore
 from engage.web.app import create_app
+from support.milterctx import MESSAGE, feed
 
 TRACKING = "https://t.example/x"
 SCANNER, PERSON = "192.0.2.50", "203.0.113.9"

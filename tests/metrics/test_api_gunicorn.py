@@ -13,8 +13,7 @@ from metrics_recount import ALL, hour_start, make_traffic, nonzero, recount, str
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
 from support.procs import Redirector, free_port
-
-API_KEY = "test-key-1-abcdefghijkl"
+from support.webapp import API_KEY
 
 
 @pytest.fixture(scope="module")

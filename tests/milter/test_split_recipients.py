@@ -1,7 +1,7 @@
 """split_recipients in-process (Milter.testctx, real Redis): the reply sequence of RCPT TO
 (first accepted, the others 452 4.5.3 until the transaction ends), what is negotiated
 with the MTA in each mode, and the connects that are never split (Postfix's
-non_smtpd_milters emulation). The end-to-end proof is tests/test_e2e_split.py."""
+non_smtpd_milters emulation). The end-to-end proof is tests/e2e/test_e2e_split.py."""
 from __future__ import annotations
 
 import io

@@ -10,7 +10,7 @@ from engage_milter.plan import Envelope, ScanCache, plan_message
 from newsletter import newsletter
 from oracle import milter_view
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SETTINGS = Settings(tracking_url="https://t.example")
 FIXTURES = sorted(DATA.glob("*.eml"))
 NEWSLETTERS = {"newsletter-8bit": newsletter(), "newsletter-qp": newsletter(quoted_printable=True)}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oracle  # noqa: E402
 from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, plan_message  # noqa: E402

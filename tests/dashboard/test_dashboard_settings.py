@@ -13,7 +13,7 @@ import pytest
 from engage import settings
 from engage.dashboard.passwords import parse_hash, verify
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HASH = "pbkdf2:sha256:1000$abcdefgh12345678$" + "0" * 64
 
 

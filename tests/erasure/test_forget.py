@@ -2,7 +2,7 @@
 (support.redisdump reads every key), the links of the forgotten messages still resolve,
 other recipients keep their events, and a second forget has nothing to do. The command
 line as a user runs it. (Through Postfix, the milter, gunicorn and a webhook worker:
-tests/test_e2e_forget.py.)"""
+tests/e2e/test_e2e_forget.py.)"""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ from support.redisdump import traces
 P = "test:"
 JANE = "Jane.Roe@Example.ORG"
 BOB = "bob@example.net"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class World:

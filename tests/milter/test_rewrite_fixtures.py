@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oracle  # noqa: E402
 from engage.settings import Settings  # noqa: E402
 from engage.store.links import Link  # noqa: E402
 from engage_milter.plan import Envelope, Plan, plan_message  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 TRACKING = "https://t.example/t"
 KEY = "Kx7Qm2Vp9Rs4Tw6Y"  # a fixed 16-character message key
 SETTINGS = Settings(tracking_url=TRACKING)

@@ -30,7 +30,7 @@ from engage_milter import htmlscan
 from engage_milter.urls import is_trackable
 from newsletter import newsletter
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = sorted(glob.glob("/usr/lib/python3*/test/test_email/data/msg_*.txt"))
 URL_STRIP = "".join(map(chr, range(0x21)))
 START_TAG, COMMENT = tokenTypes["StartTag"], tokenTypes["Comment"]
