@@ -24,6 +24,7 @@ from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import status_key
 from engage.store.redisconn import hash_fields, stream_entries
+from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +36,6 @@ UNIQUE = {"opened": "ur", "initial": "ui", "clicked": "uc", "hr": "nur", "hi": "
           "hc": "nuc"}
 CONFIRMED = ((("opened", "clicked"), "uo"), (("hr", "hc"), "nuo"))
 NONPREFETCHED = ("hr", "hi", "hc")
-# Corrects nonprefetched flags. KEYS[1] status hash; ARGV[1] the last event_id replayed,
-# then flag, value pairs (value '' = no human event: drop the flag unless a newer event
-# set it while we replayed).
-FIX_FLAGS_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local changed = 0
-for i = 2, #ARGV, 2 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if ARGV[i + 1] ~= '' then
-    if current ~= ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) changed = changed + 1 end
-  elseif current and tonumber(current) <= tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[1], ARGV[i]) changed = changed + 1
-  end
-end
-return changed
-"""
 
 
 class RebuildError(Exception):
