@@ -19,7 +19,8 @@ from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
 from engage.store.layout import TRACKED_PATHS
-from engage.store.links import TRAP_LINK_NAME, Link
+from engage.store.links import TRAP_LINK_NAME
+from engage.store.records import Link
 
 from . import deadline, htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite

@@ -33,9 +33,10 @@ from typing import Any
 import redis
 
 from engage.store import aggregates, keys, overrides
-from engage.store.links import Resolved, open_token, status_key
+from engage.store.links import Resolved, status_key
 from engage.store.redisconn import queue_script, run_script
 from engage.store.scripts.events import APPEND_LUA, FETCH_LUA, PAGE_LUA
+from engage.store.tokens import open_token
 
 TYPES = ("click", "open", "initial_open")
 STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}

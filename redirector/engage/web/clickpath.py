@@ -28,10 +28,11 @@ from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.store import layout
 from engage.store.events import EventError, EventLog, RequestFacts, bounded, build_event
-from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, split_token
+from engage.store.links import LinkStore, Resolved, StoreError, resolved_from
 from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import run_script
 from engage.store.scripts.clicks import LOOKUP_LUA, ClickLookup
+from engage.store.tokens import split_token
 from engage.verdicts.judge import Judge
 from engage.web.drops import Drops
 from engage.web.geoip import Lookup
