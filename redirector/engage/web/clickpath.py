@@ -27,12 +27,13 @@ from redis.commands.core import Script
 from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.store import layout
-from engage.store.events import EventError, EventLog, RequestFacts, bounded, build_event
+from engage.store.events import EventError, EventLog
 from engage.store.links import LinkStore, Resolved, StoreError, resolved_from
 from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import run_script
 from engage.store.scripts.clicks import LOOKUP_LUA, ClickLookup
 from engage.store.tokens import split_token
+from engage.store.trackevent import RequestFacts, bounded, build_event
 from engage.verdicts.judge import Judge
 from engage.web.drops import Drops
 from engage.web.geoip import Lookup
