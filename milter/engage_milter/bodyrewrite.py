@@ -4,7 +4,7 @@ Two steps, because tokens depend on the full link list: ``scan`` finds every cha
 site in every eligible part; ``render`` builds the new body from the tokens. Each part
 keeps its charset and transfer encoding; bytes outside the change sites are untouched;
 7bit/8bit lines stay within 998 octets (a line break is put inside a tag, never in
-text). Anything that cannot be round-tripped raises CannotRewrite before a byte changes.
+text: engage_milter.linefold). Anything that cannot be round-tripped raises CannotRewrite before a byte changes.
 With ``trap``, every HTML part that is rewritten anyway also gets the hidden trap link
 (TRAP, right after ``<body>``): one more tracked link, the last one, named
 engage.store.links.TRAP_LINK_NAME, that no person can see, focus or click.
@@ -19,14 +19,14 @@ from operator import itemgetter
 from typing import Callable, NamedTuple, Optional
 
 from engage.store.layout import TRACKED_PATHS
-from engage.store.links import TRAP_LINK_NAME, Link
+from engage.store.links import TRAP_LINK_NAME
+from engage.store.records import Link
 
 from . import deadline, htmlscan, mimewalk, textscan
 from .htmlscan import LinkSite
+from .linefold import MAX_LINE, fold, max_line
 from .transfer import PLAIN, CannotRewrite, Codec, Splice, splice
 
-MAX_LINE = 998
-WINDOW = 1 << 20  # bytes of a body split into lines at a time
 CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
 CURLY_TEXT = {"opening": "{{", "closing": "}}"}
 NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "cp500")
@@ -193,11 +193,11 @@ class BodyRewrite:
                        for start, end, text, _ in edits]
             if part.codec.cte not in PLAIN:
                 return splices
-            return _fold(splices, [e.breakable for e in edits], part.codec)
+            return fold(splices, [e.breakable for e in edits], part.codec)
         new_text = _apply(part.view, edits)
         name = _codec_name(part.part.charset)
         new = new_text.encode(name)
-        if _max_line(new) > max(MAX_LINE, _max_line(part.codec.decoded)) and part.codec.cte in PLAIN:
+        if max_line(new) > max(MAX_LINE, max_line(part.codec.decoded)) and part.codec.cte in PLAIN:
             raise CannotRewrite("a rewritten line would exceed 998 octets")
         return [Splice(0, len(part.codec.decoded), new)]
 
@@ -225,102 +225,3 @@ def _apply(text: str, edits: list[_Edit]) -> str:
         pos = edit.end
     out.append(text[pos:])
     return "".join(out)
-
-
-def _max_line(data: bytes) -> int:
-    """The longest line (CR not counted), read in windows of about WINDOW bytes so that a
-    50 MB body is never split into lines all at once."""
-    longest, start = 0, 0
-    while start < len(data):
-        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
-        if end <= start:  # no line end within a window: that line alone
-            end = data.find(b"\n", start) + 1 or len(data)
-        longest = max(longest, max(len(line.rstrip(b"\r")) for line in data[start:end].split(b"\n")))
-        start = end
-    return longest
-
-
-def _fold(splices: list[Splice], breaks: list[int], codec: Codec) -> list[Splice]:
-    """Break lines that would exceed 998 octets at the edits' break points (inside tags)."""
-    spliced = splice(codec.decoded, splices)
-    if _short_lines(spliced):
-        return [Splice(0, len(codec.decoded), spliced)]
-    if _edited_lines_fit(splices, codec.decoded):
-        return splices
-    out: list[bytes] = []
-    points: list[int] = []  # offsets in the new text where a line break may go
-    pos = size = 0
-    for edit, brk in zip(splices, breaks):
-        out += (codec.decoded[pos:edit.start], edit.data)
-        size += edit.start - pos
-        if brk >= 0:
-            points.append(size + brk)
-        size += len(edit.data)
-        pos = edit.end
-    out.append(codec.decoded[pos:])
-    new = b"".join(out)
-    if _max_line(new) <= MAX_LINE:
-        return splices
-    cuts = _cuts(new, points)
-    pieces = [new[a:b] for a, b in zip([0] + cuts, cuts + [len(new)])]
-    result = codec.newline.join(pieces)
-    if _max_line(result) > max(MAX_LINE, _max_line(codec.decoded)):
-        raise CannotRewrite("a rewritten line would exceed 998 octets")
-    return [Splice(0, len(codec.decoded), result)]
-
-
-def _short_lines(data: bytes) -> bool:
-    """A quick look (no Python loop per line; CRs counted): every line within 998 octets.
-    In windows, as _max_line."""
-    start = 0
-    while start < len(data):
-        end = data.rfind(b"\n", start, start + WINDOW) + 1 if start + WINDOW < len(data) else len(data)
-        if end <= start or max(map(len, data[start:end].split(b"\n"))) > MAX_LINE:
-            return False
-        start = end
-    return True
-
-
-def _edited_lines_fit(splices: list[Splice], data: bytes) -> bool:
-    """Whether every line an edit touches stays within 998 octets (edits hold no line
-    break, so each line's new length is its old length plus the edits' growth). One walk
-    forward: each byte between two edits is searched for line ends once."""
-    line_start, line_end, extra = 0, -1, 0
-    for edit in splices:
-        if edit.start > line_end:  # past the current line: close it, find this edit's line
-            if line_end >= 0 and not _line_fits(data, line_start, line_end, extra):
-                return False
-            line_start = data.rfind(b"\n", max(line_end, 0), edit.start) + 1
-            line_end = data.find(b"\n", edit.start)
-            line_end = len(data) if line_end < 0 else line_end
-            extra = 0
-        extra += len(edit.data) - (edit.end - edit.start)
-    return line_end < 0 or _line_fits(data, line_start, line_end, extra)
-
-
-def _line_fits(data: bytes, start: int, end: int, extra: int) -> bool:
-    return end - start - (data[end - 1:end] == b"\r") + extra <= MAX_LINE
-
-
-def _cuts(new: bytes, points: list[int]) -> list[int]:
-    """Greedy: on each over-long line, break at the last point within 998 octets. The
-    points are sorted; one pointer walks them, so many links on one line stay linear."""
-    cuts: list[int] = []
-    line_start = index = 0
-    for line in new.split(b"\n"):
-        line_end = line_start + len(line.rstrip(b"\r"))
-        current = line_start
-        while line_end - current > MAX_LINE:
-            deadline.check()
-            while index < len(points) and points[index] <= current:
-                index += 1
-            best = -1
-            while index < len(points) and points[index] <= current + MAX_LINE:
-                best = points[index]
-                index += 1
-            if best < 0:
-                break
-            current = best
-            cuts.append(current)
-        line_start += len(line) + 1
-    return cuts

@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional
 import Milter
 
 from engage.settings import Settings
-from engage.store.links import LinkStore, StoreError, new_message_key
+from engage.store.links import LinkStore, StoreError
+from engage.store.tokens import new_message_key
 
 from . import replies
 from .plan import Envelope, Plan, msys_deletions, plan_message

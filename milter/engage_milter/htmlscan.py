@@ -13,7 +13,8 @@ are decoded by the HTML5 attribute rules (charrefs.py).
 
 Linear in the text, whatever it holds: every construct is matched by a pattern that
 cannot fail once it has started (an unterminated one runs to the end of the text, as
-in the tokenizer), so no character is read twice by the tokenizer.
+in the tokenizer), so no character is read twice by the tokenizer (its patterns and
+text states: engage_milter.htmltokens).
 Works on any str whose ASCII characters are the HTML's (a latin-1 view of the bytes
 for ASCII-compatible charsets), so offsets map 1:1 to the part's decoded bytes.
 """
@@ -25,51 +26,26 @@ from typing import Callable, NamedTuple, Optional
 
 from . import deadline, foreign
 from .charrefs import unescape_attribute
+from .htmltokens import (
+    ATTRIBUTE,
+    ATTRS,
+    CC,
+    END,
+    FOREIGN,
+    GT,
+    NAME,
+    NOTED,
+    RAWTEXT,
+    TOKEN,
+    UNQUOTED,
+    conditional,
+    rest_of_tag,
+    script_end,
+    self_closing,
+)
 from .urls import is_trackable
 
 MAX_LINK_NAME_BYTES = 63
-_S = r"\t\n\f\r "  # HTML white space (not Python's \s)
-# A tag's attributes, as the tokenizer reads them, in runs rather than characters: after
-# white space or '/', an '=' starts a name; after a name, '=' starts a value, and a quote
-# opens one only there; white space, names and quotes in names are one run up to the next
-# '=', '/' or '>'. A value left open runs to the end of the text (the tag is then dropped,
-# as the tokenizer drops it). Each piece stops where the next one's first character is,
-# and every piece can match up to the end of the text ('"[^"]*"?': a run stops only at
-# its quote or the end), so a match never fails once it started: nothing is read twice.
-_BEFORE_NAME = rf"[{_S}/]*(?:=[^{_S}/>=]*)?[^/>=]*"
-_VALUE = rf"=[{_S}]*(?:\"[^\"]*\"?|'[^']*'?|[^{_S}>]*)"
-# At most CHUNK values per match: a regex engine keeps a record per repetition until the
-# match ends, and a 1 MiB tag made that slow (RAM, not CPU caches); the scan loop goes on
-# with TAG_MORE where a chunk ends.
-CHUNK = 256
-_MORE = rf"(?:(?:{_VALUE}|/){_BEFORE_NAME}){{0,{CHUNK}}}"
-TOKEN = re.compile(
-    r"<(?:"
-    rf"(?P<end>/)?(?P<name>[A-Za-z][^{_S}/>]*)(?P<attrs>{_BEFORE_NAME}{_MORE})(?P<gt>>)?"  # a tag
-    r"|!--(?:(?P<cc>(?i:\[if))[^>]*>?|-?>|.*?(?:--!?>|\Z))"  # conditional comment, comment
-    r"|[!?][^>]*>?"  # doctype, bogus comment (CDATA outside svg/math), <?...>
-    r"|/(?:>|[^A-Za-z>][^>]*>?)"  # </>, bogus comment
-    r")",
-    re.DOTALL,
-)
-ATTRIBUTE = re.compile(
-    rf"(?P<name>[^{_S}/>][^{_S}/>=]*)[{_S}]*"
-    rf"(?:=[{_S}]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^{_S}>]*)))?"
-)
-TAG_MORE = re.compile(rf"{_MORE}(?P<gt>>)?")
-NAME, END, GT, CC, ATTRS = (TOKEN.groupindex[name] for name in ("name", "end", "gt", "cc", "attrs"))
-UNQUOTED = ATTRIBUTE.groupindex["uq"]
-# Tags that matter outside svg/math (and any "x:name" tag: VML); the rest are skipped.
-NOTED = frozenset({"a", "area", "body", "html", "head", "script", "plaintext", "svg", "math",
-                   "style", "xmp", "iframe", "noembed", "noframes", "title", "textarea"})
-RAWTEXT = {name: re.compile(rf"</(?i:{name})(?=[{_S}/>])")
-           for name in ("style", "xmp", "iframe", "noembed", "noframes", "title", "textarea")}
-SCRIPT_DATA = re.compile(rf"<!--|</(?i:script)(?=[{_S}/>])")
-SCRIPT_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])|<(?i:script)(?=[{_S}/>])")
-SCRIPT_DOUBLE_ESCAPED = re.compile(rf"-->|</(?i:script)(?=[{_S}/>])")
-DASHES = re.compile(r"-*")
-COMMENT_END = re.compile(r"--!?>")
-FOREIGN = re.compile(r"<(?i:svg|math)")
 WANTED = {"href", "data-smtpd-no-track", "data-msys-clicktrack", "data-msys-linkname"}
 URL_STRIP = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and space
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -114,7 +90,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
         if match is not None:
             tag_end = match.end()
             if gt is None and name is not None and tag_end < limit:  # a tag of many values
-                tag_end, gt = _rest_of_tag(text, tag_end, limit)
+                tag_end, gt = rest_of_tag(text, tag_end, limit)
                 next_token = TOKEN.scanner(text, tag_end, limit).search  # type: ignore[attr-defined]  # re.Pattern.scanner: undocumented, typeshed lacks it
         if match is None or gt is None and name is not None:
             if resume < 0:
@@ -131,7 +107,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
         if name is None:
             jump = -1
             if match.group(CC) is not None and resume < 0:
-                jump, limit, resume = _conditional(text, match)
+                jump, limit, resume = conditional(text, match)
                 trees.append(foreign.Tree())
                 tree = trees[-1]
             elif tree.stack and tree.cdata_allowed() and text.startswith("<![CDATA[", match.start()):
@@ -155,7 +131,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
         attrs = (match.start(ATTRS), tag_end - 1)  # up to the '>'
         html = True
         if tree.stack or tag in foreign.ROOTS:
-            html = tree.start(tag, text[attrs[0]:attrs[1]] if tag == "font" else "", _self_closing(text, *attrs))
+            html = tree.start(tag, text[attrs[0]:attrs[1]] if tag == "font" else "", self_closing(text, *attrs))
         jump = -1
         if tag in ("a", "area") or tag.startswith("v:"):  # svg's <a href> is a link too
             site, has_href = _link_site(text, *attrs, decode_attr, urls_seen)
@@ -172,7 +148,7 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
             end_tag = RAWTEXT[tag].search(text, tag_end, limit)
             jump = limit if end_tag is None else end_tag.start()
         elif tag == "script":
-            jump = _script_end(text, tag_end, limit)
+            jump = script_end(text, tag_end, limit)
         elif tag == "plaintext":  # nothing after it is markup
             if resume < 0:
                 lasts.setdefault("/body", match.start())
@@ -188,75 +164,11 @@ def scan(text: str, decode_attr: Callable[[str], str] = lambda value: value) -> 
     return HtmlScan(links, _top(firsts), lasts.get("/body", lasts.get("/html", end)), skipped)
 
 
-def _conditional(text: str, opener: re.Match[str]) -> tuple[int, int, int]:
-    """An Outlook conditional comment ``<!--[if mso]>...<![endif]-->``: a comment to a
-    browser, markup to Outlook. Its text after the first '>' is scanned as a document of
-    its own (from where, up to where), then the scan resumes after the comment (resume)."""
-    pos = opener.end()
-    end = COMMENT_END.search(text, opener.start() + 4)
-    if end is None:
-        return pos, len(text), len(text)
-    if pos > end.start():  # no '>' before the comment ends: nothing inside
-        return end.end(), end.end(), end.end()
-    return pos, end.start(), end.end()
-
-
 def _top(firsts: dict[str, int]) -> int:
     for tag in ("body", "/head", "html"):
         if tag in firsts:
             return firsts[tag]
     return 0
-
-
-def _script_end(text: str, pos: int, limit: int) -> int:
-    """Where a script element's text ends (its end tag's '<'), by the HTML5 script data
-    states: '<!--' escapes, '<script' inside an escape double-escapes, '-->' ends both."""
-    while True:
-        step = SCRIPT_DATA.search(text, pos, limit)
-        if step is None:
-            return limit
-        if step.group() != "<!--":
-            return step.start()
-        dashes = DASHES.match(text, step.end(), limit)  # '<!--' leaves two dashes read
-        assert dashes is not None  # DASHES matches the empty string too
-        pos = dashes.end()
-        if text.startswith(">", pos, limit):
-            pos += 1
-            continue
-        while True:  # escaped
-            step = SCRIPT_ESCAPED.search(text, pos, limit)
-            if step is None:
-                return limit
-            if step.group() == "-->":
-                pos = step.end()
-                break
-            if step.group()[1] == "/":
-                return step.start()
-            step = SCRIPT_DOUBLE_ESCAPED.search(text, step.end() + 1, limit)
-            if step is None:
-                return limit
-            pos = step.end() + (step.group() != "-->")
-            if step.group() == "-->":
-                break
-
-
-def _rest_of_tag(text: str, pos: int, limit: int) -> tuple[int, Optional[str]]:
-    """Where a tag that holds more than CHUNK values ends, and its '>' (None: open at the end)."""
-    while True:
-        more = TAG_MORE.match(text, pos, limit)
-        assert more is not None  # TAG_MORE matches the empty string too
-        if more.group("gt") is not None or more.end() in (pos, limit):
-            return more.end(), more.group("gt")
-        pos = more.end()
-
-
-def _self_closing(text: str, start: int, end: int) -> bool:
-    """'/>' closes a tag (svg/math only heed it), unless the '/' ends an unquoted value."""
-    if not text.endswith("/", 0, end):
-        return False
-    attributes = list(ATTRIBUTE.finditer(text, start, end))  # svg/math only
-    last = attributes[-1] if attributes else None
-    return last is None or last.end() < end or last.lastindex != UNQUOTED
 
 
 def _link_site(text: str, start: int, end: int, decode_attr: Callable[[str], str],

@@ -15,7 +15,7 @@ from email.utils import getaddresses
 from typing import Any, Optional
 
 from engage.settings import Settings
-from engage.store import layout, links
+from engage.store import layout, records, tokens
 
 from . import xmsys
 from .bodyrewrite import BodyRewrite, Urls
@@ -40,8 +40,8 @@ class Plan:
     delete_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, 1-based index)
     body: Optional[bytes] = None  # None: the body is not changed
     message_key: str = ""
-    template: Optional[links.Template] = None
-    record: Optional[links.MessageRecord] = None
+    template: Optional[records.Template] = None
+    record: Optional[records.MessageRecord] = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -100,15 +100,15 @@ class ScanCache:
 @dataclass
 class _Scanned:
     rewrite: BodyRewrite
-    templates: dict[tuple[Any, ...], links.Template] = field(default_factory=dict)
+    templates: dict[tuple[Any, ...], records.Template] = field(default_factory=dict)
 
-    def template(self, **fields: Any) -> links.Template:
+    def template(self, **fields: Any) -> records.Template:
         """The message's Template, made (with its JSON and id) once per distinct header
         set: a mailing shares one."""
         key = tuple(fields.values())
         template = self.templates.get(key)
         if template is None:
-            template = links.Template(links=tuple(self.rewrite.links), **fields)
+            template = records.Template(links=tuple(self.rewrite.links), **fields)
             if len(self.templates) < 8:
                 self.templates[key] = template
         return template
@@ -182,7 +182,7 @@ def plan_message(headers: Sequence[tuple[str, str]], body: bytes, envelope: Enve
         plan.notes.append(f"body left alone: {exc}")
         return plan
     plan.message_key, plan.template = message_key, template
-    plan.record = links.MessageRecord(
+    plan.record = records.MessageRecord(
         rcpt_to=envelope.rcpt_to, mail_from=envelope.mail_from,
         subject=_decoded(message.get("subject", "")), message_id=str(message.get("message-id", "")).strip(),
         queue_id=envelope.queue_id, injection_time=envelope.injection_time,
@@ -210,9 +210,9 @@ def open_tracking(settings: Settings, sending_domain: str, asked: Optional[bool]
 def tracked_urls(tracking_url: str, style: str, message_key: str, template_id: str) -> Urls:
     """How tracked URLs are spelled for ``[tracking] link_style`` (short or v1)."""
     click, top, bottom = layout.LINK_PATHS[style]
-    opened = links.open_token(message_key, template_id)
+    opened = tokens.open_token(message_key, template_id)
     return Urls(
-        click=lambda index: f"{tracking_url}{click}{links.click_token(message_key, template_id, index)}",
+        click=lambda index: f"{tracking_url}{click}{tokens.click_token(message_key, template_id, index)}",
         top_pixel=f"{tracking_url}{top}{opened}",
         bottom_pixel=f"{tracking_url}{bottom}{opened}",
     )

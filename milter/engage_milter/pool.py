@@ -1,5 +1,6 @@
 """Run the rewrite in worker processes, off libmilter's threads and off the GIL, each
-under a deadline, and never let a slow body hold the capacity other mail needs.
+under a deadline, and never let a slow body hold the capacity other mail needs (one
+worker process: engage_milter.worker).
 
 libmilter calls every callback with the GIL held, so one milter process uses one core
 however many SMTP sessions it serves; the rewrite goes to spawned worker processes
@@ -26,66 +27,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
-import os
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional
 
 from . import deadline
 from .plan import Plan, ScanCache, plan_message, unchanged
+from .worker import Worker, WorkerError
 
 log = logging.getLogger("engage_milter")
-SPAWN = multiprocessing.get_context("spawn")  # never fork a process that runs libmilter's threads
 GRACE = 0.2  # seconds every worker may be busy before another one is started
 SLOW_AFTER = 2.0  # a plan running longer may be stopped to make room for other mail
-KILL_AFTER = 2.0  # seconds past its deadline a worker may take to answer before it is killed
 REMEMBERED = 1024  # bodies whose plan failed, by digest
-
-
-class WorkerError(Exception):
-    """The worker failed, died or overran: this message is not planned."""
-
-    def __init__(self, text: str, lost: bool = True, overran: bool = False) -> None:
-        super().__init__(text)
-        self.lost = lost  # the worker is gone (or must be), not merely the message
-        self.overran = overran
-
-
-class _Worker:
-    def __init__(self) -> None:
-        self.conn, child = SPAWN.Pipe()
-        self.process = SPAWN.Process(target=_serve, args=(child, os.getpid()),
-                                     name="engage-milter-rewrite", daemon=True)
-        self.process.start()
-        child.close()
-        self.started = 0.0  # when its current message began (monotonic)
-        self.evicted = False  # stopped to make room for other mail
-
-    def call(self, args: tuple[Any, ...], timeout: float) -> Plan:
-        """The plan for ``args``, made under a deadline ``timeout`` seconds away."""
-        try:
-            self.conn.send(args if args == ("ping",) else (*args, timeout))
-            if not self.conn.poll(timeout + KILL_AFTER):
-                raise WorkerError(f"rewrite worker {self.process.pid} took over {timeout:g} s", overran=True)
-            status, answer = self.conn.recv()
-        except (EOFError, OSError) as exc:
-            raise WorkerError(f"rewrite worker {self.process.pid} died: {exc!r}") from None
-        if status == "timeout":
-            raise WorkerError(f"rewrite worker {self.process.pid}: {answer}", lost=False, overran=True)
-        if status != "ok":
-            raise WorkerError(f"rewrite worker failed:\n{answer}", lost=False)
-        plan: Plan = answer  # what _serve sent: plan_message's result
-        return plan
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        self.conn.close()  # a live worker sees EOF and leaves
-        self.process.join(5)
 
 
 class Planner:
@@ -99,13 +54,13 @@ class Planner:
         self._cache = ScanCache(cache_size)  # used when planning in the calling thread
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # bodies planned well lately
         self._failed: OrderedDict[bytes, str] = OrderedDict()  # bodies never planned again
-        self._idle: list[_Worker] = []
-        self._busy: list[_Worker] = []
+        self._idle: list[Worker] = []
+        self._busy: list[Worker] = []
         self._count = 0  # workers alive or starting
         self._cond = threading.Condition()
         for _ in range(workers):
             self._count += 1
-            self._idle.append(_Worker())
+            self._idle.append(Worker())
         for worker in list(self._idle):  # started and importing now, not during a message
             worker.call(("ping",), max(timeout, 60.0))
 
@@ -196,7 +151,7 @@ class Planner:
                 self._seen.popitem(last=False)
 
     # ------------------------------------------------------------------ capacity
-    def _acquire(self, until: float) -> Optional[_Worker]:
+    def _acquire(self, until: float) -> Optional[Worker]:
         """An idle worker; or a new one when all have been busy for GRACE seconds; or,
         at the limit, the place of the longest plan past SLOW_AFTER seconds."""
         waiting_since = time.monotonic()
@@ -221,7 +176,7 @@ class Planner:
                     return None
                 self._cond.wait(min(GRACE, max(0.01, until - now)))
         try:
-            worker = _Worker()
+            worker = Worker()
         except Exception:
             with self._cond:
                 self._count -= 1
@@ -230,7 +185,7 @@ class Planner:
         with self._cond:
             return self._take(worker, time.monotonic())
 
-    def _take(self, worker: _Worker, now: float) -> _Worker:
+    def _take(self, worker: Worker, now: float) -> Worker:
         worker.started, worker.evicted = now, False
         self._busy.append(worker)
         return worker
@@ -245,7 +200,7 @@ class Planner:
                         victim.process.pid, now - victim.started)
             victim.process.kill()  # its caller sees the pipe close and gives the message up
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: Worker) -> None:
         with self._cond:
             if worker not in self._busy:  # close() took it
                 return
@@ -257,7 +212,7 @@ class Planner:
                 self._idle.append(worker)
             self._cond.notify()
 
-    def _discard(self, worker: _Worker, kill: bool = False) -> None:
+    def _discard(self, worker: Worker, kill: bool = False) -> None:
         if kill:
             log.error("rewrite worker %s lost; starting a new one", worker.process.pid)
         worker.stop(kill=True)
@@ -277,7 +232,7 @@ class Planner:
                 return
             self._count += 1
         try:
-            worker = _Worker()
+            worker = Worker()
             worker.call(("ping",), 60.0)  # imported before it takes a message
         except Exception:
             log.exception("a new rewrite worker did not start")
@@ -303,38 +258,3 @@ class Planner:
 
 def _queue_id(args: tuple[Any, ...]) -> str:
     return str(getattr(args[2], "queue_id", "") or "-")
-
-
-def _serve(conn: Connection, parent: int) -> None:
-    """A worker: plan each message sent down the pipe until the milter closes it, each
-    under the deadline the milter gives it. It keeps no scans: the bodies it gets are
-    new ones, repeated ones stay in the milter."""
-    _exit_with_parent(parent)
-    while True:
-        try:
-            args = conn.recv()
-        except (EOFError, OSError):
-            return
-        if args == ("ping",):
-            conn.send(("ok", None))
-            continue
-        try:
-            *message, timeout = args
-            answer: tuple[str, Plan | str | None]
-            with deadline.within(timeout):
-                answer = ("ok", plan_message(*message))
-        except deadline.PlanTimeout as exc:
-            answer = ("timeout", str(exc))
-        except Exception:
-            answer = ("error", traceback.format_exc())
-        conn.send(answer)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Leave when the milter is gone, even if it was SIGKILLed and the pipe is still
-    held open by a sibling."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(0)
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from engage import settings
-from engage.metrics.api import parse_metrics_query, period_label, period_start, summarize
+from engage.metrics.api import parse_metrics_query, summarize
+from engage.metrics.periods import period_label, period_start
 from engage.query import BadParameter
 from engage.store import aggregates
 

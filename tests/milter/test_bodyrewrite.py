@@ -1,7 +1,7 @@
-"""bodyrewrite's folding of 7bit/8bit lines: its quick look agrees with the exact check."""
+"""engage_milter.linefold's folding of 7bit/8bit lines: its quick look agrees with the exact check."""
 import pytest
 
-from engage_milter import bodyrewrite
+from engage_milter import linefold
 from engage_milter.transfer import CannotRewrite, Codec, Splice, splice
 
 URL = b"https://t.example/t/c/Kx7Qm2Vp9Rs4Tw6YAbCdEfGhIjKl1"
@@ -22,7 +22,7 @@ def _cases():
 
 def _result(data, splices, breaks):
     try:
-        return splice(data, bodyrewrite._fold(splices, breaks, Codec(data, "8bit")))
+        return splice(data, linefold.fold(splices, breaks, Codec(data, "8bit")))
     except CannotRewrite as exc:
         return str(exc)
 
@@ -30,5 +30,5 @@ def _result(data, splices, breaks):
 @pytest.mark.parametrize("data, splices, breaks", list(_cases()))
 def test_quick_line_check_gives_what_the_exact_one_gives(monkeypatch, data, splices, breaks):
     quick = _result(data, splices, breaks)
-    monkeypatch.setattr(bodyrewrite, "_short_lines", lambda data: False)
+    monkeypatch.setattr(linefold, "short_lines", lambda data: False)
     assert quick == _result(data, splices, breaks)

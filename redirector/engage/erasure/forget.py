@@ -7,7 +7,7 @@ never silently kept as if it were clean. Message records and templates are rewri
 in place (same key, same TTL), so every tracked link keeps resolving and redirecting;
 events that mention the address are deleted from the stream (XDEL), their index
 entries and verdict overrides with them; webhook batches and dead letters lose those
-events. Aggregate counters keep their counts; a counter named after a link or campaign
+events (engage.erasure.webhookdata). Aggregate counters keep their counts; a counter named after a link or campaign
 that holds the address is renamed without it. Per-message status counts stay. Idempotent, and safe while the
 milter, redirector and webhook workers run: every rewrite is a compare-and-set, and a
 batch whose events are all gone is settled by the worker as "events expired".
@@ -28,16 +28,16 @@ from typing import Any
 import redis
 
 from engage.erasure import lua
-from engage.erasure.scrub import Address, filter_body, scrub_batch, scrub_record, scrub_template
+from engage.erasure.scrub import Address, scrub_record, scrub_template
+from engage.erasure.webhookdata import ATTEMPTS, WebhookEraser, text_of
 from engage.store import aggregates, keys
 from engage.store.events import TYPES, EventLog, index_values, score_of
 from engage.store.keys import Erasure
-from engage.store.redisconn import scan_keys, stream_entries
+from engage.store.redisconn import scan_keys
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
 MAX_REPORTED = 100  # unknown keys named in a summary (the log says how many)
-ATTEMPTS = 5  # compare-and-set retries of one value changed under our feet
 
 @dataclass
 class Summary:
@@ -69,10 +69,6 @@ class Summary:
                 "seconds": round(self.seconds, 3)}
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-
-
 class Forgetter:
     """Erases addresses under one key prefix; the connection is passed in."""
 
@@ -83,12 +79,11 @@ class Forgetter:
         self._filter = client.register_script(lua.FILTER_LUA)
         self._stream = client.register_script(lua.STREAM_LUA)
         self._set_if = client.register_script(lua.SET_IF_LUA)
-        self._batch_if = client.register_script(lua.BATCH_IF_LUA)
-        self._dead_if = client.register_script(lua.DEAD_IF_LUA)
         self._fields = client.register_script(lua.FIELDS_LUA)
         self._copy_chunk = client.register_script(lua.COPY_CHUNK_LUA)
         self._swap = client.register_script(lua.SWAP_LUA)
         self._rename_field = client.register_script(lua.RENAME_FIELD_LUA)
+        self._webhooks = WebhookEraser(client, prefix)
 
     def forget(self, address: Address) -> Summary:
         """Erase ``address``. Raises redis.RedisError when Redis fails (run it again)."""
@@ -98,7 +93,7 @@ class Forgetter:
         deleted = self._stream_events(address, summary)
         self._index_keys(address, named, summary)
         self._aggregates(address, counters, summary)
-        self._webhooks(address, deleted, summary)
+        summary.webhook_batches, summary.dead_letters = self._webhooks.erase(address, deleted)
         if summary.events:
             self.compact(self.events.stream)
         if summary.dead_letters:
@@ -132,7 +127,7 @@ class Forgetter:
             summary.keys_scanned += len(chunk)
             values: list[bytes] = []
             for raw_key in chunk:
-                key = _text(raw_key)
+                key = text_of(raw_key)
                 family = keys.family_of(self.prefix, key)
                 if family is None:
                     if len(summary.unknown_keys) < MAX_REPORTED:
@@ -152,7 +147,7 @@ class Forgetter:
     def _rewrite_values(self, stored: list[bytes], address: Address, summary: Summary) -> None:
         found = self._filter(keys=stored, args=list(address.needles))
         for i in range(0, len(found), 2):
-            key, raw = _text(found[i]), found[i + 1]
+            key, raw = text_of(found[i]), found[i + 1]
             is_record = keys.family_of(self.prefix, key) is keys.BY_NAME["message"]
             scrub = scrub_record if is_record else scrub_template
             if self._rewrite(key, raw, scrub, address):
@@ -187,9 +182,9 @@ class Forgetter:
                                  args=[last, self.chunk, *address.needles])
             if not reply[0]:
                 return deleted
-            last = _text(reply[0])
+            last = text_of(reply[0])
             summary.events_scanned += int(reply[1])
-            pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(2, len(reply), 2)]
+            pairs = [(text_of(reply[i]), text_of(reply[i + 1])) for i in range(2, len(reply), 2)]
             doomed = [(entry_id, raw) for entry_id, raw in pairs if address.mentions(raw)]
             if doomed:
                 self._delete_events(doomed, summary)
@@ -236,7 +231,7 @@ class Forgetter:
         self.client.delete(copy)  # a crashed run's
         last = "-"
         while True:
-            copied = _text(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
+            copied = text_of(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
             if not copied:
                 break
             last = copied
@@ -251,67 +246,16 @@ class Forgetter:
         for start in range(0, len(counters), self.chunk):
             found = self._fields(keys=counters[start:start + self.chunk], args=needles)
             for i in range(0, len(found), 2):
-                key, field = _text(found[i]), _text(found[i + 1])
+                key, field = text_of(found[i]), text_of(found[i + 1])
                 parts = aggregates.split_field(field)
                 if not any(address.mentions(part) for part in parts):
                     continue
                 new = "|".join(aggregates.escape(address.cut(part)) for part in parts)
                 summary.aggregate_fields += int(self._rename_field(keys=[key], args=[field, new]))
 
-    # ------------------------------------------------------------ webhooks
-    def _webhooks(self, address: Address, deleted: set[str], summary: Summary) -> None:
-        for hook_id in sorted(_text(i) for i in self.client.smembers(keys.webhook_ids(self.prefix))):
-            self._batches(hook_id, address, summary)
-        self._dead_letters(address, deleted, summary)
-
-    def _batches(self, hook_id: str, address: Address, summary: Summary) -> None:
-        """Queued batches carry stream ids (deleted events are skipped when sent) or, when
-        replayed from a dead letter, their whole body: that body loses the events."""
-        batches, due = keys.webhook_batches(self.prefix, hook_id), keys.webhook_due(self.prefix, hook_id)
-        raw: bytes | str | None  # a record, until HGET finds it gone
-        for batch_id, raw in self.client.hgetall(batches).items():
-            for _ in range(ATTEMPTS):
-                new, _ = scrub_batch(raw, address)
-                if new == _text(raw):
-                    break
-                if self._batch_if(keys=[batches, due], args=[batch_id, raw, new or ""]):
-                    summary.webhook_batches += 1
-                    break
-                raw = self.client.hget(batches, batch_id)
-                if raw is None:
-                    break
-
-    def _dead_letters(self, address: Address, deleted: set[str], summary: Summary) -> None:
-        for entry_id, fields in stream_entries(self.client.xrange(keys.webhook_dead(self.prefix))):
-            item = {_text(k): _text(v) for k, v in fields.items()}
-            if not any(address.mentions(value) for value in item.values()):
-                continue
-            replacement = _dead_letter_without(item, address, deleted)
-            args: list[Any] = [entry_id]
-            for name, value in replacement.items():
-                args += [name, value]
-            summary.dead_letters += int(self._dead_if(keys=[keys.webhook_dead(self.prefix)], args=args))
-
-
 def _erasure(prefix: str, key: str) -> Erasure | None:
     family = keys.family_of(prefix, key)
     return family.erasure if family else None
-
-
-def _dead_letter_without(item: dict[str, str], address: Address,
-                         deleted: set[str]) -> dict[str, str]:
-    """A dead letter's fields without the address's events ({} when none is left)."""
-    out = {name: address.cut(value) for name, value in item.items()}
-    body = item.get("body", "")
-    try:
-        out["body"], kept, _ = filter_body(body, address)
-    except ValueError:  # not JSON: nothing of it can be sent without the address
-        return {}
-    if kept == 0:
-        return {}
-    out["size"] = str(kept)
-    out["ids"] = " ".join(i for i in item.get("ids", "").split() if i not in deleted)
-    return out
 
 
 def address_from_json(body: bytes) -> Address:

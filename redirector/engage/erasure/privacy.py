@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import replace
 from functools import lru_cache
 
-from engage.store.events import RequestFacts
+from engage.store.trackevent import RequestFacts
 
 IP_MODES = ("full", "truncated", "none")
 UA_MODES = ("keep", "drop")

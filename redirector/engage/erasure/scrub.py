@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from engage.store.links import MessageRecord
+from engage.store.records import MessageRecord
 
 MAX_ADDRESS = 320
 # Not part of the match: an address character just before (a longer local part) unless

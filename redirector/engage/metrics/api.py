@@ -6,10 +6,10 @@ the parameter. ``run`` reads every bucket in range in one pipelined round trip a
 it into SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
 campaign_id / sending_domain / link_name, or one per period with ``ts`` (time-series).
 Hour is the finest precision (buckets are hourly); from/to widen to whole periods.
+Periods are engage.metrics.periods'; the list routes are engage.metrics.lists.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -18,11 +18,12 @@ from typing import Any
 
 import redis
 
+from engage.metrics.periods import hours, period_label, period_start
 from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
 from engage.store import aggregates
 from engage.store.events import EventError
-from engage.store.keys import aggregate as aggregate_key
 from engage.store.redisconn import queue_script
+from engage.store.scripts.metrics import SUM_LUA
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
 GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",
@@ -53,42 +54,6 @@ NOT_KEPT = frozenset((
 ALL_METRICS = frozenset(aggregates.SENT) | frozenset(aggregates.ENGAGEMENT) | frozenset(
     aggregates.LINKS)
 
-
-# Sums bucket hashes next to the data: KEYS are the buckets, ARGV[1] how many consecutive
-# KEYS make each output group ("24,24,..."), ARGV[2..] the field codes wanted. Returns
-# per group: the number of fields, then field, total, field, total ... A call reads at
-# most CHUNK_HOURS hours of buckets, so no call holds Redis for long (~10 ms for 48
-# hours of 20 campaign-domain pairs).
-SUM_LUA = """
-local wanted, keep, out, k = {}, {}, {}, 1
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
-for size in string.gmatch(ARGV[1], '%d+') do
-  local sums, order = {}, {}
-  for _ = 1, tonumber(size) do
-    local flat = redis.call('HGETALL', KEYS[k])
-    k = k + 1
-    for i = 1, #flat, 2 do
-      local field = flat[i]
-      local wants = keep[field]  -- the same fields recur every hour: decide once
-      if wants == nil then
-        local bar = string.find(field, '|', 1, true)
-        wants = bar ~= nil and wanted[string.sub(field, 1, bar - 1)] == true
-        keep[field] = wants
-      end
-      if wants then
-        if not sums[field] then sums[field] = 0 order[#order + 1] = field end
-        sums[field] = sums[field] + tonumber(flat[i + 1])
-      end
-    end
-  end
-  out[#out + 1] = #order
-  for _, field in ipairs(order) do
-    out[#out + 1] = field
-    out[#out + 1] = sums[field]
-  end
-end
-return out
-"""
 CHUNK_HOURS = 48
 
 
@@ -143,7 +108,7 @@ def parse_metrics_query(group: str, args: Mapping[str, str], now: float) -> Metr
         group, period_start(start_at, precision, zone),
         period_start(end_at, precision, zone, after=True), metrics, precision, zone,
         lists.get("campaigns"), frozenset(d.lower() for d in domains) if domains else None,
-        _parse_limit(args), _parse_order_by(args, metrics))
+        parse_limit(args), _parse_order_by(args, metrics))
 
 
 def _whole_hour_offset(zone: tzinfo, moment: float) -> None:
@@ -184,7 +149,7 @@ def _parse_metrics(args: Mapping[str, str], group: str, delimiter: str) -> tuple
     return tuple(names)
 
 
-def _parse_limit(args: Mapping[str, str]) -> int:
+def parse_limit(args: Mapping[str, str]) -> int:
     text = args.get("limit", str(DEFAULT_LIMIT)).strip()
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
         raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
@@ -196,50 +161,6 @@ def _parse_order_by(args: Mapping[str, str], metrics: tuple[str, ...]) -> str:
     if order_by not in metrics:
         raise BadParameter("order_by", "must be one of the metrics requested")
     return order_by
-
-
-def period_start(moment: float, precision: str, zone: tzinfo, after: bool = False) -> int:
-    """Unix time of the start of the period holding ``moment`` (``after``: of the next one)."""
-    if precision == "hour":
-        start = int(moment // HOUR * HOUR)
-        return start + HOUR if after else start
-    local = datetime.fromtimestamp(moment, zone)
-    first = _local_floor(local, precision)
-    if after:
-        first = _next_period(first, precision)
-    return int(datetime(first.year, first.month, first.day, first.hour, tzinfo=zone).timestamp())
-
-
-def _local_floor(local: datetime, precision: str) -> datetime:
-    day = datetime(local.year, local.month, local.day)
-    if precision == "12hr":
-        return day + timedelta(hours=12 if local.hour >= 12 else 0)
-    if precision == "week":  # ISO weeks: from Monday
-        return day - timedelta(days=local.weekday())
-    if precision == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _next_period(first: datetime, precision: str) -> datetime:
-    if precision == "month":
-        return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return first + {"12hr": timedelta(hours=12), "day": timedelta(days=1),
-                    "week": timedelta(days=7)}[precision]
-
-
-def period_label(hour: int, precision: str, zone: tzinfo) -> str:
-    """``ts`` of the period an hour bucket belongs to, ISO 8601 with the zone's offset."""
-    local = datetime.fromtimestamp(hour, zone)
-    if precision == "hour":
-        return local.isoformat()
-    first = _local_floor(local, precision)
-    return datetime(first.year, first.month, first.day, first.hour,
-                    tzinfo=zone).isoformat()
-
-
-def hours(start: int, end: int) -> range:
-    return range(start, end, HOUR)
 
 
 def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
@@ -338,100 +259,3 @@ def _results(query: MetricsQuery, totals: dict[str, dict[str, int]]) -> list[dic
 def run(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
         retention_days: int) -> list[dict[str, Any]]:
     return summarize(query, read_sums(client, prefix, query, now, retention_days))
-
-
-# ----------------------------------------------------------------------------- lists
-
-# SparkPost's list routes (GET /api/v1/metrics/<name>): what each lists here. campaigns
-# and sending-domains come from the sent and engagement buckets, domains (recipient
-# domains) from the hourly sets written at registration; engage keeps no templates, IP
-# pools, sending IPs, mailbox providers or subject campaigns, so those lists are empty.
-LISTS = {"campaigns": 1, "sending-domains": 2, "domains": 0, "templates": -1,
-         "ip-pools": -1, "sending-ips": -1, "mailbox-providers": -1,
-         "mailbox-provider-regions": -1, "subject-campaigns": -1}
-LIST_PARAMS = frozenset(("from", "to", "timezone", "match", "limit"))
-LIST_CHUNK_HOURS = 24 * 31  # HKEYS of absent keys cost little: fewer, larger calls
-# KEYS: buckets (hashes, or with ARGV[1] = 's' sets). Returns every distinct hash field
-# without its metric code ("|<c>|<d>"), or every distinct set member.
-LIST_LUA = """
-local seen, out = {}, {}
-for _, key in ipairs(KEYS) do
-  local items = ARGV[1] == 's' and redis.call('SMEMBERS', key) or redis.call('HKEYS', key)
-  for _, item in ipairs(items) do
-    if ARGV[1] ~= 's' then item = string.sub(item, (string.find(item, '|', 1, true) or 0)) end
-    if not seen[item] then seen[item] = true out[#out + 1] = item end
-  end
-end
-return out
-"""
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    name: str  # a LISTS key
-    start: int  # unix time, whole hour, inclusive
-    end: int  # unix time, whole hour, exclusive
-    match: str = ""
-    limit: int = DEFAULT_LIMIT
-
-
-def parse_list_query(name: str, args: Mapping[str, str], now: float,
-                     retention_days: int) -> ListQuery:
-    """Validate a list route's parameters; ``from`` defaults to the retention's start."""
-    for param in args:
-        if param not in LIST_PARAMS:
-            raise BadParameter(param, "unsupported parameter")
-    zone = parse_zone(args.get("timezone", "UTC"))
-    end_at = parse_time(args["to"], "to", zone, TIME_FORM) if "to" in args else now
-    start_at = (parse_time(args["from"], "from", zone, TIME_FORM) if "from" in args
-                else now - retention_days * 86400)
-    if start_at >= end_at:
-        raise BadParameter("from", "must be earlier than to")
-    return ListQuery(name, int(start_at // HOUR * HOUR), period_start(end_at, "hour", zone, True),
-                     args.get("match", "").strip().lower(), _parse_limit(args))
-
-
-def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
-                retention_days: int) -> list[str]:
-    """The distinct values with data in the window, containing ``match``, sorted, at most
-    ``limit``: one pipelined round trip of LIST_LUA calls, CHUNK_HOURS hours each."""
-    column = LISTS[query.name]
-    if column < 0:
-        return []
-    low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
-    wanted = hour_names(low, min(query.end, int(now + 86400)))
-    kinds = ["d"] if column == 0 else ["s", "e"]
-    script = client.register_script(LIST_LUA)
-    pipe = client.pipeline(transaction=False)
-    for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
-        keys = [aggregate_key(prefix, kind, hour)
-                for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]
-        queue_script(script, pipe, keys, ["s" if column == 0 else "h"])
-    try:
-        replies = pipe.execute() if wanted else []
-    except redis.RedisError as exc:
-        raise EventError(str(exc)) from exc
-    found = {_list_value(raw, column) for reply in replies for raw in reply}
-    found.discard("")
-    return sorted(value for value in found if query.match in value.lower())[:query.limit]
-
-
-def hour_names(start: int, end: int) -> list[str]:
-    """aggregates.hour_of of every hour from start to end (whole hours), built a day at a
-    time: strftime per hour cost 70 ms for 400 days."""
-    names: list[str] = []
-    day = start - start % 86400
-    while day < end:
-        stamp = time.strftime("%Y-%m-%dT", time.gmtime(day))
-        first, last = max(start, day), min(end, day + 86400)
-        names += [f"{stamp}{(hour - day) // HOUR:02d}" for hour in range(first, last, HOUR)]
-        day += 86400
-    return names
-
-
-def _list_value(raw: bytes, column: int) -> str:
-    text = raw.decode("utf-8", "replace")
-    if column == 0:
-        return text
-    parts = aggregates.split_field(text)  # "", campaign, sending domain
-    return parts[column] if column < len(parts) else ""

@@ -11,8 +11,8 @@ entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link ke
 are never touched here: event retention cannot break a tracked link. Readers (``page``,
 ``fetch_json``) get recomputed verdicts (engage.store.overrides) in place of the stored ones.
 
-Bounded and idempotent (docs/limits.md): every client-supplied field is cut to
-MAX_CLIENT_FIELD bytes (``bounded``) before it is judged or stored; each append carries an
+The events themselves are built by engage.store.trackevent (client fields bounded there).
+Idempotent (docs/limits.md): each append carries an
 id chosen before the first try, which the script adds to ``{p}eid:<decisecond>`` first, so
 redis-py's resend after a timeout is a no-op ('dup'). An open may carry an ``OpenGate``:
 a repeat of the same message from the same network within its window only bumps
@@ -27,14 +27,22 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import redis
 
 from engage.store import aggregates, keys, overrides
-from engage.store.links import Resolved, open_token, status_key
+from engage.store.links import status_key
 from engage.store.redisconn import queue_script, run_script
+from engage.store.scripts.events import APPEND_LUA, FETCH_LUA, PAGE_LUA
+
+# The track_event builders were defined here before engage.store.trackevent: tests and
+# tools import them from here.
+from engage.store.trackevent import MAX_CLIENT_FIELD as MAX_CLIENT_FIELD
+from engage.store.trackevent import RequestFacts as RequestFacts
+from engage.store.trackevent import build_event as build_event
+from engage.store.trackevent import clip as clip
+from engage.store.trackevent import iso_time as iso_time
 
 TYPES = ("click", "open", "initial_open")
 STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
@@ -43,142 +51,11 @@ DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
               "transmissions": "x", "subjects": "s"}
 PAGE_CHUNK = 2000
 
-MAX_CLIENT_FIELD = 512  # bytes of any client-supplied field (User-Agent, Referer, ...) kept
 APPEND_ID_TTL = 30  # seconds an append id is remembered: a resend runs right after the original
-# The gate first (the last ARGV[13] keys of KEYS are its own): the append id (ARGV[14])
-# into its decisecond's set KEYS[last+1] (integers: an intset, 8 bytes each), a known id
-# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[16] s) and
-# KEYS[last+3] the network's counter (ARGV[17] per ARGV[18] s).
-# Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
-# to the retention window anyway, and EXPIRE drops an index that gets no new events.
-# With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
-# first open (or click) time is set only if absent, the count of that kind goes up.
-# With ARGV[8] not empty, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_LUA).
-APPEND_LUA = """
-local gate = tonumber(ARGV[13])
-local last = #KEYS - gate
-if redis.call('SADD', KEYS[last + 1], ARGV[14]) == 0 then return 'dup' end
-redis.call('EXPIRE', KEYS[last + 1], ARGV[15])
-if gate == 3 then
-  if tonumber(ARGV[16]) > 0 and not redis.call('SET', KEYS[last + 2], '1', 'NX', 'EX', ARGV[16]) then
-    if ARGV[5] ~= '' then
-      redis.call('HINCRBY', KEYS[2], 'repeat_opens', 1)
-      if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
-    end
-    return 'repeat'
-  end
-  if tonumber(ARGV[17]) > 0 then
-    local n = redis.call('INCR', KEYS[last + 3])
-    if n == 1 then redis.call('EXPIRE', KEYS[last + 3], ARGV[18]) end
-    if n > tonumber(ARGV[17]) then return 'limited' end
-  end
-end
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
-local dash = string.find(id, '-', 1, true)
-local seq = tonumber(string.sub(id, dash + 1))
-local score = string.sub(id, 1, dash - 1) .. string.format('%03d', math.min(seq, 999))
-local trim = seq == 0 and tonumber(string.sub(id, dash - 2, dash - 1)) % 32 == 0
-local first = 2
-if ARGV[5] ~= '' then
-  first = 3
-  local new = redis.call('HSETNX', KEYS[2], ARGV[5] == 'c' and 'clicked_at' or 'opened_at', ARGV[6])
-  local counts = {o = 'open_count', i = 'initial_open_count', c = 'click_count'}
-  local n = redis.call('HINCRBY', KEYS[2], counts[ARGV[5]], 1)
-  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
-  if ARGV[8] ~= '' then
-    first = 5
-""" + aggregates.UPDATE_LUA + """
-  end
-end
-for i = first, last do
-  redis.call('ZADD', KEYS[i], score, id)
-  if trim then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3]) end
-  redis.call('EXPIRE', KEYS[i], ARGV[4])
-end
-return id
-"""
-# One page, newest first, of the union of index sorted sets (KEYS[2..]), assembled next
-# to the data: merge by score, skip an id seen twice (one event under two recipients),
-# XRANGE each entry, splice in event_id. ARGV: top score, low score, page size.
-# Returns {score of the last one, 1 if more follow, JSON object, JSON object ...}.
-PAGE_LUA = """
-local lists, pos, count = {}, {}, tonumber(ARGV[3])
-for i = 2, #KEYS do
-  lists[i - 1] = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2],
-                            'WITHSCORES', 'LIMIT', 0, count + 1)
-  pos[i - 1] = 1
-end
-local out, last, previous, more = {}, '', nil, 0
-while true do
-  local best, top = nil, -1
-  for i, list in ipairs(lists) do
-    local score = list[pos[i] + 1]
-    if score and tonumber(score) > top then best, top = i, tonumber(score) end
-  end
-  if not best then break end
-  local id = lists[best][pos[best]]
-  pos[best] = pos[best] + 2
-  if id ~= previous then
-    previous = id
-    if #out == count then more = 1 break end
-    local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
-    if entry then
-      local dash = string.find(id, '-', 1, true)
-      local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
-      last = string.sub(id, 1, dash - 1) .. string.format('%03d', seq)
-      out[#out + 1] = '{"event_id":"' .. last .. '",' .. string.sub(entry[2][2], 2)
-    end
-  end
-end
-table.insert(out, 1, more)
-table.insert(out, 1, last)
-return out
-"""
-# Several entries by id in one command, as a flat list: id, JSON, id, JSON ...
-FETCH_LUA = """
-local out = {}
-for _, id in ipairs(ARGV) do
-  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
-  if entry then
-    out[#out + 1] = entry[1]
-    out[#out + 1] = entry[2][2]
-  end
-end
-return out
-"""
 
 
 class EventError(Exception):
     """The event store cannot be reached or answered wrongly."""
-
-
-@dataclass(frozen=True)
-class RequestFacts:
-    """What the HTTP request tells about the person (or proxy) that opened or clicked."""
-
-    ip_address: str
-    user_agent: str = ""
-    accept_language: str = ""
-    geo_ip: dict[str, Any] | None = None
-    referer: str = ""
-
-
-def clip(text: str, limit: int = MAX_CLIENT_FIELD) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
-    if len(text) * 4 <= limit:  # the usual case, decided without encoding
-        return text
-    raw = text.encode("utf-8", "surrogatepass")
-    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
-
-
-def bounded(facts: RequestFacts) -> RequestFacts:
-    """The request facts with every client-supplied text cut to MAX_CLIENT_FIELD bytes:
-    what one request can make us judge, store and send to webhooks is bounded."""
-    fields = (facts.ip_address, facts.user_agent, facts.accept_language, facts.referer)
-    if all(len(text) * 4 <= MAX_CLIENT_FIELD for text in fields):
-        return facts
-    return RequestFacts(clip(facts.ip_address), clip(facts.user_agent),
-                        clip(facts.accept_language), facts.geo_ip, clip(facts.referer))
 
 
 # Key families of the append gate (built by engage.store.keys).
@@ -218,57 +95,6 @@ def new_append_id(now: float | None = None) -> tuple[int, int]:
     """(decisecond, id): chosen once per event, before the first try."""
     moment = time.time() if now is None else now
     return int(moment * 10), secrets.randbits(62)
-
-
-def iso_time(epoch: float) -> str:
-    """SparkPost's timestamp format: UTC, milliseconds, ``Z``."""
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def build_event(kind: str, resolved: Resolved, facts: RequestFacts, now: float,
-                engage: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The track_event for one open/initial_open/click; ``event_id`` is added when stored.
-
-    A message with several recipients has one set of links, so its events carry no
-    single ``rcpt_to``: the lowercased list is in the additive key ``rcpt_to_list``.
-    Additive keys for the /v1/track family: ``email_id`` (the message's open token) and,
-    on clicks, ``referer``. ``engage``: the verdict (engage.verdicts.rules), last.
-    """
-    template, record = resolved.template, resolved.record
-    event: dict[str, Any] = {
-        "type": kind, "timestamp": iso_time(now), "message_id": record.message_id,
-        "transmission_id": resolved.message_key, "campaign_id": template.campaign_id,
-    }
-    event.update(_recipient_fields(record.rcpt_to))
-    event.update({
-        "rcpt_meta": record.metadata, "rcpt_tags": list(template.tags),
-        "friendly_from": template.friendly_from, "msg_from": record.mail_from,
-        "subject": record.subject, "sending_domain": template.sending_domain,
-        "injection_time": iso_time(record.injection_time),
-        "open_tracking": template.open_tracking, "click_tracking": template.click_tracking,
-        "initial_pixel": template.open_tracking, "ip_address": facts.ip_address,
-        "user_agent": facts.user_agent, "queue_id": record.queue_id,
-        "email_id": open_token(resolved.message_key, record.template_id),
-    })
-    if kind == "click" and resolved.link is not None:
-        event["target_link_url"] = resolved.link.url
-        event["target_link_name"] = resolved.link.name
-        event["accept_language"] = facts.accept_language
-        event["referer"] = facts.referer
-    if facts.geo_ip:
-        event["geo_ip"] = facts.geo_ip
-    if engage is not None:
-        event["engage"] = engage
-    return event
-
-
-def _recipient_fields(rcpt_to: Sequence[str]) -> dict[str, Any]:
-    if len(rcpt_to) == 1:
-        raw = rcpt_to[0]
-        return {"rcpt_to": raw.lower(), "raw_rcpt_to": raw,
-                "recipient_domain": raw.rpartition("@")[2].lower()}
-    return {"rcpt_to_list": [raw.lower() for raw in rcpt_to]}
 
 
 def subject_digest(subject: str) -> str:

@@ -2,7 +2,7 @@
 
 One place, because a link sent today must still resolve in years: changing a path here
 changes both sides at once, and a test pins the spelling. Tokens themselves (what follows
-the path) are built and split by engage.store.links.
+the path) are built and split by engage.store.tokens.
 """
 from __future__ import annotations
 

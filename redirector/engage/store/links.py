@@ -11,9 +11,10 @@ Layout (all keys under the configured prefix, string values):
   ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.store.events
                           with each event: opened_at, clicked_at (first, ISO 8601),
                           open_count, initial_open_count, click_count.
-Tokens: open ``<mid><tid>``, click ``<mid><tid><link index base36>``. The message id is
-96 random bits (unguessable); a token whose template id differs from the record's is
-treated as unknown. Registering a message is one round trip; resolving a token is one.
+Tokens (engage.store.tokens): open ``<mid><tid>``, click ``<mid><tid><index base36>``;
+a token whose template id differs from the record's is treated as unknown. The stored
+forms of templates and records are engage.store.records'. Registering a message is one
+round trip; resolving a token is one.
 No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
 (one per set of links) in its injection hour's ``{p}agg:s:`` bucket and adds its
 recipients' domains to that hour's ``{p}agg:d:`` set, in the same round trip, only when
@@ -23,148 +24,31 @@ With ``durable``, the round trip ends with WAITAOF where Redis has it
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import re
-import secrets
-from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from typing import Any, Callable, NamedTuple, Optional
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Optional
 
 import redis
 
+# Link, MessageRecord, Template and the token functions were defined here before
+# engage.store.records and engage.store.tokens: tests and tools import them from here.
 from engage.store import aggregates, keys
 from engage.store.durable import AofWait
+from engage.store.records import Link as Link
+from engage.store.records import MessageRecord as MessageRecord
+from engage.store.records import Template as Template
 from engage.store.redisconn import is_cluster, reply_text
+from engage.store.scripts.links import REGISTER_LUA
+from engage.store.tokens import click_token as click_token
+from engage.store.tokens import new_message_key as new_message_key
+from engage.store.tokens import open_token as open_token
+from engage.store.tokens import split_token as split_token
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
-MID_LEN = 16  # 12 random bytes, base64url
-TID_LEN = 12  # 9 bytes of SHA-256, base64url
-MAX_INDEX_DIGITS = 4
-US, RS = "\x1f", "\x1e"  # the record's field and recipient separators
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d}[0-9a-z]{0,%d}" % (MID_LEN + TID_LEN, MAX_INDEX_DIGITS))
 
 
 class StoreError(Exception):
     """The link store cannot be reached or answered wrongly."""
-
-
-class Link(NamedTuple):  # a tuple: a 150-link template makes 150 of them per load
-    url: str
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class Template:
-    """Everything about a message that is the same for each recipient of one mailing."""
-
-    links: tuple[Link, ...] = ()
-    campaign_id: str = ""
-    tags: tuple[str, ...] = ()
-    friendly_from: str = ""
-    sending_domain: str = ""
-    open_tracking: bool = True
-    click_tracking: bool = True
-
-    def to_json(self) -> str:
-        return self._json
-
-    @cached_property
-    def _json(self) -> str:
-        rest = _dumps({
-            "l": [], "c": self.campaign_id, "g": list(self.tags), "f": self.friendly_from,
-            "d": self.sending_domain, "o": int(self.open_tracking), "k": int(self.click_tracking),
-        })
-        return '{"l":[' + _links_json(self.links) + rest[len('{"l":['):]
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Template":
-        data = json.loads(text)
-        return cls(
-            links=tuple(Link(*item) for item in data["l"]), campaign_id=data["c"],
-            tags=tuple(data["g"]), friendly_from=data["f"], sending_domain=data["d"],
-            open_tracking=bool(data["o"]), click_tracking=bool(data["k"]),
-        )
-
-    @cached_property
-    def template_id(self) -> str:
-        return _b64(hashlib.sha256(self.to_json().encode()).digest()[:9])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled for every message the milter's rewrite workers send back: as flat
-        # tuples (and the JSON already computed) it costs a fifth of the default.
-        links = tuple((link.url, link.name) for link in self.links)
-        return _unpickle_template, (links, self.campaign_id, self.tags, self.friendly_from,
-                                    self.sending_domain, self.open_tracking, self.click_tracking,
-                                    self.__dict__.get("_json"))
-
-
-def _unpickle_template(links: tuple[tuple[str, str], ...], campaign_id: str, tags: tuple[str, ...],
-                       friendly_from: str, sending_domain: str, open_tracking: bool,
-                       click_tracking: bool, json_text: Optional[str]) -> Template:
-    template = Template(tuple(Link(url, name) for url, name in links), campaign_id, tags,
-                        friendly_from, sending_domain, open_tracking, click_tracking)
-    if json_text is not None:
-        template.__dict__["_json"] = json_text  # where cached_property keeps it
-    return template
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    """What differs per message: the envelope, headers that are often personalised, metadata."""
-
-    rcpt_to: tuple[str, ...] = ()
-    mail_from: str = ""
-    subject: str = ""
-    message_id: str = ""
-    queue_id: str = ""
-    injection_time: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-    template_id: str = ""
-
-    def to_text(self) -> str:
-        """The stored value: fields joined by US (0x1f), recipients by RS (0x1e), injection
-        time in base 36, metadata as JSON (empty when none). Each record is one Redis key,
-        so every byte counts a million times; the text is short enough that a typical
-        record fits jemalloc's 192-byte class. A field holding a separator (a control
-        character in a subject, say), an empty recipient or a time before 1970 makes the
-        whole record JSON, as records were first written; both forms are read."""
-        texts = (self.template_id, *self.rcpt_to, self.mail_from, self.subject,
-                 self.message_id, self.queue_id)
-        if (any(US in text or RS in text for text in texts) or "" in self.rcpt_to
-                or self.injection_time < 0):
-            return self._json_form()
-        metadata = _dumps(self.metadata) if self.metadata else ""
-        return US.join((self.template_id, RS.join(self.rcpt_to), self.mail_from, self.subject,
-                        self.message_id, self.queue_id, _base36(self.injection_time), metadata))
-
-    def _json_form(self) -> str:
-        return _dumps({
-            "t": self.template_id, "r": list(self.rcpt_to), "f": self.mail_from,
-            "s": self.subject, "m": self.message_id, "q": self.queue_id,
-            "i": self.injection_time, "md": self.metadata,
-        })
-
-    @classmethod
-    def from_text(cls, text: str | bytes) -> "MessageRecord":
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "surrogatepass")
-        if text.startswith("{"):
-            data = json.loads(text)
-            return cls(
-                rcpt_to=tuple(data["r"]), mail_from=data["f"], subject=data["s"],
-                message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
-                metadata=data["md"], template_id=data["t"],
-            )
-        template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = (
-            text.split(US))
-        return cls(
-            rcpt_to=tuple(rcpts.split(RS)) if rcpts else (), mail_from=mail_from,
-            subject=subject, message_id=message_id, queue_id=queue_id,
-            injection_time=int(injected, 36), metadata=json.loads(metadata) if metadata else {},
-            template_id=template_id,
-        )
 
 
 @dataclass(frozen=True)
@@ -178,95 +62,8 @@ class Resolved:
     extra: tuple[Any, ...] = ()  # replies to the commands ``resolve(also=...)`` added
 
 
-JSON_AS_IS = bytes(set(range(0x20, 0x80)) - set(b'"\\'))  # ASCII that JSON does not escape
-
-
-def _links_json(links: tuple[Link, ...]) -> str:
-    """``_dumps`` of [[url, name] or [url], ...] without the outer brackets, written
-    directly when no text needs a JSON escape (the usual case: URLs are plain ASCII):
-    escaping 150 URLs took json.dumps a twentieth of a rewrite."""
-    texts = "".join([link.url + link.name for link in links])
-    if not texts.isascii() or texts.encode().translate(None, JSON_AS_IS):
-        return _dumps([[link.url, link.name] if link.name else [link.url] for link in links])[1:-1]
-    return ",".join([f'["{link.url}","{link.name}"]' if link.name else f'["{link.url}"]'
-                     for link in links])
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def status_key(prefix: str, message_key: str) -> str:
     return keys.status(prefix, message_key)
-
-
-def new_message_key() -> str:
-    """96 random bits: the unguessable part of every token of one message."""
-    return _b64(secrets.token_bytes(12))
-
-
-def open_token(message_key: str, template_id: str) -> str:
-    return message_key + template_id
-
-
-def click_token(message_key: str, template_id: str, index: int) -> str:
-    return message_key + template_id + _base36(index)
-
-
-B36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-# Link indexes below 1296 as text, made once: a 150-link message needs 150 per message.
-_B36_SMALL = list(B36_DIGITS) + [a + b for a in B36_DIGITS[1:] for b in B36_DIGITS]
-
-
-def _base36(number: int) -> str:
-    if number < len(_B36_SMALL):
-        return _B36_SMALL[number]
-    digits = B36_DIGITS
-    text = ""
-    while True:
-        number, rest = divmod(number, 36)
-        text = digits[rest] + text
-        if not number:
-            return text
-
-
-def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
-    """(message key, template id, link index or None) or None for a malformed token."""
-    if not TOKEN_RE.fullmatch(token):
-        return None
-    index_text = token[MID_LEN + TID_LEN:]
-    index = int(index_text, 36) if index_text else None
-    return token[:MID_LEN], token[MID_LEN:MID_LEN + TID_LEN], index
-
-
-# The message record only if new, and then its sent count: one script, so a resend of
-# the same registration (redis-py retries after a timeout) counts the message once.
-# KEYS: template, message record[, sent bucket]; ARGV: record, TTL (0: none)[, field, expiry]
-# Returns whether the template is stored already.
-REGISTER_LUA = """
-local known = redis.call('EXISTS', KEYS[1])
-local ttl = tonumber(ARGV[2])
-local new
-if ttl > 0 then
-  if known == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
-  new = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ttl)
-else
-  new = redis.call('SET', KEYS[2], ARGV[1], 'NX')
-end
-if new and KEYS[3] then
-  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-  redis.call('EXPIREAT', KEYS[3], ARGV[4])
-  if #ARGV > 4 then  -- the recipients' domains, for the metrics' domain lists
-    redis.call('SADD', KEYS[4], unpack(ARGV, 5))
-    redis.call('EXPIREAT', KEYS[4], ARGV[4])
-  end
-end
-return known
-"""
 
 
 class LinkStore:

@@ -17,8 +17,8 @@ import redis
 
 from engage import settings as settings_mod
 from engage.metrics import rebuild as metricsrebuild
-from engage.store.events import iso_time
 from engage.store.redisconn import connect
+from engage.store.trackevent import iso_time
 from engage.verdicts import machines
 from engage.verdicts.judge import thresholds
 from engage.verdicts.recompute import parse_time, recompute

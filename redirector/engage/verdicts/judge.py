@@ -22,6 +22,7 @@ import redis
 from engage.settings import Settings
 from engage.store import keys
 from engage.store.links import TRAP_LINK_NAME, Resolved
+from engage.store.scripts.clicks import ClickState
 from engage.verdicts.machines import Rules
 from engage.verdicts.rules import Facts, Thresholds, classify, engage_object
 
@@ -89,8 +90,9 @@ class Judge:
         """The verdict from the raw request (before any masking of address or agent)."""
         injected = resolved.record.injection_time
         links, after_trap = 0, False
-        if kind == "click" and len(resolved.extra) >= 4:
-            links, after_trap = int(resolved.extra[2] or 0), bool(resolved.extra[3])
+        state = ClickState.from_reply(resolved.extra) if kind == "click" else None
+        if state is not None:
+            links, after_trap = int(state.links or 0), bool(state.after_trap)
         facts = Facts(kind, method, ip, user_agent, now - injected if injected else None, links,
                       kind == "click" and resolved.link is not None
                       and resolved.link.name == TRAP_LINK_NAME, after_trap)

@@ -23,9 +23,10 @@ import redis
 
 from engage.settings import Settings
 from engage.store import overrides
-from engage.store.events import TYPES, EventLog, decode, iso_time, score_of
+from engage.store.events import TYPES, EventLog, decode, score_of
 from engage.store.links import TRAP_LINK_NAME
 from engage.store.redisconn import stream_entries
+from engage.store.trackevent import iso_time
 from engage.verdicts.judge import thresholds
 from engage.verdicts.machines import Rules
 from engage.verdicts.rules import HUMAN, Facts, Thresholds, classify, engage_object

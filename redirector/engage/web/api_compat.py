@@ -2,7 +2,7 @@
 
 ``GET /api/v1/events/message/documentation`` and ``/samples`` (engage.web.eventdocs),
 the Metrics API root ``/api/v1/metrics/`` and its list routes (``/api/v1/metrics/
-campaigns``, ``/domains``, ``/sending-domains`` ..., engage.metrics.api.list_values), in
+campaigns``, ``/domains``, ``/sending-domains`` ..., engage.metrics.lists.list_values), in
 SparkPost's shapes. Every answer is JSON, errors too: ``{"errors": [{"message", "code",
 "description"[, "param"]}]}`` (engage.web.errors). Each route wants an API key in
 ``Authorization`` (engage.web.auth).
@@ -13,7 +13,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, request
 
-from engage.metrics.api import LISTS, list_values, parse_list_query
+from engage.metrics.lists import LISTS, list_values, parse_list_query
 from engage.query import BadParameter, parse_delimiter, parse_list
 from engage.web import eventdocs
 from engage.web.auth import api_key_required

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, abort, g, request
 
-from engage.store.links import Link
+from engage.store.records import Link
 from engage.web.clickpath import safe_location
 from engage.web.extension import engage
 from engage.web.responses import ExactRedirect

@@ -27,10 +27,13 @@ from redis.commands.core import Script
 from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
 from engage.store import layout
-from engage.store.events import EventError, EventLog, RequestFacts, bounded, build_event
-from engage.store.links import LinkStore, Resolved, StoreError, resolved_from, split_token
+from engage.store.events import EventError, EventLog
+from engage.store.links import LinkStore, Resolved, StoreError, resolved_from
 from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import run_script
+from engage.store.scripts.clicks import LOOKUP_LUA, ClickLookup
+from engage.store.tokens import split_token
+from engage.store.trackevent import RequestFacts, bounded, build_event
 from engage.verdicts.judge import Judge
 from engage.web.drops import Drops
 from engage.web.geoip import Lookup
@@ -55,32 +58,6 @@ URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, 
 HTML = "text/html; charset=utf-8"
 
 
-# A click's lookup as one script rather than a pipeline of eight commands (redis-py's
-# cost is per command: packing, parsing, bookkeeping). Reads first (LinkStore.lookup's
-# two GETs, the trap check of Judge.click_state); the state the judge and the rate limit
-# count with follows, written with redis.pcall: a write Redis refuses (maxmemory reached,
-# noeviction; a read-only replica; a failed AOF) comes back as an error value and the
-# lookup still answers, so a full Redis still redirects every known link. Replies:
-# record, template, SADD, EXPIRE, SCARD, SISMEMBER[, INCR] (an error value: nil).
-# KEYS: message record, template, burst set, trap set[, rate-limit counter]
-# ARGV: burst member, burst TTL, address digest[, counter TTL]
-LOOKUP_LUA = """
-local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), false, false, false,
-             redis.call('SISMEMBER', KEYS[4], ARGV[3])}
-local function try(...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then return false end
-  return reply
-end
-out[3] = try('SADD', KEYS[3], ARGV[1])
-out[4] = try('EXPIRE', KEYS[3], ARGV[2])
-out[5] = try('SCARD', KEYS[3])
-if KEYS[5] then
-  out[7] = try('INCR', KEYS[5])
-  out[8] = try('EXPIRE', KEYS[5], ARGV[4])
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -150,12 +127,12 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
         keys.append(counter)
         args.append(ttl)
     try:
-        replies = run_script(services.client, services.lookup, keys, args)
+        reply = ClickLookup.from_reply(run_script(services.client, services.lookup, keys, args))
     except redis.RedisError as exc:
         raise StoreError(str(exc)) from exc
-    extra = tuple(replies[2:])  # as LinkStore.lookup's ``also``: the judge reads 0-3
-    resolved = resolved_from(message_key, template_id, index, replies[0], replies[1], extra)
-    counted = extra[4] if len(extra) > 4 else None  # None: not counted (refused): fail open
+    resolved = resolved_from(message_key, template_id, index, reply.record, reply.template,
+                             reply.state)  # as LinkStore.lookup's ``also``: the judge's ClickState
+    counted = reply.counted  # None: not counted (refused): fail open
     return limiter.allows(counted) if counted is not None else True, resolved
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engage.store.events import TYPES, RequestFacts, build_event
-from engage.store.links import Link, MessageRecord, Resolved, Template
+from engage.store.events import TYPES
+from engage.store.links import Resolved
+from engage.store.records import Link, MessageRecord, Template
+from engage.store.trackevent import RequestFacts, build_event
 
 SAMPLE_TIME = 1_460_989_507.0  # SparkPost's sample timestamp, 2016-04-18T14:25:07Z
 SAMPLE_IDS = {"click": "92356927693813856", "open": "92356927693813857",

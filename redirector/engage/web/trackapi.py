@@ -17,8 +17,9 @@ import hmac
 import re
 from typing import Any
 
-from engage.store.events import iso_time
-from engage.store.links import Resolved, open_token
+from engage.store.links import Resolved
+from engage.store.tokens import open_token
+from engage.store.trackevent import iso_time
 
 COUNTS = ("open_count", "initial_open_count", "click_count", "repeat_opens")
 

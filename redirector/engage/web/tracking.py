@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, g, request
 
-from engage.store.events import RequestFacts
+from engage.store.trackevent import RequestFacts
 from engage.web.clickpath import lookup_click, record, safe_location
 from engage.web.extension import Engage, engage
 from engage.web.responses import ExactRedirect, gif

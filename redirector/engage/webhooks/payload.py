@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from engage.store.events import iso_time
+from engage.store.trackevent import iso_time
 
 PING = b'[{"msys":{}}]'
 FORMATS = ("sparkpost", "events")
