@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from engage.erasure.forget import Forgetter, Summary, address_from_json
 from engage.erasure.scrub import Address
@@ -210,3 +211,44 @@ def test_compaction_drops_deleted_bytes_and_keeps_ids_groups_and_pending(redis_c
     assert {p["message_id"] for p in redis_client.xpending_range(stream, "wh:1", "-", "+", 100)} \
         == {i for i in pending if int(ids.index(i)) % 3}
     assert not redis_client.exists(f"{P}compacting:events")
+    assert not redis_client.exists(f"{P}compacting:events:replaced")
+
+
+def _fill_near_maxmemory(redis_client, entries: int = 20000) -> str:
+    """An events stream of ``entries`` (every 50th Jane's), then maxmemory 15% above use."""
+    stream = f"{P}events"
+    pipe = redis_client.pipeline(transaction=False)
+    for n in range(entries):
+        who = JANE.lower() if n % 50 == 0 else f"u{n}@example.org"
+        pipe.xadd(stream, {"j": json.dumps({"rcpt_to": who, "pad": "x" * 200})})
+    pipe.execute()
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", int(redis_client.info("memory")["used_memory"] * 1.15))
+    return stream
+
+
+def test_no_compaction_when_the_copy_would_take_the_milters_room(redis_client):
+    """Compacting copies the stream: near maxmemory it is skipped (and said), so the
+    milter's writes keep working; the events are deleted all the same."""
+    stream = _fill_near_maxmemory(redis_client)
+    try:
+        summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
+        assert summary.events == 400 and summary.uncompacted == [stream]
+        assert redis_client.set(f"{P}m:after", "x" * 100)  # the mail path still has room
+        assert not redis_client.exists(f"{P}compacting:events")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+
+
+def test_a_copy_that_fails_midway_is_removed(redis_client, monkeypatch):
+    """Were Redis to fill up during the copy anyway, the half-built copy goes at once."""
+    stream = _fill_near_maxmemory(redis_client)
+    monkeypatch.setattr(Forgetter, "_room_for", lambda self, stream: True)
+    try:
+        with pytest.raises(redis.RedisError):
+            Forgetter(redis_client, P).forget(Address.parse(JANE))
+        assert not redis_client.exists(f"{P}compacting:events")
+        assert redis_client.set(f"{P}m:after", "x" * 100)
+        assert redis_client.xlen(stream) == 20000 - 400  # deleted, only not compacted
+    finally:
+        redis_client.config_set("maxmemory", 0)

@@ -130,6 +130,11 @@ def describe(address: Address, summary: Summary) -> str:
                      "forget cannot tell whether they hold the address; they were left as "
                      "they are (look at them, delete them or report a bug): "
                      + " ".join(summary.unknown_keys))
+    if summary.uncompacted:
+        lines.append("WARNING: not compacted, for lack of room below the events high-water "
+                     "mark: " + " ".join(summary.uncompacted) + ". The deleted events are gone "
+                     "from every answer, but their bytes stay in Redis's memory, snapshots and "
+                     "AOF until retention trims them ([events] retention_days)")
     return "\n".join(lines)
 
 
@@ -137,7 +142,8 @@ def run_forget(args: argparse.Namespace) -> int:
     settings = settings_mod.load_or_exit("engage forget", args.config)
     client = connect(settings.redis_url)
     try:
-        summary = Forgetter(client, settings.key_prefix).forget(args.address)
+        summary = Forgetter(client, settings.key_prefix,
+                            high_water=settings.events_high_water).forget(args.address)
     except redis.RedisError as exc:
         print(f"engage forget: redis failed: {exc} (nothing is half-done that a second "
               "run does not finish: run it again)", file=sys.stderr)

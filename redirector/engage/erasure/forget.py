@@ -33,6 +33,7 @@ from engage.erasure.webhookdata import ATTEMPTS, WebhookEraser, text_of
 from engage.store import aggregates, keys
 from engage.store.events import TYPES, EventLog, index_values, score_of
 from engage.store.keys import Erasure
+from engage.store.pressure import DEFAULT_HIGH_WATER, read_memory
 from engage.store.redisconn import scan_keys
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Summary:
     webhook_batches: int = 0
     dead_letters: int = 0
     unknown_keys: list[str] = field(default_factory=list)
+    uncompacted: list[str] = field(default_factory=list)  # no room to compact: bytes kept
     keys_scanned: int = 0
     events_scanned: int = 0
     seconds: float = 0.0
@@ -73,8 +75,9 @@ class Forgetter:
     """Erases addresses under one key prefix; the connection is passed in."""
 
     def __init__(self, client: redis.Redis, prefix: str = "engage:",
-                 chunk: int = CHUNK) -> None:
+                 chunk: int = CHUNK, high_water: float = DEFAULT_HIGH_WATER) -> None:
         self.client, self.prefix, self.chunk = client, prefix, chunk
+        self.high_water = high_water  # [redis] events_high_water: a copy must stay below it
         self.events = EventLog(client, prefix)
         self._filter = client.register_script(lua.FILTER_LUA)
         self._stream = client.register_script(lua.STREAM_LUA)
@@ -94,10 +97,10 @@ class Forgetter:
         self._index_keys(address, named, summary)
         self._aggregates(address, counters, summary)
         summary.webhook_batches, summary.dead_letters = self._webhooks.erase(address, deleted)
-        if summary.events:
-            self.compact(self.events.stream)
-        if summary.dead_letters:
-            self.compact(keys.webhook_dead(self.prefix))
+        for stream, deleted_any in ((self.events.stream, summary.events),
+                                    (keys.webhook_dead(self.prefix), summary.dead_letters)):
+            if deleted_any and not self.compact(stream):
+                summary.uncompacted.append(stream)
         summary.seconds = time.monotonic() - started
         log.info("forget: %d events, %d index entries, %d index keys, %d verdicts, "
                  "%d message records, %d templates, %d aggregate fields, %d webhook batches, "
@@ -223,19 +226,39 @@ class Forgetter:
         summary.index_keys += int(self.client.delete(*sorted(doomed)))
         summary.unknown_keys += sorted(name for name in named if name not in doomed)
 
-    def compact(self, stream: str) -> None:
+    def compact(self, stream: str) -> bool:
         """Rewrite ``stream`` without the bytes its deleted entries leave behind (see
         engage.erasure.lua): chunks copied while appends go on, then one atomic swap that
-        carries the tail, the counters and every consumer group with its pending entries."""
+        carries the tail, the counters and every consumer group with its pending entries.
+        The copy needs as much memory as the stream: False, and nothing done, when it would
+        take Redis past the events high-water mark (the milter's room); a copy left by a
+        failure is removed, so a half-built one never holds that room."""
         copy = keys.compacting(self.prefix, stream)
-        self.client.delete(copy)  # a crashed run's
-        last = "-"
-        while True:
-            copied = text_of(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
-            if not copied:
-                break
-            last = copied
-        self._swap(keys=[stream, copy], args=[last])
+        self.client.unlink(copy)  # a crashed run's
+        if not self._room_for(stream):
+            log.warning("forget: %s not compacted: copying it would take Redis past its events "
+                        "high-water mark; its deleted entries' bytes stay until retention trims "
+                        "them", stream)
+            return False
+        try:
+            last = "-"
+            while True:
+                copied = text_of(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
+                if not copied:
+                    break
+                last = copied
+            self._swap(keys=[stream, copy, keys.compaction_replaced(self.prefix, stream)],
+                       args=[last])
+        except redis.RedisError:
+            self.client.unlink(copy)
+            raise
+        return True
+
+    def _room_for(self, stream: str) -> bool:
+        memory = read_memory(self.client, self.prefix, self.high_water)
+        if not memory.limit:
+            return True
+        return memory.used + int(self.client.memory_usage(stream) or 0) < memory.mark
 
     # ------------------------------------------------------------ aggregates
     def _aggregates(self, address: Address, counters: list[str], summary: Summary) -> None:

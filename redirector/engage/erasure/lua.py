@@ -115,12 +115,14 @@ end
 if #entries == 0 then return '' end
 return entries[#entries][1]
 """
-# KEYS[1] the stream, KEYS[2] the copy. ARGV[1]: last id copied ('-' = none).
-# Copies the tail appended meanwhile, drops what retention trimmed meanwhile, carries
-# the stream's counters, every consumer group (last delivered id, entries read) and its
-# pending entries (consumer, idle time, delivery count), then replaces the stream.
+# KEYS[1] the stream, KEYS[2] the copy, KEYS[3] a name for the replaced stream.
+# ARGV[1]: last id copied ('-' = none). Copies the tail appended meanwhile, drops what
+# retention trimmed meanwhile, carries the stream's counters, every consumer group (last
+# delivered id, entries read) and its pending entries (consumer, idle time, delivery
+# count), then replaces the stream. The replaced one is freed by UNLINK, in the
+# background: RENAME over it would free a large stream while Redis waits.
 SWAP_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('UNLINK', KEYS[2]) return 0 end
 local start = ARGV[1] == '-' and '-' or '(' .. ARGV[1]
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], start, '+')) do
   redis.call('XADD', KEYS[2], entry[1], unpack(entry[2]))
@@ -154,6 +156,8 @@ for _, raw in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
                'RETRYCOUNT', p[4], 'FORCE', 'JUSTID')
   end
 end
+redis.call('RENAME', KEYS[1], KEYS[3])
 redis.call('RENAME', KEYS[2], KEYS[1])
+redis.call('UNLINK', KEYS[3])
 return 1
 """

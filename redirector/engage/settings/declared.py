@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from engage.settings import parsers as parse
+from engage.store.pressure import DEFAULT_HIGH_WATER
 
 
 class Key(NamedTuple):
@@ -78,7 +79,7 @@ class RedisKeys:
         "redis", "link_retention_days", default=0, parse=parse.parse_int(0, 100_000),
         doc="Days a tracked link keeps working")
     events_high_water: float = setting(
-        "redis", "events_high_water", default=0.9, parse=parse.parse_float(0.1, 1.0),
+        "redis", "events_high_water", default=DEFAULT_HIGH_WATER, parse=parse.parse_float(0.1, 1.0),
         env="ENGAGE_EVENTS_HIGH_WATER", doc="Above this share of maxmemory the redirector records no events")
     wait_aof: bool = setting(
         "redis", "wait_aof", default=True, parse=parse.parse_bool,

@@ -207,6 +207,11 @@ def compacting(prefix: str, stream: str) -> str:
     return f"{prefix}compacting:{stream[len(prefix):]}"
 
 
+def compaction_replaced(prefix: str, stream: str) -> str:
+    """The name the compacted stream's old self has for an instant, before UNLINK."""
+    return compacting(prefix, stream) + ":replaced"
+
+
 def scan_pattern(prefix: str) -> str:
     """Every key engage owns (settings allow no glob characters in the prefix)."""
     return f"{prefix}*"

@@ -19,6 +19,7 @@ import redis
 from engage.store.redisconn import is_cluster
 
 MAX_AGE = 1.0  # seconds a reading is used
+DEFAULT_HIGH_WATER = 0.9  # [redis] events_high_water
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,6 @@ def forget_recipient() -> Response:
     except ValueError as exc:
         raise ApiError(400, str(exc), "invalid parameter", "recipient") from None
     services = engage()
-    forgetter = Forgetter(services.client, services.settings.key_prefix)
+    forgetter = Forgetter(services.client, services.settings.key_prefix,
+                          high_water=services.settings.events_high_water)
     return jsonify(results=forgetter.forget(address).as_dict())
