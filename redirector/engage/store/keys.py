@@ -101,8 +101,8 @@ def family_of(prefix: str, key: str) -> Family | None:
     if not key.startswith(prefix):
         return None
     rest = key[len(prefix):]
-    for family in sorted(FAMILIES, key=_specificity, reverse=True):
-        if family.regex.match(rest):
+    for regex, family in _MATCH_ORDER:
+        if regex.match(rest):
             return family
     return None
 
@@ -110,6 +110,11 @@ def family_of(prefix: str, key: str) -> Family | None:
 def _specificity(family: Family) -> tuple[bool, int]:
     literal = re.sub(r"<[^>]+>", "", family.pattern)
     return "<" not in family.pattern, len(literal)
+
+
+# Built once: forget classifies every key of the keyspace with it.
+_MATCH_ORDER = tuple((family.regex, family)
+                     for family in sorted(FAMILIES, key=_specificity, reverse=True))
 
 
 # ------------------------------------------------------------------ builders
