@@ -33,37 +33,59 @@ class Family:
     owner: str
     expiry: str
     erasure: Erasure
-    migration: str = "none: layout 1 is the only layout"
+    migration: str = "none: the same in both layouts"
+
+    @property
+    def sharded(self) -> bool:
+        return self.pattern.startswith(SHARDED)
 
     @property
     def regex(self) -> re.Pattern[str]:
         parts = re.split(r"(<[^>]+>)", self.pattern)
-        body = "".join("(.+)" if p.startswith("<") else re.escape(p) for p in parts)
+        body = "".join(SHARD_RE if p == SHARDED else "(.+)" if p.startswith("<") else re.escape(p)
+                       for p in parts)
         return re.compile(body + r"\Z", re.S)
 
 
+SHARD_RE = r"(\{[0-9a-z]{2}\})?"
+
+
+# The virtual shards (layout 2). Everything one message's click reads and writes is in its
+# shard, named by a hash tag: on a Redis Cluster each shard is one slot, and the tags sit
+# at the centres of 24 equal slices of the 16384 slots, so the even split that
+# ``redis-cli --cluster create`` makes puts 24/n shards on each of 1, 2, 3, 4, 6, 8 or 12
+# masters. A link sent today must resolve in years: these tags never change (tested).
+SHARD_TAGS = ("8n", "bq", "ps", "ei", "wk", "3v", "md", "ss", "aq", "tk", "fi", "3w",
+              "9v", "ci", "qk", "dq", "b7", "p5", "6v", "rk", "x8", "us", "s5", "a7")
+SHARDS = len(SHARD_TAGS)
+LAYOUT1 = -1  # the "shard" of layout 1 (one slot, no shard tag): read until migrated
+LAYOUT = 2
+SHARDED = "<shard>"  # in a pattern: ``{tag}`` (layout 2) or nothing (layout 1)
+MOVED = "layout 1 (no tag) is read until `engage migrate-layout` moves it to its shard"
+PER_SHARD = "layout 1 (no tag) is read as one more shard until it expires or is migrated"
 FAMILIES = (
-    Family("template", "t:<template id>", "string", "engage.store.links (milter)",
-           "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE),
-    Family("message", "m:<message key>", "string", "engage.store.links (milter)",
-           "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE),
-    Family("status", "ms:<message key>", "hash", "engage.store.events (redirector)",
-           "as long as the message's links", Erasure.NO_ADDRESS),
-    Family("events", "events", "stream", "engage.store.events (redirector)",
-           "entries trimmed after [events] retention_days", Erasure.DELETE_ENTRIES),
-    Family("event index", "ei:<type>", "zset", "engage.store.events",
-           "entries trimmed with the stream", Erasure.FOLLOW_EVENTS),
-    Family("event subset index", "ei:<type>:<dimension>:<value>", "zset",
-           "engage.store.events", "entries trimmed with the stream", Erasure.FOLLOW_EVENTS),
-    Family("verdict overrides", "verdicts", "hash", "engage.store.overrides (recompute)",
-           "fields trimmed with the stream", Erasure.FOLLOW_EVENTS),
-    Family("aggregates", "agg:<kind>:<hour>", "hash", "engage.store.aggregates",
-           "[metrics] retention_days after the hour", Erasure.REWRITE_FIELDS),
-    Family("recipient domains", "agg:d:<hour>", "set", "engage.store.links (milter)",
-           "[metrics] retention_days after the hour", Erasure.NO_ADDRESS),
-    Family("burst", "vb:<message key>:<second>", "set", "engage.verdicts.judge",
+    Family("template", "<shard>t:<template id>", "string", "engage.store.links (milter)",
+           "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE, MOVED),
+    Family("message", "<shard>m:<message key>", "string", "engage.store.links (milter)",
+           "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE, MOVED),
+    Family("status", "<shard>ms:<message key>", "hash", "engage.store.events (redirector)",
+           "as long as the message's links", Erasure.NO_ADDRESS, MOVED),
+    Family("events", "<shard>events", "stream", "engage.store.events (redirector)",
+           "entries trimmed after [events] retention_days", Erasure.DELETE_ENTRIES, PER_SHARD),
+    Family("event index", "<shard>ei:<type>", "zset", "engage.store.events",
+           "entries trimmed with the stream", Erasure.FOLLOW_EVENTS, PER_SHARD),
+    Family("event subset index", "<shard>ei:<type>:<dimension>:<value>", "zset",
+           "engage.store.events", "entries trimmed with the stream", Erasure.FOLLOW_EVENTS,
+           PER_SHARD),
+    Family("verdict overrides", "<shard>verdicts", "hash", "engage.store.overrides (recompute)",
+           "fields trimmed with the stream", Erasure.FOLLOW_EVENTS, PER_SHARD),
+    Family("aggregates", "<shard>agg:<kind>:<hour>", "hash", "engage.store.aggregates",
+           "[metrics] retention_days after the hour", Erasure.REWRITE_FIELDS, MOVED),
+    Family("recipient domains", "<shard>agg:d:<hour>", "set", "engage.store.links (milter)",
+           "[metrics] retention_days after the hour", Erasure.NO_ADDRESS, MOVED),
+    Family("burst", "<shard>vb:<message key>:<second>", "set", "engage.verdicts.judge",
            "5 seconds", Erasure.NO_ADDRESS),
-    Family("trap clients", "vt:<message key>", "set", "engage.verdicts.judge",
+    Family("trap clients", "<shard>vt:<message key>", "set", "engage.verdicts.judge",
            "[verdicts] trap_window", Erasure.NO_ADDRESS),
     Family("click rate limit", "rl:<client>:<window>", "string", "engage.web.ratelimit",
            "one window", Erasure.NO_ADDRESS),
@@ -71,23 +93,26 @@ FAMILIES = (
            "engage.web (dashboard login)", "one window", Erasure.NO_ADDRESS),
     Family("webhook ids", "wh:ids", "set", "engage.webhooks.store", "never",
            Erasure.NO_ADDRESS),
-    Family("webhook dead letters", "wh:dead", "stream", "engage.webhooks.queue",
-           "until replayed or dropped", Erasure.DELETE_ENTRIES),
-    Family("webhook batches", "wh:<webhook id>:batches", "hash", "engage.webhooks.queue",
-           "until delivered or parked", Erasure.REWRITE_MEMBERS),
-    Family("webhook due", "wh:<webhook id>:due", "zset", "engage.webhooks.queue",
-           "with its batch", Erasure.NO_ADDRESS),
+    Family("webhook dead letters", "<shard>wh:dead", "stream", "engage.webhooks.queue",
+           "until replayed or dropped", Erasure.DELETE_ENTRIES, PER_SHARD),
+    Family("webhook batches", "<shard>wh:<webhook id>:batches", "hash",
+           "engage.webhooks.queue", "until delivered or parked", Erasure.REWRITE_MEMBERS,
+           PER_SHARD),
+    Family("webhook due", "<shard>wh:<webhook id>:due", "zset", "engage.webhooks.queue",
+           "with its batch", Erasure.NO_ADDRESS, PER_SHARD),
     Family("webhook attempts", "wh:<webhook id>:log", "stream", "engage.webhooks.store",
            "[webhooks] status retention", Erasure.NO_ADDRESS),
     Family("webhook", "wh:<webhook id>", "string", "engage.webhooks.store",
            "until deleted", Erasure.NO_ADDRESS),
-    Family("append ids", "eid:<decisecond>", "set", "engage.store.events",
+    Family("append ids", "<shard>eid:<decisecond>", "set", "engage.store.events",
            "30 seconds", Erasure.NO_ADDRESS),
-    Family("repeat open", "or:<message key>:<pixel>:<client digest>", "string",
+    Family("repeat open", "<shard>or:<message key>:<pixel>:<client digest>", "string",
            "engage.store.events", "[web] open_repeat_window", Erasure.NO_ADDRESS),
     Family("open limit", "ol:<network>:<minute>", "string", "engage.web.opengate",
            "61 seconds", Erasure.NO_ADDRESS),
     Family("dropped events", "dropped", "hash", "engage.web.health", "never (a few fields)",
+           Erasure.NO_ADDRESS),
+    Family("layout", "layout", "string", "engage migrate-layout", "never (one value)",
            Erasure.NO_ADDRESS),
     Family("stream compaction", "compacting:<stream>", "stream", "engage.erasure.forget",
            "seconds: renamed over the stream it copies", Erasure.DELETE_ENTRIES),
@@ -108,8 +133,9 @@ def family_of(prefix: str, key: str) -> Family | None:
 
 
 def _specificity(family: Family) -> tuple[bool, int]:
-    literal = re.sub(r"<[^>]+>", "", family.pattern)
-    return "<" not in family.pattern, len(literal)
+    unsharded = family.pattern.replace(SHARDED, "")
+    literal = re.sub(r"<[^>]+>", "", unsharded)
+    return "<" not in unsharded, len(literal)
 
 
 # Built once: forget classifies every key of the keyspace with it.
@@ -117,42 +143,85 @@ _MATCH_ORDER = tuple((family.regex, family)
                      for family in sorted(FAMILIES, key=_specificity, reverse=True))
 
 
+# ------------------------------------------------------------------ shards
+def shard_of(message_key: str) -> int:
+    """The virtual shard of a message: from its key's first 24 random bits (base64url),
+    so the milter and every redirector agree without asking Redis."""
+    value = 0
+    for char in message_key[:4]:
+        value = value * 64 + _B64_VALUE.get(char, 0)
+    return value % SHARDS
+
+
+_B64_VALUE = {char: n for n, char in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+
+
+def shard_ids(layout1: bool = False) -> tuple[int, ...]:
+    """Every shard; with ``layout1``, layout 1's keys as one more (LAYOUT1), for readers
+    that must see data written before the migration."""
+    return tuple(range(SHARDS)) + ((LAYOUT1,) if layout1 else ())
+
+
+def tag(shard: int) -> str:
+    """``{tag}`` in front of a sharded family's name; nothing for LAYOUT1."""
+    return "" if shard == LAYOUT1 else "{" + SHARD_TAGS[shard] + "}"
+
+
+def shard_of_key(prefix: str, key: str) -> int:
+    """The shard a key under ``prefix`` is in (LAYOUT1 for an untagged key)."""
+    rest = key[len(prefix):]
+    if rest.startswith("{") and rest[3:4] == "}" and rest[1:3] in _SHARD_OF_TAG:
+        return _SHARD_OF_TAG[rest[1:3]]
+    return LAYOUT1
+
+
+_SHARD_OF_TAG = {text: n for n, text in enumerate(SHARD_TAGS)}
+
+
+def _message_tag(message_key: str, shard: int | None) -> str:
+    return tag(shard_of(message_key) if shard is None else shard)
+
+
 # ------------------------------------------------------------------ builders
-def template(prefix: str, template_id: str) -> str:
-    return f"{prefix}t:{template_id}"
+# Per-message families take the shard from the message key; ``shard=LAYOUT1`` names
+# the layout-1 key (reading old data, migrating it).
+def template(prefix: str, template_id: str, shard: int) -> str:
+    """One copy per shard: the click's script reads it next to the message record."""
+    return f"{prefix}{tag(shard)}t:{template_id}"
 
 
-def message(prefix: str, message_key: str) -> str:
-    return f"{prefix}m:{message_key}"
+def message(prefix: str, message_key: str, shard: int | None = None) -> str:
+    return f"{prefix}{_message_tag(message_key, shard)}m:{message_key}"
 
 
-def status(prefix: str, message_key: str) -> str:
-    return f"{prefix}ms:{message_key}"
+def status(prefix: str, message_key: str, shard: int | None = None) -> str:
+    return f"{prefix}{_message_tag(message_key, shard)}ms:{message_key}"
 
 
-def events(prefix: str) -> str:
-    return f"{prefix}events"
+def events(prefix: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}events"
 
 
-def event_index(prefix: str, kind: str, dimension: str = "", value: str = "") -> str:
-    base = f"{prefix}ei:{kind}"
+def event_index(prefix: str, shard: int, kind: str, dimension: str = "", value: str = "") -> str:
+    base = f"{prefix}{tag(shard)}ei:{kind}"
     return f"{base}:{dimension}:{value}" if dimension else base
 
 
-def verdicts(prefix: str) -> str:
-    return f"{prefix}verdicts"
+def verdicts(prefix: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}verdicts"
 
 
-def aggregate(prefix: str, kind: str, hour: str) -> str:
-    return f"{prefix}agg:{kind}:{hour}"
+def aggregate(prefix: str, shard: int, kind: str, hour: str) -> str:
+    return f"{prefix}{tag(shard)}agg:{kind}:{hour}"
 
 
 def burst(prefix: str, message_key: str, second: int) -> str:
-    return f"{prefix}vb:{message_key}:{second}"
+    return f"{prefix}{_message_tag(message_key, None)}vb:{message_key}:{second}"
 
 
 def trap_clients(prefix: str, message_key: str) -> str:
-    return f"{prefix}vt:{message_key}"
+    return f"{prefix}{_message_tag(message_key, None)}vt:{message_key}"
 
 
 def rate_limit(prefix: str, client: str, window: int) -> str:
@@ -169,32 +238,32 @@ def webhook_ids(prefix: str) -> str:
     return f"{prefix}wh:ids"
 
 
-def webhook_dead(prefix: str) -> str:
-    return f"{prefix}wh:dead"
+def webhook_dead(prefix: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}wh:dead"
 
 
 def webhook(prefix: str, hook_id: str) -> str:
     return f"{prefix}wh:{hook_id}"
 
 
-def webhook_batches(prefix: str, hook_id: str) -> str:
-    return f"{prefix}wh:{hook_id}:batches"
+def webhook_batches(prefix: str, hook_id: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}wh:{hook_id}:batches"
 
 
-def webhook_due(prefix: str, hook_id: str) -> str:
-    return f"{prefix}wh:{hook_id}:due"
+def webhook_due(prefix: str, hook_id: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}wh:{hook_id}:due"
 
 
 def webhook_log(prefix: str, hook_id: str) -> str:
     return f"{prefix}wh:{hook_id}:log"
 
 
-def append_ids(prefix: str, decisecond: int) -> str:
-    return f"{prefix}eid:{decisecond}"
+def append_ids(prefix: str, shard: int, decisecond: int) -> str:
+    return f"{prefix}{tag(shard)}eid:{decisecond}"
 
 
 def repeat_open(prefix: str, message_key: str, kind: str, client: str) -> str:
-    return f"{prefix}or:{message_key}:{kind}:{client}"
+    return f"{prefix}{_message_tag(message_key, None)}or:{message_key}:{kind}:{client}"
 
 
 def open_limit(prefix: str, network: str, window: int) -> str:
@@ -204,6 +273,11 @@ def open_limit(prefix: str, network: str, window: int) -> str:
 
 def dropped(prefix: str) -> str:
     return f"{prefix}dropped"
+
+
+def layout(prefix: str) -> str:
+    """"2" once layout 1's keys are migrated (engage migrate-layout): no more looking there."""
+    return f"{prefix}layout"
 
 
 def compacting(prefix: str, stream: str) -> str:
