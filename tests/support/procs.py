@@ -261,12 +261,13 @@ class ClusterNode(RedisServer):
     (Redis >= 7) so it never lands above 65535 as port + 10000 could, and is picked
     again with the port when a first start finds either taken."""
 
-    def __init__(self, workdir: Path, node_timeout_ms: int) -> None:
+    def __init__(self, workdir: Path, node_timeout_ms: int,
+                 extra_args: Sequence[str] = ()) -> None:
         super().__init__(workdir, extra_args=[
             "--cluster-enabled", "yes", "--cluster-config-file", str(Path(workdir) / "nodes.conf"),
             "--cluster-node-timeout", str(node_timeout_ms),
             # A replica syncs at once (the default waits 5 s for more replicas to join).
-            "--repl-diskless-sync-delay", "0"])
+            "--repl-diskless-sync-delay", "0", *extra_args])
         self.bus_port = free_port()
 
     def _pick_ports(self) -> None:
@@ -283,7 +284,7 @@ class ClusterNode(RedisServer):
 
 class RedisClusterServers:
     """A Redis Cluster of ``masters`` private redis-servers on 127.0.0.1, each with
-    ``replicas`` replicas (AOF on, as every RedisServer).
+    ``replicas`` replicas (AOF on, as every RedisServer; ``extra_args`` for every node).
 
     ``url`` is engage's ``redis+cluster://`` URL of the first node, ``urls`` every
     node's plain URL, ``nodes`` the ClusterNode objects; ``start()`` (returns once every
@@ -296,10 +297,10 @@ class RedisClusterServers:
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0,
-                 node_timeout_ms: int = 5000) -> None:
+                 node_timeout_ms: int = 5000, extra_args: Sequence[str] = ()) -> None:
         self.workdir = Path(workdir)
         self.replicas = replicas
-        self.nodes = [ClusterNode(self.workdir / f"node-{i}", node_timeout_ms)
+        self.nodes = [ClusterNode(self.workdir / f"node-{i}", node_timeout_ms, extra_args)
                       for i in range(masters * (1 + replicas))]
 
     @property
