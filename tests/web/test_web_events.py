@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+from engage.store import keys
 from engage.store.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template
+from support import stored
 
 TEMPLATE = Template(links=(Link("https://example.com/x", "cta"),), campaign_id="c1",
                     tags=("a",), friendly_from="f@example.com", sending_domain="example.com",
@@ -35,9 +37,12 @@ def test_stream_readers_get_the_event_with_its_id(events):
     event = build_event("click", Resolved("tx1", TEMPLATE, RECORD, TEMPLATE.links[0]),
                         RequestFacts("192.0.2.1"), 1700000001)
     entry_id = events.append(event)
-    [(stored_id, fields)] = events.client.xrange(events.stream)
-    decoded = decode(stored_id, fields)
-    assert decoded == {**event, "event_id": str(score_of(entry_id))}
+    shard = keys.shard_of("tx1")
+    [(stored_id, fields)] = events.client.xrange(events.stream_of(shard))
+    decoded = decode(stored_id, fields, shard)
+    assert decoded == {**event, "event_id": str(score_of(entry_id, shard))}
+    assert [text for text in events.fetch_json(shard, [entry_id])] == [
+        json.dumps(decoded, separators=(",", ":")).encode()]
     assert json.loads(fields[b"e"]) == event
 
 
@@ -45,8 +50,10 @@ def test_append_many_stores_a_batch_with_its_indexes(events):
     batch = [build_event("open", Resolved(f"tx{n}", TEMPLATE, RECORD, None),
                          RequestFacts("192.0.2.1"), 1700000001) for n in range(50)]
     events.append_many(batch)
-    assert events.client.xlen(events.stream) == 50
-    assert events.client.zcard(events.index_key("open", "c", "c1")) == 50
+    assert stored.count(events.client, events.prefix) == 50
+    assert sum(events.client.zcard(events.index_key(shard, "open", "c", "c1"))
+               for shard in keys.shard_ids()) == 50
+    assert len({keys.shard_of(f"tx{n}") for n in range(50)}) > 10  # spread over the shards
     assert events.client.zcard(events.index_key("open", "x", "tx7")) == 1
 
 
