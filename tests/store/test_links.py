@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 
+from engage.store import keys
 from engage.store.links import (
     Link,
     LinkStore,
@@ -14,7 +15,6 @@ from engage.store.links import (
     open_token,
     split_token,
 )
-from engage.store import keys
 from engage.store.redisconn import connect
 
 

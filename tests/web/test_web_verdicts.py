@@ -156,7 +156,8 @@ def test_the_events_api_shows_an_override_with_the_raw_verdict(client, mail, rcl
     click = next(event for event in before if event["type"] == "click")
     override = {"verdict": "scanner", "reasons": ["user agent matches Example"],
                 "raw_verdict": "human", "recomputed_at": "2030-01-01T00:00:00.000Z"}
-    overrides.write(rclient, settings.key_prefix, {click["event_id"]: override}, 86400)
+    overrides.write(rclient, settings.key_prefix, keys.shard_of(message.key),
+                    {click["event_id"]: override}, 86400)
     for query in ("", "?sending_domains=example.com"):  # an indexed page, then a scanned one
         after = client.get(f"/api/v1/events/message{query}", headers=auth).get_json()["results"]
         by_id = {event["event_id"]: event for event in after}
