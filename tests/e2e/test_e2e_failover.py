@@ -35,7 +35,7 @@ from engage.store.redisconn import connect
 from engage.store.tokens import MID_LEN, click_token
 from support.procs import ClusterNode, RedisClusterServers, http_get
 
-P = "{t}:"
+P = "engage:"  # no hash tag: layout 2 spreads the shards over the masters
 LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guide"]
 PRELOADED = 1000  # message records registered (and replicated) before the load starts
 CLICK_THREADS, CLICK_PACE = 4, 0.01  # seconds between one thread's clicks
