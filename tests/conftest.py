@@ -7,8 +7,9 @@ redis_client (function)     redis.Redis on it, flushdb() before the test.
 redis_cluster (session)     RedisClusterServers: 3 masters on loopback, no replicas;
                             .url (engage's redis+cluster://), .urls, .nodes, .flush().
 failover_cluster (function) RedisClusterServers of 3 masters + 3 replicas, AOF on,
-                            cluster-node-timeout 2000 ms, cluster-require-full-coverage
-                            no, replicas in sync: a fresh one per test
+                            ADVISED_CLUSTER_CONFIG (cluster-node-timeout 2000,
+                            cluster-require-full-coverage no), replicas in sync: a fresh
+                            one per test
                             (the test may kill nodes); .masters(), .master_of(slot),
                             .replicas_of(node), .kill(node), .wait_ok(), .wait_in_sync(),
                             .checkpoint(master).
@@ -53,6 +54,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from support.procs import (
+    ADVISED_CLUSTER_CONFIG,
     MilterProcess,
     NginxProxy,
     PostfixSandbox,
@@ -68,10 +70,6 @@ from support.procs import (
 
 _state: dict[str, Any] = {}
 REDIRECTOR_API_KEY = "test-api-key-abcdefghij"
-# What docs/operations.md advises: a failover within seconds, and the other masters'
-# shards served while one master is down (the default, yes, stops the whole cluster).
-FAILOVER_NODE_TIMEOUT_MS = 2000
-FAILOVER_NODE_ARGS = ("--cluster-require-full-coverage", "no")
 
 
 def _need(condition: bool, reason: str) -> None:
@@ -116,8 +114,7 @@ def failover_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
     _need(shutil.which("redis-cli") is not None, "redis-cli is not installed (run scripts/install-deps)")
     index = _state["failover"] = _state.get("failover", 0) + 1
     cluster = RedisClusterServers(engage_tmp / f"redis-failover-{index}", masters=3, replicas=1,
-                                  node_timeout_ms=FAILOVER_NODE_TIMEOUT_MS,
-                                  extra_args=FAILOVER_NODE_ARGS)
+                                  config=ADVISED_CLUSTER_CONFIG)
     cluster.start()
     yield cluster
     cluster.stop()

@@ -20,7 +20,8 @@ Redis runs with AOF (appendfsync everysec) as in production. Prints figures, ass
 nothing. Run as root (Postfix). Every daemon is private, on 127.0.0.1, stopped at the end.
 
 Part "cluster": for each of ``--masters``, a Redis Cluster of that many masters, each with
-a replica (AOF on, cluster-node-timeout 2000); ``--cluster-messages`` messages registered
+a replica (AOF on, the advised cluster-node-timeout 2000 and
+cluster-require-full-coverage no); ``--cluster-messages`` messages registered
 through LinkStore.register from ``--procs`` processes (10 campaigns of 5 links), then
 clicks from ``wrk -t1 -c --connections`` for ``--seconds`` at one redirector (gunicorn,
 2 workers x 8 threads) pointed at the cluster's URL with ``--prefix``. Per master: keys,
@@ -54,6 +55,7 @@ from bench_redirector import register_links, start_gunicorn  # noqa: E402
 
 from newsletter import newsletter  # noqa: E402
 from support.procs import (  # noqa: E402
+    ADVISED_CLUSTER_CONFIG,
     Redirector,
     RedisClusterServers,
     RedisServer,
@@ -342,7 +344,7 @@ def bench_cluster(args: argparse.Namespace, work: Path) -> None:
     costs = {}
     for count in args.masters:
         cluster = RedisClusterServers(work / f"cluster-{count}", masters=count, replicas=1,
-                                      node_timeout_ms=2000).start()
+                                      config=ADVISED_CLUSTER_CONFIG).start()
         try:
             masters: dict[str, Master] = {}
             costs[count] = print_cluster(count, load_cluster(args, work, cluster, masters),

@@ -33,7 +33,8 @@ import redis
 from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key
 from engage.store.redisconn import connect
 from engage.store.tokens import MID_LEN, click_token
-from support.procs import ClusterNode, RedisClusterServers, http_get
+from support.markdown import REPO, fenced_blocks
+from support.procs import ADVISED_CLUSTER_CONFIG, ClusterNode, RedisClusterServers, http_get
 
 P = "engage:"  # no hash tag: layout 2 spreads the shards over the masters
 LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guide"]
@@ -248,6 +249,13 @@ def test_a_master_killed_under_load_fails_over_without_losing_mail_or_records(
     assert sum(words.values()) == answered, (words, answered)
     assert abs(logged - stored) <= CLICK_THREADS, (words, stored)
 
+    # The old master comes back as a replica of the new one: two copies again.
+    promoted = cluster.master_of(client.keyslot(store.message_key(keys[0])))
+    victim.start()
+    cluster.wait_ok(timeout=30)
+    cluster.wait_in_sync(timeout=30)
+    assert cluster.topology()[victim.address][0] == promoted.address
+
     victims = {subject for subject, found in delivered.items()
                if owner(found[0][:MID_LEN]) == victim.address}
     print(f"\nfailover: victim {victim.address} held {sum(v for _, v in tokens) // len(LINKS)} of "
@@ -263,3 +271,11 @@ def test_a_master_killed_under_load_fails_over_without_losing_mail_or_records(
           f"({sorted(set(codes) - {250})}) over {tempfailed[-1] - tempfailed[0]:.1f} s; records "
           f"lost: {len(lost_records)} (acknowledged in the {killed - synced:.3f} s between the "
           f"replica checkpoint and the kill: {len([s for s in lost_records if accepted[s] >= synced])})")
+
+
+def test_the_advised_cluster_settings_are_the_tested_ones():
+    """docs/operations.md's redis.conf lines are what the failover test runs with."""
+    (block,) = [b for b in fenced_blocks(REPO / "docs" / "operations.md")
+                if b.words[1:2] == ("redis.conf",)]
+    advised = [tuple(line.split()) for line in block.text.splitlines() if line.strip()]
+    assert advised == list(ADVISED_CLUSTER_CONFIG)

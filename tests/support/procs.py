@@ -256,18 +256,23 @@ class RedisServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# What docs/operations.md advises for a cluster with replicas (its redis.conf block; a
+# test checks they agree): a failover within seconds, and the other masters' shards
+# served while one master is down (with the default, yes, the whole cluster stops).
+ADVISED_CLUSTER_CONFIG = (("cluster-node-timeout", "2000"), ("cluster-require-full-coverage", "no"))
+
+
 class ClusterNode(RedisServer):
     """A redis-server with cluster mode on. Its bus port is set with ``cluster-port``
     (Redis >= 7) so it never lands above 65535 as port + 10000 could, and is picked
     again with the port when a first start finds either taken."""
 
-    def __init__(self, workdir: Path, node_timeout_ms: int,
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, config: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(workdir, extra_args=[
             "--cluster-enabled", "yes", "--cluster-config-file", str(Path(workdir) / "nodes.conf"),
-            "--cluster-node-timeout", str(node_timeout_ms),
             # A replica syncs at once (the default waits 5 s for more replicas to join).
-            "--repl-diskless-sync-delay", "0", *extra_args])
+            "--repl-diskless-sync-delay", "0",
+            *(arg for name, value in config for arg in (f"--{name}", value))])
         self.bus_port = free_port()
 
     def _pick_ports(self) -> None:
@@ -284,7 +289,8 @@ class ClusterNode(RedisServer):
 
 class RedisClusterServers:
     """A Redis Cluster of ``masters`` private redis-servers on 127.0.0.1, each with
-    ``replicas`` replicas (AOF on, as every RedisServer; ``extra_args`` for every node).
+    ``replicas`` replicas (AOF on, as every RedisServer; ``config``: redis.conf lines for
+    every node, as (name, value); ADVISED_CLUSTER_CONFIG is what the docs advise).
 
     ``url`` is engage's ``redis+cluster://`` URL of the first node, ``urls`` every
     node's plain URL, ``nodes`` the ClusterNode objects; ``start()`` (returns once every
@@ -297,10 +303,11 @@ class RedisClusterServers:
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0,
-                 node_timeout_ms: int = 5000, extra_args: Sequence[str] = ()) -> None:
+                 config: Sequence[tuple[str, str]] = (("cluster-node-timeout", "5000"),)
+                 ) -> None:
         self.workdir = Path(workdir)
         self.replicas = replicas
-        self.nodes = [ClusterNode(self.workdir / f"node-{i}", node_timeout_ms, extra_args)
+        self.nodes = [ClusterNode(self.workdir / f"node-{i}", config)
                       for i in range(masters * (1 + replicas))]
 
     @property
