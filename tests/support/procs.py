@@ -476,24 +476,27 @@ class RedisClusterServers:
                 if of == f"{master.host}:{master.port}"]
 
     def wait_in_sync(self, timeout: float = 30) -> None:
-        """Until every running master has its ``replicas`` replicas online, each at the
-        master's replication offset (so whatever a master acknowledged is on a replica)."""
+        """Until every running master has its ``replicas`` replicas online and holding
+        every write it acknowledged (``checkpoint``: comparing offsets would wait for
+        quiet, since a replica reports its offset only once a second)."""
+        deadline = time.monotonic() + timeout
+
         def missing() -> Optional[str]:
             for master in self.masters():
                 info = self._ask(master, "INFO", "replication") or {}
-                offset = info.get("master_repl_offset")
-                online = [value for name, value in info.items() if re.fullmatch(r"slave\d+", name)
-                          and value.get("state") == "online" and value.get("offset") == offset]
+                online = [name for name, value in info.items() if re.fullmatch(r"slave\d+", name)
+                          and value.get("state") == "online"]
                 if len(online) < self.replicas:
-                    return f"master {master.address} has {len(online)} replica(s) in sync: {info}"
+                    return f"master {master.address} has {len(online)} replica(s) online: {info}"
             return None
         self._wait(missing, timeout)
+        for master in self.masters():
+            self.checkpoint(master, max(deadline - time.monotonic(), 1))
 
     def checkpoint(self, master: ClusterNode, timeout: float = 5) -> None:
         """Return once ``master``'s replicas hold every write it acknowledged before this
-        call, under load too (a replica reports its offset only once a second, so
-        ``wait_in_sync`` may never see them equal): one write of our own in a slot it
-        serves, then WAIT, which waits for that write's offset and so for all before it."""
+        call, under load too: one write of our own in a slot it serves, then WAIT, which
+        waits for that write's offset and so for all before it (then the key goes)."""
         from redis.crc import key_slot
 
         ranges = self.topology()[master.address][1]
@@ -503,11 +506,12 @@ class RedisClusterServers:
         try:
             client.set(probe, "1")
             acked = client.execute_command("WAIT", self.replicas, int(timeout * 1000))
+            client.delete(probe)
         finally:
             client.close()
         if acked < self.replicas:
             raise ProcError(f"{acked} of {self.replicas} replica(s) of {master.address} "
-                            f"acknowledged its writes within {timeout}s")
+                            f"acknowledged its writes within {timeout:.0f}s")
 
     # -- control
     def kill(self, node: RedisServer) -> None:
