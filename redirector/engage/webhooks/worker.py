@@ -1,8 +1,9 @@
 """``engage-webhooks run``: deliver every active webhook's batches, in the foreground.
 
 One thread per webhook, so a slow or dead target only delays its own batches. Each
-thread loops: send a due retry if there is one, else take a new batch from the events
-stream, else wait (blocked on the stream, so a new event wakes it). Several workers, on
+thread loops over the shards' streams (engage.webhooks.schedule: in turn, so none
+starves): send a due retry if there is one, else take a new batch of one shard's
+events, else sleep until a new event in any shard or the next retry. Several workers, on
 one host or many, may run at once: the queue scripts hand each batch to one of them.
 The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
 """
@@ -19,13 +20,14 @@ from engage.settings import Settings
 from engage.store.events import EventLog
 from engage.webhooks import auth, deliver
 from engage.webhooks.config import Webhook
+from engage.webhooks.keys import LAYOUT1, shards
 from engage.webhooks.payload import batch_body
 from engage.webhooks.queue import Batch, BatchQueue, Missing, Waiting
+from engage.webhooks.schedule import Schedule, Waker
 from engage.webhooks.store import Attempt, WebhookStore
 
 log = logging.getLogger("engage.webhooks")
 REFRESH = 1.0  # seconds between reads of the webhook list
-MAX_WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,19 @@ class Timing:
 
 
 class HookLoop(threading.Thread):
-    """Delivers one webhook's batches until stopped or the webhook goes away."""
+    """Delivers one webhook's batches, from every shard, until stopped or the webhook goes."""
 
     def __init__(self, hook: Webhook, client: redis.Redis, store: WebhookStore,
-                 events: EventLog, timing: Timing, stop: threading.Event) -> None:
+                 events: EventLog, timing: Timing, stop: threading.Event,
+                 layout1: bool = True) -> None:
         super().__init__(name=f"webhook-{hook.id}", daemon=True)
         self.hook, self.client, self.store, self.events = hook, client, store, events
         self.timing, self.stop = timing, stop
+        self.layout1 = layout1  # layout 1 not migrated: read its stream, retries, dead letters
         self.gone = threading.Event()
         self.queue = BatchQueue(client, store.keys, hook.id)
+        self.schedule = Schedule(shards(layout1))
+        self.waker = Waker(client, store.keys, stop)
         self.tokens = auth.Tokens()
 
     def run(self) -> None:
@@ -81,47 +87,62 @@ class HookLoop(threading.Thread):
                 self.stop.wait(1.0)
 
     def step(self) -> None:
-        hook = self.hook
+        """One batch sent (a due retry first, then new events), or one look, or a sleep."""
+        hook, schedule = self.hook, self.schedule
         if not hook.active:
             self.stop.wait(REFRESH)
             return
-        due = self.queue.claim_due(self.timing.lease_ms)
-        if isinstance(due, Batch):
-            self.attempt(hook, due)
+        if not self.layout1 and LAYOUT1 in schedule.shards:
+            schedule.drop(LAYOUT1)
+        expired = schedule.due_expired()
+        if expired:
+            schedule.learn_due(self.queue.next_due(expired))
+        shard = schedule.pick_claim()
+        if shard is not None:
+            due = self.queue.claim_due(shard, self.timing.lease_ms)
+            if isinstance(due, Batch):
+                self.attempt(hook, due)
+            else:
+                schedule.due_in(shard, due.ms)
+            return
+        shard = schedule.pick_take()
+        if shard is None:
+            self.waker.sleep(schedule)
             return
         size = 1 if hook.format == "events" else self.timing.batch_size  # one event per POST
-        taken = self.queue.take(hook.events, size, self.timing.interval_ms, self.timing.lease_ms)
-        if isinstance(taken, Batch):
-            self.attempt(hook, taken)
-        elif isinstance(taken, Waiting):
-            self.wait(taken, due)
+        taken = self.queue.take(shard, hook.events, size, self.timing.interval_ms,
+                                self.timing.lease_ms)
+        if isinstance(taken, Waiting):
+            schedule.take_in(shard, taken.ms, taken.after)
         elif isinstance(taken, Missing):
-            self.recreate_group()
+            self.recreate_group(shard)
+        else:  # a batch, or events of other types only: that shard may have more
+            schedule.take_now(shard)
+            if taken is not None:
+                self.attempt(hook, taken)
 
-    def recreate_group(self) -> None:
-        """The group vanished: recreate it (new events only) unless the webhook is deleted."""
-        if self.client.exists(self.store.keys.hook(self.hook.id)):
-            log.warning("webhook %s: consumer group missing, created at the stream's end",
-                        self.hook.id)
-            self.queue.ensure_group()
-        else:
-            self.gone.set()
-
-    def wait(self, taken: Waiting, due: Waiting) -> None:
-        limits = [MAX_WAIT_MS, taken.ms] + ([due.ms] if due.ms >= 0 else [])
-        block = max(1, min(limits))
-        if taken.after is None:
-            self.stop.wait(block / 1000)
+    def recreate_group(self, shard: int) -> None:
+        """The group vanished from a shard: recreate it (new events only) unless the webhook
+        is deleted. Layout 1's stream is read while it has the group, never given one."""
+        if shard == LAYOUT1:
+            self.schedule.drop_stream(shard)
             return
-        # Wakes at once when a new event arrives (its batch may now be full).
-        self.client.xread({self.store.keys.events: taken.after}, count=1, block=block)
+        hook_key = self.store.keys.hook(self.hook.id)
+        if not self.client.exists(hook_key):
+            self.gone.set()
+            return
+        log.warning("webhook %s: consumer group missing on shard %d, created at the stream's "
+                    "end", self.hook.id, shard)
+        self.queue.ensure_group(shard)
+        if not self.client.exists(hook_key):  # deleted meanwhile: leave no group behind
+            self.store.drop_groups(self.hook.id)
+            self.gone.set()
 
     def attempt(self, hook: Webhook, batch: Batch) -> None:
         if batch.body is not None:
             body, size = batch.body, batch.size
         else:
-            body, size = batch_body(batch.stored if batch.stored is not None
-                                    else self.events.fetch_json(batch.ids), hook.format)
+            body, size = batch_body(self.events.fetch_json(batch.shard, batch.ids), hook.format)
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
             self.queue.succeed(batch)
@@ -185,14 +206,16 @@ class Worker:
 
     def refresh(self) -> None:
         hooks = {hook.id: hook for hook in self.store.all()}
+        layout1 = self.store.layout1()
         for hook_id in set(self.loops) - set(hooks):
             self.loops.pop(hook_id).gone.set()
             log.info("webhook %s deleted: its loop stops", hook_id)
         for hook_id, hook in hooks.items():
             loop = self.loops.get(hook_id)
             if loop is None or not loop.is_alive():
-                loop = HookLoop(hook, self.client, self.store, self.events, self.timing, self.stop)
+                loop = HookLoop(hook, self.client, self.store, self.events, self.timing, self.stop,
+                                layout1)
                 self.loops[hook_id] = loop
                 loop.start()
                 log.info("webhook %s (%s) -> %s", hook_id, hook.name, hook.target)
-            loop.hook = hook
+            loop.hook, loop.layout1 = hook, layout1
