@@ -42,7 +42,8 @@ end
 
 # KEYS (one shard): events stream, due zset, batches hash.
 # ARGV: group, max events, interval ms, new batch id, lease ms, lease token, types (a,b,c).
-# Returns {0, wait ms, last id}: nothing ready (wait at most that long, XREAD after last id);
+# Returns {0, wait ms, last id}: nothing ready (wait at most that long, -1: until a new
+# entry; XREAD after last id);
 # {1, batch id, record JSON}: a new batch (its events are read with EventLog.fetch_json);
 # {2}: events read but none of our types (acked); {-1}: the consumer group is missing.
 TAKE = _LIB + """
@@ -56,7 +57,7 @@ if not info then return {-1} end
 local max, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
 local last = info['last-delivered-id']
 local first = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)[1]
-if not first then return {0, 1000, last} end
+if not first then return {0, -1, last} end
 local waiting = tonumber(info['lag']) or #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', max)
 local now = now_ms()
 local age = now - tonumber(string.match(first[1], '^(%d+)'))

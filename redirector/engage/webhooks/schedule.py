@@ -23,6 +23,7 @@ from engage.store.redisconn import hash_tag, is_cluster, reply_text
 from engage.webhooks.keys import Keys
 
 RECHECK = 1.0  # seconds: the longest a shard goes unasked
+BLOCK_MS = 1000  # longest XREAD block (under the connection's socket timeout)
 POLL = 0.1  # seconds between polls of the streams where one XREAD cannot watch them all
 
 
@@ -71,6 +72,11 @@ class Schedule:
         if shard in self.due_at:
             self.due_at[shard] = time.monotonic() + wait
 
+    def due_by(self, shard: int, ms: int) -> None:
+        """A retry comes due in ``ms`` (one just failed): look then at the latest."""
+        if shard in self.due_at and shard not in self.claimable:
+            self.due_at[shard] = min(self.due_at[shard], time.monotonic() + ms / 1000)
+
     def pick_claim(self) -> int | None:
         return self._pick("claim", lambda s: s in self.claimable)
 
@@ -80,8 +86,10 @@ class Schedule:
             self.take_at[shard] = time.monotonic()
 
     def take_in(self, shard: int, ms: int, after: str | None) -> None:
+        """Nothing to take before ``ms`` (-1: before a new entry after ``after``)."""
         if shard in self.take_at:
-            self.take_at[shard] = time.monotonic() + min(max(ms, 1) / 1000, RECHECK)
+            wait = RECHECK if ms < 0 else min(max(ms, 1) / 1000, RECHECK)
+            self.take_at[shard] = time.monotonic() + wait
             if after:
                 self.after[shard] = after
 
@@ -125,7 +133,7 @@ class Waker:
             return
         if self.blocking:
             streams = {self.keys.events(s): after for s, after in watched.items()}
-            reply = self.client.xread(streams, count=1, block=ms)  # type: ignore[arg-type]
+            reply = self.client.xread(streams, count=1, block=min(ms, BLOCK_MS))  # type: ignore[arg-type]
             by_stream = {self.keys.events(s): s for s in watched}
             for stream in _streams_of(reply):
                 schedule.take_now(by_stream[stream])

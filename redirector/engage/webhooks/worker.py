@@ -145,28 +145,36 @@ class HookLoop(threading.Thread):
             body, size = batch_body(self.events.fetch_json(batch.shard, batch.ids), hook.format)
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
-            self.queue.succeed(batch)
-            self._record(batch, attempt, 0, 0, "empty", "events expired")
+            settled = self.queue.succeed(batch)
+            self._record(batch, attempt, 0, 0, "empty", "events expired", settled=settled)
             return
         answer = deliver.send(hook, body, batch.id, self.tokens, self.timing.timeout,
                               self.timing.allow_private)
         if answer.ok:
-            self.queue.succeed(batch)
+            settled = self.queue.succeed(batch)
             log.info("webhook %s batch %s: %d events delivered, %s in %d ms (attempt %d)",
                      hook.id, batch.id, size, answer.status, answer.latency_ms, attempt)
-            self._record(batch, attempt, answer.status, answer.latency_ms, "delivered")
+            self._record(batch, attempt, answer.status, answer.latency_ms, "delivered",
+                         settled=settled)
             return
         delay = self.timing.backoff(attempt)
         error = answer.error or f"HTTP {answer.status}"
         outcome = self.queue.fail(batch, attempt, int(delay * 1000), self.timing.window_ms,
                                   answer.status, error, body)
+        if outcome == "retry":
+            self.schedule.due_by(batch.shard, int(delay * 1000))
         level = logging.ERROR if outcome == "dead" else logging.WARNING
         log.log(level, "webhook %s batch %s: %s (attempt %d, %d events): %s", hook.id, batch.id,
                 error, attempt, size, _next_step(outcome, delay))
-        self._record(batch, attempt, answer.status, answer.latency_ms, outcome, error, size)
+        self._record(batch, attempt, answer.status, answer.latency_ms, outcome, error, size,
+                     settled=outcome != "lost")
 
     def _record(self, batch: Batch, attempt: int, code: int, latency_ms: int, outcome: str,
-                error: str = "", size: int | None = None) -> None:
+                error: str = "", size: int | None = None, settled: bool = True) -> None:
+        """Log the attempt; not for a batch found gone whose webhook is deleted (its log
+        would outlive it)."""
+        if not settled and not self.client.exists(self.store.keys.hook(self.hook.id)):
+            return
         self.store.record(self.hook.id, Attempt(time.time(), batch.id, batch.size if size is None
                                                 else size, attempt, code, latency_ms, outcome,
                                                 error))
