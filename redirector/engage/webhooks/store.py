@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from engage.store import keys
-from engage.store.redisconn import stream_entries
+from engage.store.redisconn import hash_tag, is_cluster, stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import LAYOUT1, Keys, dead_id, parse_dead_id, shards
@@ -60,7 +60,10 @@ class WebhookStore:
 
     # ----------------------------------------------------------------- definitions
     def layout1(self) -> bool:
-        """Whether layout 1's keys may still hold webhook data (not migrated yet)."""
+        """Whether layout 1's keys may still hold webhook data: not migrated yet, and not
+        on a cluster whose prefix has no hash tag (layout 1 needed one there)."""
+        if is_cluster(self.client) and hash_tag(self.keys.prefix) is None:
+            return False
         return self.client.get(self.keys.layout) != str(keys.LAYOUT).encode()
 
     def shards(self) -> tuple[int, ...]:
@@ -84,7 +87,7 @@ class WebhookStore:
             pipe.xgroup_create(self.keys.events(shard), group, id="$", mkstream=True)
             if not create:
                 pipe.xgroup_setid(self.keys.events(shard), group, id="$")
-        if not create:
+        if not create and self.layout1():
             pipe.xgroup_setid(self.keys.events(LAYOUT1), group, id="$")
         for reply in pipe.execute(raise_on_error=False):
             text = str(reply) if isinstance(reply, Exception) else ""
@@ -124,9 +127,10 @@ class WebhookStore:
     def drop_groups(self, hook_id: str) -> None:
         """Remove the webhook's groups, batches and retries from every shard (layout 1's too)."""
         pipe = self.client.pipeline(transaction=False)
-        for shard in shards(True):
+        for shard in shards(self.layout1()):
             pipe.xgroup_destroy(self.keys.events(shard), Keys.group(hook_id))
-            pipe.delete(self.keys.batches(hook_id, shard), self.keys.due(hook_id, shard))
+            pipe.delete(self.keys.batches(hook_id, shard))  # one key a DEL: a cluster's pipeline
+            pipe.delete(self.keys.due(hook_id, shard))
         pipe.execute(raise_on_error=False)  # a stream or group may be gone already
 
     # ----------------------------------------------------------------- status
