@@ -56,9 +56,9 @@ def test_a_busy_shard_does_not_starve_the_others(receiver, add_hook, append, sta
 
 def test_a_sleeping_worker_wakes_on_an_event_in_any_shard(receiver, add_hook, append,
                                                           start_worker, monkeypatch):
-    """The shards are asked again only after 30 s here: only the blocking read over every
-    shard's stream can deliver these within the test's few seconds."""
-    monkeypatch.setattr(schedule, "RECHECK", 30.0)
+    """A shard with nothing new is asked again only after 30 s here: only the blocking
+    read over every shard's stream can deliver these within the test's few seconds."""
+    monkeypatch.setattr(schedule, "IDLE", 30.0)
     rec = receiver()
     add_hook(rec.url)
     start_worker(webhook_batch_interval=0.0)
@@ -67,6 +67,22 @@ def test_a_sleeping_worker_wakes_on_an_event_in_any_shard(receiver, add_hook, ap
         (mid,) = append(1, start=n, shard=shard)
         rec.wait_for(lambda r, mid=mid: mid in {e["message_id"] for e in r.delivered_events()},
                      timeout=5)
+
+
+def test_the_batch_interval_is_the_webhooks_not_each_shards(receiver, add_hook, append,
+                                                            start_worker):
+    """When one shard's batch interval ends, the events waiting in other shards go too:
+    an event waits at most the interval, and the webhook's partial batches leave together."""
+    rec = receiver()
+    add_hook(rec.url)
+    start_worker(webhook_batch_interval=1.0)
+    time.sleep(1.2)
+    (early,) = append(1, shard=2)
+    time.sleep(0.5)
+    (late,) = append(1, start=1, shard=15)
+    rec.wait_events(2)
+    arrived = {e["message_id"]: r.at for r in rec.delivered() for e in sparkpost_events(r.body)}
+    assert abs(arrived[late] - arrived[early]) < 0.3  # not the late shard's own second
 
 
 def layout1_events(redis_client, numbers) -> list[str]:

@@ -2,7 +2,8 @@
 
 A webhook's events are in 24 shard streams (and layout 1's, while it has the group). Per
 shard the loop knows when a take may next give a batch and when a retry is next due,
-both learnt from the queue's answers and checked again at least every second. Ready
+both learnt from the queue's answers; retries are looked for every second (one pipelined
+round trip), a shard with no new entry asked again after IDLE seconds. Ready
 shards are served in turn, one batch each (round robin), so a busy shard cannot starve
 the others. When nothing is ready the loop sleeps until the earliest of those times and
 wakes early on a new event in any of its streams: one blocking XREAD over all of them
@@ -22,7 +23,8 @@ import redis
 from engage.store.redisconn import hash_tag, is_cluster, reply_text
 from engage.webhooks.keys import Keys
 
-RECHECK = 1.0  # seconds: the longest a shard goes unasked
+RECHECK = 1.0  # seconds: the longest a shard's retries go unasked (one pipelined peek)
+IDLE = 10.0  # seconds between takes on a shard with nothing new (a new entry wakes us)
 BLOCK_MS = 1000  # longest XREAD block (under the connection's socket timeout)
 POLL = 0.1  # seconds between polls of the streams where one XREAD cannot watch them all
 
@@ -37,12 +39,14 @@ class Schedule:
         self.due_at = dict.fromkeys(self.shards, now)
         self.claimable: set[int] = set()  # a retry is due there now
         self.after: dict[int, str] = {}  # the newest stream id seen: wake on later ones
+        self.partial: dict[int, float] = {}  # events wait there until this batch interval end
+        self.flushing: set[int] = set()  # take there now, whatever the events' age
         self._turn = {"take": 0, "claim": 0}
 
     def drop(self, shard: int) -> None:
         """Stop reading a shard altogether (layout 1 once migrated)."""
-        for table in (self.take_at, self.due_at, self.after):
-            table.pop(shard, None)
+        self.drop_stream(shard)
+        self.due_at.pop(shard, None)
         self.claimable.discard(shard)
         if shard in self.shards:
             self.shards.remove(shard)
@@ -51,6 +55,8 @@ class Schedule:
         """Its stream or group is gone: no more takes there (retries still come)."""
         self.take_at.pop(shard, None)
         self.after.pop(shard, None)
+        self.partial.pop(shard, None)
+        self.flushing.discard(shard)
 
     # ------------------------------------------------------------------ due retries
     def due_expired(self) -> list[int]:
@@ -82,20 +88,40 @@ class Schedule:
 
     # ------------------------------------------------------------------ new events
     def take_now(self, shard: int) -> None:
+        """Look again at once (a batch was taken: more may wait; or a new entry came)."""
         if shard in self.take_at:
             self.take_at[shard] = time.monotonic()
+        self.partial.pop(shard, None)
+        self.flushing.discard(shard)
 
     def take_in(self, shard: int, ms: int, after: str | None) -> None:
-        """Nothing to take before ``ms`` (-1: before a new entry after ``after``)."""
-        if shard in self.take_at:
-            wait = RECHECK if ms < 0 else min(max(ms, 1) / 1000, RECHECK)
-            self.take_at[shard] = time.monotonic() + wait
-            if after:
-                self.after[shard] = after
+        """Nothing to take before ``ms`` (-1: before a new entry after ``after``); with
+        ``ms`` >= 0, events wait there for the batch interval to end."""
+        self.flushing.discard(shard)
+        if shard not in self.take_at:
+            return
+        now = time.monotonic()
+        self.take_at[shard] = now + (IDLE if ms < 0 else min(max(ms, 1) / 1000, RECHECK))
+        if ms >= 0:
+            self.partial[shard] = now + ms / 1000
+        else:
+            self.partial.pop(shard, None)
+        if after:
+            self.after[shard] = after
 
     def pick_take(self) -> int | None:
+        """The next shard to take from. When a shard's batch interval ends, every shard
+        with events waiting is flushed with it (``flushing``: take them whatever their
+        age), as one stream was: a webhook's partial batches go out together at most once
+        per interval, and an event waits at most the interval, not a shard's whole one."""
         now = time.monotonic()
-        return self._pick("take", lambda s: self.take_at.get(s, now + 1) <= now)
+        shard = self._pick("take", lambda s: self.take_at.get(s, now + 1) <= now)
+        if shard is not None and self.partial.get(shard, now + 1) <= now:
+            self.flushing.update(self.partial)
+            for waiting in self.partial:
+                self.take_at[waiting] = now
+            self.partial.clear()
+        return shard
 
     def _pick(self, kind: str, ready: Any) -> int | None:
         """The first ready shard from where the last pick of this kind stopped."""

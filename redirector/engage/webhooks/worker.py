@@ -110,8 +110,8 @@ class HookLoop(threading.Thread):
             self.waker.sleep(schedule)
             return
         size = 1 if hook.format == "events" else self.timing.batch_size  # one event per POST
-        taken = self.queue.take(shard, hook.events, size, self.timing.interval_ms,
-                                self.timing.lease_ms)
+        interval = 0 if shard in schedule.flushing else self.timing.interval_ms
+        taken = self.queue.take(shard, hook.events, size, interval, self.timing.lease_ms)
         if isinstance(taken, Waiting):
             schedule.take_in(shard, taken.ms, taken.after)
         elif isinstance(taken, Missing):
