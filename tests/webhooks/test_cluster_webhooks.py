@@ -8,17 +8,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
-import pytest
-
-from engage.settings import Settings
 from engage.store import keys
 from engage.store.events import EventLog
 from engage.store.redisconn import connect, reply_text, scan_keys
+from engage.webhooks import config
+from engage.webhooks.config import Webhook
 from engage.webhooks.keys import Keys
-from engage.webhooks.worker import Worker
+from engage.webhooks.store import WebhookStore
 
 from .conftest import make_event, sparkpost_events
 from .test_shards import store_wait
@@ -26,38 +24,17 @@ from .test_shards import store_wait
 P = "whc:"  # no hash tag: 24 shards over 3 masters
 
 
-@pytest.fixture
-def cluster(redis_cluster: Any) -> Any:
+def test_webhooks_on_a_cluster_whose_shards_span_the_masters(redis_cluster, receiver,
+                                                            start_worker):
     redis_cluster.flush()
-    client = connect(redis_cluster.url)
-    yield client
-    client.close()
+    cluster = connect(redis_cluster.url)
+    try:
+        run_on(cluster, redis_cluster, receiver, start_worker)
+    finally:
+        cluster.close()
 
 
-@pytest.fixture
-def cluster_worker(redis_cluster: Any, wh_settings: Settings) -> Any:
-    running: list[tuple[Worker, threading.Thread]] = []
-
-    def start(**overrides: Any) -> Worker:
-        settings = replace(wh_settings, redis_url=redis_cluster.url, key_prefix=P, **overrides)
-        worker = Worker(connect(settings.redis_url), settings)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        running.append((worker, thread))
-        return worker
-
-    yield start
-    for worker, thread in running:
-        worker.stop.set()
-        thread.join(10)
-
-
-def test_webhooks_on_a_cluster_whose_shards_span_the_masters(cluster, redis_cluster, receiver,
-                                                            cluster_worker):
-    from engage.webhooks import config
-    from engage.webhooks.config import Webhook
-    from engage.webhooks.store import WebhookStore
-
+def run_on(cluster: Any, redis_cluster: Any, receiver: Any, start_worker: Any) -> None:
     masters = {cluster.get_node_from_key(keys.events(P, s)).name for s in keys.shard_ids()}
     assert len(masters) == 3
     failing = threading.Event()
@@ -66,7 +43,8 @@ def test_webhooks_on_a_cluster_whose_shards_span_the_masters(cluster, redis_clus
     store = WebhookStore(cluster, P)
     hook = config.validate(Webhook(id="hookc1", name="cluster", target=rec.url, created=time.time()))
     store.create(hook)
-    cluster_worker(webhook_retry_window=0.5, webhook_batch_interval=0.0)
+    start_worker(redis_url=redis_cluster.url, key_prefix=P, webhook_retry_window=0.5,
+                 webhook_batch_interval=0.0)
     log = EventLog(cluster, P)
     log.append_many([make_event(n, shard=n % keys.SHARDS) for n in range(48)])
     store_wait(lambda: len({d["id"].partition(":")[0] for d in store.dead_letters()}) == 24,
