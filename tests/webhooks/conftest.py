@@ -9,7 +9,6 @@ store               WebhookStore on that Redis (flushed per test).
 add_hook(target, ...)  a validated webhook stored without the ping.
 append(n, ...)      appends n distinct events (their messages spread over the shards, or
                     all in ``shard=``); their message ids.
-key_in_shard(s, n)  a message key (transmission_id) whose shard is s.
 start_worker()      the worker in a thread of this process, stopped at teardown.
 spawn_worker()      the worker as a real subprocess (python -m engage.webhooks run).
 run(*argv)          engage-webhooks in this process: (exit code, stdout, stderr).
@@ -40,6 +39,7 @@ from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
 from engage.webhooks.worker import Worker
+from support.stored import key_in_shard
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "test:"
@@ -171,12 +171,6 @@ def add_hook(store: WebhookStore) -> Callable[..., Webhook]:
     return add
 
 
-def key_in_shard(shard: int, n: int = 0) -> str:
-    """A message key in ``shard``: engage.store.keys.shard_of reads its first four base64url
-    characters as a number mod 24, and 64 ** k = 16 (mod 24): "AAA" + the shard's letter."""
-    return "AAA" + "ABCDEFGHIJKLMNOPQRSTUVWX"[shard] + f"-{n}"
-
-
 def make_event(n: int, kind: str = "click", now: float | None = None,
                shard: int | None = None) -> dict[str, Any]:
     """An event shaped as engage.store.events.build_event makes them; its message in
@@ -184,7 +178,7 @@ def make_event(n: int, kind: str = "click", now: float | None = None,
     moment = time.time() if now is None else now
     event: dict[str, Any] = {
         "type": kind, "timestamp": iso_time(moment), "message_id": f"<m{n}@example.com>",
-        "transmission_id": f"t{n}" if shard is None else key_in_shard(shard, n),
+        "transmission_id": f"t{n}" if shard is None else key_in_shard(shard),
         "campaign_id": "spring", "rcpt_to": f"user{n}@example.com",
         "raw_rcpt_to": f"User{n}@Example.com", "recipient_domain": "example.com",
         "rcpt_meta": {"n": n}, "rcpt_tags": ["news"], "friendly_from": "news@example.com",
