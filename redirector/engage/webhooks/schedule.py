@@ -13,6 +13,7 @@ streams' newest ids every POLL seconds, in one pipelined round trip.
 """
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -101,7 +102,8 @@ class Schedule:
         if shard not in self.take_at:
             return
         now = time.monotonic()
-        self.take_at[shard] = now + (IDLE if ms < 0 else min(max(ms, 1) / 1000, RECHECK))
+        idle = IDLE * random.uniform(0.5, 1.0)  # spread: not 24 takes at one moment
+        self.take_at[shard] = now + (idle if ms < 0 else min(max(ms, 1) / 1000, RECHECK))
         if ms >= 0:
             self.partial[shard] = now + ms / 1000
         else:
