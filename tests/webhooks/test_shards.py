@@ -100,6 +100,7 @@ def test_the_layout1_stream_is_drained_while_it_has_the_group(receiver, add_hook
     hook = add_hook(rec.url)
     stream, group = K.events(keys.LAYOUT1), Keys.group(hook.id)
     old = layout1_events(redis_client, range(3))  # before the upgrade: the group's backlog
+    redis_client.set(keys.layout(PREFIX), "2")  # migrate-layout leaves these to drain
     redis_client.xgroup_create(stream, group, id="0")
     # ...and a batch the old worker had taken and was retrying (layout 1's queue keys)
     assert BatchQueue(redis_client, K, hook.id).take(keys.LAYOUT1, ("click",), 2, 0, 0)

@@ -16,8 +16,9 @@ shard, so that each script stays in one slot of a Redis Cluster:
 ``{p}wh:ids``               set of webhook ids (unsharded)
 ``{p}wh:<id>``              the webhook definition (JSON; unsharded)
 ``{p}wh:<id>:log``          stream, one entry per attempt, trimmed to the status retention
-Layout 1's keys (no ``{s}``: ``keys.LAYOUT1``) are read as one more shard until they are
-migrated: its stream while it has the webhook's group, its retries and dead letters.
+Layout 1's keys (no ``{s}``: ``keys.LAYOUT1``) are read as one more shard until they
+drain (``engage migrate-layout`` leaves them): its stream while it has the webhook's
+group, its retries and dead letters.
 """
 from __future__ import annotations
 
@@ -55,18 +56,14 @@ class Keys:
     def log(self, hook_id: str) -> str:
         return keys.webhook_log(self.prefix, hook_id)
 
-    @property
-    def layout(self) -> str:
-        return keys.layout(self.prefix)
-
     @staticmethod
     def group(hook_id: str) -> str:
         return f"wh:{hook_id}"
 
 
 def shards(layout1: bool) -> tuple[int, ...]:
-    """The shards to read; ``layout1`` while layout 1 is not migrated (its keys may hold
-    events, retries and dead letters)."""
+    """The shards to read; with ``layout1``, layout 1's keys too (events, retries and dead
+    letters written before layout 2, read until they drain)."""
     return keys.shard_ids(layout1=layout1)
 
 

@@ -44,14 +44,6 @@ class Schedule:
         self.flushing: set[int] = set()  # take there now, whatever the events' age
         self._turn = {"take": 0, "claim": 0}
 
-    def drop(self, shard: int) -> None:
-        """Stop reading a shard altogether (layout 1 once migrated)."""
-        self.drop_stream(shard)
-        self.due_at.pop(shard, None)
-        self.claimable.discard(shard)
-        if shard in self.shards:
-            self.shards.remove(shard)
-
     def drop_stream(self, shard: int) -> None:
         """Its stream or group is gone: no more takes there (retries still come)."""
         self.take_at.pop(shard, None)

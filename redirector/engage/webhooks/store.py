@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from engage.store import keys
 from engage.store.redisconn import hash_tag, is_cluster, stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
@@ -60,11 +59,11 @@ class WebhookStore:
 
     # ----------------------------------------------------------------- definitions
     def layout1(self) -> bool:
-        """Whether layout 1's keys may still hold webhook data: not migrated yet, and not
-        on a cluster whose prefix has no hash tag (layout 1 needed one there)."""
-        if is_cluster(self.client) and hash_tag(self.keys.prefix) is None:
-            return False
-        return self.client.get(self.keys.layout) != str(keys.LAYOUT).encode()
+        """Whether layout 1's keys may hold webhook data. ``engage migrate-layout`` leaves
+        its stream and queues to drain (read while they exist, whatever the layout
+        marker); a cluster whose prefix has no hash tag never had them (layout 1 needed
+        one there, and its keys would span slots)."""
+        return not (is_cluster(self.client) and hash_tag(self.keys.prefix) is None)
 
     def shards(self) -> tuple[int, ...]:
         return shards(self.layout1())

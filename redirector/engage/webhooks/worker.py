@@ -63,15 +63,13 @@ class HookLoop(threading.Thread):
     """Delivers one webhook's batches, from every shard, until stopped or the webhook goes."""
 
     def __init__(self, hook: Webhook, client: redis.Redis, store: WebhookStore,
-                 events: EventLog, timing: Timing, stop: threading.Event,
-                 layout1: bool = True) -> None:
+                 events: EventLog, timing: Timing, stop: threading.Event) -> None:
         super().__init__(name=f"webhook-{hook.id}", daemon=True)
         self.hook, self.client, self.store, self.events = hook, client, store, events
         self.timing, self.stop = timing, stop
-        self.layout1 = layout1  # layout 1 not migrated: read its stream, retries, dead letters
         self.gone = threading.Event()
         self.queue = BatchQueue(client, store.keys, hook.id)
-        self.schedule = Schedule(shards(layout1))
+        self.schedule = Schedule(shards(store.layout1()))  # layout 1's while it has data
         self.waker = Waker(client, store.keys, stop)
         self.tokens = auth.Tokens()
 
@@ -92,8 +90,6 @@ class HookLoop(threading.Thread):
         if not hook.active:
             self.stop.wait(REFRESH)
             return
-        if not self.layout1 and LAYOUT1 in schedule.shards:
-            schedule.drop(LAYOUT1)
         expired = schedule.due_expired()
         if expired:
             schedule.learn_due(self.queue.next_due(expired))
@@ -214,16 +210,14 @@ class Worker:
 
     def refresh(self) -> None:
         hooks = {hook.id: hook for hook in self.store.all()}
-        layout1 = self.store.layout1()
         for hook_id in set(self.loops) - set(hooks):
             self.loops.pop(hook_id).gone.set()
             log.info("webhook %s deleted: its loop stops", hook_id)
         for hook_id, hook in hooks.items():
             loop = self.loops.get(hook_id)
             if loop is None or not loop.is_alive():
-                loop = HookLoop(hook, self.client, self.store, self.events, self.timing, self.stop,
-                                layout1)
+                loop = HookLoop(hook, self.client, self.store, self.events, self.timing, self.stop)
                 self.loops[hook_id] = loop
                 loop.start()
                 log.info("webhook %s (%s) -> %s", hook_id, hook.name, hook.target)
-            loop.hook, loop.layout1 = hook, layout1
+            loop.hook = hook
