@@ -24,7 +24,7 @@ from metrics_recount import (
 )
 
 from engage.metrics import api as metricsapi
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
 
@@ -180,18 +180,18 @@ def test_buckets_expire_retention_days_after_their_hour(rclient, first_hour):
     log.append(event_for(message, "click", first_hour + 20, 1))
     hour = aggregates.hour_of(first_hour)
     for kind in ("s", "e", "l"):
-        expiry = rclient.expiretime(f"engage:agg:{kind}:{hour}")
+        expiry = rclient.expiretime(keys.aggregate("engage:", keys.shard_of(message.key), kind, hour))
         assert expiry == first_hour + 30 * 86400, kind
     old = register(store, "ttl", "example.com", int(time.time()) - 31 * 86400)
-    assert rclient.exists(f"engage:agg:s:{aggregates.hour_of(old.injected)}") == 0
-    assert rclient.hgetall(f"engage:ms:{message.key}").keys() >= {b"hc", b"clicked_at"}
+    assert rclient.keys(f"engage:*agg:s:{aggregates.hour_of(old.injected)}") == []
+    assert rclient.hgetall(keys.status("engage:", message.key)).keys() >= {b"hc", b"clicked_at"}
 
 
 def test_no_aggregates_with_retention_zero(rclient, first_hour):
     store = LinkStore(rclient, "engage:", metrics_retention_days=0)
     log = EventLog(rclient, "engage:", metrics_retention_days=0)
     log.append(event_for(register(store, "off", "example.com", first_hour), "open", first_hour))
-    assert rclient.keys("engage:agg:*") == []
+    assert rclient.keys("engage:*agg:*") == []
 
 
 @pytest.mark.parametrize("route", ROUTES)

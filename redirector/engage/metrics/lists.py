@@ -11,10 +11,9 @@ import redis
 from engage.metrics.api import DEFAULT_LIMIT, TIME_FORM, parse_limit
 from engage.metrics.periods import hour_names, period_start
 from engage.query import BadParameter, parse_time, parse_zone
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.aggregates import HOUR
 from engage.store.events import EventError
-from engage.store.keys import aggregate as aggregate_key
 from engage.store.redisconn import queue_script
 from engage.store.scripts.metrics import LIST_LUA
 
@@ -57,7 +56,8 @@ def parse_list_query(name: str, args: Mapping[str, str], now: float,
 def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
                 retention_days: int) -> list[str]:
     """The distinct values with data in the window, containing ``match``, sorted, at most
-    ``limit``: one pipelined round trip of LIST_LUA calls, CHUNK_HOURS hours each."""
+    ``limit``: one pipelined round trip of LIST_LUA calls, one per shard (and layout 1)
+    per LIST_CHUNK_HOURS hours; the union of their answers."""
     column = LISTS[query.name]
     if column < 0:
         return []
@@ -66,10 +66,11 @@ def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
     kinds = ["d"] if column == 0 else ["s", "e"]
     script = client.register_script(LIST_LUA)
     pipe = client.pipeline(transaction=False)
-    for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
-        keys = [aggregate_key(prefix, kind, hour)
-                for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]
-        queue_script(script, pipe, keys, ["s" if column == 0 else "h"])
+    for shard in keys.shard_ids(layout1=True):
+        for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
+            names = [keys.aggregate(prefix, shard, kind, hour)
+                     for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]
+            queue_script(script, pipe, names, ["s" if column == 0 else "h"])
     try:
         replies = pipe.execute() if wanted else []
     except redis.RedisError as exc:
