@@ -1,6 +1,6 @@
 """Recomputed verdicts: overrides kept beside the events, never in the stream.
 
-The hash ``{p}verdicts`` maps an event's public ``event_id`` to the compact JSON of its
+The hash ``{p}{tag}verdicts`` of each shard maps an event's public ``event_id`` to the compact JSON of its
 new ``engage`` object (with ``raw_verdict``, the verdict the event was stored with).
 Readers apply an override when there is one (``apply``: one HMGET per page of events).
 Overrides of events older than the event retention are trimmed by each recompute, and
@@ -21,7 +21,6 @@ EVENT_ID_AT = len(b'{"event_id":"')  # stored events as read back start with the
 
 
 def key(prefix: str, shard: int) -> str:
-    """One hash per shard (keys.verdicts): an override sits in its event's shard."""
     return keys.verdicts(prefix, shard)
 
 
@@ -31,7 +30,7 @@ def event_id_of(item: bytes) -> bytes:
 
 
 def apply(client: redis.Redis, prefix: str, shard: int, items: Sequence[bytes]) -> list[bytes]:
-    """The events (JSON text) of ``shard`` with their overridden ``engage`` where one exists."""
+    """The events of one shard (JSON text) with their overridden ``engage`` where one exists."""
     if not items:
         return []
     found = client.hmget(key(prefix, shard), [event_id_of(item) for item in items])
@@ -47,7 +46,7 @@ def _spliced(item: bytes, override: bytes | str) -> bytes:
 
 def read(client: redis.Redis, prefix: str, shard: int,
          event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-    """The overrides of these events of ``shard`` (None where there is none), in one
+    """The overrides of these events of one shard (None where there is none), in one
     round trip."""
     if not event_ids:
         return []
@@ -79,11 +78,11 @@ def trim(client: redis.Redis, prefix: str, shard: int, oldest_event_id: int) -> 
         if int(field) < oldest_event_id:
             stale.append(field)
         if len(stale) >= 1000:
-            removed += _delete(client, prefix, shard, stale)
+            removed += _delete(client, key(prefix, shard), stale)
             stale = []
-    return removed + _delete(client, prefix, shard, stale)
+    return removed + _delete(client, key(prefix, shard), stale)
 
 
-def _delete(client: redis.Redis, prefix: str, shard: int, fields: Iterable[bytes]) -> int:
+def _delete(client: redis.Redis, name: str, fields: Iterable[bytes]) -> int:
     names = list(fields)
-    return int(client.hdel(key(prefix, shard), *names)) if names else 0
+    return int(client.hdel(name, *names)) if names else 0
