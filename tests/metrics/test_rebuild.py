@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,13 +134,18 @@ def test_overrides_are_applied_and_later_events_still_count_right(
 
 
 def test_a_trimmed_stream_rebuilds_only_the_hours_it_still_holds(rclient, traffic, first_hour):
+    """Each shard's stream trimmed as its appends do: refused until the first hour every
+    stream holds completely, which the refusal names; rebuilt from there."""
     sent, stream = traffic
     cut = next(e for e in stream if e["timestamp"] >= aggregates.hour_of(first_hour + 3 * 3600))
-    for shard in keys.shard_ids():  # as each shard's appends trim it
-        rclient.xtrim(keys.events("engage:", shard), minid=int(cut["event_id"]) // 1000)
-    with pytest.raises(RebuildError, match="retention_days"):
+    for shard in keys.shard_ids():
+        rclient.xtrim(keys.events("engage:", shard), minid=int(cut["event_id"]) // 1000,
+                      approximate=False)
+    with pytest.raises(RebuildError, match="retention_days") as refused:
         rebuild(rclient, "engage:", first_hour, first_hour + 12 * 3600, 400, time.time())
-    start = aggregates.hour_start(cut["timestamp"][:13]) + 3600
+    named = re.search(r"raw events before (\S{13}):00Z", str(refused.value)).group(1)
+    start = aggregates.hour_start(named)
+    assert first_hour + 3 * 3600 < start < first_hour + 12 * 3600
     live = {key: value for key, value in buckets(rclient).items()
             if aggregates.hour_start(key.decode()[-13:]) >= start}
     rclient.delete(*live)

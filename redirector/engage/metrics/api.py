@@ -23,7 +23,7 @@ from engage.metrics.periods import hour_names, hours, period_label, period_start
 from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
 from engage.store import aggregates, keys
 from engage.store.events import EventError
-from engage.store.redisconn import queue_script
+from engage.store.redisconn import hash_tag, is_cluster, queue_script
 from engage.store.scripts.metrics import SUM_LUA
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -178,7 +178,7 @@ def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
     script = client.register_script(SUM_LUA)
     pipe = client.pipeline(transaction=False)
     plan: list[list[str]] = []
-    for shard in keys.shard_ids(layout1=True):
+    for shard in bucket_shards(client, prefix):
         for labels, groups in chunks:
             names = [keys.aggregate(prefix, shard, kind, hour)
                      for group in groups for hour in group for kind in kinds]
@@ -196,6 +196,14 @@ def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
             for field, value in fields.items():
                 into[field] = into.get(field, 0) + value
     return list(merged.items())
+
+
+def bucket_shards(client: redis.Redis, prefix: str) -> tuple[int, ...]:
+    """The shards whose buckets a reader sums: all, and layout 1 unless the client is a
+    Redis Cluster and the prefix has no hash tag. Layout 1 lived on a cluster only under a
+    tagged prefix (one slot); untagged, its buckets of different hours would be in
+    different slots, which one script may not read, and there are none to read."""
+    return keys.shard_ids(layout1=not is_cluster(client) or hash_tag(prefix) is not None)
 
 
 def _chunks(query: MetricsQuery, start: int, end: int) -> list[tuple[list[str], list[list[str]]]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
-from engage.metrics.api import DEFAULT_LIMIT, TIME_FORM, parse_limit
+from engage.metrics.api import DEFAULT_LIMIT, TIME_FORM, bucket_shards, parse_limit
 from engage.metrics.periods import hour_names, period_start
 from engage.query import BadParameter, parse_time, parse_zone
 from engage.store import aggregates, keys
@@ -66,7 +66,7 @@ def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
     kinds = ["d"] if column == 0 else ["s", "e"]
     script = client.register_script(LIST_LUA)
     pipe = client.pipeline(transaction=False)
-    for shard in keys.shard_ids(layout1=True):
+    for shard in bucket_shards(client, prefix):
         for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
             names = [keys.aggregate(prefix, shard, kind, hour)
                      for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]

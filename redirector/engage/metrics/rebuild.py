@@ -60,15 +60,20 @@ def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_da
     start = start // HOUR * HOUR
     wanted = keys.shard_ids(layout1=True) if shards is None else tuple(shards)
     bounds = {shard: found for shard in wanted
-              if (found := _stream_bounds(client, keys.events(prefix, shard), start, shard))}
+              if (found := _stream_bounds(client, keys.events(prefix, shard), shard))}
     if not bounds:
         raise RebuildError("there are no raw events to rebuild from")
+    complete = max(found[2] for found in bounds.values())
+    if start < complete:
+        raise RebuildError(f"raw events before {aggregates.hour_of(complete)}:00Z are no "
+                           "longer kept ([events] retention_days): that part cannot be "
+                           "rebuilt; start the window there or later")
     if start >= end:
         raise RebuildError("nothing to rebuild: the window holds no whole hour before the "
                            "current one")
     report = Report(aggregates.hour_of(start), aggregates.hour_of(end - HOUR),
                     (end - start) // HOUR)
-    for shard, (oldest, last) in bounds.items():
+    for shard, (oldest, last, _) in bounds.items():
         _rebuild_shard(client, prefix, shard, Replay(start, end), oldest, last,
                        retention_days, report)
         report.shards += 1
@@ -97,11 +102,11 @@ def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay,
                                      oldest, score_of(last, shard))
 
 
-def _stream_bounds(client: redis.Redis, stream: str, start: int,
-                   shard: int) -> tuple[int, bytes] | None:
-    """(event_id of the oldest retained event, stream id of the newest), None when the
-    stream is missing or empty; refuses a window that begins before the first whole hour
-    the stream still holds completely."""
+def _stream_bounds(client: redis.Redis, stream: str,
+                   shard: int) -> tuple[int, bytes, int] | None:
+    """(event_id of the oldest retained event, stream id of the newest, start of the first
+    whole hour the stream holds completely: 0 if it was never trimmed), None when the
+    stream is missing or empty."""
     try:
         info = client.xinfo_stream(stream)
     except redis.ResponseError:
@@ -109,15 +114,12 @@ def _stream_bounds(client: redis.Redis, stream: str, start: int,
     first = info.get("first-entry")
     if not first:
         return None
+    complete = 0
     added = info.get("entries-added")  # Redis >= 7; older ones: assume trimmed
     if added is None or added > info["length"]:
         stamp = json.loads(first[1][b"e"]).get("timestamp", "")
         complete = aggregates.hour_start(stamp[:13]) + HOUR
-        if start < complete:
-            raise RebuildError(f"raw events before {aggregates.hour_of(complete)}:00Z are no "
-                               "longer kept ([events] retention_days): that part cannot be "
-                               "rebuilt; start the window there or later")
-    return score_of(first[0], shard), info["last-entry"][0]
+    return score_of(first[0], shard), info["last-entry"][0], complete
 
 
 def _chunks(client: redis.Redis, stream: str,

@@ -47,7 +47,7 @@ class Recomputed:
     end: float  # ... to here were examined
     examined: int = 0
     changed: list[str] = field(default_factory=list)  # public event ids
-    shards: set[int] = field(default_factory=set)  # where they are (keys.shard_ids)
+    firsts: dict[int, int] = field(default_factory=dict)  # shard -> its first changed event_id
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     trimmed: int = 0
     dry_run: bool = False
@@ -175,8 +175,8 @@ def recompute(client: redis.Redis, settings: Settings, rules: Rules,
               since: float | None = None, dry_run: bool = False,
               now: float | None = None) -> Recomputed:
     """Re-classify the events stored since ``since`` (default: all within retention).
-    Returns the changed event ids, their shards and the span covered, for a rebuild of
-    aggregates."""
+    Returns the changed event ids, the first of each shard and the span covered, for a
+    rebuild of aggregates."""
     now = time.time() if now is None else now
     log_ = EventLog(client, settings.key_prefix, settings.events_retention_days)
     start = max(since if since is not None else 0.0, log_.cutoff_ms(now) / 1000)
@@ -244,7 +244,7 @@ def _settle(client: redis.Redis, settings: Settings, shard: int,
         changes[seen.event_id] = None if new["verdict"] == raw else \
             {**new, "raw_verdict": raw, "recomputed_at": iso_time(now)}
         result.changed.append(seen.event_id)
-        result.shards.add(shard)
+        result.firsts.setdefault(shard, int(seen.event_id))
         result.transitions[(effective, new["verdict"])] += 1
     if changes and not result.dry_run:
         overrides.write(client, settings.key_prefix, shard, changes,
