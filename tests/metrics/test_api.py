@@ -24,6 +24,7 @@ from metrics_recount import (
 )
 
 from engage.metrics import api as metricsapi
+from engage.metrics import buckets
 from engage.store import aggregates, keys
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
@@ -65,11 +66,14 @@ def windows(first_hour: int) -> list[tuple[int, int]]:
             (first_hour + 5 * 3600 + 1, first_hour + 6 * 3600 + 3599)]
 
 
-@pytest.mark.parametrize("chunk", [metricsapi.CHUNK_HOURS, 5])
+@pytest.mark.parametrize("chunk,calls", [(metricsapi.CHUNK_HOURS, buckets.PIPELINE_CALLS),
+                                         (5, 7)])
 def test_every_metric_of_every_grouping_equals_the_recount(client, traffic, first_hour, chunk,
-                                                           monkeypatch):
-    """(Also with Redis summing 5 hours per call: periods and groups span calls.)"""
+                                                           calls, monkeypatch):
+    """(Also with Redis summing 5 hours per call, 7 calls per round trip: periods, groups
+    and shards span calls and round trips.)"""
     monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
+    monkeypatch.setattr(buckets, "PIPELINE_CALLS", calls)
     sent, stream = traffic
     assert len(stream) > 150 and {e.get("engage", {}).get("verdict") for e in stream} >= {
         None, "human", "scanner", "privacy_proxy", "prefetch"}
