@@ -26,14 +26,17 @@ HOOK = "h1"
 JANE_URL = "https://shop.example/u?e=jane.roe%40example.org"
 
 
-def fill(world: World, client) -> dict[str, list[str]]:
-    """Jane in SHARDS and layout 1, Bob next to her in shard 9: the stream ids by name."""
+def fill(world: World, layout1: bool = True) -> dict[str, list[str]]:
+    """Jane in SHARDS (and layout 1), Bob next to her in shard 9 (and in layout 1): the
+    stream ids by name."""
     ids = {}
     for n, shard in enumerate(SHARDS):
         world.send(f"j{n}", (JANE,), ("https://shop.example/a", JANE_URL), shard=shard)
         ids[f"j{n}"] = world.engage(f"j{n}")
     world.send("bob", (BOB,), ("https://shop.example/a",), shard=9)
     ids["bob"] = world.engage("bob")
+    if not layout1:
+        return ids
     world.send_layout1("old", (JANE,), ("https://shop.example/old", JANE_URL))
     ids["old"] = world.engage_layout1("old")
     world.send_layout1("oldbob", (BOB,), ("https://shop.example/old",))
@@ -72,7 +75,7 @@ def webhook_queues(client, ids: dict[str, list[str]]) -> None:
 
 def test_an_address_in_several_shards_and_in_layout_1_is_erased_from_all(redis_client):
     world = World(redis_client)
-    ids = fill(world, redis_client)
+    ids = fill(world)
     verdicts(redis_client, ids)
     counters(redis_client)
     webhook_queues(redis_client, ids)
@@ -131,12 +134,7 @@ def test_on_a_cluster_every_shard_is_erased_in_its_own_slot(cluster_client, redi
     """Prefix without a hash tag: the shards are on three masters, and a script that took
     keys of two shards would fail (CROSSSLOT)."""
     world = World(cluster_client)
-    ids = {}
-    for n, shard in enumerate(SHARDS):
-        world.send(f"j{n}", (JANE,), ("https://shop.example/a", JANE_URL), shard=shard)
-        ids[f"j{n}"] = world.engage(f"j{n}")
-    world.send("bob", (BOB,), ("https://shop.example/a",), shard=9)
-    ids["bob"] = world.engage("bob")
+    ids = fill(world, layout1=False)
     verdicts_in = {0: ids["j0"][0], 9: ids["bob"][0]}
     for shard, entry in verdicts_in.items():
         cluster_client.hset(keys.verdicts(P, shard), str(score_of(entry, shard)), "{}")
