@@ -5,10 +5,11 @@ address (engage.erasure.scrub says what "mentions" means). Each key is handled b
 family in engage.store.keys; a key of no family is an error (the summary is incomplete),
 never silently kept as if it were clean. Message records and templates are rewritten
 in place (same key, same TTL), so every tracked link keeps resolving and redirecting;
-events that mention the address are deleted from the stream (XDEL), their index
-entries and verdict overrides with them; webhook batches and dead letters lose those
-events (engage.erasure.webhookdata). Aggregate counters keep their counts; a counter named after a link or campaign
-that holds the address is renamed without it. Per-message status counts stay. Idempotent, and safe while the
+events that mention the address are deleted from their stream (XDEL), their index
+entries and verdict overrides with them, and the stream compacted; webhook batches and
+dead letters lose those events (engage.erasure.webhookdata). Aggregate counters keep
+their counts; a counter named after a link or campaign that holds the address is
+renamed without it. Per-message status counts stay. Idempotent, and safe while the
 milter, redirector and webhook workers run: every rewrite is a compare-and-set, and a
 batch whose events are all gone is settled by the worker as "events expired".
 
