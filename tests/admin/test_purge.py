@@ -20,7 +20,7 @@ import pytest
 from engage.admin import cli, purge
 from engage.store import keys
 from engage.store.redisconn import connect
-from support.forgetworld import key_in
+from support.stored import key_in_shard
 
 REPO = Path(__file__).resolve().parents[2]
 P = "test:"
@@ -78,7 +78,7 @@ def every_family(client: Any, prefix: str) -> set[bytes]:
              keys.webhook_log(prefix, "h1"), keys.open_limit(prefix, "198.51.100.0", 1),
              keys.dropped(prefix), keys.layout(prefix)}
     for shard in keys.shard_ids(layout1=True):
-        message = key_in(shard if shard != keys.LAYOUT1 else 0)
+        message = key_in_shard(max(shard, 0))
         names |= {keys.template(prefix, "t1", shard), keys.message(prefix, message, shard),
                   keys.status(prefix, message, shard), keys.events(prefix, shard),
                   keys.event_index(prefix, shard, "click"),

@@ -10,17 +10,10 @@ from engage.store import keys
 from engage.store.events import EventLog, RequestFacts, build_event, index_values
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 from engage.store.tokens import click_token, open_token
+from support.stored import key_in_shard
 
 P = "test:"
 FACTS = RequestFacts("198.51.100.7", "Mozilla/5.0", "en", None, "")
-
-
-def key_in(shard: int) -> str:
-    """A new message key whose shard is ``shard``."""
-    while True:
-        key = new_message_key()
-        if keys.shard_of(key) == shard:
-            return key
 
 
 def layout1_score(entry_id: str) -> int:
@@ -44,7 +37,7 @@ class World:
                 shard: int | None = None) -> tuple[str, Template, MessageRecord]:
         template = Template(links=tuple(Link(url) for url in urls), campaign_id="spring",
                             friendly_from="news@shop.example", sending_domain="shop.example")
-        key = new_message_key() if shard is None else key_in(shard)
+        key = new_message_key() if shard is None else key_in_shard(shard)
         record = MessageRecord(rcpt_to=rcpts, mail_from="bounces@shop.example", subject=subject,
                                message_id=f"<{name}@shop.example>", queue_id=name.upper(),
                                injection_time=1700000000, metadata=metadata or {"n": name},
