@@ -129,10 +129,14 @@ def timed_forget(client: redis.Redis, url: str, chunk: int) -> None:
     timed(spans, forgetter.streams, "_shard")  # one shard's stream pass
     timed(spans, forgetter.streams, "compact")
     pinger = Pinger(url)
+    client.config_resetstat()
     pinger.start()
     summary = forgetter.forget(Address.parse(FORGOTTEN))
     pinger.stop.set()
     pinger.join()
+    stats = client.info("commandstats")
+    busy = {name[len("cmdstat_"):]: stat["usec"] / 1e6 for name, stat in stats.items()}
+    scripts = busy.get("evalsha", 0.0) + busy.get("eval", 0.0)
     print(f"  chunk {chunk}: {summary.seconds:.2f} s in all; {summary.messages} records, "
           f"{summary.events} events removed")
     print(f"    keyspace SCAN + record filter: {spans['_records']:.2f} s for "
@@ -143,7 +147,9 @@ def timed_forget(client: redis.Redis, url: str, chunk: int) -> None:
               f"{summary.events_scanned} events = "
               f"{spans['_shard'] / summary.events_scanned * 1e6:.1f} s per million events")
     print(f"    compaction of {len(summary.compacted)} streams: {spans['compact']:.2f} s")
-    print(f"    slowest PING meanwhile: {pinger.slowest * 1000:.1f} ms ({pinger.count} PINGs)")
+    print(f"    Redis CPU in commands: {sum(busy.values()) - busy.get('ping', 0.0):.2f} s "
+          f"(scripts {scripts:.2f} s, SCAN {busy.get('scan', 0.0):.2f} s); "
+          f"slowest PING meanwhile: {pinger.slowest * 1000:.1f} ms ({pinger.count} PINGs)")
 
 
 def index_cost(client: redis.Redis, keys: list[str]) -> None:
