@@ -11,6 +11,7 @@ import pytest
 
 from engage.erasure.forget import Forgetter
 from engage.erasure.scrub import Address
+from engage.erasure.streams import StreamEraser
 from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import MessageRecord
@@ -154,3 +155,19 @@ def test_on_a_cluster_every_shard_is_erased_in_its_own_slot(cluster_client, redi
     assert stream_ids(cluster_client) == {9: ids["bob"]}
     for name in ("j0", "j1", "j2"):
         assert world.links.resolve(world.tokens[name][2]).link.url == "https://shop.example/u?e="
+
+
+def test_on_a_cluster_a_copy_needs_room_on_its_streams_master_only(cluster_client):
+    """A stream's compaction copy is in its slot: the room asked is its master's."""
+    streams = [keys.events(P, shard) for shard in (0, 23)]
+    for stream in streams:
+        cluster_client.xadd(stream, {"v": "x" * 1000})
+    full, other = (cluster_client.get_redis_connection(cluster_client.get_node_from_key(s))
+                   for s in streams)
+    assert full.connection_pool != other.connection_pool
+    eraser = StreamEraser(cluster_client, P, 100, 0.9)
+    full.config_set("maxmemory", full.info("memory")["used_memory"] + 100)
+    try:
+        assert [eraser._room_for(s) for s in streams] == [False, True]
+    finally:
+        full.config_set("maxmemory", 0)

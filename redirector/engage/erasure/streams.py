@@ -19,7 +19,7 @@ from engage.erasure.scrub import Address
 from engage.erasure.webhookdata import text_of
 from engage.store import keys
 from engage.store.events import index_values, score_of
-from engage.store.pressure import read_memory
+from engage.store.pressure import Memory
 from engage.store.redisconn import is_cluster
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ def by_slot(client: Any, prefix: str, names: Iterable[Name]) -> list[list[Name]]
         group = key_slot(raw) if cluster else keys.shard_of_key(prefix, text_of(raw))
         groups.setdefault(group, []).append(name)
     return list(groups.values())
+
+
+def _node_of(client: Any, key: str) -> Any:
+    """The Redis that holds ``key``: the one Redis, or its slot's master on a cluster."""
+    return client.get_redis_connection(client.get_node_from_key(key)) if is_cluster(client) else client
 
 
 class StreamEraser:
@@ -158,8 +163,11 @@ class StreamEraser:
         return int(swapped) != lua.SWAP_MISMATCH
 
     def _room_for(self, stream: str) -> bool:
-        # read_memory asks the master of the slot of the key it is given: the stream's
-        memory = read_memory(self.client, stream, self.high_water)
+        """Whether a copy of ``stream`` stays below the high-water mark of the Redis that
+        holds it (on a cluster, its slot's master: the copy is in the same slot)."""
+        info = _node_of(self.client, stream).info("memory")
+        memory = Memory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)),
+                        self.high_water)
         if not memory.limit:
             return True
         return memory.used + int(self.client.memory_usage(stream) or 0) < memory.mark
