@@ -75,7 +75,7 @@ def write_layout1(client: Any, prefix: str, messages: int = 60, templates: int =
     _aggregates(pipe, prefix, data, rng)
     stream = keys.events(prefix, keys.LAYOUT1)
     for n in range(5):
-        pipe.xadd(stream, {"e": '{"type":"click","n":%d}' % n}, id=f"{1796000000000 + n}-0")
+        pipe.xadd(stream, {"e": '{"type":"click","n":%d}' % n}, id=f"{1796000000000 + seed * 10 + n}-0")
         pipe.zadd(keys.event_index(prefix, keys.LAYOUT1, "click"), {f"{1796000000000 + n}-0": n})
     pipe.execute()
     return data
