@@ -134,6 +134,7 @@ def spread(master: sizing.Master, masters: list[sizing.Master], needed: Need,
     over = max(master.keys / total_keys, master.dataset / total_data)
     if sum(m.keys for m in masters) < MIN_KEYS or over <= IMBALANCE * equal:
         return Finding(OK, "capacity", text)
+    why: tuple[str, tuple[str, ...]]
     if hash_tag(settings.key_prefix):
         why = (f"[redis] key_prefix {settings.key_prefix!r} has a hash tag, so every shard is "
                "in its one slot, on one master", ())

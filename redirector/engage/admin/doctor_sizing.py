@@ -124,9 +124,9 @@ def costs(client: Any, prefix: str, budget: int = SCAN_BUDGET, per_family: int =
         scale = 1.0 if complete or not names else int(node.dbsize()) / len(names)
         families: dict[str, list[str]] = {}
         for name in names:
-            family = keys.family_of(prefix, name)
-            if family and family.name in LINK_FAMILIES + EVENT_FAMILIES:
-                families.setdefault(family.name, []).append(name)
+            found_in = keys.family_of(prefix, name)
+            if found_in and found_in.name in LINK_FAMILIES + EVENT_FAMILIES:
+                families.setdefault(found_in.name, []).append(name)
         for family, members in families.items():
             measured = _usage(node, members[:per_family])
             found.sampled += len(measured)

@@ -11,7 +11,6 @@ nothing twice. Sets ``{prefix}layout`` to "2" once layout 1 holds none of what i
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import redis
 
 from engage import settings as settings_mod
+from engage.admin import purge
 from engage.admin.migrate_moves import Moved, Mover
 from engage.admin.purge import PurgeError, match_pattern
 from engage.store import keys
@@ -101,9 +101,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _batch(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
-        raise argparse.ArgumentTypeError(f"expected 1 to 10000, got {text!r}")
-    return int(text)
+    return purge._batch(text, 10_000)  # a pipeline per chunk: templates ask 24 keys each
 
 
 def run(args: Any) -> int:
