@@ -73,7 +73,7 @@ def test_every_family_moves_into_its_shard_with_its_ttl(redis_client):
         templates=3, template_copies=sum(len(data.shards_of(t)) for t in data.templates))
     assert left == Counter({"events": 1, "event index": 1})
     check_moved(redis_client, data, P, P)
-    assert not [k for k in redis_client.scan_iter(match="*:migrating")]
+    assert not [k for k in redis_client.scan_iter(match="*:m*ing")]  # no staging copy left
 
 
 def test_status_and_counts_merge_with_what_layout_2_holds_already(redis_client):
@@ -148,6 +148,30 @@ def test_a_run_interrupted_anywhere_then_rerun_ends_as_an_uninterrupted_one(redi
             run(redis_client, batch=8)
         run(redis_client, batch=8)
         assert snapshot(redis_client) == expected, f"crash at pipeline {call}, sent={sent}"
+
+
+def test_counts_written_in_layout_1_after_a_crash_are_added_too(redis_client, monkeypatch):
+    """The run stops after deleting a status hash's source, before merging its copy; a
+    click then writes a new layout-1 status (an old redirector): the rerun merges both."""
+    data = write_layout1(redis_client, P, messages=6)
+    key, old = next(iter(data.statuses.items()))
+
+    original = Mover.merge
+
+    def crash(self: Mover, moves: Any) -> None:
+        if moves:
+            raise redis.ConnectionError("simulated crash before the merge")
+        original(self, moves)
+    monkeypatch.setattr(Mover, "merge", crash)
+    with pytest.raises(redis.ConnectionError):
+        run(redis_client)
+    monkeypatch.undo()
+    assert not redis_client.exists(keys.status(P, key, keys.LAYOUT1))
+    redis_client.hset(keys.status(P, key, keys.LAYOUT1), mapping={"open_count": 1, "repeat_opens": 2})
+    moved, _, marked = run(redis_client)
+    assert marked and moved.resumed >= 1 and moved.resumed + moved.statuses == len(data.statuses) + 1
+    assert text(redis_client.hgetall(keys.status(P, key))) == {
+        **old, "open_count": str(int(old["open_count"]) + 1), "repeat_opens": "2"}
 
 
 def test_a_record_rewritten_while_it_moves_stays_for_the_next_run(redis_client, monkeypatch):

@@ -8,10 +8,11 @@ Every move survives a crash at any point and counts nothing twice on a rerun:
   a crash copies the same value again; a source changed meanwhile stays for the next run.
 - status hashes and aggregates (merged into what layout 2 may hold already): the source
   is DUMPed and RESTOREd beside its destination as ``<destination>:migrating`` (same
-  slot), the source deleted if unchanged, then the staging copy merged into the
-  destination a chunk at a time (engage.admin.migrate_scripts). ``sweep`` finishes what
-  an interrupted run left: a staging copy whose source is gone is merged, one whose source
-  is still there is dropped (its move is redone).
+  slot), the source deleted if unchanged, the copy renamed ``<destination>:merging``
+  and merged into the destination a chunk at a time (engage.admin.migrate_scripts).
+  ``sweep`` finishes what an interrupted run left: every ``:merging`` copy is merged
+  (even if a click wrote a new source since), a ``:migrating`` one too when its source
+  is gone, and dropped when it is still there (its move is redone).
 Templates are copied into the shard of every message of theirs as the message moves, and
 their layout-1 copies deleted last.
 """
@@ -21,13 +22,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engage.admin.migrate_scripts import DELETE_IF_SAME_LUA, MERGE_LUA
+from engage.admin.migrate_scripts import COMMIT_LUA, DELETE_IF_SAME_LUA, MERGE_LUA
 from engage.admin.purge import match_pattern
 from engage.store import aggregates, keys
 from engage.store.records import MessageRecord
 from engage.store.redisconn import hash_tag, is_cluster, queue_script
 
-STAGING = ":migrating"
+STAGING = ":migrating"  # a copy of a source not yet deleted
+MERGING = ":merging"  # a copy whose source is deleted: merged whatever happens
 MERGE_CHUNK = 500  # fields or members per merge script call
 MAX_MERGE_CALLS = 100_000  # a bound on one key's merge loop (a 50 M field hash)
 
@@ -67,6 +69,7 @@ class Mover:
         self.copied: set[tuple[str, int]] = set()  # (template id, shard) known to hold it
         self._delete_if_same = client.register_script(DELETE_IF_SAME_LUA)
         self._merge = client.register_script(MERGE_LUA)
+        self._commit_copy = client.register_script(COMMIT_LUA)
 
     # ------------------------------------------------------------------ scanning
     def nodes(self, prefix: str) -> list[Any]:
@@ -221,47 +224,50 @@ class Mover:
             pipe.restore(dest + STAGING, max(ttl, 0), value, replace=True)
         pipe.execute()
         results = self._delete_sources([(name, value) for name, _, value, _ in staged], "dump")
-        moved = [(dest, merge_mode(name[len(self.source):]))
-                 for (name, dest, _, _), result in zip(staged, results) if result]
-        self.merge(moved)
-        pipe = self.client.pipeline(transaction=False)
-        for (_, dest, _, _), result in zip(staged, results):
-            if not result:
-                pipe.delete(dest + STAGING)  # changed meanwhile: the next run moves it
-        pipe.execute()
+        self._commit([(dest, bool(result)) for (_, dest, _, _), result in zip(staged, results)])
+        self.merge([(dest, merge_mode(name[len(self.source):]))
+                    for (name, dest, _, _), result in zip(staged, results) if result])
         self._tally(field, results)
 
+    def _commit(self, staged: list[tuple[str, bool]]) -> None:
+        """A staging copy whose source is deleted becomes ``<dest>:merging`` (merged even
+        if a new source appears); one whose source changed meanwhile is dropped."""
+        pipe = self.client.pipeline(transaction=False)
+        for dest, deleted in staged:
+            queue_script(self._commit_copy, pipe, [dest + STAGING, dest + MERGING], [int(deleted)])
+        pipe.execute()
+
     def merge(self, moves: list[tuple[str, str]]) -> None:
-        """Merge each ``dest + STAGING`` into ``dest``: one script per key in one pipeline
+        """Merge each ``<dest>:merging`` into ``dest``: one script per key in one pipeline
         (a small hash is done at once), then the big ones a chunk at a time."""
         pipe = self.client.pipeline(transaction=False)
         for dest, mode in moves:
-            queue_script(self._merge, pipe, [dest + STAGING, dest], [mode, 0, MERGE_CHUNK])
+            queue_script(self._merge, pipe, [dest + MERGING, dest], [mode, 0, MERGE_CHUNK])
         for (dest, mode), (cursor, left) in zip(moves, pipe.execute() if moves else []):
             calls = 0
             while int(left) and calls < MAX_MERGE_CALLS:
-                cursor, left = self._merge(keys=[dest + STAGING, dest], args=[mode, cursor, MERGE_CHUNK])
+                cursor, left = self._merge(keys=[dest + MERGING, dest], args=[mode, cursor, MERGE_CHUNK])
                 calls += 1
 
     def sweep(self) -> None:
-        """Finish an interrupted run's staging copies (before anything else moves)."""
-        for names in self.scan(self.prefix, "*" + STAGING):
-            dests = [name[:-len(STAGING)] for name in names
-                     if keys.shard_of_key(self.prefix, name) != keys.LAYOUT1]
-            sources = [self.source + dest[len(self.prefix) + 4:] for dest in dests]
+        """Finish an interrupted run's copies (before anything else moves): merge every
+        ``:merging`` one, and a ``:migrating`` one whose source is gone; drop the others."""
+        for names in self.scan(self.prefix, "*:m*ing"):
+            tagged = [name for name in names if keys.shard_of_key(self.prefix, name) != keys.LAYOUT1]
+            merging = [name[:-len(MERGING)] for name in tagged if name.endswith(MERGING)]
+            staged = [name[:-len(STAGING)] for name in tagged if name.endswith(STAGING)]
             pipe = self.client.pipeline(transaction=False)
-            for source in sources:
-                pipe.exists(source)
-            present = pipe.execute() if sources else []
-            pipe = self.client.pipeline(transaction=False)
-            for dest, there in zip(dests, present):
-                if there:
-                    pipe.delete(dest + STAGING)
-            pipe.execute()
-            orphaned = [(dest, merge_mode(source[len(self.source):]))
-                        for dest, source, there in zip(dests, sources, present) if not there]
-            self.merge(orphaned)
-            self.moved.resumed += len(orphaned)
+            for dest in staged:
+                pipe.exists(self._source_of(dest))
+            gone = [not there for there in (pipe.execute() if staged else [])]
+            self._commit(list(zip(staged, gone)))
+            dests = merging + [dest for dest, deleted in zip(staged, gone) if deleted]
+            self.merge([(dest, merge_mode(dest[len(self.prefix) + 4:])) for dest in dests])
+            self.moved.resumed += len(dests)
+
+    def _source_of(self, dest: str) -> str:
+        """The layout-1 name of a destination: the same name without its shard tag."""
+        return self.source + dest[len(self.prefix) + 4:]
 
 
 def _family(prefix: str, name: str) -> str:

@@ -15,6 +15,15 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# The source of staging copy KEYS[1] is deleted (ARGV[1] '1'): rename it KEYS[2], which is
+# merged whatever happens next; else drop it. (A copy that expired meanwhile is just gone;
+# and redis-py's cluster pipeline refuses a plain RENAME.)
+COMMIT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '1' then redis.call('RENAME', KEYS[1], KEYS[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 # Merge the staging copy KEYS[1] into KEYS[2] (same slot), one chunk of ARGV[3] fields or
 # members from cursor ARGV[2]; every field merged is removed from the staging copy in
 # this same script, so a crash between two chunks merges nothing twice. ARGV[1]: 'set'
