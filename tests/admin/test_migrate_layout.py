@@ -19,6 +19,7 @@ from engage.admin.migrate_moves import Moved, Mover, aggregate_shard
 from engage.store import aggregates, keys
 from engage.store.records import MessageRecord
 from engage.store.redisconn import connect
+from engage.store.tokens import click_token
 from support.layout1 import HOURS, TTL, Layout1, snapshot, write_layout1
 
 P = "test:"
@@ -74,6 +75,33 @@ def test_every_family_moves_into_its_shard_with_its_ttl(redis_client):
     assert left == Counter({"events": 1, "event index": 1})
     check_moved(redis_client, data, P, P)
     assert not [k for k in redis_client.scan_iter(match="*:m*ing")]  # no staging copy left
+
+
+def click(redis_url: str, token: str) -> Any:
+    """GET /c/<token> from a redirector app built now."""
+    from engage.settings import Settings
+    from engage.web.app import create_app
+    app = create_app(Settings(redis_url=redis_url, key_prefix=P, tracking_url="https://click.example.com",
+                              rate_limit=0))
+    return app.test_client().get(f"/c/{token}")
+
+
+def test_a_click_on_a_layout_1_link_redirects_before_and_after_the_migration(redis_client, redis_server):
+    """The redirector reads layout 1 on a miss until the migration marks layout 2; then
+    it no longer looks there (a layout-1 record written afterwards is unknown)."""
+    rclient, url = redis_client, redis_server.url
+    data = write_layout1(rclient, P, messages=30)
+    (key, tid), (late, _) = list(data.messages.items())[:2]
+    url = data.templates[tid].links[0].url
+    before = click(url, click_token(key, tid, 0))
+    assert (before.status_code, before.headers["Location"]) == (302, url)
+    record = rclient.get(keys.message(P, late, keys.LAYOUT1))
+    assert run(rclient)[2]
+    after = click(url, click_token(key, tid, 0))
+    assert (after.status_code, after.headers["Location"]) == (302, url)
+    rclient.set(keys.message(P, "L" + late[1:], keys.LAYOUT1), record)
+    ignored = click(url, click_token("L" + late[1:], tid, 1))
+    assert ignored.status_code == 404
 
 
 def test_status_and_counts_merge_with_what_layout_2_holds_already(redis_client):
