@@ -211,3 +211,10 @@ def test_on_a_cluster_each_master_holds_the_shards_of_its_slots(redis_cluster):
         assert "more than 15% above an equal share (33%)" in warning.text
     finally:
         client.close()
+
+
+def test_redis_away_is_a_skip_here_since_the_redis_check_says_it(tmp_path):
+    from support.procs import free_port
+    settings = dataclasses.replace(settings_with(), redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    (finding,) = doctor_capacity.check_capacity(settings, doctor.Options(timeout=1))
+    assert finding.level == "skip" and finding.text.startswith("not measured: Redis does not answer")
