@@ -51,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.warning("link store not reachable yet (%s); messages are answered per "
                     "on_store_error=%s until it is", exc, settings.on_store_error)
     store = LinkStore(client, settings.key_prefix, settings.link_retention_days,
-                      settings.metrics_retention_days, durable=settings.wait_aof)
+                      settings.metrics_retention_days, durable=settings.wait_aof,
+                      record_retention_days=settings.record_retention_days)
     log.info("engage-milter listening on %s, config %s, tracking %s", settings.milter_socket,
              settings.source, settings.tracking_url)
     run(settings, store)

@@ -38,15 +38,14 @@ LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guid
 
 
 @pytest.mark.parametrize("url, prefix, error", [
-    ("redis+cluster://127.0.0.1:7000", "engage:", "has no hash tag"),
-    ("redis+cluster://127.0.0.1:7000", "{}engage:", "has no hash tag"),  # empty tag: none
-    ("rediss+cluster://127.0.0.1:7000", "{}{engage}:", "has no hash tag"),  # Redis reads the first {
-    ("redis+cluster://127.0.0.1:7000/1", "{engage}:", "database 0 only"),
-    ("redis+cluster://127.0.0.1:7000", "{engage}:", None),
+    ("redis+cluster://127.0.0.1:7000", "engage:", None),  # layout 2: shards spread
+    ("redis+cluster://127.0.0.1:7000", "{}engage:", None),
+    ("redis+cluster://127.0.0.1:7000/1", "engage:", "database 0 only"),
+    ("redis+cluster://127.0.0.1:7000", "{engage}:", None),  # one slot: works, no scale-out
     ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "e{ng}:", None),
     ("redis://127.0.0.1:6379/0", "engage:", None),
 ])
-def test_a_cluster_url_needs_a_prefix_with_a_hash_tag(url, prefix, error):
+def test_a_cluster_url_takes_database_0_and_any_prefix(url, prefix, error):
     environ = {"ENGAGE_CONFIG": "/dev/null", "ENGAGE_REDIS_URL": url, "ENGAGE_KEY_PREFIX": prefix}
     if error is None:
         assert config.load(environ=environ).key_prefix == prefix

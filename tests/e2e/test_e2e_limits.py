@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from engage.store import keys
 from engage.store.links import (
     Link,
     LinkStore,
@@ -35,6 +36,7 @@ from engage.store.links import (
     click_token,
     new_message_key,
 )
+from support import stored
 from support.procs import http_get
 
 GIF_LEN = 43
@@ -98,10 +100,10 @@ def test_a_pixel_flood_stays_bounded(start_redirector, redis_client):
           f"{elapsed:.1f} s ({4000 / elapsed:.0f}/s); Redis used_memory {before} -> "
           f"{before + grown} (+{grown} bytes, {grown / 4000:.1f} per hit)")
     assert all(status == 200 and len(body) == GIF_LEN for status, body in replies)
-    assert redis_client.xlen("test:events") == 1
-    assert redis_client.hget(f"test:ms:{key}", "repeat_opens") == b"4000"
-    stored = json.loads(redis_client.xrange("test:events")[0][1][b"e"])
-    assert len(stored["user_agent"].encode()) == 512
+    assert stored.count(redis_client, "test:") == 1
+    assert redis_client.hget(keys.status("test:", key), "repeat_opens") == b"4000"
+    stored_event = stored.events(redis_client, "test:")[0]
+    assert len(stored_event["user_agent"].encode()) == 512
     assert grown < 1_000_000
 
 
@@ -210,10 +212,10 @@ def test_mail_comes_before_events(stack, redis_client):
         print(f"\nhigh-water: maxmemory {limit}, mark {report['memory']['high_water']}, "
               f"used {used} after {flooded} flood clicks; events paused")
         assert report["status"] == "degraded" and report["memory"]["events"] == "paused"
-        stream = redis_client.xlen("test:events")
+        stream = stored.count(redis_client, "test:")
         for _ in range(100):
             assert http.get(f"/c/{first}", {"X-Forwarded-For": "203.0.113.9"})[0] == 302
-        assert redis_client.xlen("test:events") == stream  # dropped, not stored
+        assert stored.count(redis_client, "test:") == stream  # dropped, not stored
         assert health(redirector)["dropped_events"]["high-water"] >= 1
         # The milter's write still fits: 250, and its links work through nginx.
         refused, delivered = send_tracked(postfix, ["https://example.com/after-mark",
@@ -284,8 +286,7 @@ def test_a_redis_pause_under_click_load_leaves_one_event_per_302(start_redirecto
         if attempt % 2 and resent() >= 2:
             break
     time.sleep(1)  # any copy still queued has run
-    events = [json.loads(fields[b"e"])["user_agent"]
-              for _, fields in redis_client.xrange("test:events")]
+    events = [event["user_agent"] for event in stored.events(redis_client, "test:")]
     redirected = sorted(agent for agent, status in answers.items() if status == 302)
     print(f"\npauses of {pauses} s: {len(answers)} clicks, {len(redirected)} answered 302, "
           f"{sum(1 for s in answers.values() if s == 503)} 503; appends resent after a "

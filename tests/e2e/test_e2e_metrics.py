@@ -11,6 +11,7 @@ import time
 from email import policy
 from urllib.parse import urlencode
 
+from support import stored
 from support.procs import http_get
 
 FROM = "news@shop.example.com"
@@ -55,7 +56,7 @@ def test_sent_counts_equal_messages_sent(start_milter, start_redirector, postfix
                                f"{params}", {"Authorization": redirector.api_key})
     assert status == 200
     rows = {row.pop("campaign_id"): row for row in json.loads(body)["results"]}
-    events = [json.loads(fields[b"e"]) for _, fields in redis_client.xrange("test:events")]
+    events = stored.events(redis_client, "test:")
     assert len(events) >= 8
     for campaign, sent in (("e2e-metrics", 6), ("other", 1)):
         mine = [event for event in events if event["campaign_id"] == campaign]

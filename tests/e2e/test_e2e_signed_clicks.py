@@ -4,10 +4,10 @@ a ``sig`` is valid for one (message id, URL) pair; moved to another message's id
 a 400 too."""
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 from engage.web.trackapi import sign, sign_url
+from support import stored
 from support.messages import register_message
 from support.procs import http_get
 
@@ -32,7 +32,7 @@ def test_through_nginx_a_signature_moved_to_another_id_is_a_400(start_redirector
     assert click(bob, sign_url(KEY, URL)) == (400, None)  # the URL-only form, turned off
     assert click(bob, sign(KEY, URL, bob)) == (302, URL)
 
-    events = [json.loads(fields[b"e"]) for _, fields in redis_client.xrange("test:events")]
+    events = stored.events(redis_client, "test:")
     assert [(e["type"], e["rcpt_to"], e["target_link_url"]) for e in events] == [
         ("click", "alice@example.org", URL), ("click", "bob@example.org", URL)]
     assert redirector.log_text().count("event=bad-signature") == 2

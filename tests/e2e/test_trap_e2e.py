@@ -49,7 +49,7 @@ def test_trap_link_from_milter_to_verdict(redis_server, redis_client):
     assert reply.status_code == 302 and reply.headers["Location"] == TRACKING + "/"
     assert click(link, SCANNER).headers["Location"] == "https://shop.example/p?a=1&b=2"
     assert click(link, PERSON).status_code == 302
-    events = [json.loads(fields[b"e"]) for _, fields in redis_client.xrange("t:events")]
+    events = stored.events(redis_client, "t:")
     assert [e["target_link_name"] for e in events] == ["engage-trap", "", ""]
     trap_event, after, person = (e["engage"] for e in events)
     assert trap_event["verdict"] == "scanner" and trap_event["reasons"][0] == "trap link"

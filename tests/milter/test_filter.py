@@ -9,6 +9,7 @@ import Milter.test  # noqa: F401  (makes @noreply callbacks return CONTINUE unde
 import pytest
 
 from engage.settings import Settings
+from engage.store import keys as key_registry
 from engage.store.links import LinkStore, MessageRecord, Template
 from engage.store.redisconn import connect
 from engage_milter import filter as milter_filter
@@ -116,9 +117,15 @@ def test_message_without_header_is_tracked_by_config_default(settings, store):
 def test_template_is_stored_once_for_many_recipients(settings, store, redis_client):
     for _ in range(5):
         feed(settings, store, MESSAGE)
-    keys = sorted(k.decode()[:4] for k in redis_client.keys("t:*"))
-    assert keys.count("t:t:") == 1 and keys.count("t:m:") == 5
-    template_json = redis_client.get(next(iter(redis_client.keys("t:t:*"))))
+    by_family: dict[str, list[str]] = {}
+    for key in redis_client.keys("t:*"):
+        family = key_registry.family_of("t:", key.decode())
+        by_family.setdefault(family.name if family else "?", []).append(key.decode())
+    records, templates = by_family["message"], by_family["template"]
+    shards = {key_registry.shard_of_key("t:", key) for key in records}
+    assert len(records) == 5 and len(templates) == len(shards)  # once per shard used
+    assert {key_registry.shard_of_key("t:", key) for key in templates} == shards
+    template_json = redis_client.get(templates[0])
     assert Template.from_json(template_json).links[0].url == "https://shop.example/p?a=1&b=2"
-    record = MessageRecord.from_text(redis_client.get(next(iter(redis_client.keys("t:m:*")))))
+    record = MessageRecord.from_text(redis_client.get(records[0]))
     assert record.metadata == {"uid": 7}

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 
+from engage.store import keys
 from engage.store.links import (
     Link,
     LinkStore,
@@ -15,6 +16,14 @@ from engage.store.links import (
     split_token,
 )
 from engage.store.redisconn import connect
+
+
+def key_in_shard(shard: int) -> str:
+    """A new message key whose shard is ``shard``."""
+    while True:
+        key = new_message_key()
+        if keys.shard_of(key) == shard:
+            return key
 
 TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
                     campaign_id="spring", tags=("t",), friendly_from="news@a.example",
@@ -42,28 +51,65 @@ def test_register_then_resolve_click_and_open_tokens(store):
     assert opened.link is None and opened.record.metadata == {"u": 1}
 
 
-def test_the_template_is_sent_once_and_restored_when_missing(store, redis_client):
-    store.register(new_message_key(), TEMPLATE, record("a@example.net"))
-    template_key = store.template_key(TEMPLATE.template_id)
+def test_the_template_is_sent_once_per_shard_and_restored_when_missing(store, redis_client):
+    store.register(key_in_shard(4), TEMPLATE, record("a@example.net"))
+    template_key = store.template_key(TEMPLATE.template_id, 4)
     redis_client.set(template_key, "sentinel")
-    store.register(new_message_key(), TEMPLATE, record("b@example.net"))
+    store.register(key_in_shard(4), TEMPLATE, record("b@example.net"))
     assert redis_client.get(template_key) == b"sentinel"  # known: not sent again
+    other = key_in_shard(5)
+    store.register(other, TEMPLATE, record("b@example.net"))  # another shard: its own copy
+    assert redis_client.get(store.template_key(TEMPLATE.template_id, 5)) == TEMPLATE.to_json().encode()
     redis_client.delete(template_key)
-    key = new_message_key()
+    key = key_in_shard(4)
     store.register(key, TEMPLATE, record("c@example.net"))
     assert store.resolve(click_token(key, TEMPLATE.template_id, 1)).link.url == "https://b.example/"
 
 
 def test_no_ttl_by_default_and_retention_extends_the_template(redis_client):
     store = LinkStore(redis_client, "t:")
-    key = new_message_key()
+    key = key_in_shard(7)
     store.register(key, TEMPLATE, record())
     assert redis_client.ttl(store.message_key(key)) == -1
-    assert redis_client.ttl(store.template_key(TEMPLATE.template_id)) == -1
+    assert redis_client.ttl(store.template_key(TEMPLATE.template_id, 7)) == -1
     kept = LinkStore(redis_client, "t:", retention_days=2)
-    redis_client.expire(store.template_key(TEMPLATE.template_id), 10)
-    kept.register(new_message_key(), TEMPLATE, record())
-    assert redis_client.ttl(store.template_key(TEMPLATE.template_id)) > 86400
+    redis_client.expire(store.template_key(TEMPLATE.template_id, 7), 10)
+    kept.register(key_in_shard(7), TEMPLATE, record())
+    assert redis_client.ttl(store.template_key(TEMPLATE.template_id, 7)) > 86400
+
+
+def test_links_outlive_records_kept_for_less_time(redis_client):
+    """record_retention_days shorter than the links: the record expires first, and its
+    links still resolve from the template, with a record that names no recipient. With
+    records kept as long as the links (the default), a missing record is an unknown token."""
+    store = LinkStore(redis_client, "t:", retention_days=30, record_retention_days=2)
+    key = new_message_key()
+    store.register(key, TEMPLATE, record())
+    shard = keys.shard_of(key)
+    assert 0 < redis_client.ttl(store.message_key(key)) <= 2 * 86400
+    assert redis_client.ttl(store.template_key(TEMPLATE.template_id, shard)) > 29 * 86400
+    redis_client.delete(store.message_key(key))  # the record expired
+    orphan = store.resolve(click_token(key, TEMPLATE.template_id, 0))
+    assert orphan.link.url == "https://a.example/?x=1&y=2"
+    assert orphan.record.rcpt_to == () and orphan.record.template_id == TEMPLATE.template_id
+    assert LinkStore(redis_client, "t:", retention_days=30).resolve(
+        click_token(key, TEMPLATE.template_id, 0)) is None
+
+
+def test_a_layout_1_token_resolves_until_the_layout_is_marked_migrated(redis_client):
+    """Data written before the shards (untagged names) is read on a miss, until
+    `engage migrate-layout` sets the layout marker."""
+    store = LinkStore(redis_client, "t:")
+    key = new_message_key()
+    redis_client.set(keys.message("t:", key, keys.LAYOUT1), record().to_text())
+    redis_client.set(keys.template("t:", TEMPLATE.template_id, keys.LAYOUT1), TEMPLATE.to_json())
+    resolved = store.resolve(click_token(key, TEMPLATE.template_id, 1))
+    assert resolved.link.url == "https://b.example/" and resolved.record == record()
+    store.register(key_in_shard(keys.shard_of(key)), TEMPLATE, record())  # layout 2 copy too
+    assert store.resolve(open_token(key, TEMPLATE.template_id)).record == record()
+    redis_client.set(keys.layout("t:"), "2")
+    fresh = LinkStore(redis_client, "t:")
+    assert fresh.resolve(click_token(key, TEMPLATE.template_id, 1)) is None
 
 
 @pytest.mark.parametrize("mangle", [

@@ -7,6 +7,7 @@ import logging
 
 from redis.connection import Connection
 
+from engage.store import keys
 from engage.store.links import parsed_template
 
 
@@ -92,7 +93,8 @@ def test_parsed_templates_are_reused_by_their_text_and_never_served_stale(client
     assert client.get(f"/c/{second.click(0)}").headers["Location"] == "https://example.com/a"
     assert client.get(f"/c/{other.click(1)}").headers["Location"] == "https://example.org/y"
     assert parsed_template.cache_info().hits == 1 and parsed_template.cache_info().misses == 2
-    key = f"{settings.key_prefix}t:{first.template.template_id}"
+    key = keys.template(settings.key_prefix, first.template.template_id,
+                        keys.shard_of(second.key))
     rclient.set(key, rclient.get(key).replace(b"example.com/a", b"example.com/scrubbed"))
     assert client.get(f"/c/{second.click(0)}").headers["Location"] == "https://example.com/scrubbed"
     assert parsed_template.cache_info().misses == 3
@@ -105,7 +107,7 @@ def test_a_click_after_redis_lost_its_scripts_is_answered_and_recorded(client, m
     """Both click scripts are sent as EVALSHA (engage.store.redisconn.run_script); a Redis that
     does not know them (restarted, flushed) gets them again with EVAL."""
     message = mail("https://example.com/")
-    stream = f"{settings.key_prefix}events"
+    stream = keys.events(settings.key_prefix, keys.shard_of(message.key))
     assert client.get(f"/c/{message.click(0)}").status_code == 302
     rclient.script_flush()
     response = client.get(f"/c/{message.click(0)}")

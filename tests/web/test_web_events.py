@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+from engage.store import keys
 from engage.store.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
-from engage.store.links import Link, MessageRecord, Resolved, Template
+from engage.store.links import Link, MessageRecord, Resolved, Template, new_message_key
+from support import stored
 
 TEMPLATE = Template(links=(Link("https://example.com/x", "cta"),), campaign_id="c1",
                     tags=("a",), friendly_from="f@example.com", sending_domain="example.com",
@@ -35,21 +37,29 @@ def test_stream_readers_get_the_event_with_its_id(events):
     event = build_event("click", Resolved("tx1", TEMPLATE, RECORD, TEMPLATE.links[0]),
                         RequestFacts("192.0.2.1"), 1700000001)
     entry_id = events.append(event)
-    [(stored_id, fields)] = events.client.xrange(events.stream)
-    decoded = decode(stored_id, fields)
-    assert decoded == {**event, "event_id": str(score_of(entry_id))}
+    shard = keys.shard_of("tx1")
+    [(stored_id, fields)] = events.client.xrange(events.stream_of(shard))
+    decoded = decode(stored_id, fields, shard)
+    assert decoded == {**event, "event_id": str(score_of(entry_id, shard))}
+    assert [text for text in events.fetch_json(shard, [entry_id])] == [
+        json.dumps(decoded, separators=(",", ":")).encode()]
     assert json.loads(fields[b"e"]) == event
 
 
 def test_append_many_stores_a_batch_with_its_indexes(events):
-    batch = [build_event("open", Resolved(f"tx{n}", TEMPLATE, RECORD, None),
+    batch = [build_event("open", Resolved(new_message_key(), TEMPLATE, RECORD, None),
                          RequestFacts("192.0.2.1"), 1700000001) for n in range(50)]
     events.append_many(batch)
-    assert events.client.xlen(events.stream) == 50
-    assert events.client.zcard(events.index_key("open", "c", "c1")) == 50
-    assert events.client.zcard(events.index_key("open", "x", "tx7")) == 1
+    assert stored.count(events.client, events.prefix) == 50
+    assert sum(events.client.zcard(events.index_key(shard, "open", "c", "c1"))
+               for shard in keys.shard_ids()) == 50
+    assert len({keys.shard_of(event["transmission_id"]) for event in batch}) > 10  # spread
+    seventh = batch[7]["transmission_id"]
+    assert events.client.zcard(events.index_key(keys.shard_of(seventh), "open", "x", seventh)) == 1
 
 
 def test_score_is_time_ordered_and_iso_time_is_utc_ms():
-    assert score_of("1700000000000-0") < score_of("1700000000000-1") < score_of("1700000000001-0")
+    assert (score_of("1700000000000-0", 3) < score_of("1700000000000-1", 3)
+            < score_of("1700000000000-0", 4) < score_of("1700000000001-0", 0))
+    assert score_of("1700000000000-7", keys.LAYOUT1) == 1700000000000007  # layout 1's ids
     assert iso_time(0) == "1970-01-01T00:00:00.000Z"

@@ -7,9 +7,11 @@ from urllib.parse import urlencode
 
 import pytest
 
+from engage.store import keys
 from engage.store.events import RequestFacts, build_event, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template
 from engage.web.eventsapi import encode_cursor, parse_query, search
+from support import stored
 
 KEY = {"Authorization": "test-key-1-abcdefghijkl"}
 API = "/api/v1/events/message"
@@ -17,7 +19,7 @@ CAMPAIGNS = ("spring", "summer", "autumn")
 KINDS = ("click", "open", "initial_open")
 
 
-def resolved(n: int) -> Resolved:
+def resolved(n: int, lead: str = "tx") -> Resolved:
     """Message n: campaign, recipient, subject and sending domain cycle with different periods."""
     template = Template(links=(Link(f"https://example.com/{n % 7}", "cta"),),
                         campaign_id=CAMPAIGNS[n % 3], tags=("t",), friendly_from="f@example.com",
@@ -25,17 +27,19 @@ def resolved(n: int) -> Resolved:
     record = MessageRecord(rcpt_to=(f"User{n % 50}@Example.com",), subject=f"Subject {n % 4}",
                            message_id=f"<m{n}@example.com>", injection_time=1700000000,
                            template_id=template.template_id)
-    return Resolved(f"tx{n:06d}", template, record, template.links[0])
+    return Resolved(f"{lead}{n:06d}", template, record, template.links[0])
 
 
-def store(events, count: int, start: int = 0) -> list[dict]:
+def store(events, count: int, start: int = 0, lead: str = "tx") -> list[dict]:
+    """``count`` events; their message keys start with ``lead``, so all are in its shard
+    (engage.store.keys.shard_of reads a key's first four characters)."""
     stored = []
     for n in range(start, start + count):
-        kind, res = KINDS[n % 3], resolved(n)
+        kind, res = KINDS[n % 3], resolved(n, lead)
         if kind != "click":
             res = Resolved(res.message_key, res.template, res.record, None)
         event = build_event(kind, res, RequestFacts("192.0.2.1", "UA"), time.time())
-        event["event_id"] = str(score_of(events.append(event)))
+        event["event_id"] = str(score_of(events.append(event), keys.shard_of(res.message_key)))
         stored.append(event)
     return stored
 
@@ -194,21 +198,22 @@ def test_default_window_is_the_last_24_hours():
 def test_retention_hides_and_trims_old_events_but_links_still_resolve(events, mail, client):
     message = mail("https://example.com/kept")
     client.get(f"/c/{message.click(0)}")
-    store(events, 400)
+    shard = keys.shard_of(message.key)
+    store(events, 400, lead=message.key[:4])
     later = time.time() + 11 * 86400
     query = parse_query({}, now=later)
     query = type(query)(0, query.end_ms)
     assert search(events, query, 10_000, now=later).total_count == 0
     for link in (None, message.links[0]):  # an index is trimmed now and then when written
         kind = "click" if link else "open"
-        assert events.client.zcard(events.index_key(kind)) > 100
+        assert events.client.zcard(events.index_key(shard, kind)) > 100
         event = build_event(kind, Resolved(message.key, message.template, message.record, link),
                             RequestFacts("192.0.2.1"), later)
         for _ in range(3000):  # 11 days on, everything stored so far is too old
             events.append(event, now=later)
-            if not events.client.exists(events.index_key(kind)):
+            if not events.client.exists(events.index_key(shard, kind)):
                 break
-        assert not events.client.exists(events.index_key(kind))
-    assert events.client.xlen(events.stream) < 400  # MINID trimmed whole stream nodes
-    assert 0 < events.client.ttl(events.index_key("open", "c", "summer")) <= 11 * 86400
+        assert not events.client.exists(events.index_key(shard, kind))
+    assert stored.count(events.client, events.prefix) < 400  # MINID trimmed whole stream nodes
+    assert 0 < events.client.ttl(events.index_key(shard, "open", "c", "summer")) <= 11 * 86400
     assert client.get(f"/c/{message.click(0)}").headers["Location"] == "https://example.com/kept"

@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 
+from support import stored
 from support.procs import Redirector, free_port
 from support.webapp import API_KEY
 
@@ -54,7 +55,7 @@ def test_click_redirect_is_byte_for_byte_over_http(gunicorn, rclient, mail):
     assert reply.headers["X-Robots-Tag"] == "noindex"
     head = request(gunicorn, "HEAD", f"/t/c/{message.click(1)}")
     assert head.status == 302 and head.headers["Location"] == "https://example.com/2"
-    assert rclient.xlen("engage:events") == 2
+    assert stored.count(rclient, "engage:") == 2
 
 
 def test_unknown_token_is_404_over_http(gunicorn, rclient, mail):
@@ -66,8 +67,8 @@ def test_unknown_token_is_404_over_http(gunicorn, rclient, mail):
 def test_forwarded_for_is_not_trusted_by_default(gunicorn, rclient, mail):
     message = mail("https://example.com/")
     request(gunicorn, "GET", f"/t/o/{message.open}", {"X-Forwarded-For": "203.0.113.5"})
-    [(_, fields)] = rclient.xrange("engage:events")
-    assert json.loads(fields[b"e"])["ip_address"] == "127.0.0.1"
+    [event] = stored.events(rclient, "engage:")
+    assert event["ip_address"] == "127.0.0.1"
 
 
 def test_events_api_over_http(gunicorn, rclient, mail):

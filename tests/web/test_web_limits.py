@@ -4,26 +4,27 @@ idempotent, events paused above the memory high-water mark, links redirected wha
 Redis's memory state (docs/limits.md)."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from engage.store import keys
 from engage.store.events import MAX_CLIENT_FIELD, EventLog, build_event, clip
 from engage.store.links import LinkStore, MessageRecord, Template, new_message_key
 from engage.store.redisconn import run_script
 from engage.web.app import GIF
 from engage.web.opengate import network_label, network_of
+from support import stored as kept
 
 
 def stored(events):
-    return [json.loads(fields[b"e"]) for _, fields in events.client.xrange(events.stream)]
+    return kept.events(events.client, events.prefix)
 
 
 def status(rclient, message):
-    return {k.decode(): v.decode() for k, v in rclient.hgetall(f"engage:ms:{message.key}").items()}
+    return {k.decode(): v.decode() for k, v in rclient.hgetall(keys.status("engage:", message.key)).items()}
 
 
 @contextmanager
@@ -66,8 +67,8 @@ def test_client_fields_are_stored_at_most_512_bytes(client, mail, events):
         assert event["user_agent"] == "U" * MAX_CLIENT_FIELD
     assert len(click["referer"]) == MAX_CLIENT_FIELD and click["referer"].startswith("https://r.")
     assert len(click["accept_language"].encode()) == MAX_CLIENT_FIELD
-    raw = events.client.xrange(events.stream)
-    assert all(len(fields[b"e"]) < 4000 for _, fields in raw)
+    raw = kept.entries(events.client, events.prefix)
+    assert all(len(fields[b"e"]) < 4000 for _, _, fields in raw)
 
 
 def test_a_repeated_open_from_one_network_is_counted_not_stored(client, mail, events, rclient):
@@ -134,13 +135,14 @@ def test_an_append_sent_twice_is_stored_once(settings, rclient, mail):
     first = run_script(rclient, events._append, keys, args)
     again = run_script(rclient, events._append, keys, args)
     assert first.count(b"-") == 1 and again == b"dup"
-    assert rclient.xlen(events.stream) == 1
+    assert kept.count(rclient, events.prefix) == 1
     assert status(rclient, message)["click_count"] == "1"
-    hour = rclient.keys("engage:agg:e:*")[0]
+    [hour] = [key for key in kept.family_keys(rclient, "engage:", "aggregates")
+              if b"agg:e:" in key]
     assert rclient.hget(hour, "c|spring|example.com") == b"1"
     # A new append (new id) of the same event is a second event.
     events.append(event)
-    assert rclient.xlen(events.stream) == 2
+    assert kept.count(rclient, events.prefix) == 2
 
 
 def test_a_registration_sent_twice_counts_the_message_once(rclient):
@@ -152,7 +154,8 @@ def test_a_registration_sent_twice_counts_the_message_once(rclient):
     key = new_message_key()
     store.register(key, template, record)
     store.register(key, template, record)  # a resend: the record exists, nothing counts
-    sent = rclient.hget(f"engage:agg:s:{time.strftime('%Y-%m-%dT%H', time.gmtime(now))}",
+    sent = rclient.hget(keys.aggregate("engage:", keys.shard_of(key), "s",
+                                       time.strftime('%Y-%m-%dT%H', time.gmtime(now))),
                         "s|c1|example.com")
     assert sent == b"1"
     assert store.resolve(key + template.template_id) is not None
@@ -193,7 +196,7 @@ def test_a_full_redis_still_redirects_every_known_link(make_app, mail, events, r
         assert health["status"] == "degraded" and health["memory"]["state"] == "full"
         dropped = health["dropped_events"]  # full is above any mark: most are not even tried
         assert health["refused_writes"] > 0 and dropped["high-water"] + dropped["refused"] == 20
-        assert rclient.xlen(events.stream) == 0
+        assert kept.count(rclient, events.prefix) == 0
 
 
 def test_a_write_refused_for_memory_is_counted_and_the_link_still_redirects(
@@ -210,4 +213,4 @@ def test_a_write_refused_for_memory_is_counted_and_the_link_still_redirects(
         assert client.get(f"/o/{message.open}").data == GIF
         health = client.get("/healthz").json
         assert health["dropped_events"]["refused"] == 4 and health["refused_writes"] >= 4
-        assert rclient.xlen(events.stream) == 0
+        assert kept.count(rclient, events.prefix) == 0

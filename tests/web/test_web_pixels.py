@@ -1,15 +1,14 @@
 """Open pixels, healthz, rate limit and client IP through trusted proxies."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from engage.web.app import GIF
+from support import stored
 
 
 def stored_events(events):
-    return [json.loads(fields[b"e"]) for _, fields in events.client.xrange(events.stream)]
+    return stored.events(events.client, events.prefix)
 
 
 def assert_gif(response):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from support import stored as kept
 from support.procs import Redirector, free_port, http_get
 from support.redisdump import traces
 from support.webapp import API_KEY
@@ -42,7 +43,7 @@ def test_stored_events_the_api_and_the_access_log_hold_only_what_privacy_allows(
         assert http_get(f"{redirector.url}/o/{message.open}", headers, source=source)[0] == 200
         agent = AGENT if ua_mode == "keep" else ""
 
-        stored_events = [json.loads(fields[b"e"]) for _, fields in rclient.xrange("engage:events")]
+        stored_events = kept.events(rclient, "engage:")
         assert [(e["ip_address"], e["user_agent"]) for e in stored_events] == [(stored, agent)] * 2
         status, _, body = http_get(f"{redirector.url}/api/v1/events/message",
                                    {"Authorization": API_KEY})
@@ -104,7 +105,7 @@ def test_forget_api_erases_a_recipient_and_the_links_keep_redirecting(
         assert results["changed"] is True
         assert (results["events"], results["messages"], results["templates"]) == (2, 1, 1)
         assert traces(rclient, "jane@example.org") == []
-        assert rclient.xlen("engage:events") == 2  # Bob's
+        assert kept.count(rclient, "engage:") == 2  # Bob's
         for index, want in enumerate(["https://example.com/a", "https://example.com/u?e="]):
             status, headers, _ = http_get(f"{redirector.url}/c/{jane.click(index)}")
             assert (status, headers["Location"]) == (302, want)

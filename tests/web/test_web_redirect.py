@@ -1,9 +1,9 @@
 """Click redirects: exact stored destination, 404 for anything the milter did not store."""
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from support import stored
 
 URLS = [
     "https://example.com/p?a=1&b=2&c=%26amp%3B",
@@ -41,7 +41,7 @@ def test_head_redirects_and_records_a_click(client, mail, events):
     response = client.head(f"/c/{message.click(0)}")
     assert response.status_code == 302
     assert response.headers["Location"] == "https://example.com/head"
-    assert events.client.xlen(events.stream) == 1
+    assert stored.count(events.client, events.prefix) == 1
 
 
 @pytest.mark.parametrize("token", [
@@ -110,8 +110,7 @@ def test_click_event_carries_the_link_and_the_request(client, mail, events):
     message = mail("https://example.com/buy?x=1&y=2", names=("Buy now",), subject="Sale")
     client.get(f"/c/{message.click(0)}", headers={
         "User-Agent": "Mozilla/5.0 Test", "Accept-Language": "de-DE,de;q=0.9"})
-    [(_, fields)] = events.client.xrange(events.stream)
-    event = json.loads(fields[b"e"])
+    [event] = stored.events(events.client, events.prefix)
     assert event["type"] == "click"
     assert event["target_link_url"] == "https://example.com/buy?x=1&y=2"
     assert event["target_link_name"] == "Buy now"
@@ -130,8 +129,7 @@ def test_click_event_carries_the_link_and_the_request(client, mail, events):
 def test_a_multi_recipient_message_has_no_single_rcpt_to(client, mail, events):
     message = mail("https://example.com/", rcpt=("A@x.example", "b@Y.example"))
     client.get(f"/c/{message.click(0)}")
-    [(_, fields)] = events.client.xrange(events.stream)
-    event = json.loads(fields[b"e"])
+    [event] = stored.events(events.client, events.prefix)
     assert "rcpt_to" not in event and "raw_rcpt_to" not in event
     assert event["rcpt_to_list"] == ["a@x.example", "b@y.example"]
 

@@ -9,8 +9,10 @@ from urllib.parse import quote
 
 import pytest
 
+from engage.store import keys
 from engage.web.app import GIF
 from engage.web.trackapi import sign
+from support import stored
 from support.procs import Redirector, free_port
 from support.webapp import API_KEY
 
@@ -50,7 +52,7 @@ def test_both_families_under_the_tracking_path(v1_gunicorn, mail, rclient):
             assert status == 302 and headers["Location"] == url
     status, headers, body = get(v1_gunicorn, f"/t/v1/track/open/{message.open}")
     assert status == 200 and body == GIF and headers["Content-Type"] == "image/gif"
-    events = [json.loads(f[b"e"]) for _, f in rclient.xrange("engage:events")]
+    events = stored.events(rclient, "engage:")
     assert [e["type"] for e in events] == ["click"] * 4 + ["open"]
     assert {e["referer"] for e in events if e["type"] == "click"} == {"https://inbox.example/"}
 
@@ -75,9 +77,9 @@ def test_simultaneous_first_opens_set_opened_at_once(v1_gunicorn, mail, rclient)
     with ThreadPoolExecutor(32) as pool:
         replies = list(pool.map(lambda path: get(v1_gunicorn, path), paths))
     assert all(status == 200 and body == GIF for status, _, body in replies)
-    status_hash = rclient.hgetall(f"engage:ms:{message.key}")
+    status_hash = rclient.hgetall(keys.status("engage:", message.key))
     assert status_hash[b"open_count"] == str(count).encode()
-    events = [json.loads(f[b"e"]) for _, f in rclient.xrange("engage:events")]
+    events = stored.events(rclient, "engage:")
     assert len(events) == count
     # Exactly one winner: opened_at is the timestamp of the first open the store appended.
     assert status_hash[b"opened_at"].decode() == events[0]["timestamp"]

@@ -2,20 +2,21 @@
 signed and unsigned broadcast ``?url=``, referer on clicks, the message status API."""
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 import pytest
 
+from engage.store import keys
 from engage.web.app import GIF
 from engage.web.trackapi import BOUND, LEGACY, sign, sign_url, signature_kind
+from support import stored
 
 KEY = "k" * 32
 AUTH = {"Authorization": "test-key-1-abcdefghijkl"}
 
 
 def stream(events):
-    return [json.loads(fields[b"e"]) for _, fields in events.client.xrange(events.stream)]
+    return stored.events(events.client, events.prefix)
 
 
 def test_both_url_families_resolve_the_same_stored_links(client, mail, events):
@@ -46,7 +47,7 @@ def test_v1_open_serves_the_pixel_for_unknown_ids(client, mail, events, email_id
     mail()
     response = client.get(f"/v1/track/open/{email_id}")
     assert response.status_code == 200 and response.data == GIF
-    assert events.client.xlen(events.stream) == 0
+    assert stored.count(events.client, events.prefix) == 0
 
 
 def test_v1_open_serves_the_pixel_when_redis_is_down(make_app, mail, web_redis):
@@ -86,7 +87,7 @@ def test_unsigned_or_badly_signed_url_is_400_without_redirect(make_app, mail, ev
     response = client.get(f"/v1/track/click/{message.click(0)}?{query}")
     assert response.status_code == 400
     assert "Location" not in response.headers
-    assert events.client.xlen(events.stream) == 0
+    assert stored.count(events.client, events.prefix) == 0
 
 
 def test_signed_url_is_followed_and_recorded_as_a_click(make_app, mail, events):
@@ -211,7 +212,7 @@ def test_message_status_api_needs_a_key_and_a_known_email_id(client, mail):
 def test_first_open_keeps_its_time(client, mail, rclient):
     message = mail()
     client.get(f"/v1/track/open/{message.open}")
-    first = rclient.hget(f"engage:ms:{message.key}", "opened_at")
+    first = rclient.hget(keys.status("engage:", message.key), "opened_at")
     client.get(f"/v1/track/open/{message.open}", environ_base={"REMOTE_ADDR": "192.0.2.80"})
-    assert rclient.hget(f"engage:ms:{message.key}", "opened_at") == first
-    assert rclient.hget(f"engage:ms:{message.key}", "open_count") == b"2"
+    assert rclient.hget(keys.status("engage:", message.key), "opened_at") == first
+    assert rclient.hget(keys.status("engage:", message.key), "open_count") == b"2"

@@ -19,6 +19,7 @@ import pytest
 from engage.settings import Settings
 from engage.verdicts import machines
 from engage.verdicts.recompute import recompute
+from support import stored as kept
 from support.procs import Redirector, free_port
 from support.webapp import API_KEY
 
@@ -68,7 +69,7 @@ def request(port, method, path, ip, ua=CHROME, headers=None):
 
 
 def stored(rclient):
-    return [json.loads(fields[b"e"]) for _, fields in rclient.xrange("engage:events")]
+    return kept.events(rclient, "engage:")
 
 
 def api(port):
@@ -142,7 +143,7 @@ def test_recompute_after_a_rules_change_changes_the_api_not_the_stream(
     request(gunicorn, "GET", f"/t/o/{message.open}", "198.51.100.8")
     [click] = [e for e in api(gunicorn).values() if e["type"] == "click"]
     assert click["engage"]["verdict"] == "human"
-    snapshot = rclient.xrange("engage:events")
+    snapshot = kept.entries(rclient, "engage:")
     command = [sys.executable, "-m", "engage.admin.cli", "verdicts", "recompute"]
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, **env,
                "PYTHONPATH": f"{REPO / 'redirector'}"}
@@ -161,7 +162,7 @@ def test_recompute_after_a_rules_change_changes_the_api_not_the_stream(
             "raw_verdict": "human",
             "recomputed_at": after[click["event_id"]]["engage"]["recomputed_at"]}
         assert [e["engage"]["verdict"] for e in after.values() if e["type"] == "open"] == ["human"]
-        assert rclient.xrange("engage:events") == snapshot
+        assert kept.entries(rclient, "engage:") == snapshot
     finally:
         extra_rules.write_text(PLACEHOLDER)
     back = recompute(rclient, replace(Settings(redis_url=env["ENGAGE_REDIS_URL"]),
@@ -169,4 +170,4 @@ def test_recompute_after_a_rules_change_changes_the_api_not_the_stream(
                      machines.load([machines.shipped_rules(), str(extra_rules)]))
     assert dict(back.transitions) == {("scanner", "human"): 1}
     assert api(gunicorn)[click["event_id"]]["engage"] == {"verdict": "human", "reasons": []}
-    assert rclient.xrange("engage:events") == snapshot
+    assert kept.entries(rclient, "engage:") == snapshot

@@ -23,7 +23,7 @@ import redis
 
 from engage import settings as config
 from engage.admin.doctor_findings import ERROR, OK, WARN, Finding, Options
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.redisconn import connect
 
 CAMPAIGN = "engage-doctor-probe"
@@ -75,11 +75,15 @@ def check_probe(settings: config.Settings, options: Options) -> list[Finding]:
 
 
 def sent(client: redis.Redis, prefix: str, domain: str, now: float) -> int:
-    """The probe campaign's sent count for DOMAIN, this hour and the previous one."""
+    """The probe campaign's sent count for DOMAIN, this hour and the previous one, over
+    every shard (one pipeline)."""
     field = aggregates.sent_field(CAMPAIGN, domain)
     hours = {aggregates.hour_of(now - 3600), aggregates.hour_of(now)}
-    return sum(int(client.hget(aggregates.bucket_key(prefix, "s", hour), field) or 0)
-               for hour in hours)
+    pipe = client.pipeline(transaction=False)
+    for shard in keys.shard_ids(layout1=True):
+        for hour in hours:
+            pipe.hget(aggregates.bucket_key(prefix, shard, "s", hour), field)
+    return sum(int(count or 0) for count in pipe.execute())
 
 
 def _message(sender: str, recipient: str) -> EmailMessage:

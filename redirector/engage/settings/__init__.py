@@ -16,7 +16,6 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Callable, TypeVar
-from urllib.parse import urlsplit
 
 from engage.settings import parsers as parse
 from engage.settings.declared import (
@@ -120,22 +119,10 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
                                                  parse.parse_http_url)
     values["open_tracking_domains"] = _domain_section(parser, source, "open_tracking",
                                                       parse.parse_bool)
-    _check_cluster_prefix(values, source)
     if values.get("dashboard_enabled") and not values.get("dashboard_users"):
         raise SettingsError(f"{source}: [dashboard] users: enabled = yes needs at least one "
                             "user (make one with: engage dashboard-user NAME)")
     return Settings(**values)  # type: ignore[arg-type]  # each value is its SCHEMA parser's result
-
-
-def _check_cluster_prefix(values: Mapping[str, object], source: str) -> None:
-    """On a Redis Cluster every key engage writes must hash to one slot (its scripts and
-    transactions touch several keys): the prefix must carry a hash tag."""
-    url = str(values.get("redis_url", Settings.redis_url))
-    prefix = str(values.get("key_prefix", Settings.key_prefix))
-    tag = re.search(r"\{([^}]*)\}", prefix)  # Redis's rule: first "{", next "}", not empty
-    if urlsplit(url).scheme.endswith("+cluster") and not (tag and tag.group(1)):
-        raise SettingsError(f"{source}: [redis] key_prefix: {prefix!r} has no hash tag; on a "
-                            "Redis Cluster use one, e.g. {engage}: (every key in one slot)")
 
 
 def load_or_exit(program: str, path: str | None = None) -> Settings:

@@ -78,6 +78,11 @@ class RedisKeys:
     link_retention_days: int = setting(
         "redis", "link_retention_days", default=0, parse=parse.parse_int(0, 100_000),
         doc="Days a tracked link keeps working")
+    record_retention_days: int = setting(
+        "redis", "record_retention_days", default=0, parse=parse.parse_int(0, 100_000),
+        env="ENGAGE_RECORD_RETENTION_DAYS",
+        doc="Days a message's record (recipients, subject) is kept; its links keep working "
+            "from the template after it, with events that name no recipient (0: as long as the links)")
     events_high_water: float = setting(
         "redis", "events_high_water", default=DEFAULT_HIGH_WATER, parse=parse.parse_float(0.1, 1.0),
         env="ENGAGE_EVENTS_HIGH_WATER", doc="Above this share of maxmemory the redirector records no events")

@@ -1,7 +1,9 @@
 """Hourly aggregates for the metrics API: the key layout and the O(1) update per event.
 
-Three hashes per UTC hour ``H`` (``YYYY-MM-DDTHH``), each expiring at ``H + [metrics]
-retention_days`` (EXPIREAT, so late writes never stretch a bucket's life):
+Three hashes per UTC hour ``H`` (``YYYY-MM-DDTHH``) and shard (``{p}`` below stands for
+the prefix and the shard's tag: a message counts in its own shard, engage.store.keys, and
+the metrics API sums the shards), each expiring at ``H + [metrics] retention_days``
+(EXPIREAT, so late writes never stretch a bucket's life):
   ``{p}agg:s:<H>``  messages sent (written by LinkStore.register), field ``s|<c>|<d>``
   ``{p}agg:e:<H>``  engagement counters, field ``<code>|<c>|<d>`` (codes: ``ENGAGEMENT``)
   ``{p}agg:l:<H>``  clicks per link, field ``<code>|<c>|<d>|<link>``
@@ -83,8 +85,8 @@ def hour_start(hour: str) -> int:
     return calendar.timegm(time.strptime(hour, "%Y-%m-%dT%H"))
 
 
-def bucket_key(prefix: str, kind: str, hour: str) -> str:
-    return keys.aggregate(prefix, kind, hour)
+def bucket_key(prefix: str, shard: int, kind: str, hour: str) -> str:
+    return keys.aggregate(prefix, shard, kind, hour)
 
 
 def expires_at(hour: str, retention_days: int) -> int:
@@ -108,9 +110,10 @@ def link_id(label: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def update_keys_args(prefix: str, event: Mapping[str, Any],
+def update_keys_args(prefix: str, shard: int, event: Mapping[str, Any],
                      retention_days: int) -> tuple[list[str], list[Any]]:
-    """KEYS[3..4] and ARGV[8..12] of UPDATE_LUA for one event, or ([], []) to skip."""
+    """KEYS[3..4] and ARGV[8..12] of UPDATE_LUA for one event of ``shard`` (its message's),
+    or ([], []) to skip."""
     stamp = event.get("timestamp")
     if not retention_days or not isinstance(stamp, str) or len(stamp) < 13:
         return [], []
@@ -121,7 +124,7 @@ def update_keys_args(prefix: str, event: Mapping[str, Any],
         return [], []
     base = dims(str(event.get("campaign_id") or ""), str(event.get("sending_domain") or ""))
     label = link_label(event)
-    return ([bucket_key(prefix, "e", hour), bucket_key(prefix, "l", hour)],
+    return ([bucket_key(prefix, shard, "e", hour), bucket_key(prefix, shard, "l", hour)],
             [base, "1" if is_human(event) else "0", f"{base}|{escape(label)}",
              link_id(label), expiry])
 

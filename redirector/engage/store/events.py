@@ -1,13 +1,16 @@
-"""Engagement events: SparkPost ``track_event`` objects, kept in one Redis stream.
+"""Engagement events: SparkPost ``track_event`` objects, kept in one Redis stream per shard.
 
 ``build_event`` is pure: (type, resolved token, request facts, time) -> dict. ``EventLog``
-appends an event in one round trip (a Lua script: XADD to ``{p}events`` plus one index
+appends an event in one round trip to its message's shard (engage.store.keys: a Lua
+script on one slot: XADD to ``{p}{tag}events`` plus one index
 sorted set per filterable value, see ``index_keys``, plus the message's status hash
 ``{p}ms:<message key>``: first open/click time by HSETNX, so two simultaneous first opens
 leave exactly one ``opened_at``, and counts) and trims everything older than the
 retention window (stream by MINID, indexes by score); in the same script, the hourly
-metrics aggregates (engage.store.aggregates). Event ids are the stream
-entry ids as one decimal number (ms * 1000 + seq), so they sort by time. Link keys
+metrics aggregates (engage.store.aggregates). Event ids are the stream entry ids as one
+decimal number, ms * 1000 + the shard's base + seq (``score_of``), so they sort by time
+across shards and no two shards give the same id. Pages merge the shards
+(engage.store.eventpages). Link keys
 are never touched here: event retention cannot break a tracked link. Readers (``page``,
 ``fetch_json``) get recomputed verdicts (engage.store.overrides) in place of the stored ones.
 
@@ -32,6 +35,7 @@ from typing import Any
 import redis
 
 from engage.store import aggregates, keys, overrides
+from engage.store.eventpages import merged_page
 from engage.store.links import status_key
 from engage.store.redisconn import queue_script, run_script
 from engage.store.scripts.events import APPEND_LUA, FETCH_LUA, PAGE_LUA
@@ -50,6 +54,7 @@ STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
 DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
               "transmissions": "x", "subjects": "s"}
 PAGE_CHUNK = 2000
+SEQ_SLOTS = 1000 // keys.SHARDS  # 41 ids per ms per shard (seq past 40 shares the 41st)
 
 APPEND_ID_TTL = 30  # seconds an append id is remembered: a resend runs right after the original
 
@@ -59,9 +64,9 @@ class EventError(Exception):
 
 
 # Key families of the append gate (built by engage.store.keys).
-def append_ids_key(prefix: str, decisecond: int) -> str:
+def append_ids_key(prefix: str, shard: int, decisecond: int) -> str:
     """The append ids of one tenth of a second (a set of integers, APPEND_ID_TTL s)."""
-    return keys.append_ids(prefix, decisecond)
+    return keys.append_ids(prefix, shard, decisecond)
 
 
 def repeat_open_key(prefix: str, message_key: str, kind: str, client: str) -> str:
@@ -82,13 +87,11 @@ def dropped_key(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class OpenGate:
-    """What bounds the opens one network can make us store (engage.web.opengate builds it)."""
+    """The repeat check of one open (engage.web.opengate builds it; its per-network limit
+    is counted before the append, the counter being in no shard)."""
 
     repeat_key: str
     repeat_window: int  # seconds; 0: no repeat counting
-    limit_key: str
-    limit: int  # recorded opens per window; 0: no limit
-    window: int
 
 
 def new_append_id(now: float | None = None) -> tuple[int, int]:
@@ -111,22 +114,45 @@ def index_values(event: dict[str, Any]) -> list[tuple[str, str]]:
     return [(dim, value) for dim, value in pairs if value]
 
 
-def score_of(entry_id: str | bytes) -> int:
-    """The index score (and public event_id) of a stream entry id ``ms-seq``."""
+def id_base(shard: int) -> tuple[int, int]:
+    """(base, seq cap) of a shard's event ids: ms * 1000 + base + min(seq, cap). Layout 1's
+    one stream kept ms * 1000 + min(seq, 999)."""
+    return (0, 999) if shard == keys.LAYOUT1 else (shard * SEQ_SLOTS, SEQ_SLOTS - 1)
+
+
+def score_of(entry_id: str | bytes, shard: int) -> int:
+    """The index score (and public event_id) of stream entry ``ms-seq`` of ``shard``."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
-    return int(ms) * 1000 + min(int(seq), 999)
+    base, cap = id_base(shard)
+    return int(ms) * 1000 + base + min(int(seq), cap)
 
 
-def with_event_id(entry_id: str | bytes, stored: bytes) -> bytes:
+def entries_of(event_id: int) -> list[tuple[int, str]]:
+    """Where an event_id may be: (shard, stream entry id), its layout-2 shard first, then
+    layout 1's stream (whose ids had no shard part)."""
+    ms, sub = divmod(event_id, 1000)
+    found = [(keys.LAYOUT1, f"{ms}-{sub}")]
+    shard, seq = divmod(sub, SEQ_SLOTS)
+    if shard < keys.SHARDS:
+        found.insert(0, (shard, f"{ms}-{seq}"))
+    return found
+
+
+def with_event_id(entry_id: str | bytes, stored: bytes, shard: int) -> bytes:
     """The stored JSON object with its ``event_id`` put first, still as JSON text."""
-    return b'{"event_id":"%d",' % score_of(entry_id) + stored[1:]
+    return b'{"event_id":"%d",' % score_of(entry_id, shard) + stored[1:]
 
 
-def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A stream entry (as XRANGE/XREADGROUP give it) back into the event object."""
-    event: dict[str, Any] = json.loads(with_event_id(entry_id, fields[b"e"]))
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes], shard: int) -> dict[str, Any]:
+    """A stream entry of ``shard`` (as XRANGE/XREADGROUP give it) back into the event."""
+    event: dict[str, Any] = json.loads(with_event_id(entry_id, fields[b"e"], shard))
     return event
+
+
+def shard_of_event(event: dict[str, Any]) -> int:
+    """The shard of an event: its message's (transmission_id is the message key)."""
+    return keys.shard_of(str(event.get("transmission_id") or ""))
 
 
 class EventLog:
@@ -140,43 +166,48 @@ class EventLog:
         self.retention = retention_days * 86400
         self.status_ttl = link_retention_days * 86400  # the status lives as long as the links
         self.metrics_days = metrics_retention_days  # 0: no aggregates
-        self.stream = keys.events(prefix)
         self._append = client.register_script(APPEND_LUA)
         self._fetch = client.register_script(FETCH_LUA)
         self._page = client.register_script(PAGE_LUA)
 
-    def index_key(self, kind: str, dim: str = "", value: str = "") -> str:
-        """``{p}ei:<type>`` holds every event of a type; ``{p}ei:<type>:<dim>:<value>`` a subset."""
-        return keys.event_index(self.prefix, kind, dim, value)
+    def stream_of(self, shard: int) -> str:
+        return keys.events(self.prefix, shard)
+
+    def index_key(self, shard: int, kind: str, dim: str = "", value: str = "") -> str:
+        """``ei:<type>`` holds every event of a type of a shard; ``ei:<type>:<dim>:<value>``
+        a subset."""
+        return keys.event_index(self.prefix, shard, kind, dim, value)
 
     def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
 
     def _keys_args(self, event: dict[str, Any], now: float | None,
                    gate: OpenGate | None = None) -> tuple[list[str], list[Any]]:
-        keys, args = self._event_keys_args(event, now)
+        shard = shard_of_event(event)
+        keys, args = self._event_keys_args(event, now, shard)
         decisecond, append_id = new_append_id()
-        keys.append(append_ids_key(self.prefix, decisecond))
+        keys.append(append_ids_key(self.prefix, shard, decisecond))
         args += [""] * (12 - len(args))
-        args += [3 if gate else 1, append_id, APPEND_ID_TTL]
+        args += [2 if gate else 1, append_id, APPEND_ID_TTL, *id_base(shard)]
         if gate:
-            keys += [gate.repeat_key, gate.limit_key]
-            args += [gate.repeat_window, gate.limit, gate.window]
+            keys.append(gate.repeat_key)
+            args.append(gate.repeat_window)
         return keys, args
 
-    def _event_keys_args(self, event: dict[str, Any],
-                         now: float | None) -> tuple[list[str], list[Any]]:
+    def _event_keys_args(self, event: dict[str, Any], now: float | None,
+                         shard: int) -> tuple[list[str], list[Any]]:
         kind = event["type"]
         status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
-        keys = [self.stream]
+        keys = [self.stream_of(shard)]
         agg_keys: list[str] = []
         agg_args: list[Any] = []
         if status:
             keys.append(status_key(self.prefix, event["transmission_id"]))
-            agg_keys, agg_args = aggregates.update_keys_args(self.prefix, event, self.metrics_days)
+            agg_keys, agg_args = aggregates.update_keys_args(self.prefix, shard, event,
+                                                             self.metrics_days)
         keys += agg_keys
-        keys.append(self.index_key(kind))
-        keys += [self.index_key(kind, dim, value) for dim, value in index_values(event)]
+        keys.append(self.index_key(shard, kind))
+        keys += [self.index_key(shard, kind, dim, value) for dim, value in index_values(event)]
         cutoff = self.cutoff_ms(now)
         return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False), cutoff,
                       cutoff * 1000, self.retention + 86400, status,
@@ -204,41 +235,64 @@ class EventLog:
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
 
-    def page(self, keys: Sequence[str], top: int, low: int, count: int) -> tuple[bytes, int, bool]:
-        """Up to ``count`` events with low <= score <= top from the union of index ``keys``,
-        newest first: (JSON objects joined by commas, score of the last one or 0, whether
-        more follow). One round trip per PAGE_CHUNK events, so that no script holds Redis
-        for long (about 10 ms per 1000 events)."""
-        found: list[bytes] = []
-        last, more = 0, True
-        while more and len(found) < count:
-            try:
-                reply = self._page(keys=[self.stream, *keys],
-                                   args=[top, low, min(PAGE_CHUNK, count - len(found))])
-            except redis.RedisError as exc:
-                raise EventError(str(exc)) from exc
-            last, more = int(reply[0] or last), bool(reply[1])
-            found += self._with_overrides(reply[2:])
-            top = last - 1
-        return b",".join(found), last, more
+    def page(self, specs: Sequence[tuple[str, str, str]], top: int, low: int,
+             count: int) -> tuple[bytes, int, bool]:
+        """Up to ``count`` events with low <= score <= top from the union of the indexes
+        ``specs`` ((type, dimension, value); dimension "" for all of a type) over every
+        shard and layout 1, newest first: (JSON objects joined by commas, score of the
+        last one or 0, whether more follow). engage.store.eventpages merges the shards."""
+        try:
+            return merged_page(self, specs, top, low, count)
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
 
-    def fetch_json(self, entry_ids: Iterable[str | bytes]) -> list[bytes]:
-        """Events by stream id as JSON text with event_id, in the order given, in one round
-        trip; ids already trimmed away are skipped. (Parsing 1000 XRANGE replies in redis-py
-        costs ~50 ms; these flat strings a tenth of that.)"""
+    def page_script(self, pipe: Any, shard: int, specs: Sequence[tuple[str, str, str]],
+                    top: int, low: int, count: int) -> None:
+        """Queue one shard's PAGE_LUA on ``pipe``."""
+        index_keys = [self.index_key(shard, *spec) for spec in specs]
+        queue_script(self._page, pipe, [self.stream_of(shard), *index_keys],
+                     [top, low, count, *id_base(shard)])
+
+    def fetch_json(self, shard: int, entry_ids: Iterable[str | bytes]) -> list[bytes]:
+        """Events of one shard by stream id as JSON text with event_id, in the order given,
+        in one round trip; ids already trimmed away are skipped. (Parsing 1000 XRANGE
+        replies in redis-py costs ~50 ms; these flat strings a tenth of that.)"""
         ids = list(entry_ids)
         if not ids:
             return []
         try:
-            flat = self._fetch(keys=[self.stream], args=ids)
+            flat = self._fetch(keys=[self.stream_of(shard)], args=ids)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
-        return self._with_overrides([with_event_id(flat[i], flat[i + 1])
-                                     for i in range(0, len(flat), 2)])
+        return self.with_overrides(shard, [with_event_id(flat[i], flat[i + 1], shard)
+                                           for i in range(0, len(flat), 2)])
 
-    def _with_overrides(self, items: Sequence[bytes]) -> list[bytes]:
+    def fetch_many(self, entries: Sequence[tuple[int, str | bytes]]) -> list[bytes]:
+        """Events by (shard, stream id), in the order given (missing ones skipped): one
+        script per shard that has any, in one pipeline."""
+        by_shard: dict[int, list[str | bytes]] = {}
+        for shard, entry_id in entries:
+            by_shard.setdefault(shard, []).append(entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for shard, ids in by_shard.items():
+            queue_script(self._fetch, pipe, [self.stream_of(shard)], ids)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
+        found: dict[tuple[int, bytes], bytes] = {}
+        for shard, flat in zip(by_shard, replies):
+            texts = self.with_overrides(shard, [with_event_id(flat[i], flat[i + 1], shard)
+                                                for i in range(0, len(flat), 2)])
+            for i, text in zip(range(0, len(flat), 2), texts):
+                found[(shard, flat[i])] = text
+        wanted = ((shard, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
+                  for shard, entry_id in entries)
+        return [found[entry] for entry in wanted if entry in found]
+
+    def with_overrides(self, shard: int, items: Sequence[bytes]) -> list[bytes]:
         """Recomputed verdicts (engage.store.overrides) in place of the stored ones."""
         try:
-            return overrides.apply(self.client, self.prefix, items)
+            return overrides.apply(self.client, self.prefix, shard, items)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc

@@ -47,8 +47,6 @@ class Family:
         return re.compile(body + r"\Z", re.S)
 
 
-SHARD_RE = r"(\{[0-9a-z]{2}\})?"
-
 
 # The virtual shards (layout 2). Everything one message's click reads and writes is in its
 # shard, named by a hash tag: on a Redis Cluster each shard is one slot, and the tags sit
@@ -58,6 +56,7 @@ SHARD_RE = r"(\{[0-9a-z]{2}\})?"
 SHARD_TAGS = ("8n", "bq", "ps", "ei", "wk", "3v", "md", "ss", "aq", "tk", "fi", "3w",
               "9v", "ci", "qk", "dq", "b7", "p5", "6v", "rk", "x8", "us", "s5", "a7")
 SHARDS = len(SHARD_TAGS)
+SHARD_RE = r"(\{(?:" + "|".join(SHARD_TAGS) + r")\})?"
 LAYOUT1 = -1  # the "shard" of layout 1 (one slot, no shard tag): read until migrated
 LAYOUT = 2
 SHARDED = "<shard>"  # in a pattern: ``{tag}`` (layout 2) or nothing (layout 1)

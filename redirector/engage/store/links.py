@@ -1,10 +1,11 @@
 """The link store: what a tracking token resolves to, shared by the milter and the redirector.
 
-Layout (all keys under the configured prefix, string values):
+Layout (all keys under the configured prefix and the message's shard tag, engage.store.keys,
+so that one click's keys are in one slot of a Redis Cluster; string values):
   ``{p}t:<template id>``  what every recipient of the same content shares: the list of
                           destination URLs with link names, campaign, tags, From, options.
                           The id is a hash of that content, so a campaign to a million
-                          recipients stores its 150 links once.
+                          recipients stores its 150 links once per shard (24 times).
   ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
                           Message-ID, queue id, injection time, metadata, template id
                           (separated fields, see ``MessageRecord.to_text``).
@@ -14,8 +15,11 @@ Layout (all keys under the configured prefix, string values):
 Tokens (engage.store.tokens): open ``<mid><tid>``, click ``<mid><tid><index base36>``;
 a token whose template id differs from the record's is treated as unknown. The stored
 forms of templates and records are engage.store.records'. Registering a message is one
-round trip; resolving a token is one.
-No TTL unless ``link_retention_days`` is set. Registering also counts the message sent
+round trip; resolving a token is one (two for a token of layout 1, read until
+``engage migrate-layout`` marks it moved, engage.store.keys.layout).
+No TTL unless ``link_retention_days`` is set. With ``record_retention_days`` shorter, the
+record goes first and its links keep resolving from the template alone (``Resolved.record``
+then names no recipient): every link keeps working for as long as the templates are kept. Registering also counts the message sent
 (one per set of links) in its injection hour's ``{p}agg:s:`` bucket and adds its
 recipients' domains to that hour's ``{p}agg:d:`` set, in the same round trip, only when
 its record was new (SET NX): redis-py's resend after a timeout counts nothing twice.
@@ -24,6 +28,7 @@ With ``durable``, the round trip ends with WAITAOF where Redis has it
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Optional
@@ -72,19 +77,24 @@ class LinkStore:
     def __init__(self, client: "redis.Redis", prefix: str = "engage:",
                  retention_days: int = 0,
                  metrics_retention_days: int = aggregates.DEFAULT_RETENTION_DAYS,
-                 durable: bool = False) -> None:
+                 durable: bool = False, record_retention_days: int = 0) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = retention_days * 86400 or None
+        records = record_retention_days * 86400
+        # A record kept less long than its links: past it, the template answers alone.
+        self.record_ttl = min(records, self.ttl or records) or self.ttl
+        self.orphans = bool(records) and (self.ttl is None or records < self.ttl)
+        self.layout1 = Layout1(client, prefix)
         self.metrics_days = metrics_retention_days  # 0: no sent counts
         self._register = client.register_script(REGISTER_LUA)
         self.aof = AofWait(client, durable)
 
-    def template_key(self, template_id: str) -> str:
-        return keys.template(self.prefix, template_id)
+    def template_key(self, template_id: str, shard: int) -> str:
+        return keys.template(self.prefix, template_id, shard)
 
-    def message_key(self, message_key: str) -> str:
-        return keys.message(self.prefix, message_key)
+    def message_key(self, message_key: str, shard: int | None = None) -> str:
+        return keys.message(self.prefix, message_key, shard)
 
     def status(self, message_key: str) -> dict[str, str]:
         """The message's status hash (empty before the first open or click)."""
@@ -100,21 +110,22 @@ class LinkStore:
         two when it is new, so a 150-link list is sent once rather than per recipient.
         The first round trip also counts the message sent. Raises StoreError when Redis
         fails or does not confirm the AOF fsync (``durable``)."""
-        template_key = self.template_key(record.template_id)
-        keys = [template_key, self.message_key(message_key)]
-        args: list[Any] = [record.to_text(), self.ttl or 0]
+        shard = keys.shard_of(message_key)
+        template_key = self.template_key(record.template_id, shard)
+        names = [template_key, self.message_key(message_key)]
+        args: list[Any] = [record.to_text(), self.ttl or 0, self.record_ttl or 0]
         if self.metrics_days:
             hour = aggregates.hour_of(record.injection_time)
-            keys += [aggregates.bucket_key(self.prefix, "s", hour),
-                     aggregates.bucket_key(self.prefix, "d", hour)]
+            names += [aggregates.bucket_key(self.prefix, shard, "s", hour),
+                      aggregates.bucket_key(self.prefix, shard, "d", hour)]
             args += [aggregates.sent_field(template.campaign_id, template.sending_domain),
                      aggregates.expires_at(hour, self.metrics_days),
                      *sorted(aggregates.recipient_domains(record.rcpt_to))]
         try:
             try:
-                known, *waited = self._first_trip(keys, args, "EVALSHA")
+                known, *waited = self._first_trip(names, args, "EVALSHA")
             except redis.exceptions.NoScriptError:  # Redis restarted: the script is idempotent
-                known, *waited = self._first_trip(keys, args, "EVAL")
+                known, *waited = self._first_trip(names, args, "EVAL")
             if not known:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.set(template_key, template.to_json(), ex=self.ttl)
@@ -157,7 +168,7 @@ class LinkStore:
         message_key, template_id, index = parts
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.message_key(message_key))
-        pipe.get(self.template_key(template_id))
+        pipe.get(self.template_key(template_id, keys.shard_of(message_key)))
         if also is not None:
             also(pipe, message_key, index)
         try:  # ``also``'s commands may write: one Redis refuses (full) leaves None
@@ -167,19 +178,24 @@ class LinkStore:
         for reply in (record_json, template_json):
             if isinstance(reply, Exception):
                 raise StoreError(str(reply)) from reply
+        if record_json is None:
+            record_json, template_json = self.layout1.fill(message_key, template_id, template_json)
         extra = tuple(None if isinstance(reply, Exception) else reply for reply in replies)
         return resolved_from(message_key, template_id, index, record_json, template_json,
-                             extra), extra
+                             extra, self.orphans), extra
 
 
 def resolved_from(message_key: str, template_id: str, index: Optional[int],
                   record_text: Optional[bytes], template_text: Optional[bytes],
-                  extra: tuple[Any, ...] = ()) -> Optional[Resolved]:
+                  extra: tuple[Any, ...] = (), orphans: bool = False) -> Optional[Resolved]:
     """A token's parts (``split_token``) and its two stored values as a Resolved, or None
-    when either is missing, the record names another template or the index is too high."""
-    if record_text is None or template_text is None:
+    when either is missing, the record names another template or the index is too high.
+    With ``orphans`` (records kept less long than links), a missing record is one that
+    expired: the template answers, with a record that names no recipient."""
+    if template_text is None or (record_text is None and not orphans):
         return None
-    record = MessageRecord.from_text(record_text)
+    record = (MessageRecord(template_id=template_id) if record_text is None
+              else MessageRecord.from_text(record_text))
     if record.template_id != template_id:
         return None
     template = parsed_template(template_text)
@@ -188,6 +204,53 @@ def resolved_from(message_key: str, template_id: str, index: Optional[int],
     if index >= len(template.links):
         return None
     return Resolved(message_key, template, record, template.links[index], extra)
+
+
+class Layout1:
+    """Tokens of layout 1 (one slot, no shard tags): read on a miss until ``engage
+    migrate-layout`` sets the layout marker, checked once a minute."""
+
+    RECHECK = 60.0
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._checked = (float("-inf"), True)  # (when, layout 1 may still hold links)
+
+    def fill(self, message_key: str, template_id: str, template: Optional[bytes]
+             ) -> tuple[Optional[bytes], Optional[bytes]]:
+        """(record, template) for a token whose record layout 2 lacks: layout 1's record
+        with its template, else no record and whichever template there is."""
+        if not self._maybe():
+            return None, template
+        record, old_template = self.get(message_key, template_id)
+        if record is not None:
+            return record, old_template or template
+        return None, template or old_template
+
+    def get(self, message_key: str, template_id: str
+            ) -> tuple[Optional[bytes], Optional[bytes]]:
+        """(record, template) under layout 1's names."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.message(self.prefix, message_key, keys.LAYOUT1))
+        pipe.get(keys.template(self.prefix, template_id, keys.LAYOUT1))
+        try:
+            record, template = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(str(exc)) from exc
+        return record, template
+
+    def _maybe(self) -> bool:
+        checked, maybe = self._checked
+        now = time.monotonic()
+        if now - checked >= self.RECHECK:
+            try:
+                marker = self.client.get(keys.layout(self.prefix))
+            except redis.RedisError as exc:
+                raise StoreError(str(exc)) from exc
+            maybe = marker != str(keys.LAYOUT).encode()
+            self._checked = (now, maybe)
+        return maybe
 
 
 # Templates parsed per worker, keyed by their stored text, not their id: ``engage forget``

@@ -102,7 +102,8 @@ def build_services(settings: config.Settings, client: redis.Redis | None) -> Eng
     return Engage(
         settings, client,
         LinkStore(client, settings.key_prefix, settings.link_retention_days,
-                  settings.metrics_retention_days),
+                  settings.metrics_retention_days,
+                  record_retention_days=settings.record_retention_days),
         EventLog(client, settings.key_prefix, settings.events_retention_days,
                  settings.link_retention_days, settings.metrics_retention_days),
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,

@@ -26,18 +26,18 @@ from redis.commands.core import Script
 
 from engage import settings as config
 from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
-from engage.store import layout
+from engage.store import keys, layout
 from engage.store.events import EventError, EventLog
 from engage.store.links import LinkStore, Resolved, StoreError, resolved_from
 from engage.store.pressure import MemoryGauge, is_refused
-from engage.store.redisconn import run_script
+from engage.store.redisconn import is_cluster, run_script
 from engage.store.scripts.clicks import LOOKUP_LUA, ClickLookup
 from engage.store.tokens import split_token
 from engage.store.trackevent import RequestFacts, bounded, build_event
 from engage.verdicts.judge import Judge
 from engage.web.drops import Drops
 from engage.web.geoip import Lookup
-from engage.web.opengate import open_gate
+from engage.web.opengate import open_gate, over_limit
 from engage.web.ratelimit import RateLimiter
 
 log = logging.getLogger("engage.web.app")  # the redirector's log, whichever layer answered
@@ -119,19 +119,26 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
         return limiter.allow(ip, now), None
     message_key, template_id, index = parts
     state_keys, state_args = services.judge.click_keys(now, ip, message_key, index, url)
-    keys = [services.links.message_key(message_key), services.links.template_key(template_id),
-            *state_keys]
+    names = [services.links.message_key(message_key),
+             services.links.template_key(template_id, keys.shard_of(message_key)), *state_keys]
     args: list[Any] = list(state_args)
-    if limiter.limit:
+    alone = limiter.limit and is_cluster(services.client)  # its key is in no shard
+    if limiter.limit and not alone:
         counter, ttl = limiter.counter(ip, now)
-        keys.append(counter)
+        names.append(counter)
         args.append(ttl)
     try:
-        reply = ClickLookup.from_reply(run_script(services.client, services.lookup, keys, args))
+        reply = ClickLookup.from_reply(run_script(services.client, services.lookup, names, args))
     except redis.RedisError as exc:
         raise StoreError(str(exc)) from exc
-    resolved = resolved_from(message_key, template_id, index, reply.record, reply.template,
-                             reply.state)  # as LinkStore.lookup's ``also``: the judge's ClickState
+    record_text, template_text = reply.record, reply.template
+    if record_text is None:
+        record_text, template_text = services.links.layout1.fill(message_key, template_id,
+                                                                  template_text)
+    resolved = resolved_from(message_key, template_id, index, record_text, template_text,
+                             reply.state, services.links.orphans)  # ``also``: the ClickState
+    if alone:
+        return limiter.allow(ip, now), resolved
     counted = reply.counted  # None: not counted (refused): fail open
     return limiter.allows(counted) if counted is not None else True, resolved
 
@@ -148,8 +155,11 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
     settings = services.settings
     judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
                                   resolved, now)
-    gate = (open_gate(settings, kind, resolved.message_key, facts.ip_address, now)
-            if kind != "click" else None)
+    gate = None
+    if kind != "click":  # resolved with engage.web.opengate.count_open
+        if over_limit(settings, resolved.extra):
+            return dropped(services, kind, "limited")
+        gate = open_gate(settings, kind, resolved.message_key, facts.ip_address)
     try:
         masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
         outcome = services.events.append(build_event(kind, resolved, masked, now, judged.engage),

@@ -11,8 +11,9 @@ become a score range on the index sorted sets; when every filter is served by on
 (the event type is part of every index key) ``total_count`` is a sum of ZCOUNTs and a
 page is one merged range read. Otherwise the most selective index is scanned and the
 other filters applied to the events it yields, at most ``max_scan`` of them (else 400).
-``event_ids`` are read by id (an event_id names its stream entry). Results are newest
-first; the cursor carries the score of the last result returned and the window of the
+``event_ids`` are read by id (an event_id names its shard and stream entry). Every index
+is one per shard (engage.store.keys): counts are summed and pages merged over the shards
+and layout 1's stream (engage.store.eventpages). Results are newest first; the cursor carries the score of the last result returned and the window of the
 first page, so ``total_count`` stays the same over a walk even without ``to``.
 """
 from __future__ import annotations
@@ -28,7 +29,15 @@ import redis
 from engage.query import (
     BadParameter,
 )
-from engage.store.events import DIMENSIONS, EventError, EventLog, score_of, subject_digest
+from engage.store import keys as layout_keys
+from engage.store.events import (
+    DIMENSIONS,
+    EventError,
+    EventLog,
+    entries_of,
+    score_of,
+    subject_digest,
+)
 from engage.web.eventsquery import (
     DEFAULT_PER_PAGE as DEFAULT_PER_PAGE,
 )
@@ -88,14 +97,14 @@ def search(log: EventLog, query: Query, max_scan: int, now: float | None = None)
     try:
         if query.event_ids is not None:
             return _by_ids(log, query, low, high, top, window)
-        name, keys, candidates = _driving_index(log, query.types, filters, low, high)
+        name, specs, candidates = _driving_index(log, query.types, filters, low, high)
         residual = {key: values for key, values in filters.items() if key != name}
         if not residual:
-            return _indexed_page(log, keys, candidates, low, top, query.per_page, window)
+            return _indexed_page(log, specs, candidates, low, top, query.per_page, window)
         if candidates > max_scan:
             raise BadParameter(sorted(residual)[0], f"this query would scan {candidates} "
                                "events; narrow from/to or add an indexed filter")
-        return _scanned_page(log, keys, residual, low, high, top, query.per_page, window)
+        return _scanned_page(log, specs, residual, low, high, top, query.per_page, window)
     except redis.RedisError as exc:
         raise EventError(str(exc)) from exc
 
@@ -113,11 +122,12 @@ class Window:
 
 def _by_ids(log: EventLog, query: Query, low: int, high: int, top: int,
             window: Window) -> Page:
-    """``event_ids``: each names its stream entry (ms-seq), read in one round trip; the
-    other filters and the window are applied to what is found."""
+    """``event_ids``: each names its shard and stream entry (ms-seq), read in one round
+    trip; the other filters and the window are applied to what is found."""
     wanted = sorted((score for score in query.event_ids or () if low <= score <= high),
                     reverse=True)
-    found = log.fetch_json(f"{score // 1000}-{score % 1000}" for score in wanted)
+    found = log.fetch_many([entry for score in wanted for entry in entries_of(score)])
+    found = [text for text in found if _event_id(text) in wanted]  # not a layout-1 namesake
     kept = [text for text in found if _passes(json.loads(text), query)]
     shown = [text for text in kept if _event_id(text) <= top]
     more = len(shown) > query.per_page
@@ -142,57 +152,66 @@ def _index_values(name: str, values: frozenset[str]) -> list[str]:
     return [subject_digest(value) for value in values] if name == "subjects" else list(values)
 
 
+Spec = tuple[str, str, str]  # (type, dimension, value): one index, in every shard
+
+
 def _driving_index(log: EventLog, types: tuple[str, ...], filters: dict[str, frozenset[str]],
-                   low: int, high: int) -> tuple[str, list[str], int]:
-    """The indexed filter with the fewest events in range: (its name, its keys, the count)."""
-    options = {name: [log.index_key(kind, DIMENSIONS[name], value) for kind in types
+                   low: int, high: int) -> tuple[str, list[Spec], int]:
+    """The indexed filter with the fewest events in range: (its name, its indexes, the
+    count summed over the shards), in one pipeline."""
+    options = {name: [(kind, DIMENSIONS[name], value) for kind in types
                       for value in _index_values(name, values)]
                for name, values in filters.items() if name in DIMENSIONS}
     if not options:
-        options = {"": [log.index_key(kind) for kind in types]}
+        options = {"": [(kind, "", "") for kind in types]}
+    shards = layout_keys.shard_ids(layout1=True)
     pipe = log.client.pipeline(transaction=False)
-    for keys in options.values():
-        for key in keys:
-            pipe.zcount(key, low, high)
+    for specs in options.values():
+        for spec in specs:
+            for shard in shards:
+                pipe.zcount(log.index_key(shard, *spec), low, high)
     counts = iter(pipe.execute())
-    totals = {name: sum(next(counts) for _ in keys) for name, keys in options.items()}
+    totals = {name: sum(next(counts) for _ in range(len(specs) * len(shards)))
+              for name, specs in options.items()}
     name = min(totals, key=totals.__getitem__)
     return name, options[name], totals[name]
 
 
-def _newest(log: EventLog, keys: list[str], top: int, low: int,
-            count: int) -> list[tuple[int, bytes]]:
-    """The ``count`` newest (score, stream id) with low <= score <= top across ``keys``."""
+def _newest(log: EventLog, specs: list[Spec], top: int, low: int,
+            count: int) -> list[tuple[int, int, bytes]]:
+    """The ``count`` newest (score, shard, stream id) with low <= score <= top across the
+    indexes ``specs`` of every shard."""
+    pairs = [(shard, spec) for shard in layout_keys.shard_ids(layout1=True) for spec in specs]
     pipe = log.client.pipeline(transaction=False)
-    for key in keys:
-        pipe.zrevrangebyscore(key, top, low, start=0, num=count)
-    merged = heapq.merge(*([(-score_of(member), member) for member in reply]
-                           for reply in pipe.execute()))
-    newest: list[tuple[int, bytes]] = []
-    for negative, member in merged:
-        if newest and newest[-1][1] == member:
+    for shard, spec in pairs:
+        pipe.zrevrangebyscore(log.index_key(shard, *spec), top, low, start=0, num=count)
+    merged = heapq.merge(*([(-score_of(member, shard), shard, member) for member in reply]
+                           for (shard, _), reply in zip(pairs, pipe.execute())))
+    newest: list[tuple[int, int, bytes]] = []
+    for negative, shard, member in merged:
+        if newest and newest[-1][1:] == (shard, member):
             continue  # one event indexed under two recipients of the same filter
-        newest.append((-negative, member))
+        newest.append((-negative, shard, member))
         if len(newest) == count:
             break
     return newest
 
 
-def _indexed_page(log: EventLog, keys: list[str], total: int, low: int, top: int,
+def _indexed_page(log: EventLog, specs: list[Spec], total: int, low: int, top: int,
                   per_page: int, window: Window) -> Page:
-    joined, last, more = log.page(keys, top, low, per_page)
+    joined, last, more = log.page(specs, top, low, per_page)
     return Page(joined, total, window.cursor(last) if more else None)
 
 
-def _scanned_page(log: EventLog, keys: list[str], residual: dict[str, frozenset[str]],
+def _scanned_page(log: EventLog, specs: list[Spec], residual: dict[str, frozenset[str]],
                   low: int, high: int, top: int, per_page: int, window: Window) -> Page:
     results: list[bytes] = []
     total, more, ceiling, last = 0, False, high, 0
     while ceiling >= low:
-        chunk = _newest(log, keys, ceiling, low, SCAN_CHUNK)
+        chunk = _newest(log, specs, ceiling, low, SCAN_CHUNK)
         if not chunk:
             break
-        for text in log.fetch_json(member for _, member in chunk):
+        for text in log.fetch_many([(shard, member) for _, shard, member in chunk]):
             event = json.loads(text)
             if not matches(event, residual):
                 continue

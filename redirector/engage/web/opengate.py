@@ -5,6 +5,9 @@ because one host holds a whole /64 and a /24 is cheap to hop within. Key names f
 ``[privacy] ip_addresses``: ``full`` names the network, ``truncated`` the network that
 mode may store (engage.erasure.privacy.truncate_ip: /24, /48), ``none`` only a digest of
 it. The repeat key always holds a digest (with the message key), never an address.
+The repeat check runs in the append's script (the repeat key is in the message's shard);
+the per-network count is in no shard, so it is counted in the round trip that resolves
+the pixel's token (``count_open``) and the append is skipped past the limit.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from functools import lru_cache
 
 from engage.erasure.privacy import truncate_ip
 from engage.settings import Settings
+from typing import Any, Optional
+
 from engage.store.events import STATUS_KINDS, OpenGate, open_limit_key, repeat_open_key
 
 IPV4_NETWORK = 24
@@ -48,13 +53,25 @@ def network_label(ip: str, mode: str) -> str:
     return "h" + digest(network_of(ip))
 
 
-def open_gate(settings: Settings, kind: str, message_key: str, ip: str,
-              now: float) -> OpenGate:
-    """The gate for one open (``kind``: open or initial_open) of ``message_key`` from
-    ``ip`` at ``now``."""
-    prefix, network = settings.key_prefix, network_label(ip, settings.ip_addresses)
-    return OpenGate(
-        repeat_open_key(prefix, message_key, STATUS_KINDS[kind], digest(network_of(ip))),
-        settings.open_repeat_window,
-        open_limit_key(prefix, network, int(now // LIMIT_WINDOW)),
-        settings.open_limit, LIMIT_WINDOW + 1)
+def open_gate(settings: Settings, kind: str, message_key: str, ip: str) -> OpenGate:
+    """The repeat check of one open (``kind``: open or initial_open) of ``message_key``
+    from ``ip``."""
+    return OpenGate(repeat_open_key(settings.key_prefix, message_key, STATUS_KINDS[kind],
+                                    digest(network_of(ip))), settings.open_repeat_window)
+
+
+def count_open(settings: Settings, ip: str, now: float, pipe: Any) -> None:
+    """Queue the network's open count for this window on ``pipe`` (INCR, EXPIRE NX):
+    ``over_limit`` reads its reply. Nothing is queued without [web] open_limit."""
+    if settings.open_limit:
+        key = open_limit_key(settings.key_prefix, network_label(ip, settings.ip_addresses),
+                             int(now // LIMIT_WINDOW))
+        pipe.incr(key)
+        pipe.expire(key, LIMIT_WINDOW + 1, nx=True)
+
+
+def over_limit(settings: Settings, replies: tuple[Any, ...]) -> bool:
+    """Whether ``count_open``'s reply (the first of ``replies``) is past [web] open_limit.
+    A count Redis refused (None) is not: fail open."""
+    count: Optional[Any] = replies[0] if settings.open_limit and replies else None
+    return count is not None and int(count) > settings.open_limit

@@ -6,37 +6,35 @@ from engage.store.scripts.aggregates import UPDATE_CALL, UPDATE_FUNCTION
 
 # The gate first (the last ARGV[13] keys of KEYS are its own): the append id (ARGV[14])
 # into its decisecond's set KEYS[last+1] (integers: an intset, 8 bytes each), a known id
-# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[16] s) and
-# KEYS[last+3] the network's counter (ARGV[17] per ARGV[18] s).
+# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[18] s). The
+# open limit per network is counted before, outside (its key is in no shard).
+# The score (public event_id) is ms * 1000 + ARGV[16] + min(seq, ARGV[17]): the shard's
+# base and cap (engage.store.events.EventIds), so that shards never share an id.
 # Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
 # to the retention window anyway, and EXPIRE drops an index that gets no new events.
 # With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
 # first open (or click) time is set only if absent, the count of that kind goes up.
 # With ARGV[8] not empty, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_FUNCTION).
+# Every key is in the message's shard (one slot on a Redis Cluster).
 # APPEND_LUA is built below from these named parts: the aggregates' function, the append
 # up to the aggregates, the call, the rest.
 _APPEND_HEAD = """local gate = tonumber(ARGV[13])
 local last = #KEYS - gate
 if redis.call('SADD', KEYS[last + 1], ARGV[14]) == 0 then return 'dup' end
 redis.call('EXPIRE', KEYS[last + 1], ARGV[15])
-if gate == 3 then
-  if tonumber(ARGV[16]) > 0 and not redis.call('SET', KEYS[last + 2], '1', 'NX', 'EX', ARGV[16]) then
-    if ARGV[5] ~= '' then
-      redis.call('HINCRBY', KEYS[2], 'repeat_opens', 1)
-      if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
-    end
-    return 'repeat'
+if gate == 2 and tonumber(ARGV[18]) > 0
+    and not redis.call('SET', KEYS[last + 2], '1', 'NX', 'EX', ARGV[18]) then
+  if ARGV[5] ~= '' then
+    redis.call('HINCRBY', KEYS[2], 'repeat_opens', 1)
+    if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
   end
-  if tonumber(ARGV[17]) > 0 then
-    local n = redis.call('INCR', KEYS[last + 3])
-    if n == 1 then redis.call('EXPIRE', KEYS[last + 3], ARGV[18]) end
-    if n > tonumber(ARGV[17]) then return 'limited' end
-  end
+  return 'repeat'
 end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local dash = string.find(id, '-', 1, true)
 local seq = tonumber(string.sub(id, dash + 1))
-local score = string.sub(id, 1, dash - 1) .. string.format('%03d', math.min(seq, 999))
+local score = string.sub(id, 1, dash - 1)
+  .. string.format('%03d', tonumber(ARGV[16]) + math.min(seq, tonumber(ARGV[17])))
 local trim = seq == 0 and tonumber(string.sub(id, dash - 2, dash - 1)) % 32 == 0
 local first = 2
 if ARGV[5] ~= '' then
@@ -62,7 +60,8 @@ APPEND_LUA = UPDATE_FUNCTION + _APPEND_HEAD + UPDATE_CALL + _APPEND_TAIL
 
 # One page, newest first, of the union of index sorted sets (KEYS[2..]), assembled next
 # to the data: merge by score, skip an id seen twice (one event under two recipients),
-# XRANGE each entry, splice in event_id. ARGV: top score, low score, page size.
+# XRANGE each entry, splice in event_id. ARGV: top score, low score, page size, the
+# shard's score base and seq cap (as APPEND_LUA's ARGV[16..17]).
 # Returns {score of the last one, 1 if more follow, JSON object, JSON object ...}.
 PAGE_LUA = """
 local lists, pos, count = {}, {}, tonumber(ARGV[3])
@@ -87,7 +86,7 @@ while true do
     local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
     if entry then
       local dash = string.find(id, '-', 1, true)
-      local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
+      local seq = tonumber(ARGV[4]) + math.min(tonumber(string.sub(id, dash + 1)), tonumber(ARGV[5]))
       last = string.sub(id, 1, dash - 1) .. string.format('%03d', seq)
       out[#out + 1] = '{"event_id":"' .. last .. '",' .. string.sub(entry[2][2], 2)
     end

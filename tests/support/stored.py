@@ -1,0 +1,55 @@
+"""What engage stored, read the way a test wants it: over every shard (and layout 1's
+names), in time order. The product's own readers are what the tests check; these only
+look at the raw keys (engage.store.keys builds every name)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engage.store import keys
+from engage.store.events import score_of
+from engage.store.tokens import new_message_key
+
+
+def key_in_shard(shard: int) -> str:
+    """A new message key whose shard is ``shard``."""
+    while True:
+        key = new_message_key()
+        if keys.shard_of(key) == shard:
+            return key
+
+
+def entries(client: Any, prefix: str) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
+    """Every stream entry of every shard: (shard, entry id, fields), oldest first."""
+    found = []
+    for shard in keys.shard_ids(layout1=True):
+        for entry_id, fields in client.xrange(keys.events(prefix, shard)):
+            found.append((score_of(entry_id, shard), shard, entry_id, fields))
+    found.sort(key=lambda item: item[0])
+    return [(shard, entry_id, fields) for _, shard, entry_id, fields in found]
+
+
+def events(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """Every stored event (as stored: no event_id), oldest first."""
+    return [json.loads(fields[b"e"]) for _, _, fields in entries(client, prefix)]
+
+
+def count(client: Any, prefix: str) -> int:
+    """Entries in every shard's stream."""
+    pipe = client.pipeline(transaction=False)
+    for shard in keys.shard_ids(layout1=True):
+        pipe.xlen(keys.events(prefix, shard))
+    return sum(pipe.execute())
+
+
+def status(client: Any, prefix: str, message_key: str) -> dict[str, str]:
+    """The message's status hash, decoded."""
+    raw = client.hgetall(keys.status(prefix, message_key))
+    return {name.decode(): value.decode() for name, value in raw.items()}
+
+
+def family_keys(client: Any, prefix: str, family: str) -> list[bytes]:
+    """Every key of one registry family (by name), on whichever shard."""
+    return [key for key in client.scan_iter(match=f"{prefix}*", count=1000)
+            if (found := keys.family_of(prefix, key.decode())) is not None
+            and found.name == family]
