@@ -130,6 +130,34 @@ def test_the_figures_are_the_ones_measured_key_by_key(redis_client):
                                   "link_retention_days); events ")
 
 
+def test_the_figures_match_on_what_the_milter_and_the_redirector_wrote(redis_client, redis_server):
+    """Messages registered by the link store, clicks and opens through the redirector app:
+    the rates are what was sent and recorded, the costs what MEMORY USAGE says key by key."""
+    from engage.store.links import LinkStore
+    from engage.store.tokens import click_token, open_token
+    from engage.web.app import create_app
+    store, rng, now = LinkStore(redis_client, P), random.Random(5), time.time()
+    sent = []
+    for n in range(400):
+        key, used = message_key(rng), template(n % 4)
+        store.register(key, used, MessageRecord(rcpt_to=(f"r{n}@example.org",), subject=f"Offer {n}",
+                                                injection_time=int(now), template_id=used.template_id))
+        sent.append((key, used.template_id))
+    app = create_app(dataclasses.replace(config.Settings(), redis_url=redis_server.url, key_prefix=P,
+                                         tracking_url="https://click.example.com", rate_limit=0))
+    web = app.test_client()
+    for n, (key, tid) in enumerate(sent[:150]):
+        assert web.get(f"/c/{click_token(key, tid, n % 2)}").status_code == 302
+        assert web.get(f"/o/{open_token(key, tid)}").status_code == 200
+    stored = sum(redis_client.xlen(keys.events(P, s)) for s in keys.shard_ids())
+    rates = doctor_sizing.rates(redis_client, P, time.time())
+    costs = doctor_sizing.costs(redis_client, P, per_family=10_000)
+    per_message, per_event, metrics = expected(redis_client, P)
+    assert (rates.messages, rates.events, rates.metrics_bytes) == (400, stored, metrics)
+    assert stored == 300 and costs.events == 300
+    assert costs.per_message == pytest.approx(per_message) and costs.per_event == pytest.approx(per_event)
+
+
 def test_a_sample_of_a_tenth_of_the_keyspace_stays_close(redis_client):
     populate(redis_client, P, messages=3000, events=600)
     per_message, per_event, _ = expected(redis_client, P)

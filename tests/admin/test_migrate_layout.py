@@ -89,18 +89,18 @@ def click(redis_url: str, token: str) -> Any:
 def test_a_click_on_a_layout_1_link_redirects_before_and_after_the_migration(redis_client, redis_server):
     """The redirector reads layout 1 on a miss until the migration marks layout 2; then
     it no longer looks there (a layout-1 record written afterwards is unknown)."""
-    rclient, url = redis_client, redis_server.url
+    rclient, where = redis_client, redis_server.url
     data = write_layout1(rclient, P, messages=30)
     (key, tid), (late, _) = list(data.messages.items())[:2]
     url = data.templates[tid].links[0].url
-    before = click(url, click_token(key, tid, 0))
+    before = click(where, click_token(key, tid, 0))
     assert (before.status_code, before.headers["Location"]) == (302, url)
     record = rclient.get(keys.message(P, late, keys.LAYOUT1))
     assert run(rclient)[2]
-    after = click(url, click_token(key, tid, 0))
+    after = click(where, click_token(key, tid, 0))
     assert (after.status_code, after.headers["Location"]) == (302, url)
     rclient.set(keys.message(P, "L" + late[1:], keys.LAYOUT1), record)
-    ignored = click(url, click_token("L" + late[1:], tid, 1))
+    ignored = click(where, click_token("L" + late[1:], tid, 1))
     assert ignored.status_code == 404
 
 
