@@ -211,8 +211,9 @@ def test_a_record_rewritten_while_it_moves_stays_for_the_next_run(redis_client, 
     original = Mover._delete_sources
 
     def rewrite_first(self: Mover, copied: Any, how: str) -> Any:
-        if how == "get" and redis_client.get(keys.message(P, victim, keys.LAYOUT1)) != scrubbed.encode():
-            redis_client.set(keys.message(P, victim, keys.LAYOUT1), scrubbed)
+        source = keys.message(P, victim, keys.LAYOUT1)
+        if source in dict(copied) and redis_client.get(source) != scrubbed.encode():
+            redis_client.set(source, scrubbed)  # between its copy and this deletion
         return original(self, copied, how)
     monkeypatch.setattr(Mover, "_delete_sources", rewrite_first)
     moved, left, marked = run(redis_client)
@@ -244,15 +245,26 @@ def test_the_command_counts_in_a_dry_run_then_moves(redis_client, redis_server, 
     assert cli.main(["migrate-layout", "--config", str(conf), "--from-prefix", ""]) == 2
 
 
-def test_on_a_cluster_one_slot_moves_into_24_over_every_master(redis_cluster):
+def test_on_a_cluster_one_slot_moves_into_24_over_every_master(redis_cluster, tmp_path, capsys):
     """Layout 1 under the old tagged prefix {t}: (one slot) into the untagged t:, whose
-    shards spread over the three masters."""
+    shards spread over the three masters: the command, as an operator runs it."""
     redis_cluster.flush()
     client = connect(redis_cluster.url, timeout=30)
+    conf = tmp_path / "engage.conf"
+    conf.write_text(f"[redis]\nurl = {redis_cluster.url}\nkey_prefix = t:\n")
     try:
         data = write_layout1(client, "{t}:", messages=200)
-        moved, _, marked = run(client, prefix="t:", source="{t}:", batch=50)
-        assert marked and moved.messages == 200 and moved.changed == 0
+        client.set(keys.webhook("{t}:", "h1"), '{"id":"h1"}')
+        client.sadd(keys.webhook_ids("{t}:"), "h1")
+        assert cli.main(["migrate-layout", "--config", str(conf), "--from-prefix", "{t}:",
+                         "--batch", "50"]) == 0
+        out = capsys.readouterr().out
+        assert "  message records: 200 (" in out and "layout 1 holds nothing more to move" in out
+        assert "  webhook definitions copied: 1\n" in out
+        assert client.get(keys.webhook("t:", "h1")) == b'{"id":"h1"}'
+        assert client.smembers(keys.webhook_ids("t:")) == {b"h1"}
+        assert ("not moved, and not read under 't:': the layout-1 events stream (5 events), "
+                "1 event index, 1 events (keys by family). Once nothing is left to move") in out
         check_moved(client, data, "t:", "{t}:")
         records = Counter(client.get_node_from_key(keys.message("t:", k)).port for k in data.messages)
         assert len(records) == 3 and min(records.values()) > 30

@@ -43,6 +43,24 @@ def census(mover: Mover) -> Counter[str]:
     return found
 
 
+def copy_webhooks(client: Any, source: str, prefix: str) -> int:
+    """Under another prefix only: the webhook definitions (the same in both layouts, so
+    not migrated otherwise) are copied, SET NX and SADD, so that a rerun changes nothing;
+    the old ones stay for ``engage purge-data`` with the old prefix. How many were new."""
+    if source == prefix:
+        return 0
+    ids = sorted(client.smembers(keys.webhook_ids(source)))
+    pipe = client.pipeline(transaction=False)
+    for hook in ids:
+        pipe.get(keys.webhook(source, hook.decode()))
+    found = [(hook, value) for hook, value in zip(ids, pipe.execute() if ids else []) if value]
+    pipe = client.pipeline(transaction=False)
+    for hook, value in found:
+        pipe.set(keys.webhook(prefix, hook.decode()), value, nx=True)
+        pipe.sadd(keys.webhook_ids(prefix), hook)
+    return sum(bool(written) for written in (pipe.execute() if found else [])[::2])
+
+
 def migrate(client: Any, source: str, prefix: str, batch: int = BATCH,
             say: Callable[[str], None] = print) -> tuple[Moved, Counter[str], bool]:
     """Every move, in order (templates last: messages need them until they have moved),
@@ -58,6 +76,8 @@ def migrate(client: Any, source: str, prefix: str, batch: int = BATCH,
         started = time.monotonic()
         step()
         say(f"  {text}: {getattr(mover.moved, field)} ({time.monotonic() - started:.2f} s)")
+    if source != prefix:
+        say(f"  webhook definitions copied: {copy_webhooks(client, source, prefix)}")
     left = census(mover)
     marked = not any(left[family] for family in MOVED)
     if marked:
@@ -65,14 +85,21 @@ def migrate(client: Any, source: str, prefix: str, batch: int = BATCH,
     return mover.moved, left, marked
 
 
-def describe_left(left: Counter[str], events: int, retention_days: int) -> str:
-    """What stays in layout 1 on purpose: read as one more shard until it expires."""
+def describe_left(left: Counter[str], events: int, retention_days: int, source: str,
+                  prefix: str) -> str:
+    """What stays in layout 1 on purpose: read as one more shard until it expires; under
+    another prefix than the services' it is not read at all."""
     kept = [f"{count} {name}" for name, count in sorted(left.items()) if name not in MOVED]
     if not kept and not events:
         return "layout 1 holds no events, indexes or webhook queues"
-    return (f"not moved, read as one more shard until [events] retention_days ({retention_days}) "
-            f"trims them: the layout-1 events stream ({events} events), "
-            + (", ".join(kept) or "no other keys") + " (keys by family)")
+    what = (f"the layout-1 events stream ({events} events), " + (", ".join(kept) or "no other keys")
+            + " (keys by family)")
+    if source == prefix:
+        return (f"not moved, read as one more shard until [events] retention_days "
+                f"({retention_days}) trims them: {what}")
+    return (f"not moved, and not read under {prefix!r}: {what}. Once nothing is left to move "
+            f"and their events are not wanted any more: ENGAGE_KEY_PREFIX='{source}' engage "
+            "purge-data")
 
 
 # ------------------------------------------------------------------ the command
@@ -118,7 +145,7 @@ def run(args: Any) -> int:
             left = census(mover)
             moving = ", ".join(f"{left[f]} {NAMES[f]}" for f in MOVED)
             print(f"would move from layout 1 under {source!r} to layout 2 under {prefix!r}: "
-                  f"{moving}\n{describe_left(left, events, settings.events_retention_days)}")
+                  f"{moving}\n{describe_left(left, events, settings.events_retention_days, source, prefix)}")
             return 0
         print(f"moving layout 1 under {source!r} into the {keys.SHARDS} shards of layout 2 "
               f"under {prefix!r}:")
@@ -132,7 +159,7 @@ def run(args: Any) -> int:
         return 1
     finally:
         client.close()
-    print(describe_left(left, events, settings.events_retention_days))
+    print(describe_left(left, events, settings.events_retention_days, source, prefix))
     if marked:
         print(f"layout 1 holds nothing more to move: {keys.layout(prefix)} = {keys.LAYOUT}, "
               "the redirectors stop looking there")
