@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Redis memory per tracked message, a script (not a test) that prints figures.
+"""Redis memory per tracked message and per event, a script (not a test) that prints figures.
 
-    python3 tests/bench/bench_memory.py [--messages 1000000] [--links 150]
+    python3 tests/bench/bench_memory.py [--messages 1000000] [--links 150] [--events N]
 
 One campaign (one template of ``--links`` links) sent to ``--messages`` recipients, each
 message registered through the real ``LinkStore.register`` (what the milter calls), into
 a private redis-server with its default settings. Prints ``INFO memory`` before and
-after and the bytes per message, and the size of one record's value.
+after and the bytes per message, and the size of one record's value. With ``--events``,
+then that many click and open events of those messages (half each, built by the real
+``build_event`` and appended by ``EventLog``, indexes and hourly counters included) and
+the bytes per event. Messages and events spread over the 24 shards as in production.
 """
 from __future__ import annotations
 
@@ -23,7 +26,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
-from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key  # noqa: E402
+from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.store.links import (  # noqa: E402
+    Link,
+    LinkStore,
+    MessageRecord,
+    Resolved,
+    Template,
+    new_message_key,
+)
 from support.procs import RedisServer  # noqa: E402
 
 MEMORY_FIELDS = ("used_memory", "used_memory_dataset", "mem_allocator")
@@ -47,9 +58,37 @@ def record_for(number: int, template_id: str) -> MessageRecord:
         metadata={"user_id": f"{number:07d}"}, template_id=template_id)
 
 
-def register_all(store: LinkStore, template: Template, first: int, count: int) -> None:
+def register_all(store: LinkStore, template: Template, first: int, count: int,
+                 kept: list[str]) -> None:
     for number in range(first, first + count):
-        store.register(new_message_key(), template, record_for(number, template.template_id))
+        key = new_message_key()
+        store.register(key, template, record_for(number, template.template_id))
+        if len(kept) < 100_000:
+            kept.append(key)
+
+
+AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/131.0.0.0 Safari/537.36")
+
+
+def append_events(client: redis.Redis, template: Template, message_keys: list[str],
+                  count: int) -> float:
+    """``count`` events (clicks and opens alternately) of the given messages: seconds taken."""
+    log = EventLog(client)
+    started = time.monotonic()
+    batch = []
+    for number in range(count):
+        key = message_keys[number % len(message_keys)]
+        link = template.links[number % len(template.links)] if number % 2 else None
+        resolved = Resolved(key, template, record_for(number, template.template_id), link)
+        batch.append(build_event("click" if link else "open", resolved,
+                                 RequestFacts(f"198.51.{number % 250}.{number % 200}", AGENT,
+                                              "en-US,en;q=0.9"), time.time()))
+        if len(batch) == 500:
+            log.append_many(batch)
+            batch = []
+    log.append_many(batch)
+    return time.monotonic() - started
 
 
 def main() -> None:
@@ -57,6 +96,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--links", type=int, default=150)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--events", type=int, default=0)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="engage-bench-mem-") as workdir:
         server = RedisServer(Path(workdir)).start()
@@ -67,9 +107,10 @@ def main() -> None:
             before = client.info("memory")
             started = time.monotonic()
             share = options.messages // options.threads
+            kept: list[str] = []
             threads = [threading.Thread(target=register_all, args=(
                 store, template, n * share,
-                share if n < options.threads - 1 else options.messages - n * share))
+                share if n < options.threads - 1 else options.messages - n * share, kept))
                 for n in range(options.threads)]
             for thread in threads:
                 thread.start()
@@ -87,7 +128,15 @@ def main() -> None:
             print(f"  one record value: {len(sample)} bytes: {sample!r}")
             print(f"  template value: {len(template.to_json().encode())} bytes (stored once)")
             print(f"bytes per message: {grown / options.messages:.1f} "
-                  f"(used_memory grew {grown / 2**20:.1f} MiB)")
+                  f"(used_memory grew {grown / 2**20:.1f} MiB; target 150)")
+            if options.events:
+                seconds = append_events(client, template, kept, options.events)
+                final = client.info("memory")["used_memory"]
+                per_event = (final - after["used_memory"]) / options.events
+                print(f"{options.events} events of {len(kept)} messages appended in "
+                      f"{seconds:.1f} s ({options.events / seconds:.0f}/s)")
+                print(f"bytes per event (stream entry, indexes, counters, status): "
+                      f"{per_event:.1f} (target 500)")
         finally:
             server.stop()
 

@@ -15,6 +15,7 @@ import smtplib
 
 import pytest
 
+from support import stored
 from support.procs import crlf_to_lf, split_message
 from support.sendmail import SandboxSendmail, can_unshare_uts, unpack_sendmail
 from support.snippets import ENGAGE_SENDMAIL_SOCKET, Snippet, sendmail_filter_lines, snippets
@@ -100,7 +101,7 @@ def test_sendmail_delivers_the_message_rewritten_by_the_milter(snippet, sendmail
     # The milter logged Sendmail's queue id (macro i) and the campaign.
     line = [x for x in milter.log_text().splitlines() if "campaign='sendmail-campaign'" in x]
     assert line and re.search(r"engage_milter: [0-9A-Za-z]{14} accept: links=1 ", line[0]), line
-    assert redis_client.keys("test:m:*"), "the message record was not stored"
+    assert stored.family_keys(redis_client, "test:", "message"), "the message record was not stored"
 
 
 def test_sendmail_returns_the_milters_550_for_a_bad_header(sendmail):

@@ -14,6 +14,7 @@ import oracle
 from engage.settings import Settings
 from engage.store.links import LinkStore
 from engage.web.app import create_app
+from support import stored
 from support.milterctx import MESSAGE, feed
 
 TRACKING = "https://t.example/x"
@@ -31,9 +32,9 @@ def test_trap_link_from_milter_to_verdict(redis_server, redis_client):
     rewritten = head.replace(b'X-MSYS-API: {"campaign_id": "spring", "metadata": {"uid": 7},\r\n'
                              b'  "tags": ["sale"]}\r\n', b"").replace(
         b'x-msys-api: {"campaign_id": "ignored"}\r\n', b"") + b"\r\n\r\n" + body
-    [template_key] = redis_client.keys("t:t:*")
-    stored = [link[0] for link in json.loads(redis_client.get(template_key))["l"]]
-    oracle.assert_only_tracking_changed(MESSAGE, rewritten, TRACKING, stored, trap=True)
+    [template_key] = stored.family_keys(redis_client, "t:", "template")
+    urls = [link[0] for link in json.loads(redis_client.get(template_key))["l"]]
+    oracle.assert_only_tracking_changed(MESSAGE, rewritten, TRACKING, urls, trap=True)
 
     text = body.decode()
     [trap] = re.findall(r'<a href="([^"]+)" style="display:none!important" aria-hidden="true" '

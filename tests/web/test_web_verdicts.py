@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from engage.store import overrides
+from engage.store import keys, overrides
 from engage.store.links import TRAP_LINK_NAME, Link, LinkStore, MessageRecord, Template, click_token, new_message_key
 from engage.verdicts.judge import Judge, burst_key, trap_key
 from engage.verdicts.machines import load, shipped_rules

@@ -14,6 +14,7 @@ import redis
 
 from engage import settings as config
 from engage.admin.doctor_findings import ERROR, OK, WARN, Finding, Options
+from engage.store import keys
 from engage.store.pressure import read_memory, refused_writes
 from engage.store.redisconn import connect, hash_tag, is_cluster
 
@@ -66,8 +67,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
                                     ("in engage.conf: [redis] url = the primary's URL",)))
         if info.get("cluster_enabled") and not cluster:
             findings.append(Finding(ERROR, "redis", f"Redis at {where} is a Redis Cluster node: "
-                                    "write [redis] url as redis+cluster://host:port and give "
-                                    "key_prefix a hash tag ({engage}:)"))
+                                    "write [redis] url as redis+cluster://host:port"))
         findings += _persistence(node, info, cli) + _eviction(node, settings, cli)
         return findings + _memory(node, settings) + pressure(node, settings)
     except redis.AuthenticationError as exc:
@@ -86,34 +86,50 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
 
 def _cluster(client: Any, settings: config.Settings,
              password: bool) -> tuple[redis.Redis, list[Finding], str]:
-    """The master that holds every engage key (the prefix's hash tag names one slot), what
-    to say about the cluster, and redis-cli for that master; the other checks look at it."""
+    """Which masters hold engage's shards (engage.store.keys: 24 hash-tagged shards, or
+    one slot when the prefix has a hash tag), what to say about the cluster, and the
+    master the other checks look at (shard 0's) with its redis-cli."""
     state = client.cluster_info().get("cluster_state", "?")
     masters = len(client.get_primaries())
     tag, prefix = hash_tag(settings.key_prefix), settings.key_prefix
-    node = client.get_node_from_key(prefix)
-    slot = client.keyslot(prefix)
-    level = OK if state == "ok" and tag else ERROR
-    text = (f"Redis Cluster of {masters} masters, cluster_state {state}; key_prefix {prefix!r}"
-            + (f" has the hash tag {{{tag}}}: every engage key is in slot {slot}, on "
-               f"{node.host}:{node.port}" if tag else
-               " has no hash tag: engage's scripts need every key in one slot"))
-    master = client.get_redis_connection(node)
-    findings = [Finding(level, "redis", text)]
-    replicas = int(master.info("replication").get("connected_slaves", 0))
-    cli = redis_cli(node.host, node.port, password)
-    if replicas == 0:
-        findings.append(Finding(WARN, "redis", f"the Cluster master {node.host}:{node.port}, "
-                                f"which holds slot {slot} (every engage key), has no replica: "
-                                "if it fails nothing takes over, so the milter tempfails mail "
-                                "and clicks get 503 until it is back, and what it wrote since "
-                                "its last save is lost",
+    names = [keys.message(prefix, "", shard) for shard in keys.shard_ids()]
+    holders: dict[tuple[str, int], list[int]] = {}
+    for shard, name in enumerate(names):
+        node = client.get_node_from_key(name)
+        holders.setdefault((node.host, node.port), []).append(shard)
+    if tag:
+        where = next(iter(holders))
+        text = (f" has the hash tag {{{tag}}}: every engage key is in slot "
+                f"{client.keyslot(prefix)}, on {where[0]}:{where[1]} (works; no scale-out: "
+                "for the 24 shards, a prefix without a tag, docs/operations.md)")
+    else:
+        text = ": engage's 24 shards are on " + ", ".join(
+            f"{host}:{port} ({len(shards)})" for (host, port), shards in holders.items())
+    findings = [Finding(OK if state == "ok" else ERROR, "redis",
+                        f"Redis Cluster of {masters} masters, cluster_state {state}; "
+                        f"key_prefix {prefix!r}{text}")]
+    lonely = []
+    for host, port in holders:
+        master = client.get_redis_connection(client.get_node(host=host, port=port))
+        if int(master.info("replication").get("connected_slaves", 0)) == 0:
+            lonely.append((host, port))
+    for host, port in lonely:
+        cli = redis_cli(host, port, password)
+        held = holders[(host, port)]
+        findings.append(Finding(WARN, "redis", f"the Cluster master {host}:{port}, which holds "
+                                + (f"slot {client.keyslot(prefix)} (every engage key)" if tag
+                                   else f"{len(held)} of engage's 24 shards")
+                                + ", has no replica: if it fails nothing takes over, so the "
+                                "milter tempfails mail and clicks get 503 until it is back, and "
+                                "what it wrote since its last save is lost",
                                 ("(first start another redis-server with cluster-enabled yes, "
                                  "empty, at NEW_HOST:NEW_PORT)",
                                  f"redis-cli --cluster add-node NEW_HOST:NEW_PORT "
-                                 f"{node.host}:{node.port} --cluster-slave --cluster-master-id "
+                                 f"{host}:{port} --cluster-slave --cluster-master-id "
                                  f"$({cli} CLUSTER MYID)")))
-    return master, findings, cli
+    first = client.get_node_from_key(names[0])
+    return (client.get_redis_connection(first), findings,
+            redis_cli(first.host, first.port, password))
 
 
 def _config_get(client: redis.Redis, name: str) -> str | None:

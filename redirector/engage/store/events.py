@@ -87,11 +87,13 @@ def dropped_key(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class OpenGate:
-    """The repeat check of one open (engage.web.opengate builds it; its per-network limit
-    is counted before the append, the counter being in no shard)."""
+    """What bounds the opens one network can make us store (engage.web.opengate builds
+    it): the repeat check, and whether the network is past its limit (its counter is in
+    no shard: read before the append, counted after a recorded one)."""
 
     repeat_key: str
     repeat_window: int  # seconds; 0: no repeat counting
+    over_limit: bool = False
 
 
 def new_append_id(now: float | None = None) -> tuple[int, int]:
@@ -191,7 +193,7 @@ class EventLog:
         args += [2 if gate else 1, append_id, APPEND_ID_TTL, *id_base(shard)]
         if gate:
             keys.append(gate.repeat_key)
-            args.append(gate.repeat_window)
+            args += [gate.repeat_window, "1" if gate.over_limit else "0"]
         return keys, args
 
     def _event_keys_args(self, event: dict[str, Any], now: float | None,

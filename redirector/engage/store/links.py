@@ -19,7 +19,8 @@ round trip; resolving a token is one (two for a token of layout 1, read until
 ``engage migrate-layout`` marks it moved, engage.store.keys.layout).
 No TTL unless ``link_retention_days`` is set. With ``record_retention_days`` shorter, the
 record goes first and its links keep resolving from the template alone (``Resolved.record``
-then names no recipient): every link keeps working for as long as the templates are kept. Registering also counts the message sent
+then names no recipient): every link keeps working for as long as the templates are kept.
+Registering also counts the message sent
 (one per set of links) in its injection hour's ``{p}agg:s:`` bucket and adds its
 recipients' domains to that hour's ``{p}agg:d:`` set, in the same round trip, only when
 its record was new (SET NX): redis-py's resend after a timeout counts nothing twice.

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import redis
 
+from engage.store import keys
 from engage.store.redisconn import is_cluster
 
 MAX_AGE = 1.0  # seconds a reading is used
@@ -46,29 +47,42 @@ class Memory:
                 "high_water": self.mark, "events": "paused" if self.above else "recording"}
 
 
-def node_of(client: Any, prefix: str) -> Any:
-    """The Redis that holds engage's keys: on a cluster, the master of the prefix's slot."""
+def nodes_of(client: Any, prefix: str) -> list[Any]:
+    """The Redis servers that hold engage's keys: the one Redis, or on a cluster the
+    masters of the 24 shards' slots (one, when the prefix carries a hash tag)."""
     if not is_cluster(client):
-        return client
-    return client.get_redis_connection(client.get_node_from_key(prefix))
+        return [client]
+    found = {}
+    for shard in keys.shard_ids():
+        node = client.get_node_from_key(keys.message(prefix, "", shard))
+        found[(node.host, node.port)] = node
+    return [client.get_redis_connection(node) for node in found.values()]
 
 
 def read_memory(client: Any, prefix: str, high_water: float) -> Memory:
-    """INFO memory now. Raises redis.RedisError."""
-    info = node_of(client, prefix).info("memory")
-    return Memory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)), high_water)
+    """INFO memory now; on a cluster, of the master nearest its maxmemory (its shards'
+    writes are the first refused). Raises redis.RedisError."""
+    readings = []
+    for node in nodes_of(client, prefix):
+        info = node.info("memory")
+        readings.append(Memory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)),
+                               high_water))
+    return max(readings, key=lambda memory: memory.used / memory.limit if memory.limit else 0.0)
 
 
 def refused_writes(client: Any, prefix: str) -> Optional[int]:
-    """Commands Redis refused for memory since it started (errorstat_OOM), None if unknown
-    (Redis before 6.2, or INFO not allowed)."""
-    try:
-        stats = node_of(client, prefix).info("errorstats")
-    except redis.RedisError:
-        return None
-    if not any(name.startswith("errorstat_") for name in stats) and stats:
-        return None
-    return int(stats.get("errorstat_OOM", {}).get("count", 0))
+    """Commands Redis refused for memory since it started (errorstat_OOM, summed over the
+    masters), None if unknown (Redis before 6.2, or INFO not allowed)."""
+    total = 0
+    for node in nodes_of(client, prefix):
+        try:
+            stats = node.info("errorstats")
+        except redis.RedisError:
+            return None
+        if not any(name.startswith("errorstat_") for name in stats) and stats:
+            return None
+        total += int(stats.get("errorstat_OOM", {}).get("count", 0))
+    return total
 
 
 def is_refused(exc: BaseException) -> bool:

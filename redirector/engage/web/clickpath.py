@@ -37,7 +37,7 @@ from engage.store.trackevent import RequestFacts, bounded, build_event
 from engage.verdicts.judge import Judge
 from engage.web.drops import Drops
 from engage.web.geoip import Lookup
-from engage.web.opengate import open_gate, over_limit
+from engage.web.opengate import count_recorded, open_gate
 from engage.web.ratelimit import RateLimiter
 
 log = logging.getLogger("engage.web.app")  # the redirector's log, whichever layer answered
@@ -155,11 +155,8 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
     settings = services.settings
     judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
                                   resolved, now)
-    gate = None
-    if kind != "click":  # resolved with engage.web.opengate.count_open
-        if over_limit(settings, resolved.extra):
-            return dropped(services, kind, "limited")
-        gate = open_gate(settings, kind, resolved.message_key, facts.ip_address)
+    gate = (open_gate(settings, kind, resolved.message_key, facts.ip_address, resolved.extra)
+            if kind != "click" else None)  # extra: engage.web.opengate.read_count's reply
     try:
         masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
         outcome = services.events.append(build_event(kind, resolved, masked, now, judged.engage),
@@ -172,6 +169,11 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
         return dropped(services, kind, "lost")
     if outcome == "limited":
         return dropped(services, kind, "limited")
+    if gate is not None and outcome not in ("repeat", "dup"):
+        try:  # recorded: it counts toward the network's limit
+            count_recorded(services.client, settings, facts.ip_address, now)
+        except redis.RedisError as exc:
+            log.warning("open limit not counted: %s", exc)
     # 'dup': redis-py resent the append after a timeout and the first copy had run.
     return {"repeat": f"{kind}-repeat", "dup": f"{kind}-resent"}.get(outcome, kind)
 

@@ -13,7 +13,8 @@ page is one merged range read. Otherwise the most selective index is scanned and
 other filters applied to the events it yields, at most ``max_scan`` of them (else 400).
 ``event_ids`` are read by id (an event_id names its shard and stream entry). Every index
 is one per shard (engage.store.keys): counts are summed and pages merged over the shards
-and layout 1's stream (engage.store.eventpages). Results are newest first; the cursor carries the score of the last result returned and the window of the
+and layout 1's stream (engage.store.eventpages). Results are newest first; the cursor
+carries the score of the last result returned and the window of the
 first page, so ``total_count`` stays the same over a walk even without ``to``.
 """
 from __future__ import annotations

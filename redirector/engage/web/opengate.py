@@ -6,19 +6,20 @@ because one host holds a whole /64 and a /24 is cheap to hop within. Key names f
 mode may store (engage.erasure.privacy.truncate_ip: /24, /48), ``none`` only a digest of
 it. The repeat key always holds a digest (with the message key), never an address.
 The repeat check runs in the append's script (the repeat key is in the message's shard);
-the per-network count is in no shard, so it is counted in the round trip that resolves
-the pixel's token (``count_open``) and the append is skipped past the limit.
+the per-network count is in no shard: it is read in the round trip that resolves the
+pixel's token (``read_count``), the script is told whether the network is past its
+limit, and a recorded open adds one (``count_recorded``, one more round trip, for
+recorded opens only: a flood of repeats or limited opens costs none).
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 from functools import lru_cache
+from typing import Any, Optional
 
 from engage.erasure.privacy import truncate_ip
 from engage.settings import Settings
-from typing import Any, Optional
-
 from engage.store.events import STATUS_KINDS, OpenGate, open_limit_key, repeat_open_key
 
 IPV4_NETWORK = 24
@@ -53,25 +54,39 @@ def network_label(ip: str, mode: str) -> str:
     return "h" + digest(network_of(ip))
 
 
-def open_gate(settings: Settings, kind: str, message_key: str, ip: str) -> OpenGate:
-    """The repeat check of one open (``kind``: open or initial_open) of ``message_key``
-    from ``ip``."""
+def open_gate(settings: Settings, kind: str, message_key: str, ip: str,
+              replies: tuple[Any, ...]) -> OpenGate:
+    """The gate of one open (``kind``: open or initial_open) of ``message_key`` from
+    ``ip``; ``replies``: those of ``read_count``, queued when its token was resolved."""
     return OpenGate(repeat_open_key(settings.key_prefix, message_key, STATUS_KINDS[kind],
-                                    digest(network_of(ip))), settings.open_repeat_window)
+                                    digest(network_of(ip))), settings.open_repeat_window,
+                    over_limit(settings, replies))
 
 
-def count_open(settings: Settings, ip: str, now: float, pipe: Any) -> None:
-    """Queue the network's open count for this window on ``pipe`` (INCR, EXPIRE NX):
-    ``over_limit`` reads its reply. Nothing is queued without [web] open_limit."""
+def limit_key(settings: Settings, ip: str, now: float) -> str:
+    return open_limit_key(settings.key_prefix, network_label(ip, settings.ip_addresses),
+                          int(now // LIMIT_WINDOW))
+
+
+def read_count(settings: Settings, ip: str, now: float, pipe: Any) -> None:
+    """Queue a read of the network's recorded opens in this window on ``pipe`` (nothing
+    without [web] open_limit)."""
     if settings.open_limit:
-        key = open_limit_key(settings.key_prefix, network_label(ip, settings.ip_addresses),
-                             int(now // LIMIT_WINDOW))
-        pipe.incr(key)
-        pipe.expire(key, LIMIT_WINDOW + 1, nx=True)
+        pipe.get(limit_key(settings, ip, now))
 
 
 def over_limit(settings: Settings, replies: tuple[Any, ...]) -> bool:
-    """Whether ``count_open``'s reply (the first of ``replies``) is past [web] open_limit.
-    A count Redis refused (None) is not: fail open."""
+    """Whether ``read_count``'s reply (the first of ``replies``) is at [web] open_limit.
+    A count Redis could not read (None) is not: fail open."""
     count: Optional[Any] = replies[0] if settings.open_limit and replies else None
-    return count is not None and int(count) > settings.open_limit
+    return count is not None and int(count) >= settings.open_limit
+
+
+def count_recorded(client: Any, settings: Settings, ip: str, now: float) -> None:
+    """One more open recorded from the network (INCR, EXPIRE NX). Raises redis.RedisError."""
+    if settings.open_limit:
+        key = limit_key(settings, ip, now)
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, LIMIT_WINDOW + 1, nx=True)
+        pipe.execute()

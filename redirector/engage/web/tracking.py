@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, g, request
 from engage.store.trackevent import RequestFacts
 from engage.web.clickpath import lookup_click, record, safe_location
 from engage.web.extension import Engage, engage
-from engage.web.opengate import count_open
+from engage.web.opengate import read_count
 from engage.web.responses import ExactRedirect, gif
 
 tracking = Blueprint("tracking", __name__)
@@ -58,7 +58,7 @@ def pixel(token: str, kind: str) -> Response:
     services = engage()
     ip, moment = request.remote_addr or "", now()
     resolved = services.links.resolve(
-        token, also=lambda pipe, _key, _index: count_open(services.settings, ip, moment, pipe))
+        token, also=lambda pipe, _key, _index: read_count(services.settings, ip, moment, pipe))
     if resolved is not None and resolved.link is None:
         record_event(services, kind, resolved)
     else:

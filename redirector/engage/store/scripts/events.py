@@ -6,8 +6,9 @@ from engage.store.scripts.aggregates import UPDATE_CALL, UPDATE_FUNCTION
 
 # The gate first (the last ARGV[13] keys of KEYS are its own): the append id (ARGV[14])
 # into its decisecond's set KEYS[last+1] (integers: an intset, 8 bytes each), a known id
-# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[18] s). The
-# open limit per network is counted before, outside (its key is in no shard).
+# ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[18] s), then
+# ARGV[19] = '1' when the network is past its open limit (read before, outside: its
+# counter is in no shard; counted after a recorded open).
 # The score (public event_id) is ms * 1000 + ARGV[16] + min(seq, ARGV[17]): the shard's
 # base and cap (engage.store.events.EventIds), so that shards never share an id.
 # Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
@@ -30,6 +31,7 @@ if gate == 2 and tonumber(ARGV[18]) > 0
   end
   return 'repeat'
 end
+if gate == 2 and ARGV[19] == '1' then return 'limited' end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local dash = string.find(id, '-', 1, true)
 local seq = tonumber(string.sub(id, dash + 1))
