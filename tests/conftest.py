@@ -6,6 +6,13 @@ redis_server (session)      RedisServer: .url .port .host, .stop() / .start(), .
 redis_client (function)     redis.Redis on it, flushdb() before the test.
 redis_cluster (session)     RedisClusterServers: 3 masters on loopback, no replicas;
                             .url (engage's redis+cluster://), .urls, .nodes, .flush().
+failover_cluster (function) RedisClusterServers of 3 masters + 3 replicas, AOF on,
+                            ADVISED_CLUSTER_CONFIG (cluster-node-timeout 2000,
+                            cluster-require-full-coverage no), replicas in sync: a fresh
+                            one per test
+                            (the test may kill nodes); .masters(), .master_of(slot),
+                            .replicas_of(node), .kill(node), .wait_ok(), .wait_in_sync(),
+                            .checkpoint(master).
 start_milter (function)     start_milter(env_overrides=None, *, argv=None, wait=True)
                             -> MilterProcess (.socket .postfix_socket .port .env .pid
                             .log_text() .alive() .stop() .kill() .wait_exit()).
@@ -47,6 +54,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from support.procs import (
+    ADVISED_CLUSTER_CONFIG,
     MilterProcess,
     NginxProxy,
     PostfixSandbox,
@@ -96,6 +104,17 @@ def redis_server(engage_tmp: Path) -> Iterator[RedisServer]:
 def redis_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
     _need(shutil.which("redis-cli") is not None, "redis-cli is not installed (run scripts/install-deps)")
     cluster = RedisClusterServers(engage_tmp / "redis-cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def failover_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
+    _need(shutil.which("redis-cli") is not None, "redis-cli is not installed (run scripts/install-deps)")
+    index = _state["failover"] = _state.get("failover", 0) + 1
+    cluster = RedisClusterServers(engage_tmp / f"redis-failover-{index}", masters=3, replicas=1,
+                                  config=ADVISED_CLUSTER_CONFIG)
     cluster.start()
     yield cluster
     cluster.stop()

@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_POSTFIX = REPO / "scripts" / "sandbox-postfix"
@@ -194,14 +194,20 @@ class RedisServer:
                 return self
             if not first:
                 break
-            self.port = free_port()
+            self._pick_ports()
         raise ProcError(f"redis-server on {self.port} did not start:\n{tail(self.log_path)}")
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+
+    def _arguments(self) -> list[str]:
+        return list(self.extra_args)
 
     def _start_once(self, timeout: float) -> bool:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", self.host, "--port", str(self.port),
              "--dir", str(self.workdir), "--appendonly", "yes", "--save", "",
-             "--daemonize", "no", "--logfile", str(self.log_path), *self.extra_args],
+             "--daemonize", "no", "--logfile", str(self.log_path), *self._arguments()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -238,27 +244,71 @@ class RedisServer:
             stop_process(self.proc, timeout)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: a crash (no AOF fsync, no goodbye to replicas or the cluster bus)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# What docs/operations.md advises for a cluster with replicas (its redis.conf block; a
+# test checks they agree): a failover within seconds, and the other masters' shards
+# served while one master is down (with the default, yes, the whole cluster stops).
+ADVISED_CLUSTER_CONFIG = (("cluster-node-timeout", "2000"), ("cluster-require-full-coverage", "no"))
+
+
+class ClusterNode(RedisServer):
+    """A redis-server with cluster mode on. Its bus port is set with ``cluster-port``
+    (Redis >= 7) so it never lands above 65535 as port + 10000 could, and is picked
+    again with the port when a first start finds either taken."""
+
+    def __init__(self, workdir: Path, config: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(workdir, extra_args=[
+            "--cluster-enabled", "yes", "--cluster-config-file", str(Path(workdir) / "nodes.conf"),
+            # A replica syncs at once (the default waits 5 s for more replicas to join).
+            "--repl-diskless-sync-delay", "0",
+            *(arg for name, value in config for arg in (f"--{name}", value))])
+        self.bus_port = free_port()
+
+    def _pick_ports(self) -> None:
+        super()._pick_ports()
+        self.bus_port = free_port()
+
+    def _arguments(self) -> list[str]:
+        return [*super()._arguments(), "--cluster-port", str(self.bus_port)]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` private redis-servers on 127.0.0.1, no replicas.
+    """A Redis Cluster of ``masters`` private redis-servers on 127.0.0.1, each with
+    ``replicas`` replicas (AOF on, as every RedisServer; ``config``: redis.conf lines for
+    every node, as (name, value); ADVISED_CLUSTER_CONFIG is what the docs advise).
 
     ``url`` is engage's ``redis+cluster://`` URL of the first node, ``urls`` every
-    node's plain URL, ``nodes`` the RedisServer objects; ``start()``, ``stop()``,
-    ``flush()`` (FLUSHALL on every master). The bus port of each node is set with
-    ``cluster-port`` (Redis >= 7) so it never lands above 65535 as port + 10000 could.
+    node's plain URL, ``nodes`` the ClusterNode objects; ``start()`` (returns once every
+    node says cluster_state:ok and every replica is in sync), ``stop()``, ``flush()``
+    (FLUSHALL on every master). For failover tests: ``masters()``, ``master_of(slot)``,
+    ``replicas_of(master)``, ``kill(node)`` (SIGKILL), ``wait_ok()``, ``wait_in_sync()``,
+    ``checkpoint(master)``.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0,
+                 config: Sequence[tuple[str, str]] = (("cluster-node-timeout", "5000"),)
+                 ) -> None:
         self.workdir = Path(workdir)
-        self.nodes = [RedisServer(self.workdir / f"node-{i}", extra_args=[
-            "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-            "--cluster-config-file", str(self.workdir / f"node-{i}" / "nodes.conf"),
-            "--cluster-node-timeout", "5000"]) for i in range(masters)]
+        self.replicas = replicas
+        self.nodes = [ClusterNode(self.workdir / f"node-{i}", config)
+                      for i in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -268,42 +318,209 @@ class RedisClusterServers:
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def start(self, timeout: float = 30) -> "RedisClusterServers":
-        for node in self.nodes:
-            node.start()
+    def start(self, timeout: float = 60) -> "RedisClusterServers":
+        try:
+            for node in self.nodes:
+                node.start()
+            if self.count >= 3:
+                self._create(timeout)
+            else:  # redis-cli --cluster create wants 3 masters at least
+                self._create_by_hand(timeout)
+            deadline = time.monotonic() + timeout
+            self.wait_ok(deadline - time.monotonic(), known=len(self.nodes))
+            self.wait_in_sync(deadline - time.monotonic())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def count(self) -> int:
+        """How many masters it was made with."""
+        return len(self.nodes) // (1 + self.replicas)
+
+    def _create(self, timeout: float) -> None:
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         done = subprocess.run(
-            [cli, "--cluster", "create", *(f"{self.host}:{n.port}" for n in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *(node.address for node in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         if done.returncode != 0:
-            self.stop()
             raise ProcError(f"redis-cli --cluster create failed:\n"
                             f"{done.stdout.decode(errors='replace')}"
                             f"{done.stderr.decode(errors='replace')}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(self._info(node).get("cluster_state") == "ok" for node in self.nodes):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise ProcError("the Redis Cluster did not reach cluster_state:ok")
 
-    def _info(self, node: RedisServer) -> dict[str, str]:
+    def _create_by_hand(self, timeout: float) -> None:
+        """What redis-cli does, for 1 or 2 masters: slots split evenly over the first
+        ``count`` nodes (each its own config epoch), every node met, the others made
+        replicas of the masters in turn."""
+        masters = self.nodes[:self.count]
+        for n, node in enumerate(masters):
+            low, high = n * 16384 // len(masters), (n + 1) * 16384 // len(masters) - 1
+            self._ask(node, "CLUSTER", "ADDSLOTSRANGE", str(low), str(high))
+            self._ask(node, "CLUSTER", "SET-CONFIG-EPOCH", str(n + 1))
+        for node in self.nodes[1:]:
+            self._ask(self.nodes[0], "CLUSTER", "MEET", node.host, str(node.port),
+                      str(node.bus_port))
+
+        def unknown() -> Optional[str]:
+            for node in self.nodes:
+                known = self.cluster_info(node).get("cluster_known_nodes")
+                if known != str(len(self.nodes)):
+                    return f"{node.address} knows {known} node(s)"
+            return None
+        self._wait(unknown, timeout)
+        for n, node in enumerate(self.nodes[self.count:]):
+            master_id = self._ask(masters[n % len(masters)], "CLUSTER", "MYID").decode()
+            # Refused ("not a master" in its view) until the master's slots reached it.
+            self._wait(lambda node=node, master_id=master_id: None if self._ask(
+                node, "CLUSTER", "REPLICATE", master_id) else f"{node.address} cannot "
+                f"replicate {master_id}", timeout)
+
+    # -- state, read from the nodes themselves
+    def _client(self, node: RedisServer) -> Any:
+        import redis
+
+        return redis.Redis(host=node.host, port=node.port, socket_timeout=2,
+                           socket_connect_timeout=1)
+
+    def _ask(self, node: RedisServer, *command: str) -> Any:
+        """One command to one node; None when it does not answer."""
+        import redis
+
+        client = self._client(node)
         try:
-            with socket.create_connection((self.host, node.port), timeout=1) as sock:
-                sock.sendall(b"CLUSTER INFO\r\n")
-                data = sock.recv(4096).decode(errors="replace")
-        except OSError:
+            return client.execute_command(*command)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _wait(self, ready: Callable[[], Optional[str]], timeout: float) -> None:
+        """Poll ``ready`` (None: ready, else what is still missing) until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = ready()
+            if missing is None:
+                return
+            if time.monotonic() > deadline:
+                raise ProcError(f"the Redis Cluster was not ready within {timeout:.0f}s: "
+                                f"{missing}")
+            time.sleep(0.05)
+
+    def cluster_info(self, node: RedisServer) -> dict[str, str]:
+        reply = self._ask(node, "CLUSTER", "INFO")
+        if reply is None:
             return {}
-        pairs = (line.split(":", 1) for line in data.splitlines() if ":" in line)
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
         return {key: value.strip() for key, value in pairs}
 
+    def wait_ok(self, timeout: float = 30, known: Optional[int] = None) -> None:
+        """Until every running node says cluster_state:ok with all 16384 slots served by
+        running masters (after a kill: a replica took over), and knows ``known`` nodes
+        when given (the cluster has finished joining)."""
+        def missing() -> Optional[str]:
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                info = self.cluster_info(node)
+                if (info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384"
+                        or (known is not None and info.get("cluster_known_nodes") != str(known))):
+                    return f"{node.address} says {info or 'nothing'}"
+                dead = [address for address, (master, ranges) in self.topology(node).items()
+                        if not master and ranges and not self._node(address).running]
+                if dead:
+                    return f"{node.address} still sees the stopped master(s) {dead} serve slots"
+            return None
+        self._wait(missing, timeout)
+
+    def topology(self, seen_by: Optional[RedisServer] = None
+                 ) -> dict[str, tuple[str, list[tuple[int, int]]]]:
+        """{node address: (its master's address or "" for a master, its slot ranges)} as
+        ``seen_by`` (or the first running node) sees it now (CLUSTER NODES), the nodes it
+        flags as failed left out."""
+        for node in [seen_by] if seen_by else self.nodes:
+            reply = self._ask(node, "CLUSTER", "NODES") if node.running else None
+            if reply is None:
+                continue
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            rows = [line.split() for line in text.splitlines() if line.strip()]
+            address = {row[0]: row[1].split("@")[0] for row in rows}
+            found = {}
+            for row in rows:
+                if "fail" in row[2].split(","):
+                    continue
+                ranges = [(int(part.split("-")[0]), int(part.split("-")[-1]))
+                          for part in row[8:] if part[0].isdigit()]
+                found[address[row[0]]] = ("" if row[3] == "-" else address.get(row[3], "?"),
+                                          ranges)
+            return found
+        raise ProcError("no node of the Redis Cluster answers")
+
+    def _node(self, address: str) -> ClusterNode:
+        return next(node for node in self.nodes if node.address == address)
+
+    def masters(self) -> list[ClusterNode]:
+        return [self._node(address) for address, (master, ranges) in self.topology().items()
+                if not master and ranges]
+
+    def master_of(self, slot: int) -> ClusterNode:
+        for address, (master, ranges) in self.topology().items():
+            if not master and any(low <= slot <= high for low, high in ranges):
+                return self._node(address)
+        raise ProcError(f"no master serves slot {slot}")
+
+    def replicas_of(self, master: RedisServer) -> list[ClusterNode]:
+        return [self._node(address) for address, (of, _) in self.topology().items()
+                if of == f"{master.host}:{master.port}"]
+
+    def wait_in_sync(self, timeout: float = 30) -> None:
+        """Until every running master has its ``replicas`` replicas online and holding
+        every write it acknowledged (``checkpoint``: comparing offsets would wait for
+        quiet, since a replica reports its offset only once a second)."""
+        deadline = time.monotonic() + timeout
+
+        def missing() -> Optional[str]:
+            for master in self.masters():
+                info = self._ask(master, "INFO", "replication") or {}
+                online = [name for name, value in info.items() if re.fullmatch(r"slave\d+", name)
+                          and value.get("state") == "online"]
+                if len(online) < self.replicas:
+                    return f"master {master.address} has {len(online)} replica(s) online: {info}"
+            return None
+        self._wait(missing, timeout)
+        for master in self.masters():
+            self.checkpoint(master, max(deadline - time.monotonic(), 1))
+
+    def checkpoint(self, master: ClusterNode, timeout: float = 5) -> None:
+        """Return once ``master``'s replicas hold every write it acknowledged before this
+        call, under load too: one write of our own in a slot it serves, then WAIT, which
+        waits for that write's offset and so for all before it (then the key goes)."""
+        from redis.crc import key_slot
+
+        ranges = self.topology()[master.address][1]
+        probe = next(name for name in (f"engage-tests-probe-{n}" for n in range(100_000))
+                     if any(low <= key_slot(name.encode()) <= high for low, high in ranges))
+        client = self._client(master)
+        try:
+            client.set(probe, "1")
+            acked = client.execute_command("WAIT", self.replicas, int(timeout * 1000))
+            client.delete(probe)
+        finally:
+            client.close()
+        if acked < self.replicas:
+            raise ProcError(f"{acked} of {self.replicas} replica(s) of {master.address} "
+                            f"acknowledged its writes within {timeout:.0f}s")
+
+    # -- control
+    def kill(self, node: RedisServer) -> None:
+        node.kill()
+
     def flush(self) -> None:
-        for node in self.nodes:
-            with socket.create_connection((self.host, node.port), timeout=5) as sock:
-                sock.sendall(b"FLUSHALL\r\n")
-                sock.recv(16)
+        for node in self.masters():
+            if self._ask(node, "FLUSHALL") is None:
+                raise ProcError(f"FLUSHALL failed on {node.address}")
 
     def stop(self) -> None:
         for node in self.nodes:
