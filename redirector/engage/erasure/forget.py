@@ -43,7 +43,7 @@ from engage.store import aggregates, keys
 from engage.store.events import TYPES
 from engage.store.keys import Erasure
 from engage.store.pressure import DEFAULT_HIGH_WATER
-from engage.store.redisconn import queue_script, scan_keys
+from engage.store.redisconn import queue_script, readable_shards, scan_keys
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
@@ -202,7 +202,7 @@ class Forgetter:
         doomed = {name for name in named
                   if _erasure(self.prefix, name) is Erasure.FOLLOW_EVENTS}
         doomed |= {keys.event_index(self.prefix, shard, kind, "r", address.text)
-                   for kind in TYPES for shard in keys.shard_ids(layout1=True)}
+                   for kind in TYPES for shard in readable_shards(self.client, self.prefix)}
         summary.index_keys += int(self.client.delete(*sorted(doomed)))
         summary.unknown_keys += sorted(name for name in named if name not in doomed)
 

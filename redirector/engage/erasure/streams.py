@@ -20,7 +20,7 @@ from engage.erasure.webhookdata import text_of
 from engage.store import keys
 from engage.store.events import index_values, score_of
 from engage.store.pressure import Memory
-from engage.store.redisconn import is_cluster
+from engage.store.redisconn import is_cluster, readable_shards
 
 if TYPE_CHECKING:
     from engage.erasure.forget import Summary
@@ -62,7 +62,7 @@ class StreamEraser:
         shard's stream (one shard's copy at a time needs room, not the whole keyspace's).
         The stream ids deleted, by shard."""
         deleted: dict[int, set[str]] = {}
-        for shard in keys.shard_ids(layout1=True):
+        for shard in readable_shards(self.client, self.prefix):
             ids = self._shard(shard, address, summary)
             if ids:
                 deleted[shard] = ids

@@ -11,7 +11,7 @@ import redis
 from engage.erasure import lua
 from engage.erasure.scrub import Address, filter_body, scrub_batch
 from engage.store import keys
-from engage.store.redisconn import stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
 
 ATTEMPTS = 5  # compare-and-set retries of one value changed under our feet
 
@@ -36,7 +36,7 @@ class WebhookEraser:
         batches = 0
         hook_ids = sorted(text_of(i) for i in self.client.smembers(keys.webhook_ids(self.prefix)))
         dead: dict[int, int] = {}
-        for shard in keys.shard_ids(layout1=True):
+        for shard in readable_shards(self.client, self.prefix):
             for hook_id in hook_ids:
                 batches += self._batches(hook_id, shard, address)
             changed = self._dead_letters(shard, address, deleted.get(shard, set()))

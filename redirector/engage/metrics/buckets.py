@@ -18,9 +18,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from engage.store import keys
 from engage.store.events import EventError
-from engage.store.redisconn import hash_tag, is_cluster, queue_script
+from engage.store.redisconn import queue_script, readable_shards
 
 PIPELINE_CALLS = 100
 
@@ -30,7 +29,7 @@ def bucket_shards(client: redis.Redis, prefix: str) -> tuple[int, ...]:
     Redis Cluster and the prefix has no hash tag. Layout 1 lived on a cluster only under a
     tagged prefix (one slot); untagged, its buckets of different hours would be in
     different slots, which one script may not read, and there are none to read."""
-    return keys.shard_ids(layout1=not is_cluster(client) or hash_tag(prefix) is not None)
+    return readable_shards(client, prefix)
 
 
 def run_calls(client: redis.Redis, script: Script,

@@ -27,7 +27,7 @@ import redis
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
 from engage.store.events import score_of
-from engage.store.redisconn import hash_fields, stream_entries
+from engage.store.redisconn import hash_fields, readable_shards, stream_entries
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_da
     before anything is written, so a refused window changes nothing."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
     start = start // HOUR * HOUR
-    wanted = keys.shard_ids(layout1=True) if shards is None else tuple(shards)
+    wanted = readable_shards(client, prefix) if shards is None else tuple(shards)
     bounds = {shard: found for shard in wanted
               if (found := _stream_bounds(client, keys.events(prefix, shard), shard))}
     if not bounds:

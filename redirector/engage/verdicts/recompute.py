@@ -28,7 +28,7 @@ from engage.settings import Settings
 from engage.store import keys, overrides
 from engage.store.events import TYPES, EventLog, decode, score_of
 from engage.store.links import TRAP_LINK_NAME
-from engage.store.redisconn import stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
 from engage.store.trackevent import iso_time
 from engage.verdicts.judge import thresholds
 from engage.verdicts.machines import Rules
@@ -181,7 +181,7 @@ def recompute(client: redis.Redis, settings: Settings, rules: Rules,
     log_ = EventLog(client, settings.key_prefix, settings.events_retention_days)
     start = max(since if since is not None else 0.0, log_.cutoff_ms(now) / 1000)
     result = Recomputed(start, start, dry_run=dry_run)
-    for shard in keys.shard_ids(layout1=True):
+    for shard in readable_shards(client, settings.key_prefix):
         _recompute_shard(client, settings, rules, shard, result, now)
         if not dry_run:
             result.trimmed += overrides.trim(client, settings.key_prefix, shard,

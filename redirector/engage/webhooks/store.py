@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from engage.store.redisconn import hash_tag, is_cluster, stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import LAYOUT1, Keys, dead_id, parse_dead_id, shards
@@ -63,7 +63,7 @@ class WebhookStore:
         its stream and queues to drain (read while they exist, whatever the layout
         marker); a cluster whose prefix has no hash tag never had them (layout 1 needed
         one there, and its keys would span slots)."""
-        return not (is_cluster(self.client) and hash_tag(self.keys.prefix) is None)
+        return LAYOUT1 in readable_shards(self.client, self.keys.prefix)
 
     def shards(self) -> tuple[int, ...]:
         return shards(self.layout1())
