@@ -41,7 +41,9 @@ LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guid
 
 @pytest.mark.parametrize("url, prefix, error", [
     ("redis+cluster://127.0.0.1:7000", "engage:", None),  # layout 2: shards spread
-    ("redis+cluster://127.0.0.1:7000", "{}engage:", None),
+    ("redis+cluster://127.0.0.1:7000", "{}engage:", "hash tag that is empty"),
+    ("rediss+cluster://127.0.0.1:7000", "e{}{engage}:", "hash tag that is empty"),
+    ("redis://127.0.0.1:6379/0", "{}engage:", None),  # one Redis: no slots
     ("redis+cluster://127.0.0.1:7000/1", "engage:", "database 0 only"),
     ("redis+cluster://127.0.0.1:7000", "{engage}:", None),  # one slot: works, no scale-out
     ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "e{ng}:", None),
