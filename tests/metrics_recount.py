@@ -12,14 +12,14 @@ definitions written out plainly, sharing no code with engage.store.aggregates:
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional
 
-from engage.store.events import EventLog, RequestFacts, build_event
+from engage.store import keys
+from engage.store.events import EventLog, RequestFacts, build_event, decode
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 
 CAMPAIGNS = ("spring", "summer", "", "a|b%c")
@@ -62,11 +62,20 @@ def hour_start(epoch: float) -> int:
     return int(epoch // 3600 * 3600)
 
 
+def key_in_shard(shard: int) -> str:
+    """A new message key of that shard (keys.shard_of)."""
+    while True:
+        key = new_message_key()
+        if keys.shard_of(key) == shard:
+            return key
+
+
 def register(store: LinkStore, campaign: str, domain: str, injected: int,
-             rcpts: tuple[str, ...] = ("reader@example.net",)) -> Sent:
+             rcpts: tuple[str, ...] = ("reader@example.net",), shard: Optional[int] = None) -> Sent:
+    """A message registered as the milter does (in ``shard`` when given)."""
     template = Template(links=LINKS, campaign_id=campaign, tags=("t",),
                         friendly_from=f"news@{domain}", sending_domain=domain)
-    key = new_message_key()
+    key = new_message_key() if shard is None else key_in_shard(shard)
     record = MessageRecord(rcpt_to=rcpts, mail_from=f"bounce@{domain}", subject="Hi",
                            message_id=f"<{key}@{domain}>", queue_id="Q1",
                            injection_time=injected, template_id=template.template_id)
@@ -107,14 +116,19 @@ def make_traffic(store: LinkStore, log: EventLog, first_hour: int, messages: int
 
 
 def stream_events(client: Any, prefix: str = "engage:") -> list[dict[str, Any]]:
-    """Every stored event in stream order, with event_id (ms * 1000 + seq)."""
+    """Every stored event of every shard's stream (and layout 1's), with its event_id, by
+    event_id: each message's events in its stream's order (a message is in one shard)."""
     events = []
-    for entry_id, fields in client.xrange(f"{prefix}events"):
-        ms, _, seq = entry_id.decode().partition("-")
-        event = json.loads(fields[b"e"])
-        event["event_id"] = str(int(ms) * 1000 + int(seq))
-        events.append(event)
-    return events
+    for shard in keys.shard_ids(layout1=True):
+        for entry_id, fields in client.xrange(keys.events(prefix, shard)):
+            event = decode(entry_id, fields, shard)
+            events.append(event)
+    return sorted(events, key=lambda event: int(event["event_id"]))
+
+
+def shard_of_event(event: dict[str, Any]) -> int:
+    """The shard an event (of a layout-2 stream) is in: its message's."""
+    return keys.shard_of(event["transmission_id"])
 
 
 def with_overrides(events: list[dict[str, Any]], overrides: dict[str, dict[str, Any]]

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from engage.admin import cli, purge
+from engage.store import keys
 from engage.store.redisconn import connect
+from support.stored import key_in_shard
 
 REPO = Path(__file__).resolve().parents[2]
 P = "test:"
@@ -68,6 +70,41 @@ def test_purge_deletes_every_key_under_the_prefix_and_nothing_else(redis_client)
     assert every_key(redis_client) == set(OUTSIDE)
 
 
+def every_family(client: Any, prefix: str) -> set[bytes]:
+    """A key of every family under ``prefix``, in each of the 24 shards and in layout 1,
+    written with the key builders (the names engage uses)."""
+    names = {keys.rate_limit(prefix, "198.51.100.0", 1), keys.webhook_ids(prefix),
+             keys.login_limit_prefix(prefix) + "rl:x:1", keys.webhook(prefix, "h1"),
+             keys.webhook_log(prefix, "h1"), keys.open_limit(prefix, "198.51.100.0", 1),
+             keys.dropped(prefix), keys.layout(prefix)}
+    for shard in keys.shard_ids(layout1=True):
+        message = key_in_shard(max(shard, 0))
+        names |= {keys.template(prefix, "t1", shard), keys.message(prefix, message, shard),
+                  keys.status(prefix, message, shard), keys.events(prefix, shard),
+                  keys.event_index(prefix, shard, "click"),
+                  keys.event_index(prefix, shard, "click", "r", "o'brien@example.com"),
+                  keys.verdicts(prefix, shard), keys.aggregate(prefix, shard, "l", "2026-12-07T17"),
+                  keys.aggregate(prefix, shard, "d", "2026-12-07T17"), keys.webhook_dead(prefix, shard),
+                  keys.webhook_batches(prefix, "h1", shard), keys.webhook_due(prefix, "h1", shard),
+                  keys.append_ids(prefix, shard, 1), keys.compacting(prefix, keys.events(prefix, shard))}
+        if shard != keys.LAYOUT1:
+            names |= {keys.burst(prefix, message, 1), keys.trap_clients(prefix, message),
+                      keys.repeat_open(prefix, message, "o", "x")}
+    assert all(keys.family_of(prefix, name) for name in names)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.set(name, b"v")
+    pipe.execute()
+    return {name.encode() for name in names}
+
+
+def test_both_layouts_every_family_and_shard_are_purged(redis_client):
+    ours = every_family(redis_client, P)
+    assert len(ours) > 25 * 14
+    assert purge.purge(redis_client, P, batch=64)[0] == len(ours)
+    assert every_key(redis_client) == set()
+
+
 def test_a_prefix_with_glob_characters_matches_itself_only(redis_client):
     redis_client.set(b"a*:1", b"v")
     redis_client.set(b"ab:1", b"v")
@@ -87,14 +124,17 @@ def test_an_empty_prefix_is_refused(redis_client):
 
 def test_on_a_cluster_every_master_is_purged(redis_cluster):
     """Keys spread over all slots (no hash tag, so no multi-key script could run: purge
-    needs none) and the hash-tagged prefix engage uses on a cluster."""
+    needs none), layout 2's shards over the masters and both layouts under the tagged
+    prefix layout 1 needed on a cluster."""
     redis_cluster.flush()
     client = connect(redis_cluster.url)
     try:
-        for prefix in ("spread:", "{engage}:"):
-            ours = fill(client, prefix.encode(), count=300)
+        for prefix in ("spread:", "{engage}:", "shards:"):
+            ours = set() if prefix == "spread:" else every_family(client, prefix)
+            if prefix != "shards:":
+                ours |= fill(client, prefix.encode(), count=300)
             nodes = {client.get_node_from_key(key).port for key in ours}
-            if prefix == "spread:":
+            if prefix != "{engage}:":
                 assert len(nodes) == len(redis_cluster.nodes)
             deleted, _ = purge.purge(client, prefix, batch=50)
             assert deleted == len(ours)

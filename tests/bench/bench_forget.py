@@ -4,12 +4,14 @@
     python3 tests/bench/bench_forget.py [--messages 500000] [--events 200000] [--chunk 1000]
 
 A private redis-server (AOF on, as in production) gets ``--messages`` message records
-as the milter writes them (one recipient each, metadata, one template per 10000 messages)
-and ``--events`` events as the redirector appends them (stream + indexes + status hash).
-Then ``engage forget`` for one recipient (3 messages, 6 events) is timed: the keyspace
-SCAN with the records filter, and the pass over the stream, separately, as seconds per
-million; meanwhile a thread PINGs Redis in a loop, and the slowest PING says how long
-one chunk holds Redis (what clicks and the milter would wait at worst). Finally the
+as the milter writes them (one recipient each, metadata, one template per 10000 messages,
+a copy in each shard) and ``--events`` events as the redirector appends them (each in its
+message's shard: stream + indexes + status hash). Then ``engage forget`` for one
+recipient (3 messages, 6 events) is timed: the keyspace SCAN with the records filter and
+the passes over the 24 shards' streams (and layout 1's), as seconds per million, and the
+compaction of the streams that lost events; meanwhile a thread PINGs Redis in a loop,
+and the slowest PING says how long one chunk holds Redis (what clicks and the milter
+would wait at worst). Finally the
 memory an index recipient -> message keys would cost (a set per recipient, as the
 alternative to the SCAN), in bytes per message.
 """
@@ -32,6 +34,7 @@ import redis  # noqa: E402
 from engage.erasure.forget import Forgetter  # noqa: E402
 from engage.erasure.scrub import Address  # noqa: E402
 from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.store.keys import shard_ids  # noqa: E402
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
@@ -49,8 +52,9 @@ def populate(client: redis.Redis, messages: int, events: int) -> list[str]:
     templates = [Template(links=tuple(Link(f"https://shop.example/{t}/{i}") for i in range(20)),
                           campaign_id=f"c{t}", friendly_from="news@shop.example",
                           sending_domain="shop.example") for t in range(messages // 10000 + 1)]
-    for template in templates:
-        client.set(store.template_key(template.template_id), template.to_json())
+    for template in templates:  # one copy per shard, as the milter leaves them
+        for shard in shard_ids():
+            client.set(store.template_key(template.template_id, shard), template.to_json())
     keys = []
     pipe = client.pipeline(transaction=False)
     for n in range(messages):
@@ -62,7 +66,7 @@ def populate(client: redis.Redis, messages: int, events: int) -> list[str]:
                                subject="Spring sale", message_id=f"<{key}@shop.example>",
                                queue_id="4XyZ1", injection_time=1700000000,
                                metadata={"user_id": n}, template_id=template.template_id)
-        pipe.set(store.message_key(key), record.to_json())
+        pipe.set(store.message_key(key), record.to_text())
         if n % 10000 == 9999:
             pipe.execute()
     pipe.execute()
@@ -74,7 +78,7 @@ def populate(client: redis.Redis, messages: int, events: int) -> list[str]:
         index = (n * 7919) % messages
         if n in (10, events // 2, events - 10):
             index = 5  # the forgotten recipient's first message
-        record = MessageRecord.from_json(client.get(f"{PREFIX}m:{keys[index]}"))
+        record = MessageRecord.from_text(client.get(store.message_key(keys[index])))
         template = templates[index // 10000]
         resolved = Resolved(keys[index], template, record, template.links[n % 20])
         batch.append(build_event("click", resolved, facts, now - events + n))
@@ -104,34 +108,48 @@ class Pinger(threading.Thread):
             self.count += 1
 
 
+def timed(spans: dict[str, float], owner: object, name: str) -> None:
+    """Wrap ``owner.name`` to add the seconds of each call to ``spans[name]``."""
+    method = getattr(owner, name)
+    spans[name] = 0.0
+
+    def wrapper(*args, _method=method, _name=name):
+        started = time.perf_counter()
+        try:
+            return _method(*args)
+        finally:
+            spans[_name] += time.perf_counter() - started
+    setattr(owner, name, wrapper)
+
+
 def timed_forget(client: redis.Redis, url: str, chunk: int) -> None:
     forgetter = Forgetter(client, PREFIX, chunk=chunk)
     spans: dict[str, float] = {}
-    for name in ("_records", "_stream_events"):
-        method = getattr(forgetter, name)
-
-        def timed(*args, _method=method, _name=name):
-            started = time.perf_counter()
-            try:
-                return _method(*args)
-            finally:
-                spans[_name] = time.perf_counter() - started
-        setattr(forgetter, name, timed)
+    timed(spans, forgetter, "_records")
+    timed(spans, forgetter.streams, "_shard")  # one shard's stream pass
+    timed(spans, forgetter.streams, "compact")
     pinger = Pinger(url)
+    client.config_resetstat()
     pinger.start()
     summary = forgetter.forget(Address.parse(FORGOTTEN))
     pinger.stop.set()
     pinger.join()
+    stats = client.info("commandstats")
+    busy = {name[len("cmdstat_"):]: stat["usec"] / 1e6 for name, stat in stats.items()}
+    scripts = busy.get("evalsha", 0.0) + busy.get("eval", 0.0)
     print(f"  chunk {chunk}: {summary.seconds:.2f} s in all; {summary.messages} records, "
           f"{summary.events} events removed")
     print(f"    keyspace SCAN + record filter: {spans['_records']:.2f} s for "
           f"{summary.keys_scanned} keys = {spans['_records'] / summary.keys_scanned * 1e6:.1f} s "
           "per million keys")
     if summary.events_scanned:
-        print(f"    events stream pass: {spans['_stream_events']:.2f} s for "
+        print(f"    events stream passes (25 streams): {spans['_shard']:.2f} s for "
               f"{summary.events_scanned} events = "
-              f"{spans['_stream_events'] / summary.events_scanned * 1e6:.1f} s per million events")
-    print(f"    slowest PING meanwhile: {pinger.slowest * 1000:.1f} ms ({pinger.count} PINGs)")
+              f"{spans['_shard'] / summary.events_scanned * 1e6:.1f} s per million events")
+    print(f"    compaction of {len(summary.compacted)} streams: {spans['compact']:.2f} s")
+    print(f"    Redis CPU in commands: {sum(busy.values()) - busy.get('ping', 0.0):.2f} s "
+          f"(scripts {scripts:.2f} s, SCAN {busy.get('scan', 0.0):.2f} s); "
+          f"slowest PING meanwhile: {pinger.slowest * 1000:.1f} ms ({pinger.count} PINGs)")
 
 
 def index_cost(client: redis.Redis, keys: list[str]) -> None:
@@ -147,7 +165,7 @@ def index_cost(client: redis.Redis, keys: list[str]) -> None:
     after = client.info("memory")["used_memory"]
     print(f"  an index recipient -> message keys (one set per recipient): "
           f"{(after - before) / len(keys):.0f} bytes per message")
-    record = client.memory_usage(f"{PREFIX}m:{keys[1000]}")
+    record = client.memory_usage(LinkStore(client, PREFIX).message_key(keys[1000]))
     print(f"  (one message record: {record} bytes by MEMORY USAGE)")
 
 

@@ -12,12 +12,16 @@
 2. Memory: ``--memory-events`` events over ``--days`` days across ``--campaigns``
    campaigns (2 sending domains, 5 named links each, 30 % non-human verdicts), appended
    with their real timestamps: MEMORY USAGE of every ``agg:`` key; then the time the
-   metrics API takes over the whole window, and ``engage metrics rebuild`` of one day.
+   metrics API takes over the whole window (median of ``--repeat`` runs, and the Redis
+   time of one: INFO commandstats), and ``engage metrics rebuild`` of one day.
+   Message keys are random-looking (base64url), so messages spread over the 24 shards.
 Redis is a private redis-server (AOF on, as in production, for part 1), stopped at the end.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import random
 import statistics
 import sys
@@ -35,7 +39,7 @@ import redis  # noqa: E402
 from engage.metrics.api import parse_metrics_query  # noqa: E402
 from engage.metrics.api import run as metrics_run  # noqa: E402
 from engage.metrics.rebuild import rebuild  # noqa: E402
-from engage.store import aggregates  # noqa: E402
+from engage.store import aggregates, keys  # noqa: E402
 from engage.store.events import EventLog, iso_time  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
@@ -44,12 +48,23 @@ VERDICTS = (None,) * 7 + ("scanner", "privacy_proxy", "prefetch")
 LINK_NAMES = ("hero", "cta", "product-1", "product-2", "footer")
 
 
+def message_key(message: int) -> str:
+    """A message key as the milter makes them (16 base64url characters), from its number:
+    its first characters choose its shard."""
+    digest = hashlib.blake2b(b"%d" % message, digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def sent_key(prefix: str, message: int, hour: str) -> str:
+    return keys.aggregate(prefix, keys.shard_of(message_key(message)), "s", hour)
+
+
 def event(rng: random.Random, message: int, campaigns: int, when: float) -> dict[str, Any]:
     """A track_event with the fields the append script and its indexes read."""
     kind = rng.choice(KINDS)
     data: dict[str, Any] = {
         "type": kind, "timestamp": iso_time(when), "message_id": f"<m{message}@example.com>",
-        "transmission_id": f"tx{message:012d}", "campaign_id": f"campaign-{message % campaigns}",
+        "transmission_id": message_key(message), "campaign_id": f"campaign-{message % campaigns}",
         "rcpt_to": f"r{message}@example.net", "subject": "Spring sale",
         "sending_domain": ("example.com", "news.example.com")[message // campaigns % 2],
         "ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0"}
@@ -95,13 +110,13 @@ def append_cost(client: redis.Redis, count: int) -> None:
           f"in Redis {inside['with'] - inside['without']:+.1f} µs")
     sizes = {}
     for name, prefix in (("without", "off:"), ("with", "on:")):
-        keys = [key for key in client.scan_iter(f"{prefix}ms:*", count=1000)][:2000]
-        sizes[name] = statistics.mean(client.memory_usage(key, samples=0) for key in keys)
+        found = [key for key in client.scan_iter(f"{prefix}*ms:*", count=1000)][:2000]
+        sizes[name] = statistics.mean(client.memory_usage(key, samples=0) for key in found)
     print(f"   status hash per engaged message: {sizes['without']:.0f} B without, "
           f"{sizes['with']:.0f} B with aggregates ({sizes['with'] - sizes['without']:+.0f} B)")
 
 
-def memory(client: redis.Redis, count: int, days: int, campaigns: int) -> None:
+def memory(client: redis.Redis, count: int, days: int, campaigns: int, repeat: int) -> None:
     client.config_set("appendonly", "no")  # a million events need no AOF to be counted
     client.flushall()
     log = EventLog(client, "engage:", retention_days=days + 2)
@@ -113,7 +128,7 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int) -> None:
     injected = [start + rng.randrange(days * 86400 - 6 * 3600) for _ in range(messages)]
     for message, when in enumerate(injected):
         hour = aggregates.hour_of(when)
-        key = aggregates.bucket_key("engage:", "s", hour)
+        key = sent_key("engage:", message, hour)
         sent.hincrby(key, aggregates.sent_field(f"campaign-{message % campaigns}",
                                                 ("example.com", "news.example.com")[
                                                     message // campaigns % 2]))
@@ -126,8 +141,8 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int) -> None:
         log.append_many(event(rng, m, campaigns, when) for when, m in planned[offset:offset + 5000])
     elapsed = time.perf_counter() - started
     totals = {kind: [0, 0] for kind in aggregates.KINDS}
-    for key in client.scan_iter("engage:agg:*", count=1000):
-        kind = key.decode().split(":")[2]
+    for key in client.scan_iter("engage:*agg:*", count=1000):
+        kind = key.decode().split("agg:")[1][0]
         totals[kind][0] += 1
         totals[kind][1] += client.memory_usage(key, samples=0)
     keys = sum(n for n, _ in totals.values())
@@ -144,10 +159,19 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int) -> None:
                          ("link-name", {"metrics": "count_clicked,count_raw_clicked"})):
         query = parse_metrics_query(group, {"from": frm, "metrics": everything, **extra},
                                     time.time())
-        began = time.perf_counter()
-        rows = metrics_run(client, "engage:", query, time.time(), 400)
-        print(f"   metrics API /{group or '(summary)'} over {days} days: "
-              f"{(time.perf_counter() - began) * 1000:.0f} ms ({len(rows)} rows)")
+        took, rows, inside = [], [], 0.0
+        for _ in range(repeat):
+            client.config_resetstat()
+            began = time.perf_counter()
+            rows = metrics_run(client, "engage:", query, time.time(), 400)
+            took.append((time.perf_counter() - began) * 1000)
+            stats = client.info("commandstats")
+            inside = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0)
+                         for name in ("evalsha", "eval")) / 1000
+        calls = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+        print(f"   metrics API /{group or '(summary)'} over {days} days: median "
+              f"{statistics.median(took):.0f} ms, min {min(took):.0f} ms of {repeat} "
+              f"({len(rows)} rows); in Redis {inside:.0f} ms in {calls} script calls")
     day = end - 86400
     began = time.perf_counter()
     report = rebuild(client, "engage:", day, end, 400, time.time())
@@ -161,14 +185,16 @@ def main() -> None:
     parser.add_argument("--memory-events", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--campaigns", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each query")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as workdir:
         server = RedisServer(Path(workdir) / "redis").start()
         try:
             client = redis.Redis.from_url(server.url)
-            append_cost(client, args.events)
+            if args.events:
+                append_cost(client, args.events)
             if args.memory_events:
-                memory(client, args.memory_events, args.days, args.campaigns)
+                memory(client, args.memory_events, args.days, args.campaigns, args.repeat)
         finally:
             server.stop()
 

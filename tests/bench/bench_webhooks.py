@@ -10,7 +10,11 @@
 2. Lag: ``--clicks`` real clicks through the redirector (the Flask app in this process,
    one message per click) at ``--rate`` per second while the worker runs; lag = webhook
    arrival at the receiver minus the click's start, median and p99, for batch_interval
-   1 s (the default) and 0 (send at once).
+   1 s (the default) and 0 (send at once). The events of layout 2 are spread over 24
+   shards, and batches never mix shards: at low rates a batch holds fewer events.
+3. Idle cost: Redis commands per second of a worker with one webhook and no events.
+With ``--cluster``: the lag and idle figures on a 3-master Redis Cluster with a prefix
+without a hash tag (the shards spread over the masters; the worker polls, POLL).
 Redis is a private redis-server with AOF on (as in production), stopped at the end.
 """
 from __future__ import annotations
@@ -192,11 +196,51 @@ def lag(client: redis.Redis[bytes], url: str, clicks: int, rate: float, interval
     return statistics.median(lags), p99, receiver.count / max(receiver.batches, 1)
 
 
+def idle_calls(client: redis.Redis[bytes], nodes: list[redis.Redis[bytes]], url: str,
+               workdir: Path, seconds: float = 10) -> float:
+    """Redis commands per second (all nodes) of a worker with one webhook and no events."""
+    for node in nodes:
+        node.flushall()
+    add_hook(WebhookStore(client, PREFIX), Receiver().url)
+    worker = start_worker(url, workdir / "worker.log")
+    try:
+        time.sleep(3)
+        before = sum(int(node.info("stats")["total_commands_processed"]) for node in nodes)
+        time.sleep(seconds)
+        after = sum(int(node.info("stats")["total_commands_processed"]) for node in nodes)
+    finally:
+        stop_process(worker)
+    return (after - before - 2 * len(nodes)) / seconds  # less our own INFO calls
+
+
+def cluster_figures(args: argparse.Namespace, workdir: Path) -> None:
+    from engage.store.redisconn import connect
+    from support.procs import RedisClusterServers
+
+    cluster = RedisClusterServers(workdir / "cluster").start()
+    try:
+        client = connect(cluster.url)
+        nodes = [redis.Redis.from_url(u) for u in cluster.urls]
+        print(f"idle        cluster, 3 masters: {idle_calls(client, nodes, cluster.url, workdir):.0f}"
+              " Redis commands/s (one webhook, no events)")
+        for interval in (1.0, 0.0):
+            for node in nodes:
+                node.flushall()
+            median, p99, per_batch = lag(client, cluster.url, args.clicks, args.rate, interval,
+                                         workdir)
+            print(f"lag         cluster, batch_interval={interval:g} s: median {median:.0f} ms, "
+                  f"p99 {p99:.0f} ms ({per_batch:.1f} events per batch)")
+    finally:
+        cluster.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--clicks", type=int, default=300)
     parser.add_argument("--rate", type=float, default=20.0, help="clicks per second")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also on a 3-master Redis Cluster (lag and idle cost)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         workdir = Path(tmp)
@@ -213,6 +257,10 @@ def main() -> int:
                 print(f"lag         batch_interval={interval:g} s, {args.clicks} clicks at "
                       f"{args.rate:g}/s: median {median:.0f} ms, p99 {p99:.0f} ms "
                       f"({per_batch:.1f} events per batch)")
+            print(f"idle        {idle_calls(client, [client], server.url, workdir):.0f} Redis "
+                  "commands/s (one webhook, no events)")
+            if args.cluster:
+                cluster_figures(args, workdir)
         finally:
             server.stop()
     return 0

@@ -2,8 +2,9 @@
 through the sandbox Postfix and the milter, links and pixels answered by the redirector
 under gunicorn, the events API and the metrics API, a webhook worker delivering, ``engage
 forget`` and ``engage doctor`` -- every process pointed at ``redis+cluster://`` with the
-key prefix ``{t}:``, whose hash tag puts every key in one slot. Also: the settings refuse
-a cluster URL with a prefix that has no hash tag (the scripts would fail with CROSSSLOT)."""
+key prefix ``t:`` (layout 2: each message's keys in one of 24 hash-tagged shards, the
+shards spread over the three masters). Also: the settings take a cluster URL with any
+prefix (a tagged one keeps every key in one slot) and database 0 only."""
 from __future__ import annotations
 
 import email
@@ -24,6 +25,7 @@ from test_e2e_forget import Target, events_of, wait
 
 from engage import settings as config
 from engage.admin import doctor
+from engage.store import keys as key_registry
 from engage.store.redisconn import connect, scan_keys
 from engage.webhooks import config as hooks
 from engage.webhooks.config import Webhook
@@ -31,7 +33,7 @@ from engage.webhooks.store import WebhookStore
 from support.procs import REPO, http_get, stop_process
 from support.redisdump import traces
 
-P = "{t}:"
+P = "t:"
 JANE = "jane@example.org"
 BOB = "bob@example.net"
 LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guide"]
@@ -39,7 +41,9 @@ LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guid
 
 @pytest.mark.parametrize("url, prefix, error", [
     ("redis+cluster://127.0.0.1:7000", "engage:", None),  # layout 2: shards spread
-    ("redis+cluster://127.0.0.1:7000", "{}engage:", None),
+    ("redis+cluster://127.0.0.1:7000", "{}engage:", "hash tag that is empty"),
+    ("rediss+cluster://127.0.0.1:7000", "e{}{engage}:", "hash tag that is empty"),
+    ("redis://127.0.0.1:6379/0", "{}engage:", None),  # one Redis: no slots
     ("redis+cluster://127.0.0.1:7000/1", "engage:", "database 0 only"),
     ("redis+cluster://127.0.0.1:7000", "{engage}:", None),  # one slot: works, no scale-out
     ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "e{ng}:", None),
@@ -142,11 +146,16 @@ def test_mail_clicks_apis_webhooks_forget_and_doctor_on_a_redis_cluster(
         row = metrics(redirector)["cluster"]
         assert row["count_sent"] == 3 and row["count_clicked"] == clicked == 6
         assert row["count_rendered"] == 6
-        # Every engage key is on one master, in one slot: the hash tag of the prefix.
+        # Layout 2: every master holds engage keys (a third of the shards each), and
+        # each sharded key is in its shard tag's slot.
         where = {port: keys for port, keys in engage_keys(redis_cluster).items() if keys}
-        ((port, keys),) = where.items()
-        assert all(key.startswith(P.encode()) for key in keys)
-        assert {cluster.keyslot(key) for key in keys} == {cluster.keyslot(P)}
+        assert len(where) == 3
+        for held in where.values():
+            for key in held:
+                shard = key_registry.shard_of_key(P, key.decode())
+                if shard != key_registry.LAYOUT1:
+                    assert cluster.keyslot(key) == cluster.keyslot(
+                        key_registry.tag(shard).encode()), key
 
         # The webhook worker delivers every event.
         wait(lambda: len(target.delivered()) >= 12, what="12 events delivered by the webhook")
@@ -164,12 +173,14 @@ def test_mail_clicks_apis_webhooks_forget_and_doctor_on_a_redis_cluster(
         # engage doctor says it is a cluster and where the prefix's slot lives.
         settings = config.load(environ={**env, "ENGAGE_CONFIG": str(empty)})
         findings = doctor.check_redis(settings, doctor.Options())
-        # The fixture's masters have no replicas: a warning (issue 17, breakage 19).
-        assert [f.level for f in findings][:3] == ["ok", "ok", "warn"], findings
-        assert f"the Cluster master 127.0.0.1:{port}, which holds slot" in findings[2].text
-        assert f"Redis Cluster of 3 masters, cluster_state ok; key_prefix '{P}' has the hash " \
-               f"tag {{t}}: every engage key is in slot {cluster.keyslot(P)}, on 127.0.0.1:{port}" \
-               in findings[1].text
+        # The fixture's masters have no replicas: a warning for each (issue 17, breakage 19).
+        assert [f.level for f in findings][:5] == ["ok", "ok", "warn", "warn", "warn"], findings
+        for port in where:
+            assert any(f"the Cluster master 127.0.0.1:{port}, which holds 8 of engage's 24 "
+                       "shards, has no replica" in finding.text for finding in findings[2:5])
+        assert (f"Redis Cluster of 3 masters, cluster_state ok; key_prefix '{P}': engage's 24 "
+                "shards are on 127.0.0.1:") in findings[1].text
+        assert findings[1].text.count("(8)") == 3
     finally:
         stop_process(worker)
         worker_log.close()
@@ -213,7 +224,7 @@ def test_metrics_rebuild_verdict_recompute_and_rate_limit_on_a_redis_cluster(clu
     expected = recount(stream_events(cluster, P), sent, first, hour_start(now) + 3600,
                        "campaign_id")
     assert rows() == {name: row for name, row in expected.items() if any(row.values())}
-    damaged = [key for key in cluster.scan_iter(match=f"{P}agg:e:*")]
+    damaged = [key for key in cluster.scan_iter(match=f"{P}*agg:e:*")]  # every shard
     assert damaged
     for key in damaged:
         cluster.hset(key, "r|spring|example.com", 999)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,48 +16,18 @@ import redis
 
 from engage.erasure.forget import Forgetter, Summary, address_from_json
 from engage.erasure.scrub import Address
-from engage.store.events import EventLog, RequestFacts, build_event, score_of
-from engage.store.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key, open_token
+from engage.erasure.streams import StreamEraser
+from engage.store import keys
+from engage.store.events import score_of
+from engage.store.links import MessageRecord
+from engage.store.pressure import DEFAULT_HIGH_WATER
+from support.forgetworld import P, World, stream_ids
 from support.redisdump import traces
 
-P = "test:"
 JANE = "Jane.Roe@Example.ORG"
 BOB = "bob@example.net"
 REPO = Path(__file__).resolve().parents[2]
-
-
-class World:
-    """Messages registered as the milter does, events appended as the redirector does."""
-
-    def __init__(self, client, retention_days: int = 0) -> None:
-        self.client = client
-        self.links = LinkStore(client, P, retention_days)
-        self.events = EventLog(client, P)
-        self.tokens: dict[str, list[str]] = {}
-
-    def send(self, name: str, rcpts: tuple[str, ...], urls: tuple[str, ...],
-             subject: str = "Spring", metadata: dict | None = None) -> str:
-        template = Template(links=tuple(Link(url) for url in urls), campaign_id="spring",
-                            friendly_from="news@shop.example", sending_domain="shop.example")
-        key = new_message_key()
-        record = MessageRecord(rcpt_to=rcpts, mail_from="bounces@shop.example", subject=subject,
-                               message_id=f"<{name}@shop.example>", queue_id=name.upper(),
-                               injection_time=1700000000, metadata=metadata or {"n": name},
-                               template_id=template.template_id)
-        self.links.register(key, template, record)
-        self.tokens[name] = [open_token(key, template.template_id)] + [
-            click_token(key, template.template_id, i) for i in range(len(urls))]
-        return key
-
-    def engage(self, name: str) -> list[str]:
-        """Open once, click every link: the stream ids."""
-        ids = []
-        for i, token in enumerate(self.tokens[name]):
-            resolved = self.links.resolve(token)
-            facts = RequestFacts("198.51.100.7", "Mozilla/5.0", "en", None, "")
-            ids.append(self.events.append(build_event("click" if i else "open", resolved, facts,
-                                                      1700000100.0 + i)))
-        return ids
+SHARD = 5  # of the streams filled by hand
 
 
 @pytest.fixture
@@ -72,11 +43,13 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
     world.send("never", (JANE,), ("https://shop.example/never",))  # no event ever
     jane_ids = world.engage("j1") + world.engage("multi")
     bob_ids = world.engage("b1")
-    redis_client.hset(f"{P}verdicts", mapping={str(score_of(jane_ids[0])): '{"verdict":"scanner"}',
-                                               str(score_of(bob_ids[0])): '{"verdict":"scanner"}'})
-    status_before = redis_client.hgetall(f"{P}ms:{world.tokens['j1'][0][:16]}")
+    j1, b1 = keys.shard_of(world.keys["j1"]), keys.shard_of(world.keys["b1"])
+    for shard, entry in ((j1, jane_ids[0]), (b1, bob_ids[0])):
+        redis_client.hset(keys.verdicts(P, shard), str(score_of(entry, shard)), '{"verdict":"scanner"}')
+    status_before = redis_client.hgetall(keys.status(P, world.keys["j1"]))
     # An index entry whose event the stream trimmed already (retention): its key goes too.
-    redis_client.zadd(f"{P}ei:initial_open:r:{JANE.lower()}", {"1600000000000-0": 1600000000000000})
+    redis_client.zadd(keys.event_index(P, j1, "initial_open", "r", JANE.lower()),
+                      {"1600000000000-0": 1600000000000000})
     assert traces(redis_client, JANE)  # the test can fail
 
     summary = Forgetter(redis_client, P, chunk=3).forget(Address.parse(JANE))
@@ -88,10 +61,10 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
     assert summary.index_entries == 3 * 6 + 2 * 7
     assert summary.unknown_keys == [] and summary.events_scanned == 7
     # Bob keeps his own message's events (the shared message's events named Jane too).
-    assert [i.decode() for i, _ in redis_client.xrange(f"{P}events")] == bob_ids
-    assert redis_client.zcard(f"{P}ei:click:r:{BOB}") == 1
-    assert redis_client.hexists(f"{P}verdicts", str(score_of(bob_ids[0])))
-    assert redis_client.hgetall(f"{P}ms:{world.tokens['j1'][0][:16]}") == status_before
+    assert stream_ids(redis_client) == {b1: bob_ids}
+    assert redis_client.zcard(keys.event_index(P, b1, "click", "r", BOB)) == 1
+    assert redis_client.hexists(keys.verdicts(P, b1), str(score_of(bob_ids[0], b1)))
+    assert redis_client.hgetall(keys.status(P, world.keys["j1"])) == status_before
     # Every link still resolves, to its URL with the address cut out.
     urls = {name: [world.links.resolve(t).link.url for t in world.tokens[name][1:]]
             for name in ("j1", "multi", "never")}
@@ -108,9 +81,9 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
 def test_the_ttl_of_rewritten_records_stays(redis_client):
     world = World(redis_client, retention_days=30)
     key = world.send("ttl", (JANE,), ("https://shop.example/a",))
-    before = redis_client.ttl(f"{P}m:{key}")
+    before = redis_client.ttl(keys.message(P, key))
     Forgetter(redis_client, P).forget(Address.parse(JANE))
-    assert 0 < before - 5 <= redis_client.ttl(f"{P}m:{key}") <= before
+    assert 0 < before - 5 <= redis_client.ttl(keys.message(P, key)) <= before
     assert world.links.resolve(world.tokens["ttl"][1]).link.url == "https://shop.example/a"
 
 
@@ -125,7 +98,7 @@ def test_a_mention_in_another_recipients_message_is_cut_and_its_events_go(world,
     assert (summary.events, summary.messages) == (2, 1)
     assert traces(redis_client, JANE) == []
     assert world.links.resolve(world.tokens["ref"][0]).record.metadata == {"referrer": ""}
-    assert [i.decode() for i, _ in redis_client.xrange(f"{P}events")] == kept
+    assert stream_ids(redis_client) == {keys.shard_of(world.keys["b2"]): kept}
 
 
 def test_keys_of_no_family_make_the_forget_incomplete_whatever_their_name(redis_client):
@@ -188,7 +161,7 @@ def test_the_command_line(world, redis_client, redis_server, tmp_path):
 def test_compaction_drops_deleted_bytes_and_keeps_ids_groups_and_pending(redis_client):
     """XDEL leaves an entry's bytes in its node: a compacted stream holds only the live
     entries, same ids, same counters, and its consumer group with the pending entries."""
-    stream = f"{P}events"
+    stream = keys.events(P, SHARD)
     ids = [redis_client.xadd(stream, {"v": f"secret-{n}" if n % 3 == 0 else f"kept-{n}"})
            for n in range(250)]
     redis_client.xgroup_create(stream, "wh:1", id="0")
@@ -199,7 +172,7 @@ def test_compaction_drops_deleted_bytes_and_keeps_ids_groups_and_pending(redis_c
     before = redis_client.xinfo_stream(stream)
     pending = {p["message_id"] for p in redis_client.xpending_range(stream, "wh:1", "-", "+", 100)}
 
-    Forgetter(redis_client, P, chunk=32).compact(stream)
+    assert StreamEraser(redis_client, P, 32, 0.9).compact(stream)
 
     assert b"secret-" not in redis_client.dump(stream)
     assert [i for i, _ in redis_client.xrange(stream)] == [i for n, i in enumerate(ids) if n % 3]
@@ -210,45 +183,117 @@ def test_compaction_drops_deleted_bytes_and_keeps_ids_groups_and_pending(redis_c
     assert group["last-delivered-id"] == ids[39]
     assert {p["message_id"] for p in redis_client.xpending_range(stream, "wh:1", "-", "+", 100)} \
         == {i for i in pending if int(ids.index(i)) % 3}
-    assert not redis_client.exists(f"{P}compacting:events")
-    assert not redis_client.exists(f"{P}compacting:events:replaced")
+    assert not redis_client.exists(keys.compacting(P, stream))
+    assert not redis_client.exists(keys.compaction_replaced(P, stream))
 
 
-def _fill_near_maxmemory(redis_client, entries: int = 20000) -> str:
-    """An events stream of ``entries`` (every 50th Jane's), then maxmemory 15% above use."""
-    stream = f"{P}events"
+@pytest.mark.parametrize("disturbed, compacted", [(1, True), (2, False)])
+def test_entries_deleted_during_the_copy_are_not_brought_back(redis_client, monkeypatch,
+                                                               disturbed, compacted):
+    """Someone else (another forget, a replayed dead letter) deletes an entry the copy
+    holds already: that copy is dropped, never swapped in; tried once more, then said."""
+    stream = keys.events(P, SHARD)
+    ids = [redis_client.xadd(stream, {"v": str(n)}) for n in range(100)]
+    eraser = StreamEraser(redis_client, P, 10, 0.9)
+    copy_chunk, tries, removed = eraser._copy_chunk, [], []
+
+    def disturbing(keys, args):
+        reply = copy_chunk(keys=keys, args=args)
+        if args[0] == "-":  # the first chunk of a try
+            tries.append(args)
+            if len(tries) <= disturbed:
+                removed.append(ids[len(tries)])  # copied already
+                redis_client.xdel(stream, removed[-1])
+        return reply
+    monkeypatch.setattr(eraser, "_copy_chunk", disturbing)
+
+    assert eraser.compact(stream) is compacted
+    assert len(tries) == 2 and len(removed) == disturbed
+    assert [i for i, _ in redis_client.xrange(stream)] == [i for i in ids if i not in removed]
+    assert not redis_client.exists(keys.compacting(P, stream))
+
+
+def _fill(redis_client, shards=(SHARD,), entries=20000) -> list[str]:
+    """Events streams of ``entries`` in all (every 50th Jane's), spread over ``shards``."""
+    streams = [keys.events(P, shard) for shard in shards]
     pipe = redis_client.pipeline(transaction=False)
     for n in range(entries):
         who = JANE.lower() if n % 50 == 0 else f"u{n}@example.org"
-        pipe.xadd(stream, {"j": json.dumps({"rcpt_to": who, "pad": "x" * 200})})
+        pipe.xadd(streams[n % len(streams)], {"j": json.dumps({"rcpt_to": who, "pad": "x" * 200})})
     pipe.execute()
     redis_client.config_set("maxmemory-policy", "noeviction")
+    return streams
+
+
+def _fill_near_maxmemory(redis_client) -> list[str]:
+    """One shard's stream, then maxmemory 15% above what Redis uses."""
+    streams = _fill(redis_client)
     redis_client.config_set("maxmemory", int(redis_client.info("memory")["used_memory"] * 1.15))
-    return stream
+    return streams
+
+
+def _room_again(redis_client) -> bool:
+    """Below maxmemory, once Redis has freed in the background what forget UNLINKed."""
+    for _ in range(100):
+        memory = redis_client.info("memory")
+        if memory["used_memory"] < memory["maxmemory"]:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_no_compaction_when_the_copy_would_take_the_milters_room(redis_client):
     """Compacting copies the stream: near maxmemory it is skipped (and said), so the
     milter's writes keep working; the events are deleted all the same."""
-    stream = _fill_near_maxmemory(redis_client)
+    streams = _fill_near_maxmemory(redis_client)
     try:
         summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
-        assert summary.events == 400 and summary.uncompacted == [stream]
-        assert redis_client.set(f"{P}m:after", "x" * 100)  # the mail path still has room
-        assert not redis_client.exists(f"{P}compacting:events")
+        assert summary.events == 400 and summary.uncompacted == streams
+        assert _room_again(redis_client)  # the mail path still has room
+        assert not redis_client.exists(keys.compacting(P, streams[0]))
+    finally:
+        redis_client.config_set("maxmemory", 0)
+
+
+def test_each_shard_is_compacted_on_its_own_so_needs_room_for_its_copy_only(redis_client):
+    """The same events over 24 shards: no copy of them all would fit below the mark, each
+    shard's does, one after the other (a single stream's compaction could not run)."""
+    streams = _fill(redis_client, keys.shard_ids())
+    redis_client.config_set("rdbcompression", "no")
+    # Room for 3/4 of all copies: none of the whole, all of Jane's 12 shards', even if
+    # Redis frees no replaced stream meanwhile.
+    all_copies = sum(redis_client.memory_usage(s) for s in streams)
+    room = redis_client.info("memory")["used_memory"] + all_copies * 3 // 4
+    redis_client.config_set("maxmemory", int(room / DEFAULT_HIGH_WATER))
+    try:
+        summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
+        assert summary.events == 400 and summary.uncompacted == []
+        assert summary.compacted == streams[::2]  # Jane's: every 50th, so in even shards
+        assert not any(JANE.lower().encode() in redis_client.dump(s) for s in streams)
     finally:
         redis_client.config_set("maxmemory", 0)
 
 
 def test_a_copy_that_fails_midway_is_removed(redis_client, monkeypatch):
     """Were Redis to fill up during the copy anyway, the half-built copy goes at once."""
-    stream = _fill_near_maxmemory(redis_client)
-    monkeypatch.setattr(Forgetter, "_room_for", lambda self, stream: True)
+    stream, = _fill_near_maxmemory(redis_client)
+    monkeypatch.setattr(StreamEraser, "_room_for", lambda self, stream: True)
     try:
         with pytest.raises(redis.RedisError):
             Forgetter(redis_client, P).forget(Address.parse(JANE))
-        assert not redis_client.exists(f"{P}compacting:events")
-        assert redis_client.set(f"{P}m:after", "x" * 100)
+        assert not redis_client.exists(keys.compacting(P, stream))
+        assert _room_again(redis_client)
         assert redis_client.xlen(stream) == 20000 - 400  # deleted, only not compacted
     finally:
         redis_client.config_set("maxmemory", 0)
+
+
+def test_a_copy_left_by_a_crash_goes_with_what_it_holds(world, redis_client):
+    """A forget that died mid-compaction left a copy holding the address: the next one
+    (with nothing else to do in that shard) removes it."""
+    copy = keys.compacting(P, keys.events(P, SHARD))
+    redis_client.xadd(copy, {"j": json.dumps({"rcpt_to": JANE.lower()})})
+    redis_client.xadd(keys.events(P, SHARD), {"j": json.dumps({"rcpt_to": BOB})})
+    summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
+    assert traces(redis_client, JANE) == [] and not summary.compacted
+    assert redis_client.xlen(keys.events(P, SHARD)) == 1

@@ -24,7 +24,8 @@ from metrics_recount import (
 )
 
 from engage.metrics import api as metricsapi
-from engage.store import aggregates
+from engage.metrics import buckets
+from engage.store import aggregates, keys
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
 
@@ -65,11 +66,14 @@ def windows(first_hour: int) -> list[tuple[int, int]]:
             (first_hour + 5 * 3600 + 1, first_hour + 6 * 3600 + 3599)]
 
 
-@pytest.mark.parametrize("chunk", [metricsapi.CHUNK_HOURS, 5])
+@pytest.mark.parametrize("chunk,calls", [(metricsapi.CHUNK_HOURS, buckets.PIPELINE_CALLS),
+                                         (5, 7)])
 def test_every_metric_of_every_grouping_equals_the_recount(client, traffic, first_hour, chunk,
-                                                           monkeypatch):
-    """(Also with Redis summing 5 hours per call: periods and groups span calls.)"""
+                                                           calls, monkeypatch):
+    """(Also with Redis summing 5 hours per call, 7 calls per round trip: periods, groups
+    and shards span calls and round trips.)"""
     monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
+    monkeypatch.setattr(buckets, "PIPELINE_CALLS", calls)
     sent, stream = traffic
     assert len(stream) > 150 and {e.get("engage", {}).get("verdict") for e in stream} >= {
         None, "human", "scanner", "privacy_proxy", "prefetch"}
@@ -180,18 +184,18 @@ def test_buckets_expire_retention_days_after_their_hour(rclient, first_hour):
     log.append(event_for(message, "click", first_hour + 20, 1))
     hour = aggregates.hour_of(first_hour)
     for kind in ("s", "e", "l"):
-        expiry = rclient.expiretime(f"engage:agg:{kind}:{hour}")
+        expiry = rclient.expiretime(keys.aggregate("engage:", keys.shard_of(message.key), kind, hour))
         assert expiry == first_hour + 30 * 86400, kind
     old = register(store, "ttl", "example.com", int(time.time()) - 31 * 86400)
-    assert rclient.exists(f"engage:agg:s:{aggregates.hour_of(old.injected)}") == 0
-    assert rclient.hgetall(f"engage:ms:{message.key}").keys() >= {b"hc", b"clicked_at"}
+    assert rclient.keys(f"engage:*agg:s:{aggregates.hour_of(old.injected)}") == []
+    assert rclient.hgetall(keys.status("engage:", message.key)).keys() >= {b"hc", b"clicked_at"}
 
 
 def test_no_aggregates_with_retention_zero(rclient, first_hour):
     store = LinkStore(rclient, "engage:", metrics_retention_days=0)
     log = EventLog(rclient, "engage:", metrics_retention_days=0)
     log.append(event_for(register(store, "off", "example.com", first_hour), "open", first_hour))
-    assert rclient.keys("engage:agg:*") == []
+    assert rclient.keys("engage:*agg:*") == []
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,12 +24,13 @@ from metrics_recount import (
     recount,
     recount_links,
     register,
+    shard_of_event,
     stream_events,
     with_overrides,
 )
 
 from engage.metrics.rebuild import RebuildError, rebuild
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.links import LinkStore
 
 KEY = {"Authorization": "test-key-1-abcdefghijkl"}
@@ -47,12 +49,21 @@ def traffic(rclient, events, first_hour):
     return sent, stream_events(rclient)
 
 
-def buckets(client, pattern: str = "engage:agg:[el]:*") -> dict[bytes, dict[bytes, bytes]]:
+def buckets(client, pattern: str = "engage:*agg:[el]:*") -> dict[bytes, dict[bytes, bytes]]:
+    """Every bucket of every shard (and layout 1) matching ``pattern``."""
     return {key: client.hgetall(key) for key in client.keys(pattern)}
 
 
 def statuses(client) -> dict[bytes, dict[bytes, bytes]]:
-    return {key: client.hgetall(key) for key in client.keys("engage:ms:*")}
+    return {key: client.hgetall(key) for key in client.keys("engage:*ms:*")}
+
+
+def write_overrides(client, stream, overrides) -> None:
+    """Each override into the verdicts hash of its event's shard."""
+    by_id = {event["event_id"]: event for event in stream}
+    for event_id, engage in overrides.items():
+        client.hset(keys.verdicts("engage:", shard_of_event(by_id[event_id])), event_id,
+                    json.dumps(engage))
 
 
 def api(client, route: str, start: int, end: int, metrics=ALL, **params):
@@ -79,14 +90,14 @@ def assert_api_equals_recount(client, stream, sent, low, high):
 
 
 def test_without_overrides_a_rebuild_reproduces_the_live_buckets(rclient, traffic, first_hour):
-    live, sent_before, flags = buckets(rclient), buckets(rclient, "engage:agg:s:*"), statuses(rclient)
-    assert len(live) > 10
+    live, sent_before, flags = buckets(rclient), buckets(rclient, "engage:*agg:s:*"), statuses(rclient)
+    assert len(live) > 10 and len({keys.shard_of_key("engage:", key.decode()) for key in live}) > 5
     for key in live:
         rclient.hset(key, "r|spring|example.com", 999)  # damage to be repaired
     report = rebuild(rclient, "engage:", first_hour - 3600, first_hour + 12 * 3600, 400,
                      time.time())
     assert buckets(rclient) == live
-    assert buckets(rclient, "engage:agg:s:*") == sent_before  # sent counts are kept
+    assert buckets(rclient, "engage:*agg:s:*") == sent_before  # sent counts are kept
     assert statuses(rclient) == flags and report.flags_fixed == 0
     assert report.hours == 13 and report.events == len(traffic[1]) and report.overrides == 0
     for key in live:
@@ -108,7 +119,7 @@ def test_overrides_are_applied_and_later_events_still_count_right(
     overrides[renders[promoted][-1]["event_id"]] = {"verdict": "human", "reasons": []}
     for n, event in enumerate(stream[::5]):  # and a spread of other changes
         overrides.setdefault(event["event_id"], {"verdict": ("human", "prefetch")[n % 2]})
-    rclient.hset("engage:verdicts", mapping={k: json.dumps(v) for k, v in overrides.items()})
+    write_overrides(rclient, stream, overrides)
     low, high = first_hour - 3600, first_hour + 12 * 3600
     report = rebuild(rclient, "engage:", low, high, 400, time.time())
     assert report.overrides == len(overrides) and report.flags_fixed > 0
@@ -123,12 +134,18 @@ def test_overrides_are_applied_and_later_events_still_count_right(
 
 
 def test_a_trimmed_stream_rebuilds_only_the_hours_it_still_holds(rclient, traffic, first_hour):
+    """Each shard's stream trimmed as its appends do: refused until the first hour every
+    stream holds completely, which the refusal names; rebuilt from there."""
     sent, stream = traffic
     cut = next(e for e in stream if e["timestamp"] >= aggregates.hour_of(first_hour + 3 * 3600))
-    rclient.xtrim("engage:events", minid="%d-%d" % divmod(int(cut["event_id"]), 1000))
-    with pytest.raises(RebuildError, match="retention_days"):
+    for shard in keys.shard_ids():
+        rclient.xtrim(keys.events("engage:", shard), minid=int(cut["event_id"]) // 1000,
+                      approximate=False)
+    with pytest.raises(RebuildError, match="retention_days") as refused:
         rebuild(rclient, "engage:", first_hour, first_hour + 12 * 3600, 400, time.time())
-    start = aggregates.hour_start(cut["timestamp"][:13]) + 3600
+    named = re.search(r"raw events before (\S{13}):00Z", str(refused.value)).group(1)
+    start = aggregates.hour_start(named)
+    assert first_hour + 3 * 3600 < start < first_hour + 12 * 3600
     live = {key: value for key, value in buckets(rclient).items()
             if aggregates.hour_start(key.decode()[-13:]) >= start}
     rclient.delete(*live)
@@ -141,7 +158,8 @@ def test_the_current_hour_is_left_to_the_live_counters(rclient, events, first_ho
     store = LinkStore(rclient, "engage:")
     message = register(store, "now", "example.com", int(time.time()))
     events.append(event_for(message, "open", time.time()))
-    current = f"engage:agg:e:{aggregates.hour_of(time.time())}"
+    current = keys.aggregate("engage:", keys.shard_of(message.key), "e",
+                             aggregates.hour_of(time.time()))
     before = rclient.hgetall(current)
     with pytest.raises(RebuildError, match="no whole hour"):
         rebuild(rclient, "engage:", hour_start(time.time()), hour_start(time.time()) + 7200,
@@ -174,6 +192,6 @@ def test_the_cli(web_redis, rclient, traffic, first_hour, tmp_path):
     assert buckets(rclient) == live
     bad = run_cli(web_redis, tmp_path, "--from", "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DDTHH:MM" in bad.stderr
-    rclient.delete("engage:events")
+    rclient.delete(*(keys.events("engage:", shard) for shard in keys.shard_ids(layout1=True)))
     refused = run_cli(web_redis, tmp_path, "--from", time.strftime(fmt, time.gmtime(first_hour)))
     assert refused.returncode == 1 and "no raw events" in refused.stderr

@@ -48,9 +48,10 @@ def filled(redis_client):
         ids["all"].add(score)
         if rcpt.startswith("ann"):
             ids["ann"].add(score)
+    old_ms = int(NOW * 1000) - 3_600_000  # written before the upgrade: an hour earlier
     for n in range(30):  # layout 1: one untagged stream, ids ms*1000+seq, its own indexes
         entry = redis_client.xadd(keys.events(P, keys.LAYOUT1), {"e": json.dumps(
-            event("open", f"old{n:04d}xxxxxxxxx", "ann@example.com"))})
+            event("open", f"old{n:04d}xxxxxxxxx", "ann@example.com"))}, id=f"{old_ms + n}-0")
         score = score_of(entry, keys.LAYOUT1)
         for name in (keys.event_index(P, keys.LAYOUT1, "open"),
                      keys.event_index(P, keys.LAYOUT1, "open", "r", "ann@example.com")):

@@ -8,8 +8,9 @@ import time
 from dataclasses import replace
 
 import pytest
+from metrics_recount import key_in_shard
 
-from engage.store import overrides
+from engage.store import keys, overrides
 from engage.store.events import EventLog, RequestFacts, build_event
 from engage.store.links import TRAP_LINK_NAME, Link, MessageRecord, Resolved, Template
 from engage.verdicts import machines
@@ -23,6 +24,7 @@ RECORD = MessageRecord(rcpt_to=("a@example.com",), subject="S", injection_time=1
                        template_id=TEMPLATE.template_id)
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"
 T0 = float(int(time.time()) - 3600)  # an hour ago, on a whole second (bursts are per second)
+SHARD = keys.shard_of("tx1")  # of the transmission most tests use
 
 
 @pytest.fixture
@@ -46,15 +48,17 @@ def store(log, rules, kind, at, ip="203.0.113.5", ua=CHROME, link=None, links_in
     return log.append(event)
 
 
-def api_ids(rclient, log):
-    return [json.loads(item) for item in log.fetch_json(i for i, _ in rclient.xrange(log.stream))]
+def api_ids(rclient, log, shard=SHARD):
+    """The events of one shard as the events API shows them (overrides applied)."""
+    return [json.loads(item) for item in log.fetch_json(
+        shard, [i for i, _ in rclient.xrange(log.stream_of(shard))])]
 
 
 def test_the_first_links_of_a_burst_become_scanner_and_the_stream_is_untouched(
         rclient, settings, rules, log):
     for n in range(4):  # the click path saw 1, 2, 3, 4 links in this second
         store(log, rules, "click", T0 + 0.1 * n, link=n, links_in_second=n + 1)
-    snapshot = rclient.xrange(log.stream)
+    snapshot = rclient.xrange(log.stream_of(SHARD))
     assert [e["engage"]["verdict"] for e in api_ids(rclient, log)] == \
         ["human", "human", "scanner", "scanner"]
     result = recompute(rclient, settings, rules)
@@ -65,7 +69,7 @@ def test_the_first_links_of_a_burst_become_scanner_and_the_stream_is_untouched(
     assert events[0]["engage"]["raw_verdict"] == "human"
     assert events[0]["engage"]["reasons"] == ["4 links of this message within 1 s"]
     assert "raw_verdict" not in events[3]["engage"]
-    assert rclient.xrange(log.stream) == snapshot
+    assert rclient.xrange(log.stream_of(SHARD)) == snapshot
     again = recompute(rclient, settings, rules)
     assert again.changed == [] and again.examined == 4  # nothing new: nothing written
 
@@ -97,11 +101,11 @@ def test_a_rules_change_writes_an_override_and_undoing_it_removes_it(
     assert click["engage"]["verdict"] == "scanner" and click["engage"]["raw_verdict"] == "human"
     assert click["engage"]["reasons"] == ["user agent matches Example gateway"]
     assert open_event["engage"]["verdict"] == other["engage"]["verdict"] == "human"
-    assert rclient.ttl(overrides.key(settings.key_prefix)) > settings.events_retention_days * 86400
+    assert rclient.ttl(overrides.key(settings.key_prefix, SHARD)) > settings.events_retention_days * 86400
     back = recompute(rclient, settings, rules)
     assert back.changed == [click["event_id"]]
     assert dict(back.transitions) == {("scanner", "human"): 1}
-    assert not rclient.hexists(overrides.key(settings.key_prefix), click["event_id"])
+    assert not rclient.hexists(overrides.key(settings.key_prefix, SHARD), click["event_id"])
     assert api_ids(rclient, log)[1]["engage"] == {"verdict": "human", "reasons": []}
 
 
@@ -110,7 +114,7 @@ def test_dry_run_counts_and_writes_nothing(rclient, settings, rules, log):
     result = recompute(rclient, settings, rules, dry_run=True)
     assert dict(result.transitions) == {("human", "privacy_proxy"): 1}
     assert "would change 1" in result.report() and "dry run: nothing written" in result.report()
-    assert not rclient.exists(overrides.key(settings.key_prefix))
+    assert not rclient.exists(overrides.key(settings.key_prefix, SHARD))
     assert "engage" not in api_ids(rclient, log)[0]
     recompute(rclient, settings, rules)
     assert api_ids(rclient, log)[0]["engage"]["raw_verdict"] == "human"
@@ -122,11 +126,12 @@ def test_since_limits_the_span_and_old_overrides_are_trimmed(rclient, settings, 
     since = time.time()
     store(log, rules, "open", T0, ua="Mozilla/5.0", engage=False)
     stale = str((int(log.cutoff_ms()) - 5000) * 1000)
-    overrides.write(rclient, settings.key_prefix, {stale: {"verdict": "scanner", "reasons": []}}, 86400)
+    overrides.write(rclient, settings.key_prefix, SHARD,
+                    {stale: {"verdict": "scanner", "reasons": []}}, 86400)
     result = recompute(rclient, settings, rules, since=since)
     assert result.examined == 1 and result.start == pytest.approx(since)
     assert result.trimmed == 1
-    assert not rclient.hexists(overrides.key(settings.key_prefix), stale)
+    assert not rclient.hexists(overrides.key(settings.key_prefix, SHARD), stale)
 
 
 def test_recompute_uses_the_current_thresholds(rclient, settings, rules, log):
@@ -163,7 +168,44 @@ def test_engage_verdicts_recompute_rebuilds_the_metrics_of_the_changed_hours(
     mine = replace(settings, verdict_extra_rules=(str(extra),))
     result = recompute(rclient, mine, machines.load(machines.rule_files("", mine.verdict_extra_rules)))
     assert len(result.changed) == 1 and clicks() == (2, 2)  # the live counters knew the old verdict
-    assert "not rebuilt" in rebuild_metrics(rclient, mine, result.changed, now)  # this hour: live
+    assert "not rebuilt" in rebuild_metrics(rclient, mine, result, now)  # this hour: live
     later = now + 2 * 3600  # once the hour is over
-    assert "metrics rebuilt" in rebuild_metrics(rclient, mine, result.changed, later)
+    rebuilt = rebuild_metrics(rclient, mine, result, later)
+    assert rebuilt.startswith(f"metrics rebuilt from {time.strftime('%Y-%m-%dT%H', time.gmtime(now))}"
+                              ":00Z in 1 shards (2 events, 1 overrides)"), rebuilt
     assert clicks() == (2, 1)
+
+
+def test_each_override_is_written_in_its_events_shard(rclient, settings, rules, log):
+    """Two messages in different shards, a burst each: each override goes into the
+    verdicts hash of its event's shard, and the events API of that shard shows it."""
+    shards = (3, 20)
+    for shard in shards:
+        transmission = key_in_shard(shard)
+        for n in range(4):
+            store(log, rules, "click", T0 + 0.1 * n, link=n, links_in_second=n + 1,
+                  transmission=transmission)
+    result = recompute(rclient, settings, rules)
+    assert result.examined == 8 and len(result.changed) == 4 and set(result.firsts) == set(shards)
+    for shard, other in (shards, shards[::-1]):
+        events = api_ids(rclient, log, shard)
+        assert [e["engage"]["verdict"] for e in events] == ["scanner"] * 4
+        firsts = [e["event_id"] for e in events[:2]]
+        assert rclient.hmget(overrides.key(settings.key_prefix, shard), firsts) != [None, None]
+        assert rclient.hmget(overrides.key(settings.key_prefix, other), firsts) == [None, None]
+    assert not rclient.exists(overrides.key(settings.key_prefix, keys.LAYOUT1))
+
+
+def test_layout_1_events_are_recomputed_into_layout_1_overrides(rclient, settings, rules):
+    """An event stored before the upgrade, in layout 1's stream (its format then): read as
+    one more shard, its override in layout 1's hash, under its layout-1 event_id."""
+    resolved = Resolved("tx-old", TEMPLATE, RECORD, None)
+    event = build_event("open", resolved, RequestFacts("203.0.113.5", "Mozilla/5.0"), T0)
+    entry = rclient.xadd(keys.events(settings.key_prefix, keys.LAYOUT1),
+                         {"e": json.dumps(event, separators=(",", ":"))}).decode()
+    ms, _, seq = entry.partition("-")
+    result = recompute(rclient, settings, rules)
+    assert result.examined == 1 and set(result.firsts) == {keys.LAYOUT1}
+    assert result.changed == [str(int(ms) * 1000 + int(seq))]
+    override = rclient.hget(overrides.key(settings.key_prefix, keys.LAYOUT1), result.changed[0])
+    assert json.loads(override)["verdict"] == "privacy_proxy"

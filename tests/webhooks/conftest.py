@@ -7,7 +7,8 @@ wh_settings         Settings pointing at the session's redis-server, times shrun
                     [webhooks] allow_private_targets on: the receivers are on 127.0.0.1.
 store               WebhookStore on that Redis (flushed per test).
 add_hook(target, ...)  a validated webhook stored without the ping.
-append(n, ...)      appends n distinct events to the events stream; their message ids.
+append(n, ...)      appends n distinct events (their messages spread over the shards, or
+                    all in ``shard=``); their message ids.
 start_worker()      the worker in a thread of this process, stopped at teardown.
 spawn_worker()      the worker as a real subprocess (python -m engage.webhooks run).
 run(*argv)          engage-webhooks in this process: (exit code, stdout, stderr).
@@ -33,11 +34,12 @@ from typing import Any, Callable
 import pytest
 
 from engage.settings import Settings
-from engage.store.events import EventLog, iso_time
+from engage.store.events import EventLog, entries_of, iso_time
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
 from engage.webhooks.worker import Worker
+from support.stored import key_in_shard
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "test:"
@@ -169,12 +171,15 @@ def add_hook(store: WebhookStore) -> Callable[..., Webhook]:
     return add
 
 
-def make_event(n: int, kind: str = "click", now: float | None = None) -> dict[str, Any]:
-    """An event shaped as engage.store.events.build_event makes them."""
+def make_event(n: int, kind: str = "click", now: float | None = None,
+               shard: int | None = None) -> dict[str, Any]:
+    """An event shaped as engage.store.events.build_event makes them; its message in
+    ``shard`` if given (else t<n>: the shards vary with n)."""
     moment = time.time() if now is None else now
     event: dict[str, Any] = {
         "type": kind, "timestamp": iso_time(moment), "message_id": f"<m{n}@example.com>",
-        "transmission_id": f"t{n}", "campaign_id": "spring", "rcpt_to": f"user{n}@example.com",
+        "transmission_id": f"t{n}" if shard is None else key_in_shard(shard),
+        "campaign_id": "spring", "rcpt_to": f"user{n}@example.com",
         "raw_rcpt_to": f"User{n}@Example.com", "recipient_domain": "example.com",
         "rcpt_meta": {"n": n}, "rcpt_tags": ["news"], "friendly_from": "news@example.com",
         "msg_from": "bounces@example.com", "subject": "Hello", "sending_domain": "example.com",
@@ -190,11 +195,13 @@ def make_event(n: int, kind: str = "click", now: float | None = None) -> dict[st
 
 @pytest.fixture
 def append(redis_client: Any) -> Callable[..., list[str]]:
-    """append(count, start=0, kind="click") -> the message ids of the appended events."""
+    """append(count, start=0, kind="click", shard=None) -> the message ids of the appended
+    events."""
     log = EventLog(redis_client, PREFIX)
 
-    def add(count: int, start: int = 0, kind: str = "click") -> list[str]:
-        events = [make_event(n, kind) for n in range(start, start + count)]
+    def add(count: int, start: int = 0, kind: str = "click", shard: int | None = None
+            ) -> list[str]:
+        events = [make_event(n, kind, shard=shard) for n in range(start, start + count)]
         log.append_many(events)
         return [e["message_id"] for e in events]
     return add
@@ -265,6 +272,7 @@ def sparkpost_events(body: bytes) -> list[dict[str, Any]]:
         event["_injected"] = datetime.strptime(event["injection_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
         assert event["type"] in ("click", "open", "initial_open")
         assert event["event_id"].isdigit() and event["rcpt_to"] and event["raw_rcpt_to"]
+        event["_shard"] = entries_of(int(event["event_id"]))[0][0]  # layout 2's shard first
         assert isinstance(event["rcpt_meta"], dict) and isinstance(event["rcpt_tags"], list)
         out.append(event)
     return out

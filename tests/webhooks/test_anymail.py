@@ -17,6 +17,7 @@ import standardwebhooks
 import svix.webhooks
 
 from engage.settings import Settings
+from engage.store import keys
 from engage.store.events import decode
 from engage.store.links import (
     Link,
@@ -100,8 +101,10 @@ def engage_events(redirector, tokens, initial: bool = True) -> None:
 
 
 def stored_events(redis_client) -> dict[str, dict[str, Any]]:
-    return {event["event_id"]: event for event in (
-        decode(entry_id, fields) for entry_id, fields in redis_client.xrange(f"{PREFIX}events"))}
+    """Every shard's events, by event_id."""
+    return {event["event_id"]: event for shard in keys.shard_ids() for event in (
+        decode(entry_id, fields, shard)
+        for entry_id, fields in redis_client.xrange(keys.events(PREFIX, shard)))}
 
 
 def at_second(iso: str) -> datetime:

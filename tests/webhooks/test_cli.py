@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from engage.store import keys
 from engage.webhooks import signature
 from engage.webhooks.keys import Keys
 
@@ -23,8 +24,11 @@ def test_create_sends_the_validation_ping_and_stores_the_webhook(receiver, run, 
     assert ping.headers["content-type"] == "application/json"
     hook = store.get(hook_id)
     assert (hook.name, hook.target, hook.events, hook.active) == ("crm", rec.url, ("click", "open"), True)
-    groups = [g["name"].decode() for g in redis_client.xinfo_groups(Keys(PREFIX).events)]
-    assert groups == [Keys.group(hook_id)]
+    for shard in keys.shard_ids():  # one group per shard stream, at its end
+        groups = redis_client.xinfo_groups(Keys(PREFIX).events(shard))
+        assert [(g["name"].decode(), g["last-delivered-id"]) for g in groups] == [
+            (Keys.group(hook_id), b"0-0")]
+    assert not redis_client.exists(Keys(PREFIX).events(keys.LAYOUT1))  # layout 1's: never made
 
 
 @pytest.mark.parametrize("answer", [500, 302, (200, b"", 5)])
@@ -90,7 +94,7 @@ def test_batches_shows_the_attempts_of_the_last_day(receiver, run, add_hook, app
     rec = receiver(lambda r: 200 if failed else failed.append(r.batch_id) or 500)
     hook = add_hook(rec.url)
     start_worker()
-    append(3)
+    append(3, shard=7)  # one shard: one batch
     rec.wait_events(3)
     code, out, _ = run("batches", hook.id)
     assert code == 0 and "pending batches: 0" in out
@@ -107,14 +111,18 @@ def test_check_config_lists_the_webhook_settings(run):
 
 def test_discard_drops_dead_letters(run, store, add_hook, redis_client):
     hook = add_hook("http://127.0.0.1:9/x")
-    keys = Keys(PREFIX)
-    for n in range(2):
-        redis_client.xadd(keys.dead, {"webhook": hook.id, "batch": f"b{n}", "size": 1,
-                                      "attempts": 3, "code": 0, "error": "x", "created": 0,
-                                      "ids": "", "body": "[]"})
-    first = store.dead_letters()[0]["id"]
-    assert run("discard", first)[0] == 0 and len(store.dead_letters()) == 1
+    for n, shard in enumerate((5, 17, keys.LAYOUT1)):  # layout 1's: still listed until migrated
+        redis_client.xadd(Keys(PREFIX).dead(shard), {
+            "webhook": hook.id, "batch": f"b{n}", "size": 1, "attempts": 3, "code": 0,
+            "error": "x", "created": 0, "ids": "", "body": "[]"}, id=f"{1000 + n}-0")
+    listed = store.dead_letters()
+    assert [(d["batch"], d["id"]) for d in listed] == [  # newest first, over the shards
+        ("b2", "1002-0"), ("b1", f"{keys.SHARD_TAGS[17]}:1001-0"),
+        ("b0", f"{keys.SHARD_TAGS[5]}:1000-0")]
+    first = listed[1]["id"]
+    assert run("discard", first)[0] == 0 and len(store.dead_letters()) == 2
     assert run("discard", first)[0] == 1
+    assert run("discard", "1001-0")[0] == 1 and run("discard", "zz:1000-0")[0] == 1
     assert run("discard")[0] == 1  # neither ids nor --all
     assert run("discard", "--all", "--webhook", hook.id)[0] == 0 and store.dead_letters() == []
 

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from urllib.parse import parse_qs
 
+from engage.store import keys
 from engage.webhooks import signature
 from engage.webhooks.cli import main as cli
 from engage.webhooks.keys import Keys
@@ -17,7 +18,9 @@ from .conftest import PREFIX, REPO
 
 
 def pending_entries(redis_client, hook_id):
-    return redis_client.xpending(Keys(PREFIX).events, Keys.group(hook_id))["pending"]
+    """Events read by the webhook's groups and not yet acknowledged, over every shard."""
+    return sum(redis_client.xpending(Keys(PREFIX).events(s), Keys.group(hook_id))["pending"]
+               for s in keys.shard_ids())
 
 
 def test_events_arrive_in_sparkpost_batches_of_at_most_batch_size(receiver, add_hook, append,
@@ -64,7 +67,7 @@ def test_receiver_failing_three_times_gets_everything_once(receiver, add_hook, a
     rec = receiver(flaky)
     hook = add_hook(rec.url)
     start_worker(webhook_batch_size=100)
-    ids = append(20)
+    ids = append(20, shard=2)  # one shard: one batch
     rec.wait_events(20)
     time.sleep(0.3)
     counts = Counter(e["message_id"] for e in rec.delivered_events())
@@ -105,7 +108,7 @@ def test_after_the_retry_window_a_batch_is_parked_and_replay_delivers_it(
     rec = receiver(503)
     hook = add_hook(rec.url)
     start_worker(webhook_retry_window=1.0)
-    ids = append(4)
+    ids = append(4, shard=6)  # one shard: one batch
     deadline = time.time() + 8
     while not store.dead_letters() and time.time() < deadline:
         time.sleep(0.05)
@@ -154,15 +157,15 @@ def test_oauth2_token_is_fetched_reused_and_renewed_after_401(receiver, add_hook
     add_hook(target.url, auth_type="oauth2", auth_request_details={
         "url": tokens.url, "body": {"client_id": "cid", "client_secret": "csecret"}})
     start_worker()
-    append(2)
+    append(2, shard=1)  # one shard: one batch each time
     target.wait_events(2)
-    append(2, start=2)
+    append(2, start=2, shard=1)
     target.wait_events(4)
     assert len(token_calls) == 1  # reused while valid
     assert token_calls[0] == {"grant_type": ["client_credentials"], "client_id": ["cid"],
                               "client_secret": ["csecret"]}
     issued.append("tok-rotated")  # the target now wants a token we do not have: 401
-    append(2, start=4)
+    append(2, start=4, shard=1)
     target.wait_events(6)
     assert len(token_calls) == 2
     assert [r.status for r in target.requests][-2:] == [401, 200]
@@ -193,8 +196,9 @@ def test_inactive_webhook_gets_nothing_and_deleted_one_stops(receiver, add_hook,
     time.sleep(0.8)
     assert off.requests == [] and gone.requests == []
     assert not redis_client.exists(Keys(PREFIX).hook(deleted.id))
-    groups = [g["name"].decode() for g in redis_client.xinfo_groups(Keys(PREFIX).events)]
-    assert Keys.group(deleted.id) not in groups
+    for shard in keys.shard_ids():
+        groups = [g["name"].decode() for g in redis_client.xinfo_groups(Keys(PREFIX).events(shard))]
+        assert Keys.group(deleted.id) not in groups
 
 
 def test_two_workers_share_the_work_without_duplicates(receiver, add_hook, append, start_worker):

@@ -17,10 +17,11 @@ JANE = "Jane.Roe@Example.ORG"
 
 
 def append_as(redis_client, rcpts: dict[int, str], numbers: range) -> None:
-    """Events n in ``numbers``; those named in ``rcpts`` go to that address instead."""
+    """Events n in ``numbers``, in one shard (so in one batch); those named in ``rcpts`` go
+    to that address instead."""
     events = []
     for n in numbers:
-        event = make_event(n)
+        event = make_event(n, shard=8)
         if n in rcpts:
             event.update(rcpt_to=rcpts[n].lower(), raw_rcpt_to=rcpts[n])
         events.append(event)
@@ -70,7 +71,7 @@ def test_dead_letters_and_replayed_batches_lose_the_forgotten_events(
     worker.stop.set()
     wait(lambda: not any(t.name.startswith("webhook-") for t in threading.enumerate()),
          what="the worker stopping")
-    first, second = store.dead_letters()
+    second, first = store.dead_letters()  # newest first
     replayed = store.replay(first["id"])  # a queued batch that carries its whole body
     assert traces(redis_client, JANE)
 

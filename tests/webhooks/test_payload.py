@@ -39,7 +39,7 @@ def test_spliced_fast_path_equals_parsing_and_odd_events_are_parsed():
     from engage.webhooks.payload import FAST, webhook_json
 
     stored = with_event_id("1700000000123-4", json.dumps(make_event(7), separators=(",", ":"),
-                                                       ensure_ascii=False).encode())
+                                                       ensure_ascii=False).encode(), 5)
     assert FAST.match(stored)
     assert json.loads(webhook_json(stored)) == webhook_event(json.loads(stored))
     odd = b'{"event_id":"1","timestamp":"2016-02-02T19:50:00.000Z","type":"open","subject":"\xc3\xa9"}'

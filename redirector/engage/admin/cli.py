@@ -4,6 +4,7 @@
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
 ``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
 ``engage purge-data`` deletes every engage key from Redis (engage.admin.purge).
+``engage migrate-layout`` moves layout-1 data into the shards of layout 2 (engage.admin.migrate).
 ``engage api-key new`` prints a new events API key.
 
 Exit codes: 0 fine (warnings allowed unless --strict), 1 something is wrong, 2 bad usage.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 import redis
 
 from engage import settings as settings_mod
-from engage.admin import doctor, purge
+from engage.admin import doctor, migrate, purge
 from engage.dashboard.passwords import make_hash
 from engage.erasure.forget import Forgetter, Summary
 from engage.erasure.scrub import Address
@@ -101,6 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     _metrics_parser(sub)
     _dashboard_user_parser(sub)
     purge.add_parser(sub)
+    migrate.add_parser(sub)
     _api_key_parser(sub)
     return parser.parse_args(argv)
 
@@ -246,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return purge.run(args, doctor.redacted)
     if args.command == "forget":
         return run_forget(args)
+    if args.command == "migrate-layout":
+        return migrate.run(args)
     if args.command == "verdicts":
         return verdictscli.run(args)
     if args.command == "metrics":

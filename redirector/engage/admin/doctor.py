@@ -1,7 +1,9 @@
 """``engage doctor``: check a live installation and say in plain words what is wrong.
 
 Checks, in order: the settings (they load; the service user may read the file; the
-tracking URL is set); Redis (engage.admin.doctor_redis); the milter (answers the milter protocol
+tracking URL is set); Redis (engage.admin.doctor_redis); the memory the configured
+retention needs at the observed rates, and on a cluster which master holds what
+(engage.admin.doctor_capacity); the milter (answers the milter protocol
 on its socket, asks to change headers and bodies, a unix socket is usable by Postfix's
 user); Postfix (engage.admin.doctor_postfix); every tracking URL (its host resolves, its TLS
 certificate covers it (engage.admin.doctor_tls), /healthz answers through it); the nginx site
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from engage import settings as config
-from engage.admin import doctor_nginx, doctor_probe, doctor_proxy, doctor_tls
+from engage.admin import doctor_capacity, doctor_nginx, doctor_probe, doctor_proxy, doctor_tls
 from engage.admin.doctor_findings import DEFAULT_SMTP, ERROR, OK, SKIP, WARN, Finding, Options
 from engage.admin.doctor_postfix import check_postfix, postfix_syntax
 from engage.admin.doctor_redis import check_redis, redacted
@@ -32,7 +34,7 @@ from engage.admin.milterprobe import Address, ProbeError, parse_socket, probe, u
 
 __all__ = ["DEFAULT_SMTP", "ERROR", "OK", "SKIP", "WARN", "Finding", "Options", "ProbeError", "postfix_syntax",
            "redacted", "render", "run", "exit_status"]
-TOPICS = ("config", "redis", "milter", "postfix", "tracking", "nginx", "proxy", "probe")
+TOPICS = ("config", "redis", "capacity", "milter", "postfix", "tracking", "nginx", "proxy", "probe")
 SMFIF_CHGBODY, SMFIF_CHGHDRS = 0x02, 0x10
 
 
@@ -217,9 +219,10 @@ def _health_answer(target: str, status: int, body: bytes, final_url: str) -> Fin
 
 
 CHECKS: tuple[tuple[str, Callable[[config.Settings, Options], list[Finding]]], ...] = (
-    ("redis", check_redis), ("milter", check_milter), ("postfix", check_postfix),
-    ("tracking", check_tracking), ("nginx", doctor_nginx.check_nginx),
-    ("proxy", doctor_proxy.check_proxy), ("probe", doctor_probe.check_probe))
+    ("redis", check_redis), ("capacity", doctor_capacity.check_capacity),
+    ("milter", check_milter), ("postfix", check_postfix), ("tracking", check_tracking),
+    ("nginx", doctor_nginx.check_nginx), ("proxy", doctor_proxy.check_proxy),
+    ("probe", doctor_probe.check_probe))
 
 
 # ------------------------------------------------------------------------------ report

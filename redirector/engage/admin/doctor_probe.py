@@ -23,8 +23,8 @@ import redis
 
 from engage import settings as config
 from engage.admin.doctor_findings import ERROR, OK, WARN, Finding, Options
-from engage.store import aggregates, keys
-from engage.store.redisconn import connect
+from engage.store import aggregates
+from engage.store.redisconn import connect, readable_shards
 
 CAMPAIGN = "engage-doctor-probe"
 LINK = "https://example.com/engage-doctor-probe"
@@ -80,7 +80,7 @@ def sent(client: redis.Redis, prefix: str, domain: str, now: float) -> int:
     field = aggregates.sent_field(CAMPAIGN, domain)
     hours = {aggregates.hour_of(now - 3600), aggregates.hour_of(now)}
     pipe = client.pipeline(transaction=False)
-    for shard in keys.shard_ids(layout1=True):
+    for shard in readable_shards(client, prefix):
         for hour in hours:
             pipe.hget(aggregates.bucket_key(prefix, shard, "s", hour), field)
     return sum(int(count or 0) for count in pipe.execute())

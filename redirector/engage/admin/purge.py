@@ -89,9 +89,10 @@ def add_parser(sub: Any) -> None:
                          help=f"keys per SCAN and UNLINK (default {BATCH})")
 
 
-def _batch(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"expected 1 to 100000, got {text!r}")
+def _batch(text: str, most: int = 100_000) -> int:
+    """A --batch value (also engage migrate-layout's, with its own ``most``)."""
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise argparse.ArgumentTypeError(f"expected 1 to {most}, got {text!r}")
     return int(text)
 
 

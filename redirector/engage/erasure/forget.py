@@ -5,16 +5,24 @@ address (engage.erasure.scrub says what "mentions" means). Each key is handled b
 family in engage.store.keys; a key of no family is an error (the summary is incomplete),
 never silently kept as if it were clean. Message records and templates are rewritten
 in place (same key, same TTL), so every tracked link keeps resolving and redirecting;
-events that mention the address are deleted from the stream (XDEL), their index
-entries and verdict overrides with them; webhook batches and dead letters lose those
-events (engage.erasure.webhookdata). Aggregate counters keep their counts; a counter named after a link or campaign
-that holds the address is renamed without it. Per-message status counts stay. Idempotent, and safe while the
+events that mention the address are deleted from their stream (XDEL), their index
+entries and verdict overrides with them, and the stream compacted; webhook batches and
+dead letters lose those events (engage.erasure.webhookdata). Aggregate counters keep
+their counts; a counter named after a link or campaign that holds the address is
+renamed without it. Per-message status counts stay. Idempotent, and safe while the
 milter, redirector and webhook workers run: every rewrite is a compare-and-set, and a
 batch whose events are all gone is settled by the worker as "events expired".
 
+Layouts and shards: the SCAN sees every key of both layouts; the events, their indexes
+and verdict overrides, the webhook queues and dead letters are erased shard by shard, and
+layout 1's as one more shard (engage.erasure.streams, engage.erasure.webhookdata). A
+script only ever touches the keys of one shard (one hash slot on a Redis Cluster): the
+keys of a SCAN chunk are filtered one shard's group at a time, pipelined.
+
 Cost: one SCAN of the whole keyspace (no per-message index: message records stay as
-small as they are) plus one pass over the events stream, both filtered inside Redis by
-Lua scripts in chunks of ``chunk`` keys or entries, so no call holds Redis for long.
+small as they are) plus one pass over each shard's events stream, both filtered inside
+Redis by Lua scripts in chunks of ``chunk`` keys or entries, so no call holds Redis for
+long; compaction copies one shard's stream at a time, when there is room for it.
 """
 from __future__ import annotations
 
@@ -29,12 +37,13 @@ import redis
 
 from engage.erasure import lua
 from engage.erasure.scrub import Address, scrub_record, scrub_template
+from engage.erasure.streams import StreamEraser, by_slot
 from engage.erasure.webhookdata import ATTEMPTS, WebhookEraser, text_of
 from engage.store import aggregates, keys
-from engage.store.events import TYPES, EventLog, index_values, score_of
+from engage.store.events import TYPES
 from engage.store.keys import Erasure
-from engage.store.pressure import DEFAULT_HIGH_WATER, read_memory
-from engage.store.redisconn import scan_keys
+from engage.store.pressure import DEFAULT_HIGH_WATER
+from engage.store.redisconn import queue_script, readable_shards, scan_keys
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
@@ -42,6 +51,7 @@ CHUNK = 1000
 # of fields, and 1000 such hashes held Redis 1.2 s in one call (20: about 40 ms).
 COUNTERS_PER_CALL = 20
 MAX_REPORTED = 100  # unknown keys named in a summary (the log says how many)
+COMPACTION = keys.BY_NAME["stream compaction"]
 
 @dataclass
 class Summary:
@@ -57,6 +67,7 @@ class Summary:
     webhook_batches: int = 0
     dead_letters: int = 0
     unknown_keys: list[str] = field(default_factory=list)
+    compacted: list[str] = field(default_factory=list)  # streams rewritten without the bytes
     uncompacted: list[str] = field(default_factory=list)  # no room to compact: bytes kept
     keys_scanned: int = 0
     events_scanned: int = 0
@@ -81,36 +92,35 @@ class Forgetter:
                  chunk: int = CHUNK, high_water: float = DEFAULT_HIGH_WATER) -> None:
         self.client, self.prefix, self.chunk = client, prefix, chunk
         self.high_water = high_water  # [redis] events_high_water: a copy must stay below it
-        self.events = EventLog(client, prefix)
+        self.streams = StreamEraser(client, prefix, chunk, high_water)
         self._filter = client.register_script(lua.FILTER_LUA)
-        self._stream = client.register_script(lua.STREAM_LUA)
         self._set_if = client.register_script(lua.SET_IF_LUA)
         self._fields = client.register_script(lua.FIELDS_LUA)
-        self._copy_chunk = client.register_script(lua.COPY_CHUNK_LUA)
-        self._swap = client.register_script(lua.SWAP_LUA)
         self._rename_field = client.register_script(lua.RENAME_FIELD_LUA)
-        self._webhooks = WebhookEraser(client, prefix)
+        self._webhooks = WebhookEraser(client, prefix, chunk)
 
     def forget(self, address: Address) -> Summary:
         """Erase ``address``. Raises redis.RedisError when Redis fails (run it again)."""
         started = time.monotonic()
         summary = Summary()
-        named, counters = self._records(address, summary)  # first: new events carry no address
-        deleted = self._stream_events(address, summary)
+        # first: new events carry no address
+        named, counters, copies = self._records(address, summary)
+        deleted = self.streams.erase(address, summary)
         self._index_keys(address, named, summary)
         self._aggregates(address, counters, summary)
-        summary.webhook_batches, summary.dead_letters = self._webhooks.erase(address, deleted)
-        for stream, deleted_any in ((self.events.stream, summary.events),
-                                    (keys.webhook_dead(self.prefix), summary.dead_letters)):
-            if deleted_any and not self.compact(stream):
-                summary.uncompacted.append(stream)
+        summary.webhook_batches, dead = self._webhooks.erase(address, deleted)
+        summary.dead_letters = sum(dead.values())
+        for shard in sorted(dead):
+            self.streams.compact_or_note(keys.webhook_dead(self.prefix, shard), summary)
+        if copies:  # a crashed compaction's copy holds what its stream held
+            self.client.unlink(*copies)
         summary.seconds = time.monotonic() - started
         log.info("forget: %d events, %d index entries, %d index keys, %d verdicts, "
                  "%d message records, %d templates, %d aggregate fields, %d webhook batches, "
-                 "%d dead letters; %d keys and %d events read in %.2f s", summary.events,
-                 summary.index_entries, summary.index_keys, summary.verdicts, summary.messages,
-                 summary.templates, summary.aggregate_fields, summary.webhook_batches,
-                 summary.dead_letters,
+                 "%d dead letters; %d streams compacted; %d keys and %d events read in %.2f s",
+                 summary.events, summary.index_entries, summary.index_keys, summary.verdicts,
+                 summary.messages, summary.templates, summary.aggregate_fields,
+                 summary.webhook_batches, summary.dead_letters, len(summary.compacted),
                  summary.keys_scanned, summary.events_scanned, summary.seconds)
         if summary.unknown_keys:
             log.error("forget: incomplete: %d keys belong to no key family (engage.store.keys) "
@@ -123,12 +133,15 @@ class Forgetter:
         """Every key under the prefix, a chunk at a time."""
         yield from scan_keys(self.client, keys.scan_pattern(self.prefix), self.chunk)
 
-    def _records(self, address: Address, summary: Summary) -> tuple[list[str], list[str]]:
+    def _records(self, address: Address,
+                 summary: Summary) -> tuple[list[str], list[str], list[bytes]]:
         """One pass over the keyspace, each key by its family: records and templates that
         mention the address are rewritten; keys of no family are noted (an error). The
-        names of keys whose name holds the address, and the hashes of counters."""
+        names of keys whose name holds the address, the hashes of counters, and the
+        compaction copies a crashed forget left."""
         named: list[str] = []
         counters: list[str] = []
+        copies: list[bytes] = []
         for chunk in self._scan():
             summary.keys_scanned += len(chunk)
             values: list[bytes] = []
@@ -145,22 +158,28 @@ class Forgetter:
                     values.append(raw_key)
                 elif family.erasure is Erasure.REWRITE_FIELDS:
                     counters.append(key)
+                elif family is COMPACTION:
+                    copies.append(raw_key)
             if values:
                 self._rewrite_values(values, address, summary)
         summary.unknown_keys.sort()
-        return named, counters
+        return named, counters, copies
 
     def _rewrite_values(self, stored: list[bytes], address: Address, summary: Summary) -> None:
-        found = self._filter(keys=stored, args=list(address.needles))
-        for i in range(0, len(found), 2):
-            key, raw = text_of(found[i]), found[i + 1]
-            is_record = keys.family_of(self.prefix, key) is keys.BY_NAME["message"]
-            scrub = scrub_record if is_record else scrub_template
-            if self._rewrite(key, raw, scrub, address):
-                if is_record:
-                    summary.messages += 1
-                else:
-                    summary.templates += 1
+        """Filter a chunk's values inside Redis, one shard's keys per script, pipelined."""
+        pipe = self.client.pipeline(transaction=False)
+        for group in by_slot(self.client, self.prefix, stored):
+            queue_script(self._filter, pipe, group, list(address.needles))
+        for found in pipe.execute():
+            for i in range(0, len(found), 2):
+                key, raw = text_of(found[i]), found[i + 1]
+                is_record = keys.family_of(self.prefix, key) is keys.BY_NAME["message"]
+                scrub = scrub_record if is_record else scrub_template
+                if self._rewrite(key, raw, scrub, address):
+                    if is_record:
+                        summary.messages += 1
+                    else:
+                        summary.templates += 1
 
     def _rewrite(self, key: str, raw: bytes | str | None,
                  scrub: Callable[[bytes | str, Address], str | None], address: Address) -> bool:
@@ -176,92 +195,16 @@ class Forgetter:
             raw = self.client.get(key)
         raise redis.RedisError(f"{key} kept changing while being rewritten")
 
-    # ------------------------------------------------------------ events
-    def _stream_events(self, address: Address, summary: Summary) -> set[str]:
-        """Delete every event that mentions the address, with its index entries and its
-        verdict override; the deleted stream ids. Reads up to the stream's end as it is
-        when reached, so events appended meanwhile are looked at too."""
-        deleted: set[str] = set()
-        last = "-"
-        while True:
-            reply = self._stream(keys=[self.events.stream],
-                                 args=[last, self.chunk, *address.needles])
-            if not reply[0]:
-                return deleted
-            last = text_of(reply[0])
-            summary.events_scanned += int(reply[1])
-            pairs = [(text_of(reply[i]), text_of(reply[i + 1])) for i in range(2, len(reply), 2)]
-            doomed = [(entry_id, raw) for entry_id, raw in pairs if address.mentions(raw)]
-            if doomed:
-                self._delete_events(doomed, summary)
-                deleted.update(entry_id for entry_id, _ in doomed)
-
-    def _delete_events(self, doomed: list[tuple[str, str]], summary: Summary) -> None:
-        indexes = [self._index_keys_of(raw) for _, raw in doomed]
-        pipe = self.client.pipeline(transaction=False)
-        for (entry_id, _), index_keys in zip(doomed, indexes):
-            pipe.xdel(self.events.stream, entry_id)
-            for key in index_keys:
-                pipe.zrem(key, entry_id)
-            pipe.hdel(keys.verdicts(self.prefix), str(score_of(entry_id)))
-        replies = iter(pipe.execute())
-        for index_keys in indexes:
-            summary.events += next(replies)
-            summary.index_entries += sum(next(replies) for _ in index_keys)
-            summary.verdicts += next(replies)
-
-    def _index_keys_of(self, raw: str) -> list[str]:
-        try:
-            event = json.loads(raw)
-            kind = event["type"]
-            pairs = index_values(event)
-        except (ValueError, KeyError, TypeError):
-            return []  # not an event engage wrote: its stream entry goes, it has no index
-        return [self.events.index_key(kind)] + [self.events.index_key(kind, dim, value)
-                                                for dim, value in pairs]
-
+    # ------------------------------------------------------------ index keys
     def _index_keys(self, address: Address, named: list[str], summary: Summary) -> None:
         """Drop index keys named after the address (``{p}ei:<type>:r:<address>`` ...).
         A key of another family whose name holds it cannot be erased by name: an error."""
         doomed = {name for name in named
                   if _erasure(self.prefix, name) is Erasure.FOLLOW_EVENTS}
-        doomed |= {self.events.index_key(kind, "r", address.text) for kind in TYPES}
+        doomed |= {keys.event_index(self.prefix, shard, kind, "r", address.text)
+                   for kind in TYPES for shard in readable_shards(self.client, self.prefix)}
         summary.index_keys += int(self.client.delete(*sorted(doomed)))
         summary.unknown_keys += sorted(name for name in named if name not in doomed)
-
-    def compact(self, stream: str) -> bool:
-        """Rewrite ``stream`` without the bytes its deleted entries leave behind (see
-        engage.erasure.lua): chunks copied while appends go on, then one atomic swap that
-        carries the tail, the counters and every consumer group with its pending entries.
-        The copy needs as much memory as the stream: False, and nothing done, when it would
-        take Redis past the events high-water mark (the milter's room); a copy left by a
-        failure is removed, so a half-built one never holds that room."""
-        copy = keys.compacting(self.prefix, stream)
-        self.client.unlink(copy)  # a crashed run's
-        if not self._room_for(stream):
-            log.warning("forget: %s not compacted: copying it would take Redis past its events "
-                        "high-water mark; its deleted entries' bytes stay until retention trims "
-                        "them", stream)
-            return False
-        try:
-            last = "-"
-            while True:
-                copied = text_of(self._copy_chunk(keys=[stream, copy], args=[last, self.chunk]))
-                if not copied:
-                    break
-                last = copied
-            self._swap(keys=[stream, copy, keys.compaction_replaced(self.prefix, stream)],
-                       args=[last])
-        except redis.RedisError:
-            self.client.unlink(copy)
-            raise
-        return True
-
-    def _room_for(self, stream: str) -> bool:
-        memory = read_memory(self.client, self.prefix, self.high_water)
-        if not memory.limit:
-            return True
-        return memory.used + int(self.client.memory_usage(stream) or 0) < memory.mark
 
     # ------------------------------------------------------------ aggregates
     def _aggregates(self, address: Address, counters: list[str], summary: Summary) -> None:
@@ -269,8 +212,11 @@ class Forgetter:
         address are renamed without it; their counts add to the field of that name."""
         needles = sorted({*address.needles,
                           *(aggregates.escape(n.decode()).encode() for n in address.needles)})
-        for start in range(0, len(counters), COUNTERS_PER_CALL):
-            found = self._fields(keys=counters[start:start + COUNTERS_PER_CALL], args=needles)
+        calls = [group[start:start + COUNTERS_PER_CALL]
+                 for group in by_slot(self.client, self.prefix, counters)
+                 for start in range(0, len(group), COUNTERS_PER_CALL)]
+        for call in calls:  # one shard's hashes per call
+            found = self._fields(keys=call, args=needles)
             for i in range(0, len(found), 2):
                 key, field = text_of(found[i]), text_of(found[i + 1])
                 parts = aggregates.split_field(field)
@@ -278,6 +224,7 @@ class Forgetter:
                     continue
                 new = "|".join(aggregates.escape(address.cut(part)) for part in parts)
                 summary.aggregate_fields += int(self._rename_field(keys=[key], args=[field, new]))
+
 
 def _erasure(prefix: str, key: str) -> Erasure | None:
     family = keys.family_of(prefix, key)

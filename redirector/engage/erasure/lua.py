@@ -121,6 +121,10 @@ return entries[#entries][1]
 # delivered id, entries read) and its pending entries (consumer, idle time, delivery
 # count), then replaces the stream. The replaced one is freed by UNLINK, in the
 # background: RENAME over it would free a large stream while Redis waits.
+# The copy holds every entry the stream had while copied: trimmed like the stream, it must
+# be as long, or entries were deleted meanwhile (another forget, a replayed dead letter)
+# and the copy would bring them back: then it is dropped and SWAP_MISMATCH returned.
+SWAP_MISMATCH = 2
 SWAP_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('UNLINK', KEYS[2]) return 0 end
 local start = ARGV[1] == '-' and '-' or '(' .. ARGV[1]
@@ -132,6 +136,10 @@ local info = map(redis.call('XINFO', 'STREAM', KEYS[1]))
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
 if first then
   redis.call('XTRIM', KEYS[2], 'MINID', first[1])
+  if redis.call('XLEN', KEYS[2]) ~= redis.call('XLEN', KEYS[1]) then
+    redis.call('UNLINK', KEYS[2])
+    return 2
+  end
 else
   redis.call('DEL', KEYS[2])
   redis.call('XADD', KEYS[2], info['last-generated-id'], 'compacted', '1')

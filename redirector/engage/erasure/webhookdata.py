@@ -1,6 +1,7 @@
 """Erasure of one address from the webhook queues (engage.erasure.forget): queued batches
 and dead letters lose the address's events, by compare-and-set (engage.erasure.lua), so
-the webhook workers can run meanwhile."""
+the webhook workers can run meanwhile. Batches and dead letters are per (hook, shard),
+layout 1's as one more shard; each call touches one shard's keys (one cluster slot)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +11,7 @@ import redis
 from engage.erasure import lua
 from engage.erasure.scrub import Address, filter_body, scrub_batch
 from engage.store import keys
-from engage.store.redisconn import stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
 
 ATTEMPTS = 5  # compare-and-set retries of one value changed under our feet
 
@@ -23,24 +24,31 @@ def text_of(value: str | bytes) -> str:
 class WebhookEraser:
     """The webhook part of a forget under one key prefix; the connection is passed in."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.client, self.prefix = client, prefix
+    def __init__(self, client: redis.Redis, prefix: str, chunk: int = 1000) -> None:
+        self.client, self.prefix, self.chunk = client, prefix, chunk
         self._batch_if = client.register_script(lua.BATCH_IF_LUA)
         self._dead_if = client.register_script(lua.DEAD_IF_LUA)
 
-    def erase(self, address: Address, deleted: set[str]) -> tuple[int, int]:
-        """(webhook batches, dead letters) rewritten or dropped; ``deleted``: the stream ids
-        of the events the forget deleted."""
+    def erase(self, address: Address, deleted: dict[int, set[str]]) -> tuple[int, dict[int, int]]:
+        """(webhook batches rewritten or dropped, dead letters rewritten or dropped by shard)
+        in every shard and layout 1; ``deleted``: the stream ids of the events the forget
+        deleted, by shard (a shard's batches and dead letters name its stream's ids)."""
         batches = 0
-        hook_ids = self.client.smembers(keys.webhook_ids(self.prefix))
-        for hook_id in sorted(text_of(i) for i in hook_ids):
-            batches += self._batches(hook_id, address)
-        return batches, self._dead_letters(address, deleted)
+        hook_ids = sorted(text_of(i) for i in self.client.smembers(keys.webhook_ids(self.prefix)))
+        dead: dict[int, int] = {}
+        for shard in readable_shards(self.client, self.prefix):
+            for hook_id in hook_ids:
+                batches += self._batches(hook_id, shard, address)
+            changed = self._dead_letters(shard, address, deleted.get(shard, set()))
+            if changed:
+                dead[shard] = changed
+        return batches, dead
 
-    def _batches(self, hook_id: str, address: Address) -> int:
+    def _batches(self, hook_id: str, shard: int, address: Address) -> int:
         """Queued batches carry stream ids (deleted events are skipped when sent) or, when
         replayed from a dead letter, their whole body: that body loses the events."""
-        batches, due = keys.webhook_batches(self.prefix, hook_id), keys.webhook_due(self.prefix, hook_id)
+        batches = keys.webhook_batches(self.prefix, hook_id, shard)
+        due = keys.webhook_due(self.prefix, hook_id, shard)
         raw: bytes | str | None  # a record, until HGET finds it gone
         changed = 0
         for batch_id, raw in self.client.hgetall(batches).items():
@@ -56,18 +64,26 @@ class WebhookEraser:
                     break
         return changed
 
-    def _dead_letters(self, address: Address, deleted: set[str]) -> int:
+    def _dead_letters(self, shard: int, address: Address, deleted: set[str]) -> int:
+        """Read ``chunk`` at a time; a rewritten dead letter is appended at the end, where
+        it is read again and left (it no longer mentions the address)."""
+        stream = keys.webhook_dead(self.prefix, shard)
         changed = 0
-        for entry_id, fields in stream_entries(self.client.xrange(keys.webhook_dead(self.prefix))):
-            item = {text_of(k): text_of(v) for k, v in fields.items()}
-            if not any(address.mentions(value) for value in item.values()):
-                continue
-            replacement = _dead_letter_without(item, address, deleted)
-            args: list[Any] = [entry_id]
-            for name, value in replacement.items():
-                args += [name, value]
-            changed += int(self._dead_if(keys=[keys.webhook_dead(self.prefix)], args=args))
-        return changed
+        start = "-"
+        while True:
+            entries = stream_entries(self.client.xrange(stream, start, "+", count=self.chunk))
+            if not entries:
+                return changed
+            start = "(" + text_of(entries[-1][0])
+            for entry_id, fields in entries:
+                item = {text_of(k): text_of(v) for k, v in fields.items()}
+                if not any(address.mentions(value) for value in item.values()):
+                    continue
+                replacement = _dead_letter_without(item, address, deleted)
+                args: list[Any] = [entry_id]
+                for name, value in replacement.items():
+                    args += [name, value]
+                changed += int(self._dead_if(keys=[stream], args=args))
 
 
 def _dead_letter_without(item: dict[str, str], address: Address,

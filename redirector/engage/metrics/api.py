@@ -2,8 +2,9 @@
 aggregates (engage.store.aggregates).
 
 ``parse_metrics_query`` is pure: request arguments -> MetricsQuery, or BadParameter naming
-the parameter. ``run`` reads every bucket in range in one pipelined round trip and sums
-it into SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
+the parameter. ``run`` reads every bucket in range, of every shard and of layout 1 (the
+buckets are kept per shard: engage.store.keys, engage.metrics.buckets) and sums it into
+SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
 campaign_id / sending_domain / link_name, or one per period with ``ts`` (time-series).
 Hour is the finest precision (buckets are hourly); from/to widen to whole periods.
 Periods are engage.metrics.periods'; the list routes are engage.metrics.lists.
@@ -18,11 +19,10 @@ from typing import Any
 
 import redis
 
-from engage.metrics.periods import hours, period_label, period_start
+from engage.metrics.buckets import bucket_shards, run_calls
+from engage.metrics.periods import hour_names, hours, period_label, period_start
 from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
-from engage.store import aggregates
-from engage.store.events import EventError
-from engage.store.redisconn import queue_script
+from engage.store import aggregates, keys
 from engage.store.scripts.metrics import SUM_LUA
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -166,33 +166,45 @@ def _parse_order_by(args: Mapping[str, str], metrics: tuple[str, ...]) -> str:
 def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
               retention_days: int) -> list[tuple[str, dict[bytes, int]]]:
     """(period label or "", {field: total}) over every bucket the query needs, summed by
-    SUM_LUA next to the data, in one pipelined round trip. Hours older than the retention
-    or more than a day ahead are known empty: not read."""
+    SUM_LUA next to the data: one call per shard (and layout 1) per CHUNK_HOURS hours
+    (engage.metrics.buckets), the shards' sums added up here. Hours older than the
+    retention or more than a day ahead are known empty: not read."""
     codes = sorted({known_metrics(query.group)[name] for name in query.metrics})
     kinds = ["l"] if query.group == "link-name" else (
         (["s"] if "s" in codes else []) + (["e"] if set(codes) - {"s"} else []))
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
-    wanted = list(hours(low, min(query.end, int(now + 86400))))
-    script = client.register_script(SUM_LUA)
-    pipe = client.pipeline(transaction=False)
-    plan: list[list[str]] = []
-    for offset in range(0, len(wanted), CHUNK_HOURS):
-        keys, sizes, labels = [], [], []
-        for label, group in groupby(wanted[offset:offset + CHUNK_HOURS], key=lambda hour: (
-                period_label(hour, query.precision, query.zone)
+    chunks = _chunks(query, low, min(query.end, int(now + 86400)))
+    shards = bucket_shards(client, prefix)
+    calls = (([keys.aggregate(prefix, shard, kind, hour)
+               for group in groups for hour in group for kind in kinds],
+              [",".join(str(len(group) * len(kinds)) for group in groups), *codes])
+             for _, groups in chunks for shard in shards)
+    plan = (labels for labels, _ in chunks for _ in shards)
+    merged: dict[str, dict[bytes, int]] = {}  # labels in order
+    for labels, flat in zip(plan, run_calls(client, client.register_script(SUM_LUA), calls)):
+        for label, fields in _unflatten(labels, flat):
+            into = merged.setdefault(label, {})
+            for field, value in fields.items():
+                into[field] = into.get(field, 0) + value
+    return list(merged.items())
+
+
+def _chunks(query: MetricsQuery, start: int, end: int) -> list[tuple[list[str], list[list[str]]]]:
+    """The hours [start, end) as SUM_LUA calls take them: per call (CHUNK_HOURS hours),
+    the period labels and each label's hour names (aggregates.hour_of)."""
+    names = hour_names(start, end) if start < end else []
+    found = []
+    for offset in range(0, len(names), CHUNK_HOURS):
+        labels: list[str] = []
+        groups: list[list[str]] = []
+        part = range(start + offset * HOUR, start + min(offset + CHUNK_HOURS, len(names)) * HOUR, HOUR)
+        for label, group in groupby(zip(part, names[offset:offset + CHUNK_HOURS]), key=lambda item: (
+                period_label(item[0], query.precision, query.zone)
                 if query.group == "time-series" else "")):
-            names = [aggregates.bucket_key(prefix, kind, aggregates.hour_of(hour))
-                     for hour in group for kind in kinds]
-            keys += names
-            sizes.append(str(len(names)))
             labels.append(label)
-        queue_script(script, pipe, keys, [",".join(sizes), *codes])
-        plan.append(labels)
-    try:
-        replies = pipe.execute() if plan else []
-    except redis.RedisError as exc:
-        raise EventError(str(exc)) from exc
-    return [item for labels, flat in zip(plan, replies) for item in _unflatten(labels, flat)]
+            groups.append([name for _, name in group])
+        found.append((labels, groups))
+    return found
 
 
 def _unflatten(labels: list[str], flat: list[Any]) -> list[tuple[str, dict[bytes, int]]]:

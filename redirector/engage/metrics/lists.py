@@ -9,13 +9,11 @@ from dataclasses import dataclass
 import redis
 
 from engage.metrics.api import DEFAULT_LIMIT, TIME_FORM, parse_limit
+from engage.metrics.buckets import bucket_shards, run_calls
 from engage.metrics.periods import hour_names, period_start
 from engage.query import BadParameter, parse_time, parse_zone
-from engage.store import aggregates
+from engage.store import aggregates, keys
 from engage.store.aggregates import HOUR
-from engage.store.events import EventError
-from engage.store.keys import aggregate as aggregate_key
-from engage.store.redisconn import queue_script
 from engage.store.scripts.metrics import LIST_LUA
 
 # SparkPost's list routes (GET /api/v1/metrics/<name>): what each lists here. campaigns
@@ -57,24 +55,21 @@ def parse_list_query(name: str, args: Mapping[str, str], now: float,
 def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
                 retention_days: int) -> list[str]:
     """The distinct values with data in the window, containing ``match``, sorted, at most
-    ``limit``: one pipelined round trip of LIST_LUA calls, CHUNK_HOURS hours each."""
+    ``limit``: the union of LIST_LUA calls, one per shard (and layout 1) per
+    LIST_CHUNK_HOURS hours (engage.metrics.buckets)."""
     column = LISTS[query.name]
     if column < 0:
         return []
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
     wanted = hour_names(low, min(query.end, int(now + 86400)))
-    kinds = ["d"] if column == 0 else ["s", "e"]
-    script = client.register_script(LIST_LUA)
-    pipe = client.pipeline(transaction=False)
-    for offset in range(0, len(wanted), LIST_CHUNK_HOURS):
-        keys = [aggregate_key(prefix, kind, hour)
-                for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds]
-        queue_script(script, pipe, keys, ["s" if column == 0 else "h"])
-    try:
-        replies = pipe.execute() if wanted else []
-    except redis.RedisError as exc:
-        raise EventError(str(exc)) from exc
-    found = {_list_value(raw, column) for reply in replies for raw in reply}
+    kinds, shards = ["d"] if column == 0 else ["s", "e"], bucket_shards(client, prefix)
+    calls = (([keys.aggregate(prefix, shard, kind, hour)
+               for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds],
+              ["s" if column == 0 else "h"])
+             for offset in range(0, len(wanted), LIST_CHUNK_HOURS) for shard in shards)
+    found = {_list_value(raw, column)
+             for reply in run_calls(client, client.register_script(LIST_LUA), calls)
+             for raw in reply}
     found.discard("")
     return sorted(value for value in found if query.match in value.lower())[:query.limit]
 

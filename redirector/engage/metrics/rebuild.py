@@ -1,11 +1,15 @@
 """Rebuild the hourly aggregates of a window from the raw events (``engage metrics rebuild``).
 
-For when verdicts were recomputed: the retained stream ``{p}events`` is replayed in order,
-as the append script saw it, with the overrides of ``{p}verdicts`` applied (field = public
-event_id, value = the new ``engage`` object). The window's engagement and link buckets are
-replaced; sent counts are not in the events and stay as they are. The nonprefetched flags
-of messages with an overridden event are corrected too, so later events count right.
-Limits: a window older than the retained stream cannot be rebuilt (refused, not guessed);
+For when verdicts were recomputed. Shard by shard (engage.store.keys; layout 1 is one
+more), as the append script saw it: the shard's retained stream ``{p}{tag}events`` is
+replayed in order with the overrides of its ``{p}{tag}verdicts`` applied (field = public
+event_id, value = the new ``engage`` object), and the shard's engagement and link buckets
+of the window are replaced. A message's events, status and counts are all in its shard,
+so each shard is rebuilt alone, and each write touches one shard's keys (one slot on a
+Redis Cluster). Sent counts are not in the events and stay as they are. The nonprefetched
+flags of messages with an overridden event are corrected too, so later events count right.
+Limits: a window older than a retained stream cannot be rebuilt (refused, not guessed); a
+shard with no stream (layout 1 once its events expired) keeps its buckets as they are;
 the current hour is left to the live path; whether a message was opened or clicked before
 the oldest retained event is told by its status hash (counts and flag event_ids).
 The arithmetic of the replay is engage.metrics.replay's; this module reads and writes Redis.
@@ -23,8 +27,7 @@ import redis
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
 from engage.store.events import score_of
-from engage.store.links import status_key
-from engage.store.redisconn import hash_fields, stream_entries
+from engage.store.redisconn import hash_fields, readable_shards, stream_entries
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
 log = logging.getLogger(__name__)
@@ -45,59 +48,78 @@ class Report:
     events: int = 0
     overrides: int = 0
     flags_fixed: int = 0
+    shards: int = 0  # rebuilt; shards without a stream are left as they are
 
 
-def rebuild(client: redis.Redis, prefix: str, start: int, end: int,
-            retention_days: int, now: float) -> Report:
-    """Replace the aggregates of the whole hours in [start, end); see the module text."""
+def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_days: int,
+            now: float, shards: Iterable[int] | None = None) -> Report:
+    """Replace the aggregates of the whole hours in [start, end) of ``shards`` (default:
+    every shard and layout 1); see the module text. Every shard's stream is checked
+    before anything is written, so a refused window changes nothing."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
     start = start // HOUR * HOUR
-    stream = keys.events(prefix)
-    oldest, last = _stream_bounds(client, stream, start)
+    wanted = readable_shards(client, prefix) if shards is None else tuple(shards)
+    bounds = {shard: found for shard in wanted
+              if (found := _stream_bounds(client, keys.events(prefix, shard), shard))}
+    if not bounds:
+        raise RebuildError("there are no raw events to rebuild from")
+    complete = max(found[2] for found in bounds.values())
+    if start < complete:
+        raise RebuildError(f"raw events before {aggregates.hour_of(complete)}:00Z are no "
+                           "longer kept ([events] retention_days): that part cannot be "
+                           "rebuilt; start the window there or later")
     if start >= end:
         raise RebuildError("nothing to rebuild: the window holds no whole hour before the "
                            "current one")
     report = Report(aggregates.hour_of(start), aggregates.hour_of(end - HOUR),
                     (end - start) // HOUR)
-    replay = Replay(start, end)
+    for shard, (oldest, last, _) in bounds.items():
+        _rebuild_shard(client, prefix, shard, Replay(start, end), oldest, last,
+                       retention_days, report)
+        report.shards += 1
+    return report
+
+
+def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay, oldest: int,
+                   last: bytes, retention_days: int, report: Report) -> None:
+    """One shard: its stream replayed with its overrides, its buckets and flags written."""
     overridden: set[str] = set()
-    for entries in _chunks(client, stream, last):
-        overrides = client.hmget(keys.verdicts(prefix), [str(score_of(i)) for i, _ in entries])
+    for entries in _chunks(client, keys.events(prefix, shard), last):
+        overrides = client.hmget(keys.verdicts(prefix, shard),
+                                 [str(score_of(i, shard)) for i, _ in entries])
         for (entry_id, fields), override in zip(entries, overrides):
             event = json.loads(fields[b"e"])
             if override and _apply(event, override):
                 report.overrides += 1
                 overridden.add(str(event.get("transmission_id") or ""))
-            replay.add(event, score_of(entry_id))
+            replay.add(event, score_of(entry_id, shard))
             report.events += 1
-    statuses = _statuses(client, prefix, replay.wanted_status() | (overridden - {""}))
+    statuses = _statuses(client, prefix, shard, replay.wanted_status() | (overridden - {""}))
     replay.finish({message: flags_before(status, replay.messages[message], oldest)
                    for message, status in statuses.items() if message in replay.messages})
-    _write(client, prefix, replay, start, end, retention_days)
-    report.flags_fixed = _fix_flags(client, prefix, replay, overridden, statuses, oldest,
-                                    score_of(last) if last else 0)
-    return report
+    _write(client, prefix, shard, replay, retention_days)
+    report.flags_fixed += _fix_flags(client, prefix, shard, replay, overridden, statuses,
+                                     oldest, score_of(last, shard))
 
 
-def _stream_bounds(client: redis.Redis, stream: str, start: int) -> tuple[int, bytes]:
-    """(event_id of the oldest retained event, stream id of the newest); refuses a window
-    that begins before the first whole hour the stream still holds completely."""
+def _stream_bounds(client: redis.Redis, stream: str,
+                   shard: int) -> tuple[int, bytes, int] | None:
+    """(event_id of the oldest retained event, stream id of the newest, start of the first
+    whole hour the stream holds completely: 0 if it was never trimmed), None when the
+    stream is missing or empty."""
     try:
         info = client.xinfo_stream(stream)
     except redis.ResponseError:
-        raise RebuildError("there are no raw events to rebuild from") from None
+        return None
     first = info.get("first-entry")
     if not first:
-        raise RebuildError("there are no raw events to rebuild from")
+        return None
+    complete = 0
     added = info.get("entries-added")  # Redis >= 7; older ones: assume trimmed
     if added is None or added > info["length"]:
         stamp = json.loads(first[1][b"e"]).get("timestamp", "")
         complete = aggregates.hour_start(stamp[:13]) + HOUR
-        if start < complete:
-            raise RebuildError(f"raw events before {aggregates.hour_of(complete)}:00Z are no "
-                               "longer kept ([events] retention_days): that part cannot be "
-                               "rebuilt; start the window there or later")
-    return score_of(first[0]), info["last-entry"][0]
+    return score_of(first[0], shard), info["last-entry"][0], complete
 
 
 def _chunks(client: redis.Redis, stream: str,
@@ -125,7 +147,7 @@ def _apply(event: dict[str, Any], override: bytes | str) -> bool:
     return True
 
 
-def _statuses(client: redis.Redis, prefix: str,
+def _statuses(client: redis.Redis, prefix: str, shard: int,
               messages: Iterable[str]) -> dict[str, dict[bytes, bytes]]:
     wanted = sorted(messages)
     found: dict[str, dict[bytes, bytes]] = {}
@@ -133,19 +155,20 @@ def _statuses(client: redis.Redis, prefix: str,
         part = wanted[offset:offset + CHUNK]
         pipe = client.pipeline(transaction=False)
         for message in part:
-            pipe.hgetall(status_key(prefix, message))
+            pipe.hgetall(keys.status(prefix, message, shard))
         found.update(zip(part, pipe.execute()))
     return found
 
 
-def _write(client: redis.Redis, prefix: str, replay: Replay, start: int, end: int,
+def _write(client: redis.Redis, prefix: str, shard: int, replay: Replay,
            retention_days: int) -> None:
-    """Each hour's engagement and link hashes replaced in one MULTI (never half-written)."""
-    for hour_time in range(start, end, HOUR):
+    """Each hour's engagement and link hashes of the shard replaced in one MULTI (never
+    half-written)."""
+    for hour_time in range(replay.start, replay.end, HOUR):
         hour = aggregates.hour_of(hour_time)
         pipe = client.pipeline(transaction=True)
         for kind in ("e", "l"):
-            key = aggregates.bucket_key(prefix, kind, hour)
+            key = keys.aggregate(prefix, shard, kind, hour)
             pipe.delete(key)
             counts = replay.buckets.get((kind, hour))
             if counts and retention_days:
@@ -154,8 +177,9 @@ def _write(client: redis.Redis, prefix: str, replay: Replay, start: int, end: in
         pipe.execute()
 
 
-def _fix_flags(client: redis.Redis, prefix: str, replay: Replay, overridden: set[str],
-               statuses: Mapping[str, Mapping[bytes, bytes]], oldest: int, last: int) -> int:
+def _fix_flags(client: redis.Redis, prefix: str, shard: int, replay: Replay,
+               overridden: set[str], statuses: Mapping[str, Mapping[bytes, bytes]],
+               oldest: int, last: int) -> int:
     """Nonprefetched flags of messages with an overridden event, as the replay decided."""
     script = client.register_script(FIX_FLAGS_LUA)
     fixed = 0
@@ -173,7 +197,7 @@ def _fix_flags(client: redis.Redis, prefix: str, replay: Replay, overridden: set
         for name in sorted(names):
             args += [name, str(firsts[name].score) if name in firsts else ""]
         if len(args) > 1:
-            fixed += int(script(keys=[status_key(prefix, message)], args=args))
+            fixed += int(script(keys=[keys.status(prefix, message, shard)], args=args))
     return fixed
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Callable, TypeVar
+from urllib.parse import urlsplit
 
 from engage.settings import parsers as parse
 from engage.settings.declared import (
@@ -119,10 +120,26 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
                                                  parse.parse_http_url)
     values["open_tracking_domains"] = _domain_section(parser, source, "open_tracking",
                                                       parse.parse_bool)
+    _check_cluster_prefix(values, source)
     if values.get("dashboard_enabled") and not values.get("dashboard_users"):
         raise SettingsError(f"{source}: [dashboard] users: enabled = yes needs at least one "
                             "user (make one with: engage dashboard-user NAME)")
     return Settings(**values)  # type: ignore[arg-type]  # each value is its SCHEMA parser's result
+
+
+def _check_cluster_prefix(values: Mapping[str, object], source: str) -> None:
+    """On a Redis Cluster each of engage's 24 shards must be one slot. Redis hashes a key
+    whose first ``{`` is followed by ``}`` (an empty tag) whole, shard tag and all, so
+    such a prefix would spread one message's keys over many slots (its scripts refused)."""
+    url = str(values.get("redis_url", Settings.redis_url))
+    prefix = str(values.get("key_prefix", Settings.key_prefix))
+    opening = prefix.find("{")
+    if (urlsplit(url).scheme.endswith("+cluster") and opening >= 0
+            and prefix[opening + 1:opening + 2] == "}"):
+        raise SettingsError(f"{source}: [redis] key_prefix: {prefix!r} starts a hash tag that "
+                            "is empty; on a Redis Cluster Redis would then hash whole keys and "
+                            "a message's keys would not share a slot: use engage: (or {engage}: "
+                            "for every key in one slot)")
 
 
 def load_or_exit(program: str, path: str | None = None) -> Settings:

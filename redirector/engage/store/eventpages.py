@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from engage.store import keys
+from engage.store.redisconn import readable_shards
 
 if TYPE_CHECKING:
     from engage.store.events import EventLog
@@ -36,7 +36,7 @@ def merged_page(log: EventLog, specs: Sequence[tuple[str, str, str]], top: int, 
                 count: int) -> tuple[bytes, int, bool]:
     """EventLog.page over every shard: (JSON objects joined by commas, last score or 0,
     whether more follow). Raises redis.RedisError."""
-    live = list(keys.shard_ids(layout1=True))
+    live = list(readable_shards(log.client, log.prefix))
     waiting: list[tuple[int, bytes]] = []  # below a cut, from shards that gave their all
     found: list[bytes] = []
     while len(found) < count and (live or waiting):

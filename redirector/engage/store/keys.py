@@ -114,7 +114,7 @@ FAMILIES = (
     Family("layout", "layout", "string", "engage migrate-layout", "never (one value)",
            Erasure.NO_ADDRESS),
     Family("stream compaction", "compacting:<stream>", "stream", "engage.erasure.forget",
-           "seconds: renamed over the stream it copies", Erasure.DELETE_ENTRIES),
+           "seconds: swapped in for its shard's stream", Erasure.DELETE_ENTRIES),
 )
 BY_NAME = {family.name: family for family in FAMILIES}
 
@@ -281,7 +281,7 @@ def layout(prefix: str) -> str:
 
 def compacting(prefix: str, stream: str) -> str:
     """The copy a compaction builds of ``stream`` (a full key name under the prefix); in
-    the stream's hash slot, since the prefix carries the tag on a cluster."""
+    the stream's slot: its name holds the stream's shard tag (or the prefix's tag)."""
     return f"{prefix}compacting:{stream[len(prefix):]}"
 
 

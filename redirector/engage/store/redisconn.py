@@ -25,6 +25,8 @@ from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
 
+from engage.store import keys
+
 if TYPE_CHECKING:  # redis-py 4.3 (Debian 12) has no redis._parsers and no StreamRangeResponse
     from redis._parsers import Encoder  # its home: redis.connection imports it, not re-exported
     from redis.typing import EncodableT, FieldT, StreamRangeResponse
@@ -146,6 +148,14 @@ class _FailedPipeline:
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, (RedisCluster, ClusterPipeline, LazyCluster))
+
+
+def readable_shards(client: object, prefix: str) -> tuple[int, ...]:
+    """The shards a reader must look at: all 24, and layout 1 (engage.store.keys.LAYOUT1)
+    unless the client is a Redis Cluster and the prefix has no hash tag. Layout 1 lived on
+    a cluster only under a tagged prefix (one slot); untagged, its keys would be in
+    different slots, which one script may not touch, and there are none to read."""
+    return keys.shard_ids(layout1=not is_cluster(client) or hash_tag(prefix) is not None)
 
 
 def queue_script(script: Script, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:

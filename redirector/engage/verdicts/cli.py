@@ -21,7 +21,7 @@ from engage.store.redisconn import connect
 from engage.store.trackevent import iso_time
 from engage.verdicts import machines
 from engage.verdicts.judge import thresholds
-from engage.verdicts.recompute import parse_time, recompute
+from engage.verdicts.recompute import Recomputed, parse_time, recompute
 from engage.verdicts.rules import Facts, classify
 
 PROGRAM = "engage verdicts"
@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
         "recompute", help="classify stored events again with the current rules",
         description="Classify the stored opens and clicks again with the current rules files "
         "and [verdicts] thresholds. Where a verdict changes, an override is stored in "
-        "{prefix}verdicts (the events stream is never rewritten) and the events API shows it, "
+        "the verdicts hash of the event's shard (the events stream is never rewritten) and the events API shows it, "
         "with the stored verdict as engage.raw_verdict. Prints how many changed, from what to what.")
     again.add_argument("--since", type=_iso, metavar="ISO",
                        help="only events from this time (default: all within [events] retention_days)")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         result = recompute(client, settings, rules, since=args.since, dry_run=args.dry_run)
         print(result.report())
         if result.changed and not result.dry_run:
-            print(rebuild_metrics(client, settings, result.changed, time.time()))
+            print(rebuild_metrics(client, settings, result, time.time()))
     except redis.RedisError as exc:
         print(f"{PROGRAM}: redis: {exc}", file=sys.stderr)
         return 1
@@ -84,15 +84,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rebuild_metrics(client: redis.Redis, settings: settings_mod.Settings,
-                    changed: list[str], now: float) -> str:
-    """The aggregates counted the old verdicts: rebuild every whole hour from the first
-    changed event on (the current hour is left to the live counters)."""
-    first = min(int(event_id) for event_id in changed) // 1_000_000  # ms * 1000 + seq
-    try:
-        report = metricsrebuild.rebuild(client, settings.key_prefix, first, int(now),
-                                        settings.metrics_retention_days, now)
-    except metricsrebuild.RebuildError as exc:
-        return (f"metrics not rebuilt: {exc}; once the hour is over run: engage metrics "
-                f"rebuild --from {iso_time(first)[:16]}")
-    return (f"metrics rebuilt for {report.hours} hours from {report.first_hour}:00Z "
-            f"({report.events} events, {report.overrides} overrides)")
+                    result: Recomputed, now: float) -> str:
+    """The aggregates counted the old verdicts: in each shard where verdicts changed,
+    rebuild every whole hour from its first changed event on (a rebuild replays the
+    shard's whole stream; the current hour is left to the live counters)."""
+    done, refused = metricsrebuild.Report(), []
+    for shard, first_id in sorted(result.firsts.items()):
+        first = first_id // 1_000_000  # event_id: ms * 1000 + n
+        try:
+            report = metricsrebuild.rebuild(client, settings.key_prefix, first, int(now),
+                                            settings.metrics_retention_days, now, [shard])
+        except metricsrebuild.RebuildError as exc:
+            refused.append(f"metrics not rebuilt: {exc}; once the hour is over run: engage "
+                           f"metrics rebuild --from {iso_time(first)[:16]}")
+            continue
+        done.first_hour = min(done.first_hour or report.first_hour, report.first_hour)
+        done.shards += report.shards
+        done.events += report.events
+        done.overrides += report.overrides
+    lines = sorted(set(refused))
+    if done.shards:
+        lines.insert(0, f"metrics rebuilt from {done.first_hour}:00Z in {done.shards} shards "
+                     f"({done.events} events, {done.overrides} overrides)")
+    return "\n".join(lines)

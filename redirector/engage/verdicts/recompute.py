@@ -1,13 +1,16 @@
 """Recompute the verdicts of stored events with the current rules and thresholds.
 
-Reads the events stream in time order (XRANGE, 1000 at a time; the stream itself is never
-written), classifies each open and click again from what the event holds (address, user
-agent, timestamp and injection time, and the signals the redirector recorded in
-``engage.signals``) and writes an override (engage.store.overrides) only where the verdict
+Reads each shard's events stream (engage.store.keys; layout 1's as one more) in time
+order (XRANGE, 1000 at a time; the streams themselves are never written), classifies each
+open and click again from what the event holds (address, user agent, timestamp and
+injection time, and the signals the redirector recorded in ``engage.signals``) and writes
+an override (engage.store.overrides) into that shard's hash, only where the verdict
 differs from the one in effect; an override that would restate the stored verdict is
 deleted instead. Seeing the whole stream, it also knows what the click path could not:
 the clicks of a message that came later in the same second (the first links of a burst
 become scanner too) and clicks from an address shortly before it hit the trap link.
+Both are about one message, whose events are all in its shard: the shards are walked one
+after the other, each with its own window.
 """
 from __future__ import annotations
 
@@ -22,10 +25,10 @@ from typing import Any
 import redis
 
 from engage.settings import Settings
-from engage.store import overrides
+from engage.store import keys, overrides
 from engage.store.events import TYPES, EventLog, decode, score_of
 from engage.store.links import TRAP_LINK_NAME
-from engage.store.redisconn import stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
 from engage.store.trackevent import iso_time
 from engage.verdicts.judge import thresholds
 from engage.verdicts.machines import Rules
@@ -44,6 +47,7 @@ class Recomputed:
     end: float  # ... to here were examined
     examined: int = 0
     changed: list[str] = field(default_factory=list)  # public event ids
+    firsts: dict[int, int] = field(default_factory=dict)  # shard -> its first changed event_id
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     trimmed: int = 0
     dry_run: bool = False
@@ -155,11 +159,11 @@ def _epoch(text: str) -> float | None:
     return value if value else None  # injection_time 0 (unknown) reads as 1970
 
 
-def _seen(entry_id: bytes, fields: dict[bytes, bytes]) -> _Seen | None:
-    event = decode(entry_id, fields)
+def _seen(entry_id: bytes, fields: dict[bytes, bytes], shard: int) -> _Seen | None:
+    event = decode(entry_id, fields, shard)
     if event.get("type") not in TYPES:
         return None
-    at = _epoch(event.get("timestamp", "")) or score_of(entry_id) / 1e6
+    at = _epoch(event.get("timestamp", "")) or score_of(entry_id, shard) / 1e6
     second_key = (event.get("transmission_id", ""), int(at)) if event["type"] == "click" else None
     trap = event["type"] == "click" and (
         event.get("target_link_name") == TRAP_LINK_NAME
@@ -171,15 +175,29 @@ def recompute(client: redis.Redis, settings: Settings, rules: Rules,
               since: float | None = None, dry_run: bool = False,
               now: float | None = None) -> Recomputed:
     """Re-classify the events stored since ``since`` (default: all within retention).
-    Returns the changed event ids and the span covered, for a rebuild of aggregates."""
+    Returns the changed event ids, the first of each shard and the span covered, for a
+    rebuild of aggregates."""
     now = time.time() if now is None else now
     log_ = EventLog(client, settings.key_prefix, settings.events_retention_days)
     start = max(since if since is not None else 0.0, log_.cutoff_ms(now) / 1000)
     result = Recomputed(start, start, dry_run=dry_run)
+    for shard in readable_shards(client, settings.key_prefix):
+        _recompute_shard(client, settings, rules, shard, result, now)
+        if not dry_run:
+            result.trimmed += overrides.trim(client, settings.key_prefix, shard,
+                                             log_.cutoff_ms(now) * 1000)
+    log.info("verdicts recomputed: %d examined, %d changed%s", result.examined,
+             len(result.changed), " (dry run)" if dry_run else "")
+    return result
+
+
+def _recompute_shard(client: redis.Redis, settings: Settings, rules: Rules, shard: int,
+                     result: Recomputed, now: float) -> None:
     limits, window = thresholds(settings), _Window(settings.trap_window)
+    stream = keys.events(settings.key_prefix, shard)
     batch: list[tuple[_Seen, dict[str, Any]]] = []
-    for entry_id, fields in _entries(client, log_.stream, int(start * 1000)):
-        seen = _seen(entry_id, fields)
+    for entry_id, fields in _entries(client, stream, int(result.start * 1000)):
+        seen = _seen(entry_id, fields, shard)
         if seen is None:
             continue
         result.examined += 1
@@ -187,15 +205,10 @@ def recompute(client: redis.Redis, settings: Settings, rules: Rules,
         for ready in window.add(seen):
             batch.append(_judged(ready, window, rules, limits))
             if len(batch) >= WRITE_CHUNK:
-                _settle(client, settings, batch, result, now)
+                _settle(client, settings, shard, batch, result, now)
                 batch = []
     batch += [_judged(ready, window, rules, limits) for ready in window.drain()]
-    _settle(client, settings, batch, result, now)
-    if not dry_run:
-        result.trimmed = overrides.trim(client, settings.key_prefix, log_.cutoff_ms(now) * 1000)
-    log.info("verdicts recomputed: %d examined, %d changed%s", result.examined,
-             len(result.changed), " (dry run)" if dry_run else "")
-    return result
+    _settle(client, settings, shard, batch, result, now)
 
 
 def _entries(client: redis.Redis, stream: str,
@@ -214,12 +227,14 @@ def _judged(seen: _Seen, window: _Window, rules: Rules, limits: Thresholds) -> t
     return seen, engage_object(classify(facts, rules, limits), facts)
 
 
-def _settle(client: redis.Redis, settings: Settings,
+def _settle(client: redis.Redis, settings: Settings, shard: int,
             batch: list[tuple[_Seen, dict[str, Any]]], result: Recomputed, now: float) -> None:
-    """Compare with the verdicts in effect, write the overrides that changed."""
+    """Compare with the verdicts in effect, write the overrides that changed (all of
+    ``batch`` is in ``shard``: so is its overrides hash)."""
     if not batch:
         return
-    current = overrides.read(client, settings.key_prefix, [seen.event_id for seen, _ in batch])
+    current = overrides.read(client, settings.key_prefix, shard,
+                             [seen.event_id for seen, _ in batch])
     changes: dict[str, dict[str, Any] | None] = {}
     for (seen, new), override in zip(batch, current):
         raw = (seen.event.get("engage") or {}).get("verdict", HUMAN)
@@ -229,7 +244,8 @@ def _settle(client: redis.Redis, settings: Settings,
         changes[seen.event_id] = None if new["verdict"] == raw else \
             {**new, "raw_verdict": raw, "recomputed_at": iso_time(now)}
         result.changed.append(seen.event_id)
+        result.firsts.setdefault(shard, int(seen.event_id))
         result.transitions[(effective, new["verdict"])] += 1
     if changes and not result.dry_run:
-        overrides.write(client, settings.key_prefix, changes,
+        overrides.write(client, settings.key_prefix, shard, changes,
                         settings.events_retention_days * 86400)

@@ -30,7 +30,6 @@ import redis
 from engage.query import (
     BadParameter,
 )
-from engage.store import keys as layout_keys
 from engage.store.events import (
     DIMENSIONS,
     EventError,
@@ -39,6 +38,7 @@ from engage.store.events import (
     score_of,
     subject_digest,
 )
+from engage.store.redisconn import readable_shards
 from engage.web.eventsquery import (
     DEFAULT_PER_PAGE as DEFAULT_PER_PAGE,
 )
@@ -165,7 +165,7 @@ def _driving_index(log: EventLog, types: tuple[str, ...], filters: dict[str, fro
                for name, values in filters.items() if name in DIMENSIONS}
     if not options:
         options = {"": [(kind, "", "") for kind in types]}
-    shards = layout_keys.shard_ids(layout1=True)
+    shards = readable_shards(log.client, log.prefix)
     pipe = log.client.pipeline(transaction=False)
     for specs in options.values():
         for spec in specs:
@@ -182,7 +182,8 @@ def _newest(log: EventLog, specs: list[Spec], top: int, low: int,
             count: int) -> list[tuple[int, int, bytes]]:
     """The ``count`` newest (score, shard, stream id) with low <= score <= top across the
     indexes ``specs`` of every shard."""
-    pairs = [(shard, spec) for shard in layout_keys.shard_ids(layout1=True) for spec in specs]
+    pairs = [(shard, spec) for shard in readable_shards(log.client, log.prefix)
+             for spec in specs]
     pipe = log.client.pipeline(transaction=False)
     for shard, spec in pairs:
         pipe.zrevrangebyscore(log.index_key(shard, *spec), top, low, start=0, num=count)

@@ -193,7 +193,7 @@ def cmd_batches(args: argparse.Namespace, store: WebhookStore, _: settings_mod.S
 def cmd_dead_letters(args: argparse.Namespace, store: WebhookStore, _: settings_mod.Settings
                      ) -> int:
     rows = [(d["id"], d["webhook"], d["batch"], d["size"], d["attempts"], d["code"], d["error"],
-             _when(int(d["id"].partition("-")[0]) / 1000)) for d in store.dead_letters(args.webhook)]
+             _when(float(d["parked"]))) for d in store.dead_letters(args.webhook)]
     _table(("ID", "WEBHOOK", "BATCH", "SIZE", "ATTEMPTS", "LAST CODE", "ERROR", "PARKED (UTC)"),
            rows)
     return 0

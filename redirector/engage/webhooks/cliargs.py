@@ -83,7 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     batches.add_argument("id", nargs="?", help="one webhook (default: all)")
     batches.add_argument("--limit", type=int, default=50, help="attempts shown per webhook")
 
-    dead = sub.add_parser("dead-letters", help="batches parked after the retry window")
+    dead = sub.add_parser("dead-letters", help="batches parked after the retry window, "
+                                                       "newest first (of every shard)")
     dead.add_argument("--webhook", help="only this webhook's")
 
     replay = sub.add_parser("replay", help="send dead letters again (same batch id)")

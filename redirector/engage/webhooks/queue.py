@@ -1,6 +1,8 @@
 """The durable batch queue of one webhook: take new events, claim due retries, settle.
 
-Each step is one Lua script, so a batch exists exactly when its events have been read
+The queue has one part per shard (engage.webhooks.keys): a batch holds events of one
+shard's stream and lives in that shard's keys, so every script touches one slot. Each
+step is one Lua script, so a batch exists exactly when its events have been read
 from the webhook's consumer group: a worker killed at any point loses nothing. A batch
 being sent is leased (its due time pushed past the send's worst case); if the worker
 dies, the lease runs out and any worker retries it. Events are acknowledged (XACK) only
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, replace
-from typing import Any
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
-from engage.store.events import with_event_id
 from engage.webhooks.keys import CONSUMER, Keys
 
 _LIB = """
@@ -37,10 +40,11 @@ local function split(text)
 end
 """
 
-# KEYS: events stream, due zset, batches hash.
+# KEYS (one shard): events stream, due zset, batches hash.
 # ARGV: group, max events, interval ms, new batch id, lease ms, lease token, types (a,b,c).
-# Returns {0, wait ms, last id}: nothing ready (wait at most that long, XREAD after last id);
-# {1, batch id, record JSON, stream id, event JSON, ...}: a new batch with its events;
+# Returns {0, wait ms, last id}: nothing ready (wait at most that long, -1: until a new
+# entry; XREAD after last id);
+# {1, batch id, record JSON}: a new batch (its events are read with EventLog.fetch_json);
 # {2}: events read but none of our types (acked); {-1}: the consumer group is missing.
 TAKE = _LIB + """
 local info = nil
@@ -53,7 +57,7 @@ if not info then return {-1} end
 local max, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
 local last = info['last-delivered-id']
 local first = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)[1]
-if not first then return {0, 1000, last} end
+if not first then return {0, -1, last} end
 local waiting = tonumber(info['lag']) or #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', max)
 local now = now_ms()
 local age = now - tonumber(string.match(first[1], '^(%d+)'))
@@ -63,7 +67,7 @@ if waiting < max and age < interval then
 end
 local entries = redis.call('XREADGROUP', 'GROUP', ARGV[1], 'engage', 'COUNT', max,
                            'STREAMS', KEYS[1], '>')[1][2]
-local wanted, ids, other, out = {}, {}, {}, {}
+local wanted, ids, other = {}, {}, {}
 for kind in string.gmatch(ARGV[7], '[^,]+') do wanted[kind] = true end
 for _, entry in ipairs(entries) do
   local fields, json = entry[2], nil
@@ -78,8 +82,6 @@ for _, entry in ipairs(entries) do
   end
   if kind and wanted[kind] then
     ids[#ids + 1] = entry[1]
-    out[#out + 1] = entry[1]
-    out[#out + 1] = json
   else
     other[#other + 1] = entry[1]
   end
@@ -90,13 +92,10 @@ local record = cjson.encode({ids = table.concat(ids, ' '), size = #ids, created 
                              attempts = 0, lease = ARGV[6], code = 0})
 redis.call('HSET', KEYS[3], ARGV[4], record)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
-table.insert(out, 1, record)
-table.insert(out, 1, ARGV[4])
-table.insert(out, 1, 1)
-return out
+return {1, ARGV[4], record}
 """.replace("'engage'", repr(CONSUMER))
 
-# KEYS: due zset, batches hash. ARGV: lease ms, lease token.
+# KEYS (one shard): due zset, batches hash. ARGV: lease ms, lease token.
 # Returns {0, ms until the next one is due or -1}, or {1, batch id, record JSON}.
 CLAIM = _LIB + """
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -116,7 +115,7 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), head[1])
 return {1, head[1], raw}
 """
 
-# KEYS: events stream, due zset, batches hash. ARGV: group, batch id.
+# KEYS (one shard): events stream, due zset, batches hash. ARGV: group, batch id.
 SUCCEED = _LIB + """
 local raw = redis.call('HGET', KEYS[3], ARGV[2])
 if not raw then return 0 end
@@ -126,7 +125,7 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: events stream, due zset, batches hash, dead-letter stream.
+# KEYS (one shard): events stream, due zset, batches hash, dead-letter stream.
 # ARGV: group, batch id, lease token, attempts, delay ms, window ms, code, error, body,
 # webhook id. Returns 'retry' (due again after the delay, never later than the window's
 # end), 'dead' (the window is over: parked and acknowledged) or 'lost' (lease taken over).
@@ -158,19 +157,19 @@ return 'dead'
 @dataclass(frozen=True)
 class Batch:
     id: str
+    shard: int
     ids: tuple[str, ...]
     size: int
     attempts: int
     created_ms: int
     lease: str
     body: bytes | None = None  # replayed from the dead-letter stream: sent as it is
-    stored: tuple[bytes, ...] | None = None  # the events (with event_id), when just taken
 
     @classmethod
-    def from_record(cls, batch_id: str | bytes, raw: str | bytes) -> Batch:
+    def from_record(cls, shard: int, batch_id: str | bytes, raw: str | bytes) -> Batch:
         data: dict[str, Any] = json.loads(raw)
         body = data.get("body")
-        return cls(_text(batch_id), tuple(str(data.get("ids") or "").split()),
+        return cls(_text(batch_id), shard, tuple(str(data.get("ids") or "").split()),
                    int(data.get("size", 0)), int(data.get("attempts", 0)),
                    int(data.get("created", 0)), str(data.get("lease", "")),
                    body.encode("utf-8") if isinstance(body, str) else None)
@@ -199,7 +198,7 @@ def new_batch_id() -> str:
 
 
 class BatchQueue:
-    """The queue of one webhook (connection passed in)."""
+    """The queue of one webhook, over the shards (connection passed in)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, hook_id: str) -> None:
         self.client, self.keys, self.hook_id = client, keys, hook_id
@@ -209,16 +208,19 @@ class BatchQueue:
         self._succeed = client.register_script(SUCCEED)
         self._fail = client.register_script(FAIL)
 
-    def take(self, types: tuple[str, ...], max_events: int, interval_ms: int,
+    def _shard_keys(self, shard: int) -> list[str]:
+        return [self.keys.events(shard), self.keys.due(self.hook_id, shard),
+                self.keys.batches(self.hook_id, shard)]
+
+    def take(self, shard: int, types: tuple[str, ...], max_events: int, interval_ms: int,
              lease_ms: int) -> Batch | Waiting | Missing | None:
-        """A new batch of waiting events; Waiting; Missing (no consumer group); None when
-        events of other types only were consumed (call again)."""
+        """A new batch of the shard's waiting events; Waiting; Missing (no stream or no
+        consumer group); None when events of other types only were consumed (call again)."""
         batch_id = new_batch_id()
-        keys = [self.keys.events, self.keys.due(self.hook_id), self.keys.batches(self.hook_id)]
         args: list[str | int] = [self.group, max_events, interval_ms, batch_id, lease_ms, batch_id,
                                  ",".join(types)]
         try:
-            reply = self._take(keys=keys, args=args)
+            reply = self._take(keys=self._shard_keys(shard), args=args)
         except redis.ResponseError as exc:
             if "no such key" not in str(exc):
                 raise
@@ -229,35 +231,42 @@ class BatchQueue:
             return Waiting(int(reply[1]), _text(reply[2]))
         if reply[0] == 2:
             return None
-        stored = tuple(with_event_id(reply[i], reply[i + 1]) for i in range(3, len(reply), 2))
-        return replace(Batch.from_record(reply[1], reply[2]), stored=stored)
+        return Batch.from_record(shard, reply[1], reply[2])
 
-    def claim_due(self, lease_ms: int) -> Batch | Waiting:
-        """The earliest retry whose time has come (leased to us), or how long until one is."""
+    def next_due(self, shards: Sequence[int]) -> dict[int, int]:
+        """Per shard, ms until its earliest retry is due (0: now; -1: none), in one round
+        trip, read only: claim_due then leases one batch of a shard found due."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrange(self.keys.due(self.hook_id, shard), 0, 0, withscores=True)
+        now_ms = time.time() * 1000  # claim_due checks again with Redis time
+        heads = cast("list[list[tuple[bytes, float]]]", pipe.execute())
+        return {shard: max(0, int(head[0][1] - now_ms)) if head else -1
+                for shard, head in zip(shards, heads)}
+
+    def claim_due(self, shard: int, lease_ms: int) -> Batch | Waiting:
+        """The shard's earliest retry whose time has come (leased to us), or how long until one is."""
         token = new_batch_id()
-        reply = self._claim(keys=[self.keys.due(self.hook_id), self.keys.batches(self.hook_id)],
-                            args=[lease_ms, token])
+        reply = self._claim(keys=self._shard_keys(shard)[1:], args=[lease_ms, token])
         if reply[0] == 0:
             return Waiting(int(reply[1]))
-        return Batch.from_record(reply[1], reply[2])
+        return Batch.from_record(shard, reply[1], reply[2])
 
     def succeed(self, batch: Batch) -> bool:
-        keys = [self.keys.events, self.keys.due(self.hook_id), self.keys.batches(self.hook_id)]
-        return bool(self._succeed(keys=keys, args=[self.group, batch.id]))
+        return bool(self._succeed(keys=self._shard_keys(batch.shard), args=[self.group, batch.id]))
 
     def fail(self, batch: Batch, attempts: int, delay_ms: int, window_ms: int, code: int,
              error: str, body: bytes) -> str:
         """'retry', 'dead' or 'lost' (see FAIL)."""
-        keys = [self.keys.events, self.keys.due(self.hook_id), self.keys.batches(self.hook_id),
-                self.keys.dead]
+        keys = self._shard_keys(batch.shard) + [self.keys.dead(batch.shard)]
         args: list[str | int | bytes] = [self.group, batch.id, batch.lease, attempts, delay_ms,
                                          window_ms, code, error[:500], body, self.hook_id]
         return _text(self._fail(keys=keys, args=args))
 
-    def ensure_group(self) -> None:
-        """Create the consumer group at the end of the stream (new events only)."""
+    def ensure_group(self, shard: int) -> None:
+        """Create the consumer group at the end of the shard's stream (new events only)."""
         try:
-            self.client.xgroup_create(self.keys.events, self.group, id="$", mkstream=True)
+            self.client.xgroup_create(self.keys.events(shard), self.group, id="$", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

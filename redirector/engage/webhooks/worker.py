@@ -1,8 +1,9 @@
 """``engage-webhooks run``: deliver every active webhook's batches, in the foreground.
 
 One thread per webhook, so a slow or dead target only delays its own batches. Each
-thread loops: send a due retry if there is one, else take a new batch from the events
-stream, else wait (blocked on the stream, so a new event wakes it). Several workers, on
+thread loops over the shards' streams (engage.webhooks.schedule: in turn, so none
+starves): send a due retry if there is one, else take a new batch of one shard's
+events, else sleep until a new event in any shard or the next retry. Several workers, on
 one host or many, may run at once: the queue scripts hand each batch to one of them.
 The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
 """
@@ -19,13 +20,14 @@ from engage.settings import Settings
 from engage.store.events import EventLog
 from engage.webhooks import auth, deliver
 from engage.webhooks.config import Webhook
+from engage.webhooks.keys import LAYOUT1, shards
 from engage.webhooks.payload import batch_body
 from engage.webhooks.queue import Batch, BatchQueue, Missing, Waiting
+from engage.webhooks.schedule import Schedule, Waker
 from engage.webhooks.store import Attempt, WebhookStore
 
 log = logging.getLogger("engage.webhooks")
 REFRESH = 1.0  # seconds between reads of the webhook list
-MAX_WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Timing:
 
 
 class HookLoop(threading.Thread):
-    """Delivers one webhook's batches until stopped or the webhook goes away."""
+    """Delivers one webhook's batches, from every shard, until stopped or the webhook goes."""
 
     def __init__(self, hook: Webhook, client: redis.Redis, store: WebhookStore,
                  events: EventLog, timing: Timing, stop: threading.Event) -> None:
@@ -67,6 +69,8 @@ class HookLoop(threading.Thread):
         self.timing, self.stop = timing, stop
         self.gone = threading.Event()
         self.queue = BatchQueue(client, store.keys, hook.id)
+        self.schedule = Schedule(shards(store.layout1()))  # layout 1's while it has data
+        self.waker = Waker(client, store.keys, stop)
         self.tokens = auth.Tokens()
 
     def run(self) -> None:
@@ -81,71 +85,92 @@ class HookLoop(threading.Thread):
                 self.stop.wait(1.0)
 
     def step(self) -> None:
-        hook = self.hook
+        """One batch sent (a due retry first, then new events), or one look, or a sleep."""
+        hook, schedule = self.hook, self.schedule
         if not hook.active:
             self.stop.wait(REFRESH)
             return
-        due = self.queue.claim_due(self.timing.lease_ms)
-        if isinstance(due, Batch):
-            self.attempt(hook, due)
+        expired = schedule.due_expired()
+        if expired:
+            schedule.learn_due(self.queue.next_due(expired))
+        shard = schedule.pick_claim()
+        if shard is not None:
+            due = self.queue.claim_due(shard, self.timing.lease_ms)
+            if isinstance(due, Batch):
+                self.attempt(hook, due)
+            else:
+                schedule.due_in(shard, due.ms)
+            return
+        shard = schedule.pick_take()
+        if shard is None:
+            self.waker.sleep(schedule)
             return
         size = 1 if hook.format == "events" else self.timing.batch_size  # one event per POST
-        taken = self.queue.take(hook.events, size, self.timing.interval_ms, self.timing.lease_ms)
-        if isinstance(taken, Batch):
-            self.attempt(hook, taken)
-        elif isinstance(taken, Waiting):
-            self.wait(taken, due)
+        interval = 0 if shard in schedule.flushing else self.timing.interval_ms
+        taken = self.queue.take(shard, hook.events, size, interval, self.timing.lease_ms)
+        if isinstance(taken, Waiting):
+            schedule.take_in(shard, taken.ms, taken.after)
         elif isinstance(taken, Missing):
-            self.recreate_group()
+            self.recreate_group(shard)
+        else:  # a batch, or events of other types only: that shard may have more
+            schedule.take_now(shard)
+            if taken is not None:
+                self.attempt(hook, taken)
 
-    def recreate_group(self) -> None:
-        """The group vanished: recreate it (new events only) unless the webhook is deleted."""
-        if self.client.exists(self.store.keys.hook(self.hook.id)):
-            log.warning("webhook %s: consumer group missing, created at the stream's end",
-                        self.hook.id)
-            self.queue.ensure_group()
-        else:
-            self.gone.set()
-
-    def wait(self, taken: Waiting, due: Waiting) -> None:
-        limits = [MAX_WAIT_MS, taken.ms] + ([due.ms] if due.ms >= 0 else [])
-        block = max(1, min(limits))
-        if taken.after is None:
-            self.stop.wait(block / 1000)
+    def recreate_group(self, shard: int) -> None:
+        """The group vanished from a shard: recreate it (new events only) unless the webhook
+        is deleted. Layout 1's stream is read while it has the group, never given one."""
+        if shard == LAYOUT1:
+            self.schedule.drop_stream(shard)
             return
-        # Wakes at once when a new event arrives (its batch may now be full).
-        self.client.xread({self.store.keys.events: taken.after}, count=1, block=block)
+        hook_key = self.store.keys.hook(self.hook.id)
+        if not self.client.exists(hook_key):
+            self.gone.set()
+            return
+        log.warning("webhook %s: consumer group missing on shard %d, created at the stream's "
+                    "end", self.hook.id, shard)
+        self.queue.ensure_group(shard)
+        if not self.client.exists(hook_key):  # deleted meanwhile: leave no group behind
+            self.store.drop_groups(self.hook.id)
+            self.gone.set()
 
     def attempt(self, hook: Webhook, batch: Batch) -> None:
         if batch.body is not None:
             body, size = batch.body, batch.size
         else:
-            body, size = batch_body(batch.stored if batch.stored is not None
-                                    else self.events.fetch_json(batch.ids), hook.format)
+            body, size = batch_body(self.events.fetch_json(batch.shard, batch.ids), hook.format)
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
-            self.queue.succeed(batch)
-            self._record(batch, attempt, 0, 0, "empty", "events expired")
+            settled = self.queue.succeed(batch)
+            self._record(batch, attempt, 0, 0, "empty", "events expired", settled=settled)
             return
         answer = deliver.send(hook, body, batch.id, self.tokens, self.timing.timeout,
                               self.timing.allow_private)
         if answer.ok:
-            self.queue.succeed(batch)
+            settled = self.queue.succeed(batch)
             log.info("webhook %s batch %s: %d events delivered, %s in %d ms (attempt %d)",
                      hook.id, batch.id, size, answer.status, answer.latency_ms, attempt)
-            self._record(batch, attempt, answer.status, answer.latency_ms, "delivered")
+            self._record(batch, attempt, answer.status, answer.latency_ms, "delivered",
+                         settled=settled)
             return
         delay = self.timing.backoff(attempt)
         error = answer.error or f"HTTP {answer.status}"
         outcome = self.queue.fail(batch, attempt, int(delay * 1000), self.timing.window_ms,
                                   answer.status, error, body)
+        if outcome == "retry":
+            self.schedule.due_by(batch.shard, int(delay * 1000))
         level = logging.ERROR if outcome == "dead" else logging.WARNING
         log.log(level, "webhook %s batch %s: %s (attempt %d, %d events): %s", hook.id, batch.id,
                 error, attempt, size, _next_step(outcome, delay))
-        self._record(batch, attempt, answer.status, answer.latency_ms, outcome, error, size)
+        self._record(batch, attempt, answer.status, answer.latency_ms, outcome, error, size,
+                     settled=outcome != "lost")
 
     def _record(self, batch: Batch, attempt: int, code: int, latency_ms: int, outcome: str,
-                error: str = "", size: int | None = None) -> None:
+                error: str = "", size: int | None = None, settled: bool = True) -> None:
+        """Log the attempt; not for a batch found gone whose webhook is deleted (its log
+        would outlive it)."""
+        if not settled and not self.client.exists(self.store.keys.hook(self.hook.id)):
+            return
         self.store.record(self.hook.id, Attempt(time.time(), batch.id, batch.size if size is None
                                                 else size, attempt, code, latency_ms, outcome,
                                                 error))

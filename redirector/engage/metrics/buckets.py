@@ -1,0 +1,48 @@
+"""Reading the hourly buckets of every shard (engage.store.keys): which shards a reader
+sums, and script calls sent PIPELINE_CALLS per round trip.
+
+The buckets are kept per shard, so a query over a window makes one script call per shard
+(and layout 1) per group of hours: 25 times as many calls as one bucket per hour did. Each
+call reads one shard's keys (one slot on a Redis Cluster) and holds Redis no longer than
+before, since a shard's bucket holds at most the fields one bucket held. The calls go
+chunk by chunk, all shards of a chunk together, so each round trip has work for every
+master of a cluster (redis-py's cluster pipeline sends each node its share at once); and
+at most PIPELINE_CALLS replies are held at a time, whatever the window.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from engage.store.events import EventError
+from engage.store.redisconn import queue_script, readable_shards
+
+PIPELINE_CALLS = 100
+
+
+def bucket_shards(client: redis.Redis, prefix: str) -> tuple[int, ...]:
+    """The shards whose buckets a reader sums: all, and layout 1 unless the client is a
+    Redis Cluster and the prefix has no hash tag. Layout 1 lived on a cluster only under a
+    tagged prefix (one slot); untagged, its buckets of different hours would be in
+    different slots, which one script may not read, and there are none to read."""
+    return readable_shards(client, prefix)
+
+
+def run_calls(client: redis.Redis, script: Script,
+              calls: Iterable[tuple[Sequence[str], Sequence[Any]]]) -> Iterator[Any]:
+    """The replies of ``script`` called with each (keys, args), in order, PIPELINE_CALLS
+    calls per round trip. Raises EventError when Redis fails."""
+    pending = iter(calls)
+    while batch := list(islice(pending, PIPELINE_CALLS)):
+        pipe = client.pipeline(transaction=False)
+        for names, args in batch:
+            queue_script(script, pipe, names, args)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
+        yield from replies
