@@ -19,10 +19,11 @@ from typing import Any
 
 import redis
 
-from engage.metrics.buckets import bucket_shards, run_calls
+from engage.metrics.buckets import run_calls
 from engage.metrics.periods import hour_names, hours, period_label, period_start
 from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
 from engage.store import aggregates, keys
+from engage.store.redisconn import readable_shards
 from engage.store.scripts.metrics import SUM_LUA
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
@@ -174,7 +175,7 @@ def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
         (["s"] if "s" in codes else []) + (["e"] if set(codes) - {"s"} else []))
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
     chunks = _chunks(query, low, min(query.end, int(now + 86400)))
-    shards = bucket_shards(client, prefix)
+    shards = readable_shards(client, prefix)
     calls = (([keys.aggregate(prefix, shard, kind, hour)
                for group in groups for hour in group for kind in kinds],
               [",".join(str(len(group) * len(kinds)) for group in groups), *codes])

@@ -1,5 +1,5 @@
-"""Reading the hourly buckets of every shard (engage.store.keys): which shards a reader
-sums, and script calls sent PIPELINE_CALLS per round trip.
+"""Reading the hourly buckets of every shard (engage.store.keys; which shards:
+engage.store.redisconn.readable_shards): script calls sent PIPELINE_CALLS per round trip.
 
 The buckets are kept per shard, so a query over a window makes one script call per shard
 (and layout 1) per group of hours: 25 times as many calls as one bucket per hour did. Each
@@ -19,17 +19,9 @@ import redis
 from redis.commands.core import Script
 
 from engage.store.events import EventError
-from engage.store.redisconn import queue_script, readable_shards
+from engage.store.redisconn import queue_script
 
 PIPELINE_CALLS = 100
-
-
-def bucket_shards(client: redis.Redis, prefix: str) -> tuple[int, ...]:
-    """The shards whose buckets a reader sums: all, and layout 1 unless the client is a
-    Redis Cluster and the prefix has no hash tag. Layout 1 lived on a cluster only under a
-    tagged prefix (one slot); untagged, its buckets of different hours would be in
-    different slots, which one script may not read, and there are none to read."""
-    return readable_shards(client, prefix)
 
 
 def run_calls(client: redis.Redis, script: Script,

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import redis
 
 from engage.metrics.api import DEFAULT_LIMIT, TIME_FORM, parse_limit
-from engage.metrics.buckets import bucket_shards, run_calls
+from engage.metrics.buckets import run_calls
 from engage.metrics.periods import hour_names, period_start
 from engage.query import BadParameter, parse_time, parse_zone
 from engage.store import aggregates, keys
 from engage.store.aggregates import HOUR
+from engage.store.redisconn import readable_shards
 from engage.store.scripts.metrics import LIST_LUA
 
 # SparkPost's list routes (GET /api/v1/metrics/<name>): what each lists here. campaigns
@@ -62,7 +63,7 @@ def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
         return []
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
     wanted = hour_names(low, min(query.end, int(now + 86400)))
-    kinds, shards = ["d"] if column == 0 else ["s", "e"], bucket_shards(client, prefix)
+    kinds, shards = ["d"] if column == 0 else ["s", "e"], readable_shards(client, prefix)
     calls = (([keys.aggregate(prefix, shard, kind, hour)
                for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds],
               ["s" if column == 0 else "h"])

@@ -61,12 +61,6 @@ class Keys:
         return f"wh:{hook_id}"
 
 
-def shards(layout1: bool) -> tuple[int, ...]:
-    """The shards to read; with ``layout1``, layout 1's keys too (events, retries and dead
-    letters written before layout 2, read until they drain)."""
-    return keys.shard_ids(layout1=layout1)
-
-
 def dead_id(shard: int, entry_id: str) -> str:
     """The public id of a dead letter: ``<shard tag>:<entry id>``; layout 1's keep their
     bare entry id (as before layout 2)."""

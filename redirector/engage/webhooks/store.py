@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from engage.store.keys import shard_ids
 from engage.store.redisconn import readable_shards, stream_entries
 from engage.webhooks import config
 from engage.webhooks.config import Webhook
-from engage.webhooks.keys import LAYOUT1, Keys, dead_id, parse_dead_id, shards
+from engage.webhooks.keys import LAYOUT1, Keys, dead_id, parse_dead_id
 from engage.webhooks.queue import Batch
 
 if TYPE_CHECKING:
@@ -63,10 +64,11 @@ class WebhookStore:
         its stream and queues to drain (read while they exist, whatever the layout
         marker); a cluster whose prefix has no hash tag never had them (layout 1 needed
         one there, and its keys would span slots)."""
-        return LAYOUT1 in readable_shards(self.client, self.keys.prefix)
+        return LAYOUT1 in self.shards()
 
     def shards(self) -> tuple[int, ...]:
-        return shards(self.layout1())
+        """The shards to read (engage.store.redisconn.readable_shards)."""
+        return readable_shards(self.client, self.keys.prefix)
 
     def create(self, hook: Webhook) -> None:
         """Its groups first (at the end of every shard's stream), then the definition: a
@@ -82,7 +84,7 @@ class WebhookStore:
         it there (reactivation; layout 1's too, where it has one)."""
         pipe = self.client.pipeline(transaction=False)
         group = Keys.group(hook_id)
-        for shard in shards(False):
+        for shard in shard_ids():
             pipe.xgroup_create(self.keys.events(shard), group, id="$", mkstream=True)
             if not create:
                 pipe.xgroup_setid(self.keys.events(shard), group, id="$")
@@ -126,7 +128,7 @@ class WebhookStore:
     def drop_groups(self, hook_id: str) -> None:
         """Remove the webhook's groups, batches and retries from every shard (layout 1's too)."""
         pipe = self.client.pipeline(transaction=False)
-        for shard in shards(self.layout1()):
+        for shard in self.shards():
             pipe.xgroup_destroy(self.keys.events(shard), Keys.group(hook_id))
             pipe.delete(self.keys.batches(hook_id, shard))  # one key a DEL: a cluster's pipeline
             pipe.delete(self.keys.due(hook_id, shard))

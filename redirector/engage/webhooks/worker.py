@@ -20,7 +20,7 @@ from engage.settings import Settings
 from engage.store.events import EventLog
 from engage.webhooks import auth, deliver
 from engage.webhooks.config import Webhook
-from engage.webhooks.keys import LAYOUT1, shards
+from engage.webhooks.keys import LAYOUT1
 from engage.webhooks.payload import batch_body
 from engage.webhooks.queue import Batch, BatchQueue, Missing, Waiting
 from engage.webhooks.schedule import Schedule, Waker
@@ -69,7 +69,7 @@ class HookLoop(threading.Thread):
         self.timing, self.stop = timing, stop
         self.gone = threading.Event()
         self.queue = BatchQueue(client, store.keys, hook.id)
-        self.schedule = Schedule(shards(store.layout1()))  # layout 1's while it has data
+        self.schedule = Schedule(store.shards())  # layout 1's while it has data
         self.waker = Waker(client, store.keys, stop)
         self.tokens = auth.Tokens()
 
