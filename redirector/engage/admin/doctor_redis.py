@@ -16,7 +16,7 @@ from engage import settings as config
 from engage.admin.doctor_findings import ERROR, OK, WARN, Finding, Options
 from engage.store import keys
 from engage.store.pressure import read_memory, refused_writes
-from engage.store.redisconn import connect, hash_tag, is_cluster
+from engage.store.redisconn import connect, hash_tag, is_cluster, shard_masters
 
 DEFAULT_PORT = 6379
 # Redis's defaults for its compact encodings; lower values turn the small hashes (message
@@ -92,11 +92,7 @@ def _cluster(client: Any, settings: config.Settings,
     state = client.cluster_info().get("cluster_state", "?")
     masters = len(client.get_primaries())
     tag, prefix = hash_tag(settings.key_prefix), settings.key_prefix
-    names = [keys.message(prefix, "", shard) for shard in keys.shard_ids()]
-    holders: dict[tuple[str, int], list[int]] = {}
-    for shard, name in enumerate(names):
-        node = client.get_node_from_key(name)
-        holders.setdefault((node.host, node.port), []).append(shard)
+    holders = {(node.host, node.port): shards for node, shards in shard_masters(client, prefix)}
     if tag:
         where = next(iter(holders))
         text = (f" has the hash tag {{{tag}}}: every engage key is in slot "
@@ -127,7 +123,7 @@ def _cluster(client: Any, settings: config.Settings,
                                  f"redis-cli --cluster add-node NEW_HOST:NEW_PORT "
                                  f"{host}:{port} --cluster-slave --cluster-master-id "
                                  f"$({cli} CLUSTER MYID)")))
-    first = client.get_node_from_key(names[0])
+    first = client.get_node_from_key(keys.events(prefix, 0))
     return (client.get_redis_connection(first), findings,
             redis_cli(first.host, first.port, password))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engage.store import aggregates, keys
-from engage.store.redisconn import is_cluster
+from engage.store.redisconn import is_cluster, shard_masters
 
 SCAN_BUDGET = 5000  # keys looked at per master
 SAMPLE = 200  # MEMORY USAGE calls per family per master
@@ -165,17 +165,12 @@ def placement(client: Any, prefix: str) -> list[Master]:
         found = [Master("this Redis", list(keys.shard_ids(layout1=True)))]
         nodes = [client]
     else:
-        by_name: dict[str, Master] = {}
-        nodes = []
-        for shard in keys.shard_ids(layout1=True):
-            node = client.get_node_from_key(keys.events(prefix, shard))
-            if node.name not in by_name:
-                by_name[node.name] = Master(f"{node.host}:{node.port}")
-                nodes.append(client.get_redis_connection(node))
-            by_name[node.name].shards.append(shard)
-        found = list(by_name.values())
+        held = shard_masters(client, prefix, keys.shard_ids(layout1=True))
+        found = [Master(f"{node.host}:{node.port}", shards) for node, shards in held]
+        nodes = [client.get_redis_connection(node) for node, _ in held]
+        serving = {node.name for node, _ in held}
         for node in client.get_primaries():  # a master that serves no shard holds none
-            if node.name not in by_name:
+            if node.name not in serving:
                 found.append(Master(f"{node.host}:{node.port}"))
                 nodes.append(client.get_redis_connection(node))
     for master, node in zip(found, nodes):

@@ -16,8 +16,7 @@ from typing import Any, Optional
 
 import redis
 
-from engage.store import keys
-from engage.store.redisconn import is_cluster
+from engage.store.redisconn import is_cluster, shard_masters
 
 MAX_AGE = 1.0  # seconds a reading is used
 DEFAULT_HIGH_WATER = 0.9  # [redis] events_high_water
@@ -52,11 +51,7 @@ def nodes_of(client: Any, prefix: str) -> list[Any]:
     masters of the 24 shards' slots (one, when the prefix carries a hash tag)."""
     if not is_cluster(client):
         return [client]
-    found = {}
-    for shard in keys.shard_ids():
-        node = client.get_node_from_key(keys.message(prefix, "", shard))
-        found[(node.host, node.port)] = node
-    return [client.get_redis_connection(node) for node in found.values()]
+    return [client.get_redis_connection(node) for node, _ in shard_masters(client, prefix)]
 
 
 def read_memory(client: Any, prefix: str, high_water: float) -> Memory:

@@ -158,6 +158,17 @@ def readable_shards(client: object, prefix: str) -> tuple[int, ...]:
     return keys.shard_ids(layout1=not is_cluster(client) or hash_tag(prefix) is not None)
 
 
+def shard_masters(client: Any, prefix: str, shards: Sequence[int] = keys.shard_ids()
+                  ) -> list[tuple[Any, list[int]]]:
+    """On a Redis Cluster, each master serving some of ``shards`` (a ClusterNode) with
+    those shards, in shard order: where each shard's slot lives now."""
+    found: dict[str, tuple[Any, list[int]]] = {}
+    for shard in shards:
+        node = client.get_node_from_key(keys.events(prefix, shard))
+        found.setdefault(node.name, (node, []))[1].append(shard)
+    return list(found.values())
+
+
 def queue_script(script: Script, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
     """Queue a script call on a pipeline: EVALSHA on a plain Redis pipeline; EVAL on a
     cluster pipeline, where redis-py refuses EVALSHA."""
