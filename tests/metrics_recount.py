@@ -21,6 +21,7 @@ from typing import Any, Optional
 from engage.store import keys
 from engage.store.events import EventLog, RequestFacts, build_event, decode
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
+from support.stored import key_in_shard
 
 CAMPAIGNS = ("spring", "summer", "", "a|b%c")
 DOMAINS = ("example.com", "other.example")
@@ -60,14 +61,6 @@ class Sent:
 
 def hour_start(epoch: float) -> int:
     return int(epoch // 3600 * 3600)
-
-
-def key_in_shard(shard: int) -> str:
-    """A new message key of that shard (keys.shard_of)."""
-    while True:
-        key = new_message_key()
-        if keys.shard_of(key) == shard:
-            return key
 
 
 def register(store: LinkStore, campaign: str, domain: str, injected: int,

@@ -171,21 +171,6 @@ def fill_to(client, target: int) -> None:
             return
 
 
-def full_health(client, redirector, limit: int) -> dict:
-    """/healthz once Redis is full. Redis frees a client's idle query buffer a moment after
-    a refused pipeline, which can take used_memory back under maxmemory: top it up with
-    single small writes until one is refused and /healthz reads a full Redis."""
-    report = health(redirector)
-    for n in range(5000):
-        if report["memory"]["state"] == "full":
-            break
-        try:
-            client.set(f"filler:top:{n}", "x" * 400)
-        except Exception:  # OOM: refused, used_memory is past maxmemory again
-            report = health(redirector)
-    return report
-
-
 def health(redirector) -> dict:
     status, _, body = http_get(redirector.public_url + "/healthz")
     assert status == 200
@@ -233,7 +218,7 @@ def test_mail_comes_before_events(stack, redis_client):
             status, headers, _ = http_get(
                 f"{redirector.public_url}/c/{click_token(key, template.template_id, index)}")
             assert status == 302 and headers["Location"] == f"https://example.com/{index}"
-        report = full_health(redis_client, redirector, limit)
+        report = stored.health_when_full(redis_client, lambda: health(redirector))
         assert report["memory"]["state"] == "full" and report["refused_writes"] > 0
         print(f"full: all {50 + len(paths)} known links 302; healthz {json.dumps(report)}")
     redis_client.flushdb()

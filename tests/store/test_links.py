@@ -16,14 +16,7 @@ from engage.store.links import (
     split_token,
 )
 from engage.store.redisconn import connect
-
-
-def key_in_shard(shard: int) -> str:
-    """A new message key whose shard is ``shard``."""
-    while True:
-        key = new_message_key()
-        if keys.shard_of(key) == shard:
-            return key
+from support.stored import key_in_shard
 
 TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
                     campaign_id="spring", tags=("t",), friendly_from="news@a.example",

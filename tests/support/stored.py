@@ -4,7 +4,7 @@ look at the raw keys (engage.store.keys builds every name)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from engage.store import keys
 from engage.store.events import score_of
@@ -53,3 +53,18 @@ def family_keys(client: Any, prefix: str, family: str) -> list[bytes]:
     return [key for key in client.scan_iter(match=f"{prefix}*", count=1000)
             if (found := keys.family_of(prefix, key.decode())) is not None
             and found.name == family]
+
+
+def health_when_full(client: Any, read_health: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``read_health()`` (a /healthz body) once Redis reads full. Redis frees an idle
+    client's query buffer a moment after refusing its writes, which can take used_memory
+    back under maxmemory: top it up with small writes until one is refused, then read."""
+    report = read_health()
+    for n in range(5000):
+        if report["memory"]["state"] == "full":
+            break
+        try:
+            client.set(f"filler:top:{n}", "x" * 400)
+        except Exception:  # OOM: refused, used_memory is past maxmemory again
+            report = read_health()
+    return report

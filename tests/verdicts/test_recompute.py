@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 
 import pytest
-from metrics_recount import key_in_shard
 
 from engage.store import keys, overrides
 from engage.store.events import EventLog, RequestFacts, build_event
@@ -16,6 +15,7 @@ from engage.store.links import TRAP_LINK_NAME, Link, MessageRecord, Resolved, Te
 from engage.verdicts import machines
 from engage.verdicts.recompute import recompute
 from engage.verdicts.rules import Facts, Thresholds, classify, engage_object
+from support.stored import key_in_shard
 
 LINKS = tuple(Link(f"https://example.com/{n}") for n in range(4)) + \
     (Link("https://t.example/", TRAP_LINK_NAME),)

@@ -49,21 +49,6 @@ def memory_limit(rclient, fill: bool) -> Iterator[None]:
         rclient.flushdb()
 
 
-def full_health(client, rclient) -> dict:
-    """/healthz of a full Redis. Redis frees idle clients' query buffers now and then,
-    which can take used_memory back under maxmemory: top it up with small writes until
-    one is refused, then read (a few times at most)."""
-    for attempt in range(50):
-        health = client.get("/healthz").json
-        if health["memory"]["state"] == "full":
-            return health
-        try:
-            rclient.set(f"filler:top:{attempt}", "x" * 200)
-        except Exception:  # OOM: refused, full again
-            pass
-    return health
-
-
 def test_clip_cuts_at_a_character_boundary():
     assert clip("a" * 600) == "a" * MAX_CLIENT_FIELD
     cut = clip("€" * 300)  # 3 bytes each
@@ -207,7 +192,7 @@ def test_a_full_redis_still_redirects_every_known_link(make_app, mail, events, r
             assert v1.status_code == 302
             assert client.get(f"/o/{message.open}").data == GIF
         assert client.get("/c/" + "A" * 29).status_code == 404
-        health = full_health(client, rclient)
+        health = kept.health_when_full(rclient, lambda: client.get("/healthz").json)
         assert health["status"] == "degraded" and health["memory"]["state"] == "full"
         dropped = health["dropped_events"]  # full is above any mark: most are not even tried
         assert health["refused_writes"] > 0 and dropped["high-water"] + dropped["refused"] == 20
