@@ -128,7 +128,8 @@ def _by_ids(log: EventLog, query: Query, low: int, high: int, top: int,
     wanted = sorted((score for score in query.event_ids or () if low <= score <= high),
                     reverse=True)
     found = log.fetch_many([entry for score in wanted for entry in entries_of(score)])
-    found = [text for text in found if _event_id(text) in wanted]  # not a layout-1 namesake
+    asked = set(wanted)  # up to MAX_EVENT_IDS: a set, or this is quadratic
+    found = [text for text in found if _event_id(text) in asked]  # not a layout-1 namesake
     kept = [text for text in found if _passes(json.loads(text), query)]
     shown = [text for text in kept if _event_id(text) <= top]
     more = len(shown) > query.per_page
