@@ -30,10 +30,11 @@ from typing import Any
 
 import redis
 
-from engage.store.links import Link, LinkStore, MessageRecord, Template, new_message_key
+from engage.store.links import Link, LinkStore, MessageRecord, Template
 from engage.store.redisconn import connect
 from engage.store.tokens import MID_LEN, click_token
 from support.markdown import REPO, fenced_blocks
+from support.stored import spread_key
 from support.procs import ADVISED_CLUSTER_CONFIG, ClusterNode, RedisClusterServers, http_get
 
 P = "engage:"  # no hash tag: layout 2 spreads the shards over the masters
@@ -98,9 +99,10 @@ def mail_load(postfix: Any, numbers: Iterator[int], seen: Seen) -> None:
 
 
 def preload(store: LinkStore) -> tuple[Template, list[str]]:
-    """PRELOADED messages of one template, as the milter registers them: their keys."""
+    """PRELOADED messages of one template, as the milter registers them (each of its
+    own bucket, so over every shard: a third on the master the test kills): their keys."""
     template = Template(links=tuple(Link(url) for url in LINKS), campaign_id="preloaded")
-    keys = [new_message_key() for _ in range(PRELOADED)]
+    keys = [spread_key() for _ in range(PRELOADED)]
     for n, key in enumerate(keys):
         store.register(key, template, MessageRecord(
             rcpt_to=(f"user{n}@example.org",), subject=f"preloaded {n}",

@@ -20,6 +20,7 @@ from engage.erasure.streams import StreamEraser
 from engage.store import keys
 from engage.store.events import score_of
 from engage.store.links import MessageRecord
+from engage.store.tokens import MID_LEN
 from engage.store.pressure import DEFAULT_HIGH_WATER
 from support.forgetworld import P, World, stream_ids
 from support.redisdump import traces
@@ -72,7 +73,7 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
                     "multi": ["https://shop.example/both"], "never": ["https://shop.example/never"]}
     assert world.links.resolve(world.tokens["multi"][0]).record.rcpt_to == (BOB, "")
     assert world.links.resolve(world.tokens["j1"][0]).record == MessageRecord(
-        injection_time=1700000000, template_id=world.tokens["j1"][0][16:])
+        injection_time=1700000000, template_id=world.tokens["j1"][0][MID_LEN:])
 
     again = Forgetter(redis_client, P).forget(Address.parse(JANE.lower()))
     assert not again.changed and again.events_scanned == 2
@@ -81,9 +82,9 @@ def test_forget_leaves_no_trace_and_every_link_resolves(world, redis_client):
 def test_the_ttl_of_rewritten_records_stays(redis_client):
     world = World(redis_client, retention_days=30)
     key = world.send("ttl", (JANE,), ("https://shop.example/a",))
-    before = redis_client.ttl(keys.message(P, key))
+    before = redis_client.ttl(keys.message_bucket(P, key))
     Forgetter(redis_client, P).forget(Address.parse(JANE))
-    assert 0 < before - 5 <= redis_client.ttl(keys.message(P, key)) <= before
+    assert 0 < before - 5 <= redis_client.ttl(keys.message_bucket(P, key)) <= before
     assert world.links.resolve(world.tokens["ttl"][1]).link.url == "https://shop.example/a"
 
 

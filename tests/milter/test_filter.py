@@ -121,11 +121,13 @@ def test_template_is_stored_once_for_many_recipients(settings, store, redis_clie
     for key in redis_client.keys("t:*"):
         family = key_registry.family_of("t:", key.decode())
         by_family.setdefault(family.name if family else "?", []).append(key.decode())
-    records, templates = by_family["message"], by_family["template"]
-    shards = {key_registry.shard_of_key("t:", key) for key in records}
+    buckets, templates = by_family["message bucket"], by_family["template"]
+    records = [(key, field) for key in buckets for field in redis_client.hkeys(key) if field]
+    shards = {key_registry.shard_of_key("t:", key) for key in buckets}
     assert len(records) == 5 and len(templates) == len(shards)  # once per shard used
     assert {key_registry.shard_of_key("t:", key) for key in templates} == shards
     template_json = redis_client.get(templates[0])
     assert Template.from_json(template_json).links[0].url == "https://shop.example/p?a=1&b=2"
-    record = MessageRecord.from_text(redis_client.get(records[0]))
+    stored, base = redis_client.hmget(records[0][0], records[0][1], "")
+    record = MessageRecord.from_text(stored, MessageRecord.from_text(base))
     assert record.metadata == {"uid": 7}

@@ -19,7 +19,7 @@ from engage.store.events import (
     with_event_id,
 )
 from engage.store.links import Link, MessageRecord, Resolved, Template
-from engage.store.tokens import new_message_key
+from support.stored import spread_key
 
 P = "pg:"
 TEMPLATE = Template(links=(Link("https://example.com/x"),), campaign_id="c1")
@@ -41,7 +41,7 @@ def filled(redis_client):
     ids: dict[str, set[int]] = {"all": set(), "ann": set()}
     rng = random.Random(7)
     for n in range(600):
-        key = new_message_key()
+        key = spread_key()
         rcpt = "ann@example.com" if n % 3 == 0 else f"u{n}@example.com"
         appended = event(rng.choice(("click", "open")), key, rcpt)
         score = score_of(log.append(appended, now=NOW), keys.shard_of(key))

@@ -1,4 +1,5 @@
 """The link store on a real Redis: register/resolve, templates stored once, forged tokens."""
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,8 @@ from engage.store.links import (
     split_token,
 )
 from engage.store.redisconn import connect
-from support.stored import key_in_shard
+from engage.store.tokens import BUCKET_LEN, MID_LEN, Buckets
+from support.stored import key_in_shard, old_key
 
 TEMPLATE = Template(links=(Link("https://a.example/?x=1&y=2", "cta"), Link("https://b.example/")),
                     campaign_id="spring", tags=("t",), friendly_from="news@a.example",
@@ -63,7 +65,7 @@ def test_no_ttl_by_default_and_retention_extends_the_template(redis_client):
     store = LinkStore(redis_client, "t:")
     key = key_in_shard(7)
     store.register(key, TEMPLATE, record())
-    assert redis_client.ttl(store.message_key(key)) == -1
+    assert redis_client.ttl(store.record_at(key)[0]) == -1
     assert redis_client.ttl(store.template_key(TEMPLATE.template_id, 7)) == -1
     kept = LinkStore(redis_client, "t:", retention_days=2)
     redis_client.expire(store.template_key(TEMPLATE.template_id, 7), 10)
@@ -79,9 +81,9 @@ def test_links_outlive_records_kept_for_less_time(redis_client):
     key = new_message_key()
     store.register(key, TEMPLATE, record())
     shard = keys.shard_of(key)
-    assert 0 < redis_client.ttl(store.message_key(key)) <= 2 * 86400
+    assert 0 < redis_client.ttl(store.record_at(key)[0]) <= 2 * 86400
     assert redis_client.ttl(store.template_key(TEMPLATE.template_id, shard)) > 29 * 86400
-    redis_client.delete(store.message_key(key))  # the record expired
+    redis_client.delete(store.record_at(key)[0])  # the record (its bucket) expired
     orphan = store.resolve(click_token(key, TEMPLATE.template_id, 0))
     assert orphan.link.url == "https://a.example/?x=1&y=2"
     assert orphan.record.rcpt_to == () and orphan.record.template_id == TEMPLATE.template_id
@@ -93,12 +95,15 @@ def test_a_layout_1_token_resolves_until_the_layout_is_marked_migrated(redis_cli
     """Data written before the shards (untagged names) is read on a miss, until
     `engage migrate-layout` sets the layout marker."""
     store = LinkStore(redis_client, "t:")
-    key = new_message_key()
+    key = old_key()
     redis_client.set(keys.message("t:", key, keys.LAYOUT1), record().to_text())
     redis_client.set(keys.template("t:", TEMPLATE.template_id, keys.LAYOUT1), TEMPLATE.to_json())
     resolved = store.resolve(click_token(key, TEMPLATE.template_id, 1))
     assert resolved.link.url == "https://b.example/" and resolved.record == record()
     store.register(key_in_shard(keys.shard_of(key)), TEMPLATE, record())  # layout 2 copy too
+    bucketed = new_message_key()  # a key of buckets never looks in layout 1: its record is new
+    redis_client.set(keys.message("t:", bucketed[:16], keys.LAYOUT1), record().to_text())
+    assert store.resolve(click_token(bucketed, TEMPLATE.template_id, 1)) is None
     assert store.resolve(open_token(key, TEMPLATE.template_id)).record == record()
     redis_client.set(keys.layout("t:"), "2")
     fresh = LinkStore(redis_client, "t:")
@@ -119,9 +124,15 @@ def test_forged_or_unknown_tokens_resolve_to_nothing(store, mangle):
     assert store.resolve(mangle(key, TEMPLATE.template_id)) is None
 
 
-def test_message_keys_are_unguessable():
-    keys = {new_message_key() for _ in range(10000)}
-    assert len(keys) == 10000 and all(len(k) == 16 for k in keys)
+def test_message_keys_are_unguessable_and_fill_buckets_of_one_shard():
+    """84 random bits of a key's own (a token of the same bucket tells nothing of the
+    others), up to Buckets.SIZE keys a bucket, each bucket in one shard."""
+    made = [new_message_key() for _ in range(10000)]
+    assert all(len(k) == MID_LEN for k in made) and len({k[BUCKET_LEN:] for k in made}) == 10000
+    buckets = Counter(k[:BUCKET_LEN] for k in made)
+    assert max(buckets.values()) <= Buckets.SIZE and len(buckets) >= 10000 // Buckets.SIZE
+    assert all(keys.shard_of(k) == keys.shard_of(k[:BUCKET_LEN]) for k in made)
+    assert len({keys.shard_of(k) for k in made}) == keys.SHARDS
 
 
 def test_redis_down_is_a_store_error():

@@ -8,12 +8,13 @@ from engage.store.scripts.events import APPEND_LUA
 
 
 def test_the_click_lookup_reply_is_read_by_name():
-    counted = ClickLookup.from_reply([b"rec", b"tpl", 1, 1, 3, 0, 7, 1])
-    assert (counted.record, counted.template, counted.counted) == (b"rec", b"tpl", 7)
+    counted = ClickLookup.from_reply([b"rec", b"tpl", 1, 1, 3, 0, 7, 1, b"base"])
+    assert (counted.record, counted.template, counted.counted, counted.base) == (
+        b"rec", b"tpl", 7, b"base")
     state = ClickState.from_reply(counted.state)
     assert state is not None and (state.links, state.after_trap) == (3, 0)
-    refused = ClickLookup.from_reply([b"rec", None, None, None, None, 1])  # no rate limit
-    assert refused.template is None and refused.counted is None
+    refused = ClickLookup.from_reply([b"rec", None, None, None, None, 1, None, None, None])
+    assert refused.template is None and refused.counted is None and refused.base is None
     assert ClickState.from_reply(refused.state) == ClickState(None, None, None, 1)
     assert ClickState.from_reply(()) is None  # a lookup that added no click state
 

@@ -10,7 +10,7 @@ from engage.store import keys
 from engage.store.events import EventLog, RequestFacts, build_event, index_values
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 from engage.store.tokens import click_token, open_token
-from support.stored import key_in_shard
+from support.stored import key_in_shard, old_key
 
 P = "test:"
 FACTS = RequestFacts("198.51.100.7", "Mozilla/5.0", "en", None, "")
@@ -34,10 +34,11 @@ class World:
 
     def message(self, name: str, rcpts: tuple[str, ...], urls: tuple[str, ...],
                 subject: str = "Spring", metadata: dict[str, Any] | None = None,
-                shard: int | None = None) -> tuple[str, Template, MessageRecord]:
+                shard: int | None = None, old: bool = False) -> tuple[str, Template, MessageRecord]:
         template = Template(links=tuple(Link(url) for url in urls), campaign_id="spring",
                             friendly_from="news@shop.example", sending_domain="shop.example")
-        key = new_message_key() if shard is None else key_in_shard(shard)
+        key = (old_key() if old else new_message_key() if shard is None
+               else key_in_shard(shard))
         record = MessageRecord(rcpt_to=rcpts, mail_from="bounces@shop.example", subject=subject,
                                message_id=f"<{name}@shop.example>", queue_id=name.upper(),
                                injection_time=1700000000, metadata=metadata or {"n": name},
@@ -66,7 +67,7 @@ class World:
     def send_layout1(self, name: str, rcpts: tuple[str, ...], urls: tuple[str, ...],
                      **kw: Any) -> str:
         """Written under layout 1's names, as before the shards."""
-        key, template, record = self.message(name, rcpts, urls, **kw)
+        key, template, record = self.message(name, rcpts, urls, old=True, **kw)
         self.client.set(keys.template(self.prefix, template.template_id, keys.LAYOUT1),
                         template.to_json())
         self.client.set(keys.message(self.prefix, key, keys.LAYOUT1), record.to_text())

@@ -207,6 +207,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", self.host, "--port", str(self.port),
              "--dir", str(self.workdir), "--appendonly", "yes", "--save", "",
+             "--hash-max-listpack-value", "256",  # engage doctor's advice (RECORD_VALUES)
              "--daemonize", "no", "--logfile", str(self.log_path), *self._arguments()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

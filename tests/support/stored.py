@@ -4,17 +4,30 @@ look at the raw keys (engage.store.keys builds every name)."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any, Callable
 
 from engage.store import keys
 from engage.store.events import score_of
-from engage.store.tokens import new_message_key
+from engage.store.tokens import Buckets, b64
+
+
+def old_key() -> str:
+    """A message key as made before buckets (16 characters, its record a key of its own)."""
+    return b64(secrets.token_bytes(12))
+
+
+def spread_key() -> str:
+    """A message key of a bucket of its own, so of a random shard: the milter fills a
+    bucket (and so one shard) with up to 100 messages in a row, a test that wants its
+    few messages over every shard cannot wait for that."""
+    return Buckets().new_key()
 
 
 def key_in_shard(shard: int) -> str:
     """A new message key whose shard is ``shard``."""
     while True:
-        key = new_message_key()
+        key = spread_key()
         if keys.shard_of(key) == shard:
             return key
 

@@ -23,9 +23,10 @@ DEFAULT_PORT = 6379
 # status, aggregates) and sorted sets (event indexes) into structures 2-3x the size.
 COMPACT_ENCODINGS = {"hash-max-listpack-entries": 128, "hash-max-listpack-value": 64,
                      "zset-max-listpack-entries": 128, "zset-max-listpack-value": 64}
-# A message record's key is prefix + "m:" + 16 characters; up to 28 it fits jemalloc's
-# 32-byte class (with the sds header), beyond it the 48-byte one: 16 bytes per message more.
-LONGEST_CHEAP_PREFIX = 10
+# Message records (about 100 bytes each) are packed up to 100 to a hash
+# (engage.store.tokens.Buckets), which stays a compact listpack only while every value
+# fits in hash-max-listpack-value; Redis's default (64) makes each bucket a hash table.
+RECORD_VALUES = 256
 
 
 def redacted(url: str) -> str:
@@ -69,7 +70,7 @@ def check_redis(settings: config.Settings, options: Options) -> list[Finding]:
             findings.append(Finding(ERROR, "redis", f"Redis at {where} is a Redis Cluster node: "
                                     "write [redis] url as redis+cluster://host:port"))
         findings += _persistence(node, info, cli) + _eviction(node, settings, cli)
-        return findings + _memory(node, settings) + pressure(node, settings)
+        return findings + _memory(node, cli) + pressure(node, settings)
     except redis.AuthenticationError as exc:
         return [Finding(ERROR, "redis", f"Redis at {where} refuses the password in [redis] "
                         f"url: {exc}")]
@@ -191,7 +192,7 @@ def _eviction(client: redis.Redis, settings: config.Settings, cli: str) -> list[
     return [Finding(OK, "redis", f"maxmemory-policy {policy} never evicts tracking links")]
 
 
-def _memory(client: redis.Redis, settings: config.Settings) -> list[Finding]:
+def _memory(client: redis.Redis, cli: str) -> list[Finding]:
     """Settings that make every tracked message cost more memory than it needs."""
     findings = []
     for name, default in COMPACT_ENCODINGS.items():
@@ -200,13 +201,13 @@ def _memory(client: redis.Redis, settings: config.Settings) -> list[Finding]:
             findings.append(Finding(WARN, "redis", f"{name} is {value} (default {default}): "
                                     "message status hashes and event indexes take 2-3x the "
                                     f"memory. Set {name} {default} or more"))
-    if len(settings.key_prefix) > LONGEST_CHEAP_PREFIX:
-        findings.append(Finding(WARN, "redis", f"[redis] key_prefix {settings.key_prefix!r} is "
-                                f"longer than {LONGEST_CHEAP_PREFIX} characters: every message "
-                                "record key takes 16 bytes more (about 5% per message)"))
-    if settings.link_retention_days:
-        findings.append(Finding(OK, "redis", "link_retention_days is set: each message record "
-                                "carries an expiry (Redis keeps about 30 bytes per key for it)"))
+    value = _config_get(client, "hash-max-listpack-value")
+    if value is not None and value.isdigit() and 64 <= int(value) < RECORD_VALUES:
+        findings.append(Finding(WARN, "redis", f"hash-max-listpack-value is {value}: message "
+                                "records (about 100 bytes each) do not fit, so each bucket of "
+                                "100 records is a hash table, about 60 bytes more per message "
+                                f"(docs/redis-schema.md). Set it to {RECORD_VALUES}",
+                                _set(cli, "hash-max-listpack-value", str(RECORD_VALUES))))
     return findings
 
 

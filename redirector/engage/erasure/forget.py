@@ -36,6 +36,7 @@ from typing import Any
 import redis
 
 from engage.erasure import lua
+from engage.erasure.buckets import BucketEraser
 from engage.erasure.scrub import Address, scrub_record, scrub_template
 from engage.erasure.streams import StreamEraser, by_slot
 from engage.erasure.webhookdata import ATTEMPTS, WebhookEraser, text_of
@@ -98,6 +99,7 @@ class Forgetter:
         self._fields = client.register_script(lua.FIELDS_LUA)
         self._rename_field = client.register_script(lua.RENAME_FIELD_LUA)
         self._webhooks = WebhookEraser(client, prefix, chunk)
+        self._buckets = BucketEraser(client)
 
     def forget(self, address: Address) -> Summary:
         """Erase ``address``. Raises redis.RedisError when Redis fails (run it again)."""
@@ -145,6 +147,7 @@ class Forgetter:
         for chunk in self._scan():
             summary.keys_scanned += len(chunk)
             values: list[bytes] = []
+            buckets: list[bytes] = []
             for raw_key in chunk:
                 key = text_of(raw_key)
                 family = keys.family_of(self.prefix, key)
@@ -156,12 +159,17 @@ class Forgetter:
                     named.append(key)
                 if family.erasure is Erasure.REWRITE_VALUE:
                     values.append(raw_key)
+                elif family.erasure is Erasure.REWRITE_RECORDS:
+                    buckets.append(raw_key)
                 elif family.erasure is Erasure.REWRITE_FIELDS:
                     counters.append(key)
                 elif family is COMPACTION:
                     copies.append(raw_key)
             if values:
                 self._rewrite_values(values, address, summary)
+            if buckets:
+                groups = by_slot(self.client, self.prefix, buckets)
+                summary.messages += self._buckets.erase(groups, address)
         summary.unknown_keys.sort()
         return named, counters, copies
 

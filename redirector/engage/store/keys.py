@@ -19,6 +19,7 @@ class Erasure(Enum):
 
     NO_ADDRESS = "holds no address by construction (ids, counters, digests, IPs)"
     REWRITE_VALUE = "the value is rewritten without the address (same key, same TTL)"
+    REWRITE_RECORDS = "records that mention the address are rewritten without it, whole"
     DELETE_ENTRIES = "entries that mention the address are deleted, the stream compacted"
     FOLLOW_EVENTS = "entries of erased events are removed; keys named after the address deleted"
     REWRITE_FIELDS = "hash fields whose name holds the address are renamed without it"
@@ -57,6 +58,7 @@ SHARD_TAGS = ("8n", "bq", "ps", "ei", "wk", "3v", "md", "ss", "aq", "tk", "fi", 
               "9v", "ci", "qk", "dq", "b7", "p5", "6v", "rk", "x8", "us", "s5", "a7")
 SHARDS = len(SHARD_TAGS)
 SHARD_RE = r"(\{(?:" + "|".join(SHARD_TAGS) + r")\})?"
+BUCKET_LEN = 8  # a message key's first characters, naming its record's bucket (tokens)
 LAYOUT1 = -1  # the "shard" of layout 1 (one slot, no shard tag): read until migrated
 LAYOUT = 2
 SHARDED = "<shard>"  # in a pattern: ``{tag}`` (layout 2) or nothing (layout 1)
@@ -65,8 +67,12 @@ PER_SHARD = "layout 1 (no tag) is read as one more shard until it expires or is 
 FAMILIES = (
     Family("template", "<shard>t:<template id>", "string", "engage.store.links (milter)",
            "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE, MOVED),
-    Family("message", "<shard>m:<message key>", "string", "engage.store.links (milter)",
-           "[redis] link_retention_days (default: never)", Erasure.REWRITE_VALUE, MOVED),
+    Family("message", "<shard>m:<message key>", "string", "engage.store.links (milter, "
+           "before buckets)", "[redis] link_retention_days (default: never)",
+           Erasure.REWRITE_VALUE, MOVED),
+    Family("message bucket", "<shard>mb:<bucket>", "hash", "engage.store.links (milter)",
+           "[redis] record_retention_days (else link_retention_days; default: never) after "
+           "its last record", Erasure.REWRITE_RECORDS),
     Family("status", "<shard>ms:<message key>", "hash", "engage.store.events (redirector)",
            "as long as the message's links", Erasure.NO_ADDRESS, MOVED),
     Family("events", "<shard>events", "stream", "engage.store.events (redirector)",
@@ -192,6 +198,18 @@ def template(prefix: str, template_id: str, shard: int) -> str:
 
 def message(prefix: str, message_key: str, shard: int | None = None) -> str:
     return f"{prefix}{_message_tag(message_key, shard)}m:{message_key}"
+
+
+def message_bucket(prefix: str, message_key: str) -> str:
+    """The hash that holds the record of a message with a bucketed key
+    (engage.store.tokens.Buckets): up to 100 records of one milter, each under
+    ``record_field``, and under "" the base they are stored against."""
+    return f"{prefix}{_message_tag(message_key, None)}mb:{message_key[:BUCKET_LEN]}"
+
+
+def record_field(message_key: str) -> str:
+    """The message's field in its bucket: the key's own part."""
+    return message_key[BUCKET_LEN:]
 
 
 def status(prefix: str, message_key: str, shard: int | None = None) -> str:

@@ -6,9 +6,15 @@ so that one click's keys are in one slot of a Redis Cluster; string values):
                           destination URLs with link names, campaign, tags, From, options.
                           The id is a hash of that content, so a campaign to a million
                           recipients stores its 150 links once per shard (24 times).
-  ``{p}m:<message id>``   one per message: recipients, envelope sender, subject,
-                          Message-ID, queue id, injection time, metadata, template id
-                          (separated fields, see ``MessageRecord.to_text``).
+  ``{p}mb:<bucket>``      the records of up to 100 messages one milter registered in a
+                          row (engage.store.tokens.Buckets), a hash small enough to stay
+                          a listpack: each message's record (recipients, envelope sender,
+                          subject, Message-ID, queue id, injection time, metadata,
+                          template id: separated fields, ``MessageRecord.to_text``) under
+                          its key's own part, stored against the bucket's first record
+                          (under ""): what a mailing shares is kept once per bucket.
+  ``{p}m:<message id>``   the record of a message whose key predates buckets (16
+                          characters): one key each, read as long as their links live.
   ``{p}ms:<message id>``  the message's mutable status, a hash written by engage.store.events
                           with each event: opened_at, clicked_at (first, ISO 8601),
                           open_count, initial_open_count, click_count.
@@ -48,6 +54,7 @@ from engage.store.scripts.links import REGISTER_LUA
 from engage.store.tokens import click_token as click_token
 from engage.store.tokens import new_message_key as new_message_key
 from engage.store.tokens import open_token as open_token
+from engage.store.tokens import bucket_base, is_bucketed
 from engage.store.tokens import split_token as split_token
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
@@ -97,6 +104,13 @@ class LinkStore:
     def message_key(self, message_key: str, shard: int | None = None) -> str:
         return keys.message(self.prefix, message_key, shard)
 
+    def record_at(self, message_key: str) -> tuple[str, str]:
+        """(key, field) of the message's record: its bucket and field, or (its own key, "")
+        for a key made before buckets."""
+        if is_bucketed(message_key):
+            return keys.message_bucket(self.prefix, message_key), keys.record_field(message_key)
+        return self.message_key(message_key), ""
+
     def status(self, message_key: str) -> dict[str, str]:
         """The message's status hash (empty before the first open or click)."""
         try:
@@ -113,8 +127,11 @@ class LinkStore:
         fails or does not confirm the AOF fsync (``durable``)."""
         shard = keys.shard_of(message_key)
         template_key = self.template_key(record.template_id, shard)
-        names = [template_key, self.message_key(message_key)]
-        args: list[Any] = [record.to_text(), self.ttl or 0, self.record_ttl or 0]
+        record_key, field = self.record_at(message_key)
+        base, _ = bucket_base(message_key, record) if field else (None, False)
+        names = [template_key, record_key]
+        args: list[Any] = [record.to_text(base), self.ttl or 0, self.record_ttl or 0, field,
+                           base.to_text() if base is not None else ""]
         if self.metrics_days:
             hour = aggregates.hour_of(record.injection_time)
             names += [aggregates.bucket_key(self.prefix, shard, "s", hour),
@@ -167,36 +184,43 @@ class LinkStore:
         if parts is None:
             return None, ()
         message_key, template_id, index = parts
+        record_key, field = self.record_at(message_key)
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.message_key(message_key))
+        if field:
+            pipe.hmget(record_key, field, "")
+        else:
+            pipe.get(record_key)
         pipe.get(self.template_key(template_id, keys.shard_of(message_key)))
         if also is not None:
             also(pipe, message_key, index)
         try:  # ``also``'s commands may write: one Redis refuses (full) leaves None
-            record_json, template_json, *replies = pipe.execute(raise_on_error=False)
+            stored, template_json, *replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             raise StoreError(str(exc)) from exc
-        for reply in (record_json, template_json):
+        for reply in (stored, template_json):
             if isinstance(reply, Exception):
                 raise StoreError(str(reply)) from reply
-        if record_json is None:
+        record_json, base = stored if field else (stored, None)
+        if record_json is None and not field:
             record_json, template_json = self.layout1.fill(message_key, template_id, template_json)
         extra = tuple(None if isinstance(reply, Exception) else reply for reply in replies)
         return resolved_from(message_key, template_id, index, record_json, template_json,
-                             extra, self.orphans), extra
+                             extra, self.orphans, base), extra
 
 
 def resolved_from(message_key: str, template_id: str, index: Optional[int],
                   record_text: Optional[bytes], template_text: Optional[bytes],
-                  extra: tuple[Any, ...] = (), orphans: bool = False) -> Optional[Resolved]:
-    """A token's parts (``split_token``) and its two stored values as a Resolved, or None
-    when either is missing, the record names another template or the index is too high.
+                  extra: tuple[Any, ...] = (), orphans: bool = False,
+                  base_text: Optional[bytes] = None) -> Optional[Resolved]:
+    """A token's parts (``split_token``) and its stored values (record, template, and the
+    base of the record's bucket if any) as a Resolved, or None when the record or the
+    template is missing, the record names another template or the index is too high.
     With ``orphans`` (records kept less long than links), a missing record is one that
     expired: the template answers, with a record that names no recipient."""
     if template_text is None or (record_text is None and not orphans):
         return None
     record = (MessageRecord(template_id=template_id) if record_text is None
-              else MessageRecord.from_text(record_text))
+              else MessageRecord.from_text(record_text, parsed_base(base_text)))
     if record.template_id != template_id:
         return None
     template = parsed_template(template_text)
@@ -258,3 +282,14 @@ class Layout1:
 # rewrites a template in place, so text that changed is parsed anew, never served stale.
 # Every recipient of a mailing clicks through the same few templates.
 parsed_template = lru_cache(maxsize=256)(Template.from_json)
+
+
+@lru_cache(maxsize=1024)
+def _parsed_base(text: bytes) -> MessageRecord:
+    return MessageRecord.from_text(text)
+
+
+def parsed_base(text: Optional[bytes]) -> Optional[MessageRecord]:
+    """A bucket's base record (None when there is none), parsed once per worker: the
+    clicks of one bucket's messages share it. Frozen, so sharing is safe."""
+    return None if text is None else _parsed_base(text)

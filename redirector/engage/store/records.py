@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Optional
 from engage.store.tokens import b64, base36
 
 US, RS = "\x1f", "\x1e"  # the record's field and recipient separators
+SAME = "\x1a"  # a field (or its end) as in the bucket's base record (to_text)
 
 
 class Link(NamedTuple):  # a tuple: a 150-link template makes 150 of them per load
@@ -89,21 +90,27 @@ class MessageRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     template_id: str = ""
 
-    def to_text(self) -> str:
+    def to_text(self, base: Optional[MessageRecord] = None) -> str:
         """The stored value: fields joined by US (0x1f), recipients by RS (0x1e), injection
-        time in base 36, metadata as JSON (empty when none). Each record is one Redis key,
-        so every byte counts a million times; the text is short enough that a typical
-        record fits jemalloc's 192-byte class. A field holding a separator (a control
-        character in a subject, say), an empty recipient or a time before 1970 makes the
-        whole record JSON, as records were first written; both forms are read."""
+        time in base 36, metadata as JSON (empty when none). Every byte counts a million
+        times. Against a ``base`` (the first record of its bucket, engage.store.tokens.Buckets:
+        usually the same mailing) a field the base has too is SUB (0x1a); a Message-ID or
+        envelope sender ending like the base's (from its last @) keeps what comes before
+        and a SUB; the time is SUB and the seconds after the base's. A field holding a
+        separator or SUB (a control character in a subject, say), an empty recipient or a
+        time before 1970 makes the whole record JSON, as records were first written (never
+        against a base); every form is read."""
         texts = (self.template_id, *self.rcpt_to, self.mail_from, self.subject,
                  self.message_id, self.queue_id)
-        if (any(US in text or RS in text for text in texts) or "" in self.rcpt_to
-                or self.injection_time < 0):
+        if (any(US in text or RS in text or SAME in text for text in texts)
+                or "" in self.rcpt_to or self.injection_time < 0):
             return self._json_form()
         metadata = _dumps(self.metadata) if self.metadata else ""
-        return US.join((self.template_id, RS.join(self.rcpt_to), self.mail_from, self.subject,
-                        self.message_id, self.queue_id, base36(self.injection_time), metadata))
+        fields = [self.template_id, RS.join(self.rcpt_to), self.mail_from, self.subject,
+                  self.message_id, self.queue_id, base36(self.injection_time), metadata]
+        if base is not None:
+            fields = _against(fields, self, base)
+        return US.join(fields)
 
     def _json_form(self) -> str:
         return _dumps({
@@ -113,7 +120,10 @@ class MessageRecord:
         })
 
     @classmethod
-    def from_text(cls, text: str | bytes) -> "MessageRecord":
+    def from_text(cls, text: str | bytes, base: Optional[MessageRecord] = None
+                  ) -> MessageRecord:
+        """A stored record; ``base`` is its bucket's (``to_text``), None for one stored
+        whole (a missing base reads as an empty record)."""
         if isinstance(text, bytes):
             text = text.decode("utf-8", "surrogatepass")
         if text.startswith("{"):
@@ -123,14 +133,67 @@ class MessageRecord:
                 message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
                 metadata=data["md"], template_id=data["t"],
             )
-        template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = (
-            text.split(US))
+        fields = text.split(US)
+        if SAME in text:
+            return _resolved(cls, fields, base or cls())
+        template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = fields
         return cls(
             rcpt_to=tuple(rcpts.split(RS)) if rcpts else (), mail_from=mail_from,
             subject=subject, message_id=message_id, queue_id=queue_id,
             injection_time=int(injected, 36), metadata=json.loads(metadata) if metadata else {},
             template_id=template_id,
         )
+
+
+def _suffix(text: str) -> str:
+    """What a mailing's addresses and Message-IDs share: from the last @ on."""
+    at = text.rfind("@")
+    return text[at:] if at > 0 else ""
+
+
+def _shortened(text: str, base: str) -> str:
+    if text and text == base:
+        return SAME
+    suffix = _suffix(base)
+    if suffix and text.endswith(suffix) and len(text) > len(suffix):
+        return text[:-len(suffix)] + SAME
+    return text
+
+
+def _against(fields: list[str], record: MessageRecord, base: MessageRecord) -> list[str]:
+    """``to_text``'s fields with what ``base`` shares replaced (SAME)."""
+    template_id, rcpts, _, subject, _, queue_id, injected, metadata = fields
+    delta = record.injection_time - base.injection_time
+    return [
+        SAME if template_id == base.template_id else template_id, rcpts,
+        _shortened(record.mail_from, base.mail_from),
+        SAME if subject and subject == base.subject else subject,
+        _shortened(record.message_id, base.message_id), queue_id,
+        SAME + base36(delta) if delta >= 0 else injected,
+        SAME if metadata and record.metadata == base.metadata else metadata,
+    ]
+
+
+def _expanded(text: str, base: str) -> str:
+    if text == SAME:
+        return base
+    return text[:-1] + _suffix(base) if text.endswith(SAME) else text
+
+
+def _resolved(cls: type[MessageRecord], fields: list[str], base: MessageRecord) -> MessageRecord:
+    """``from_text`` of a record stored against ``base``."""
+    template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = fields
+    return cls(
+        rcpt_to=tuple(rcpts.split(RS)) if rcpts else (),
+        mail_from=_expanded(mail_from, base.mail_from),
+        subject=base.subject if subject == SAME else subject,
+        message_id=_expanded(message_id, base.message_id), queue_id=queue_id,
+        injection_time=(base.injection_time + int(injected[1:], 36) if injected.startswith(SAME)
+                        else int(injected, 36)),
+        metadata=(dict(base.metadata) if metadata == SAME
+                  else json.loads(metadata) if metadata else {}),
+        template_id=base.template_id if template_id == SAME else template_id,
+    )
 
 
 JSON_AS_IS = bytes(set(range(0x20, 0x80)) - set(b'"\\'))  # ASCII that JSON does not escape

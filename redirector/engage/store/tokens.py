@@ -1,30 +1,116 @@
 """The token format: open ``<mid><tid>``, click ``<mid><tid><link index base36>``.
 
-The message id (``mid``) is 96 random bits, base64url (unguessable); the template id
-(``tid``) is 9 bytes of SHA-256 of the template (engage.store.records.Template). The paths
-in front of a token are engage.store.layout's; what a token resolves to is
-engage.store.links'.
+The message id (``mid``) is 22 base64url characters: an 8-character bucket (48 random bits,
+shared by up to ``Buckets.SIZE`` messages one milter registers in a row, so their records
+pack into one Redis hash, engage.store.keys.message_bucket) and 14 of its own (84 random
+bits: unguessable even by someone holding another token of the same bucket). Tokens made
+before buckets have a 16-character mid (96 random bits, one Redis key per record) and are
+read as long as their links live; the two never share a length (28-32 against 34-38).
+The template id (``tid``) is 9 bytes of SHA-256 of the template
+(engage.store.records.Template). The paths in front of a token are engage.store.layout's;
+what a token resolves to is engage.store.links'.
 """
 from __future__ import annotations
 
 import base64
 import re
 import secrets
-from typing import Optional
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Optional
 
-MID_LEN = 16  # 12 random bytes, base64url
+from engage.store.keys import BUCKET_LEN, SHARDS, shard_of
+
+if TYPE_CHECKING:
+    from engage.store.records import MessageRecord
+
+MID_LEN = 22  # bucket (BUCKET_LEN: 6 random bytes, base64url) + own part
+OWN_LEN = MID_LEN - BUCKET_LEN  # 84 random bits
+OLD_MID_LEN = 16  # 12 random bytes, base64url: one key per record (before buckets)
 TID_LEN = 12  # 9 bytes of SHA-256, base64url
 MAX_INDEX_DIGITS = 4
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d}[0-9a-z]{0,%d}" % (MID_LEN + TID_LEN, MAX_INDEX_DIGITS))
+TOKEN_RE = re.compile(r"(?:[A-Za-z0-9_-]{%d}|[A-Za-z0-9_-]{%d})[0-9a-z]{0,%d}"
+                      % (MID_LEN + TID_LEN, OLD_MID_LEN + TID_LEN, MAX_INDEX_DIGITS))
 
 
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def is_bucketed(message_key: str) -> bool:
+    """Whether the message's record is a field of a bucket (else a key of its own)."""
+    return len(message_key) == MID_LEN
+
+
+class Buckets:
+    """Hands out message keys: each from the current bucket of a shard drawn at random (so
+    messages spread over the shards one by one, and a failed master stalls a share of
+    them, not a milter), up to ``SIZE`` per bucket, a new one after ``LIFETIME`` seconds.
+    Remembers for the last ``KEPT`` buckets the record that registered first in each: the
+    base the others are stored against (``MessageRecord.to_text(base)``). Only this
+    process writes its buckets (48 random bits name one), so the base it remembers is the
+    one Redis holds. Thread-safe: the milter's threads share one."""
+
+    SIZE = 100  # under Redis's hash-max-listpack-entries (128): a bucket stays a listpack
+    LIFETIME = 600.0
+    KEPT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[int, tuple[str, int, float]] = {}  # shard: (bucket, handed, opened)
+        self._bases: OrderedDict[str, Optional[MessageRecord]] = OrderedDict()
+
+    def new_key(self) -> str:
+        own = b64(secrets.token_bytes(11))[:OWN_LEN]
+        shard, now = secrets.randbelow(SHARDS), time.monotonic()
+        with self._lock:
+            bucket, handed, opened = self._current.get(shard, ("", 0, now))
+            if not bucket or handed >= self.SIZE or now - opened > self.LIFETIME:
+                bucket, handed, opened = _bucket_in(shard), 0, now
+                self._bases[bucket] = None
+                while len(self._bases) > self.KEPT:
+                    self._bases.popitem(last=False)
+            self._current[shard] = (bucket, handed + 1, opened)
+            return bucket + own
+
+    def base(self, message_key: str, record: MessageRecord
+             ) -> tuple[Optional[MessageRecord], bool]:
+        """(the bucket's base record, whether ``record`` is it and its registration must
+        write it): the first record asked about in a bucket becomes its base. (None,
+        False) for a bucket this process did not make or no longer remembers: the record
+        is then stored whole."""
+        bucket = message_key[:BUCKET_LEN]
+        with self._lock:
+            if bucket not in self._bases:
+                return None, False
+            known = self._bases[bucket]
+            if known is None:
+                self._bases[bucket] = record
+                return record, True
+            return known, False
+
+
+def _bucket_in(shard: int) -> str:
+    """A random bucket name (48 bits) of the shard: one draw in 24 is."""
+    while True:
+        bucket = b64(secrets.token_bytes(6))
+        if shard_of(bucket) == shard:
+            return bucket
+
+
+_BUCKETS = Buckets()
+
+
 def new_message_key() -> str:
-    """96 random bits: the unguessable part of every token of one message."""
-    return b64(secrets.token_bytes(12))
+    """A message key from this process's current bucket (``Buckets``)."""
+    return _BUCKETS.new_key()
+
+
+def bucket_base(message_key: str, record: MessageRecord
+                ) -> tuple[Optional[MessageRecord], bool]:
+    """``Buckets.base`` of this process's buckets."""
+    return _BUCKETS.base(message_key, record)
 
 
 def open_token(message_key: str, template_id: str) -> str:
@@ -56,6 +142,7 @@ def split_token(token: str) -> Optional[tuple[str, str, Optional[int]]]:
     """(message key, template id, link index or None) or None for a malformed token."""
     if not TOKEN_RE.fullmatch(token):
         return None
-    index_text = token[MID_LEN + TID_LEN:]
+    mid_len = MID_LEN if len(token) >= MID_LEN + TID_LEN else OLD_MID_LEN
+    index_text = token[mid_len + TID_LEN:]
     index = int(index_text, 36) if index_text else None
-    return token[:MID_LEN], token[MID_LEN:MID_LEN + TID_LEN], index
+    return token[:mid_len], token[mid_len:mid_len + TID_LEN], index

@@ -119,9 +119,10 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
         return limiter.allow(ip, now), None
     message_key, template_id, index = parts
     state_keys, state_args = services.judge.click_keys(now, ip, message_key, index, url)
-    names = [services.links.message_key(message_key),
-             services.links.template_key(template_id, keys.shard_of(message_key)), *state_keys]
-    args: list[Any] = list(state_args)
+    record_key, field = services.links.record_at(message_key)
+    names = [record_key, services.links.template_key(template_id, keys.shard_of(message_key)),
+             *state_keys]
+    args: list[Any] = [field, *state_args]
     alone = limiter.limit and is_cluster(services.client)  # its key is in no shard
     if limiter.limit and not alone:
         counter, ttl = limiter.counter(ip, now)
@@ -132,11 +133,12 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
     except redis.RedisError as exc:
         raise StoreError(str(exc)) from exc
     record_text, template_text = reply.record, reply.template
-    if record_text is None:
+    if record_text is None and not field:
         record_text, template_text = services.links.layout1.fill(message_key, template_id,
                                                                   template_text)
     resolved = resolved_from(message_key, template_id, index, record_text, template_text,
-                             reply.state, services.links.orphans)  # ``also``: the ClickState
+                             reply.state, services.links.orphans,  # ``also``: the ClickState
+                             reply.base)
     if alone:
         return limiter.allow(ip, now), resolved
     counted = reply.counted  # None: not counted (refused): fail open

@@ -6,28 +6,36 @@ from typing import Any, NamedTuple, Optional
 
 # A click's lookup as one script rather than a pipeline of eight commands (redis-py's
 # cost is per command: packing, parsing, bookkeeping). Reads first (LinkStore.lookup's
-# two GETs, the trap check of Judge.click_state); the state the judge and the rate limit
-# count with follows, written with redis.pcall: a write Redis refuses (maxmemory reached,
-# noeviction; a read-only replica; a failed AOF) comes back as an error value and the
-# lookup still answers, so a full Redis still redirects every known link. Replies:
-# record, template, SADD, EXPIRE, SCARD, SISMEMBER[, INCR, EXPIRE] (an error value: nil),
-# read by name through ClickLookup.
-# KEYS: message record, template, burst set, trap set[, rate-limit counter]
-# ARGV: burst member, burst TTL, address digest[, counter TTL]
+# record and template, the trap check of Judge.click_state); the state the judge and the
+# rate limit count with follows, written with redis.pcall: a write Redis refuses (maxmemory
+# reached, noeviction; a read-only replica; a failed AOF) comes back as an error value and
+# the lookup still answers, so a full Redis still redirects every known link. Replies:
+# record, template, SADD, EXPIRE, SCARD, SISMEMBER, INCR, EXPIRE (an error value or not
+# asked: false), the bucket's base record, read by name through ClickLookup.
+# KEYS: message record or bucket, template, burst set, trap set[, rate-limit counter]
+# ARGV: the record's field in its bucket ('': a record of its own), burst member, burst
+# TTL, address digest[, counter TTL]
 LOOKUP_LUA = """
-local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), false, false, false,
-             redis.call('SISMEMBER', KEYS[4], ARGV[3])}
+local record, base = false, false
+if ARGV[1] ~= '' then
+  local stored = redis.call('HMGET', KEYS[1], ARGV[1], '')
+  record, base = stored[1], stored[2]
+else
+  record = redis.call('GET', KEYS[1])
+end
+local out = {record, redis.call('GET', KEYS[2]), false, false, false,
+             redis.call('SISMEMBER', KEYS[4], ARGV[4]), false, false, base}
 local function try(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then return false end
   return reply
 end
-out[3] = try('SADD', KEYS[3], ARGV[1])
-out[4] = try('EXPIRE', KEYS[3], ARGV[2])
+out[3] = try('SADD', KEYS[3], ARGV[2])
+out[4] = try('EXPIRE', KEYS[3], ARGV[3])
 out[5] = try('SCARD', KEYS[3])
 if KEYS[5] then
   out[7] = try('INCR', KEYS[5])
-  out[8] = try('EXPIRE', KEYS[5], ARGV[4])
+  out[8] = try('EXPIRE', KEYS[5], ARGV[5])
 end
 return out
 """
@@ -56,7 +64,8 @@ class ClickLookup(NamedTuple):
     template: Optional[bytes]  # the template's JSON
     state: tuple[Any, ...]  # the ClickState replies, as LinkStore.lookup's ``also`` returns them
     counted: Optional[int]  # the rate-limit counter after INCR; None: not counted (refused)
+    base: Optional[bytes]  # the record's bucket's base record; None: none
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> ClickLookup:
-        return cls(reply[0], reply[1], tuple(reply[2:6]), reply[6] if len(reply) > 6 else None)
+        return cls(reply[0], reply[1], tuple(reply[2:6]), reply[6], reply[8])
