@@ -205,7 +205,7 @@ def _memory(client: redis.Redis, cli: str) -> list[Finding]:
     if value is not None and value.isdigit() and 64 <= int(value) < RECORD_VALUES:
         findings.append(Finding(WARN, "redis", f"hash-max-listpack-value is {value}: message "
                                 "records (about 100 bytes each) do not fit, so each bucket of "
-                                "100 records is a hash table, about 60 bytes more per message "
+                                "100 records is a hash table, about 50 bytes more per message "
                                 f"(docs/redis-schema.md). Set it to {RECORD_VALUES}",
                                 _set(cli, "hash-max-listpack-value", str(RECORD_VALUES))))
     return findings

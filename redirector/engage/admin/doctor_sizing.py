@@ -21,7 +21,8 @@ SCAN_BUDGET = 5000  # keys looked at per master
 SAMPLE = 200  # MEMORY USAGE calls per family per master
 HOURS = 24
 CHUNK = 400  # commands per pipeline
-LINK_FAMILIES = ("message", "status", "template")  # kept for [redis] link_retention_days
+# kept for [redis] link_retention_days
+LINK_FAMILIES = ("message bucket", "message", "status", "template")
 EVENT_FAMILIES = ("event index", "event subset index", "verdict overrides")  # with the stream
 EVENT_CODES = (b"r", b"c")  # every open and initial open counts r, every click c
 
@@ -137,6 +138,9 @@ def costs(client: Any, prefix: str, budget: int = SCAN_BUDGET, per_family: int =
                 found.event_bytes += estimate
             if family == "message":
                 found.messages += len(members) * scale
+            elif family == "message bucket":  # up to 100 records each, and their base
+                held = _records(node, members[:per_family])
+                found.messages += len(members) * scale * sum(held) / max(len(held), 1)
     streams = [keys.events(prefix, shard) for shard in keys.shard_ids(layout1=True)]
     pipe = client.pipeline(transaction=False)
     for name in streams:
@@ -146,6 +150,19 @@ def costs(client: Any, prefix: str, budget: int = SCAN_BUDGET, per_family: int =
     found.event_bytes += sum(size or 0 for size in replies[::2])
     found.events = sum(int(length) for length in replies[1::2])
     return found
+
+
+def _records(node: Any, names: list[str]) -> list[int]:
+    """Records in each bucket: its fields but the base (0 for a bucket gone since)."""
+    counts: list[int] = []
+    for chunk in _chunks(names):
+        pipe = node.pipeline(transaction=False)
+        for name in chunk:
+            pipe.hlen(name)
+            pipe.hexists(name, "")
+        replies = pipe.execute()
+        counts += [int(size) - int(base) for size, base in zip(replies[::2], replies[1::2])]
+    return counts
 
 
 def _usage(node: Any, names: list[str]) -> list[int]:
