@@ -34,8 +34,8 @@ from engage.store.links import Link, LinkStore, MessageRecord, Template
 from engage.store.redisconn import connect
 from engage.store.tokens import MID_LEN, click_token
 from support.markdown import REPO, fenced_blocks
-from support.stored import spread_key
 from support.procs import ADVISED_CLUSTER_CONFIG, ClusterNode, RedisClusterServers, http_get
+from support.stored import spread_key
 
 P = "engage:"  # no hash tag: layout 2 spreads the shards over the masters
 LINKS = ["https://shop.example.com/sale?a=1&b=2", "https://shop.example.com/guide"]

@@ -20,8 +20,8 @@ from engage.erasure.streams import StreamEraser
 from engage.store import keys
 from engage.store.events import score_of
 from engage.store.links import MessageRecord
-from engage.store.tokens import MID_LEN
 from engage.store.pressure import DEFAULT_HIGH_WATER
+from engage.store.tokens import MID_LEN
 from support.forgetworld import P, World, stream_ids
 from support.redisdump import traces
 

@@ -51,10 +51,10 @@ from engage.store.records import MessageRecord as MessageRecord
 from engage.store.records import Template as Template
 from engage.store.redisconn import is_cluster, reply_text
 from engage.store.scripts.links import REGISTER_LUA
+from engage.store.tokens import bucket_base, is_bucketed
 from engage.store.tokens import click_token as click_token
 from engage.store.tokens import new_message_key as new_message_key
 from engage.store.tokens import open_token as open_token
-from engage.store.tokens import bucket_base, is_bucketed
 from engage.store.tokens import split_token as split_token
 
 TRAP_LINK_NAME = "engage-trap"  # target_link_name of the hidden link the milter adds
