@@ -19,7 +19,7 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional
 
 from engage.store import keys
-from engage.store.events import EventLog, RequestFacts, build_event, decode
+from engage.store.events import EventLog, RequestFacts, build_event
 from engage.store.links import Link, LinkStore, MessageRecord, Resolved, Template, new_message_key
 from support.stored import key_in_shard
 
@@ -111,11 +111,9 @@ def make_traffic(store: LinkStore, log: EventLog, first_hour: int, messages: int
 def stream_events(client: Any, prefix: str = "engage:") -> list[dict[str, Any]]:
     """Every stored event of every shard's stream (and layout 1's), with its event_id, by
     event_id: each message's events in its stream's order (a message is in one shard)."""
-    events = []
+    events, log = [], EventLog(client, prefix)
     for shard in keys.shard_ids(layout1=True):
-        for entry_id, fields in client.xrange(keys.events(prefix, shard)):
-            event = decode(entry_id, fields, shard)
-            events.append(event)
+        events += log.decoded(shard, client.xrange(keys.events(prefix, shard)))
     return sorted(events, key=lambda event: int(event["event_id"]))
 
 

@@ -76,7 +76,7 @@ def append_events(client: redis.Redis, template: Template, message_keys: list[st
     """``count`` events (clicks and opens alternately) of the given messages: seconds taken."""
     log = EventLog(client)
     started = time.monotonic()
-    batch = []
+    batch, tokens = [], []
     for number in range(count):
         key = message_keys[number % len(message_keys)]
         link = template.links[number % len(template.links)] if number % 2 else None
@@ -84,10 +84,11 @@ def append_events(client: redis.Redis, template: Template, message_keys: list[st
         batch.append(build_event("click" if link else "open", resolved,
                                  RequestFacts(f"198.51.{number % 250}.{number % 200}", AGENT,
                                               "en-US,en;q=0.9"), time.time()))
+        tokens.append(resolved)  # stored referring to its message, as the redirector does
         if len(batch) == 500:
-            log.append_many(batch)
-            batch = []
-    log.append_many(batch)
+            log.append_many(batch, resolved=tokens)
+            batch, tokens = [], []
+    log.append_many(batch, resolved=tokens)
     return time.monotonic() - started
 
 

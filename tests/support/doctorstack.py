@@ -198,7 +198,9 @@ class ConfiguredRedis:
         self.port = free_port()
         self.conf = self.workdir / "redis.conf"
         self.conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\n"
-                             f"logfile {self.workdir / 'redis.log'}\ndaemonize no\n{settings}")
+                             f"logfile {self.workdir / 'redis.log'}\ndaemonize no\n"
+                             "hash-max-listpack-value 256\n"  # as docs/install.md says
+                             f"{settings}")
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     @property

@@ -3,12 +3,11 @@ names), in time order. The product's own readers are what the tests check; these
 look at the raw keys (engage.store.keys builds every name)."""
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any, Callable
 
 from engage.store import keys
-from engage.store.events import score_of
+from engage.store.events import EventLog, score_of
 from engage.store.tokens import Buckets, b64
 
 
@@ -43,8 +42,15 @@ def entries(client: Any, prefix: str) -> list[tuple[int, bytes, dict[bytes, byte
 
 
 def events(client: Any, prefix: str) -> list[dict[str, Any]]:
-    """Every stored event (as stored: no event_id), oldest first."""
-    return [json.loads(fields[b"e"]) for _, _, fields in entries(client, prefix)]
+    """Every stored event, whole (as the events API reads it, without event_id and
+    recomputed verdicts), oldest first."""
+    log = EventLog(client, prefix)
+    found = []
+    for shard, entry_id, fields in entries(client, prefix):
+        event = log.decoded(shard, [(entry_id, fields)])[0]
+        del event["event_id"]
+        found.append(event)
+    return found
 
 
 def count(client: Any, prefix: str) -> int:

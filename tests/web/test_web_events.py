@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 from engage.store import keys
-from engage.store.events import RequestFacts, build_event, decode, index_values, iso_time, score_of
+from engage.store.eventforms import decode
+from engage.store.events import RequestFacts, build_event, index_values, iso_time, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template, new_message_key
 from support import stored
 
@@ -44,6 +45,29 @@ def test_stream_readers_get_the_event_with_its_id(events):
     assert [text for text in events.fetch_json(shard, [entry_id])] == [
         json.dumps(decoded, separators=(",", ":")).encode()]
     assert json.loads(fields[b"e"]) == event
+
+
+def test_an_event_stored_with_its_token_refers_to_its_message_and_reads_back_whole(events):
+    """What the redirector stores: the request's fields and the open token; read back
+    (a page, by id, a webhook batch, a recompute) it is the event build_event made."""
+    from engage.store.links import LinkStore
+    from engage.store.tokens import new_message_key as bucketed_key
+    key = bucketed_key()
+    LinkStore(events.client, events.prefix).register(key, TEMPLATE, RECORD)
+    resolved = Resolved(key, TEMPLATE, RECORD, TEMPLATE.links[0])
+    event = build_event("click", resolved, RequestFacts("192.0.2.1", "Agent/1", "fr", None, "r"),
+                        1700000001, {"verdict": "human"})
+    entry_id = events.append(event, resolved=resolved)
+    shard = keys.shard_of(key)
+    [(stored_id, fields)] = events.client.xrange(events.stream_of(shard))
+    assert len(fields[b"e"]) < len(json.dumps(event)) / 2
+    assert RECORD.subject not in fields[b"e"].decode() and b"https://" not in fields[b"e"]
+    whole = {**event, "event_id": str(score_of(entry_id, shard))}
+    assert events.decoded(shard, [(stored_id, fields)]) == [whole]
+    [text] = events.fetch_json(shard, [entry_id])
+    assert json.loads(text) == whole
+    page, _, _ = events.page([("click", "", "")], 2**62, 0, 10)
+    assert json.loads(b"[" + page + b"]") == [whole]
 
 
 def test_append_many_stores_a_batch_with_its_indexes(events):

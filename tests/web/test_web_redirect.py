@@ -137,7 +137,7 @@ def test_a_multi_recipient_message_has_no_single_rcpt_to(client, mail, events):
 def test_click_still_redirects_when_the_event_cannot_be_stored(client, mail, events, monkeypatch):
     from engage.store.events import EventError, EventLog
 
-    def fail(self, event, now=None, gate=None):
+    def fail(self, event, now=None, gate=None, resolved=None):
         raise EventError("stream full")
     monkeypatch.setattr(EventLog, "append", fail)
     message = mail("https://example.com/lost-event")

@@ -18,7 +18,7 @@ import svix.webhooks
 
 from engage.settings import Settings
 from engage.store import keys
-from engage.store.events import decode
+from engage.store.events import EventLog
 from engage.store.links import (
     Link,
     LinkStore,
@@ -102,9 +102,9 @@ def engage_events(redirector, tokens, initial: bool = True) -> None:
 
 def stored_events(redis_client) -> dict[str, dict[str, Any]]:
     """Every shard's events, by event_id."""
-    return {event["event_id"]: event for shard in keys.shard_ids() for event in (
-        decode(entry_id, fields, shard)
-        for entry_id, fields in redis_client.xrange(keys.events(PREFIX, shard)))}
+    log = EventLog(redis_client, PREFIX)
+    return {event["event_id"]: event for shard in keys.shard_ids()
+            for event in log.decoded(shard, redis_client.xrange(keys.events(PREFIX, shard)))}
 
 
 def at_second(iso: str) -> datetime:

@@ -26,7 +26,7 @@ import redis
 
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
-from engage.store.events import score_of
+from engage.store.events import EventLog, score_of
 from engage.store.redisconn import hash_fields, readable_shards, stream_entries
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
@@ -84,11 +84,13 @@ def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay,
                    last: bytes, retention_days: int, report: Report) -> None:
     """One shard: its stream replayed with its overrides, its buckets and flags written."""
     overridden: set[str] = set()
+    log = EventLog(client, prefix)
     for entries in _chunks(client, keys.events(prefix, shard), last):
         overrides = client.hmget(keys.verdicts(prefix, shard),
                                  [str(score_of(i, shard)) for i, _ in entries])
-        for (entry_id, fields), override in zip(entries, overrides):
-            event = json.loads(fields[b"e"])
+        for (entry_id, _), event, override in zip(entries, log.decoded(shard, entries),
+                                                   overrides):
+            event.pop("event_id", None)  # as stored: replay counts what the stream holds
             if override and _apply(event, override):
                 report.overrides += 1
                 overridden.add(str(event.get("transmission_id") or ""))

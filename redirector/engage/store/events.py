@@ -34,9 +34,13 @@ from typing import Any
 
 import redis
 
-from engage.store import aggregates, keys, overrides
+from engage.store import aggregates, eventforms, keys, messages, overrides
+from engage.store.eventids import entries_of as entries_of
+from engage.store.eventids import id_base
+from engage.store.eventids import score_of as score_of
+from engage.store.eventids import with_event_id as with_event_id
 from engage.store.eventpages import merged_page
-from engage.store.links import status_key
+from engage.store.links import Resolved, status_key
 from engage.store.redisconn import queue_script, run_script
 from engage.store.scripts.events import APPEND_LUA, FETCH_LUA, PAGE_LUA
 
@@ -54,7 +58,6 @@ STATUS_KINDS = {"open": "o", "initial_open": "i", "click": "c"}
 DIMENSIONS = {"campaigns": "c", "recipients": "r", "messages": "m",
               "transmissions": "x", "subjects": "s"}
 PAGE_CHUNK = 2000
-SEQ_SLOTS = 1000 // keys.SHARDS  # 41 ids per ms per shard (seq past 40 shares the 41st)
 
 APPEND_ID_TTL = 30  # seconds an append id is remembered: a resend runs right after the original
 
@@ -116,42 +119,6 @@ def index_values(event: dict[str, Any]) -> list[tuple[str, str]]:
     return [(dim, value) for dim, value in pairs if value]
 
 
-def id_base(shard: int) -> tuple[int, int]:
-    """(base, seq cap) of a shard's event ids: ms * 1000 + base + min(seq, cap). Layout 1's
-    one stream kept ms * 1000 + min(seq, 999)."""
-    return (0, 999) if shard == keys.LAYOUT1 else (shard * SEQ_SLOTS, SEQ_SLOTS - 1)
-
-
-def score_of(entry_id: str | bytes, shard: int) -> int:
-    """The index score (and public event_id) of stream entry ``ms-seq`` of ``shard``."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    base, cap = id_base(shard)
-    return int(ms) * 1000 + base + min(int(seq), cap)
-
-
-def entries_of(event_id: int) -> list[tuple[int, str]]:
-    """Where an event_id may be: (shard, stream entry id), its layout-2 shard first, then
-    layout 1's stream (whose ids had no shard part)."""
-    ms, sub = divmod(event_id, 1000)
-    found = [(keys.LAYOUT1, f"{ms}-{sub}")]
-    shard, seq = divmod(sub, SEQ_SLOTS)
-    if shard < keys.SHARDS:
-        found.insert(0, (shard, f"{ms}-{seq}"))
-    return found
-
-
-def with_event_id(entry_id: str | bytes, stored: bytes, shard: int) -> bytes:
-    """The stored JSON object with its ``event_id`` put first, still as JSON text."""
-    return b'{"event_id":"%d",' % score_of(entry_id, shard) + stored[1:]
-
-
-def decode(entry_id: bytes | str, fields: dict[bytes, bytes], shard: int) -> dict[str, Any]:
-    """A stream entry of ``shard`` (as XRANGE/XREADGROUP give it) back into the event."""
-    event: dict[str, Any] = json.loads(with_event_id(entry_id, fields[b"e"], shard))
-    return event
-
-
 def shard_of_event(event: dict[str, Any]) -> int:
     """The shard of an event: its message's (transmission_id is the message key)."""
     return keys.shard_of(str(event.get("transmission_id") or ""))
@@ -183,10 +150,10 @@ class EventLog:
     def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
 
-    def _keys_args(self, event: dict[str, Any], now: float | None,
-                   gate: OpenGate | None = None) -> tuple[list[str], list[Any]]:
+    def _keys_args(self, event: dict[str, Any], now: float | None, gate: OpenGate | None = None,
+                   resolved: Resolved | None = None) -> tuple[list[str], list[Any]]:
         shard = shard_of_event(event)
-        keys, args = self._event_keys_args(event, now, shard)
+        keys, args = self._event_keys_args(event, now, shard, resolved)
         decisecond, append_id = new_append_id()
         keys.append(append_ids_key(self.prefix, shard, decisecond))
         args += [""] * (12 - len(args))
@@ -196,8 +163,8 @@ class EventLog:
             args += [gate.repeat_window, "1" if gate.over_limit else "0"]
         return keys, args
 
-    def _event_keys_args(self, event: dict[str, Any], now: float | None,
-                         shard: int) -> tuple[list[str], list[Any]]:
+    def _event_keys_args(self, event: dict[str, Any], now: float | None, shard: int,
+                         resolved: Resolved | None) -> tuple[list[str], list[Any]]:
         kind = event["type"]
         status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
         keys = [self.stream_of(shard)]
@@ -211,26 +178,32 @@ class EventLog:
         keys.append(self.index_key(shard, kind))
         keys += [self.index_key(shard, kind, dim, value) for dim, value in index_values(event)]
         cutoff = self.cutoff_ms(now)
-        return keys, [json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False), cutoff,
+        text = (eventforms.stored(event, resolved) if resolved is not None else
+                json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+        return keys, [text, cutoff,
                       cutoff * 1000, self.retention + 86400, status,
                       event.get("timestamp", ""), self.status_ttl, *agg_args]
 
     def append(self, event: dict[str, Any], now: float | None = None,
-               gate: OpenGate | None = None) -> str:
+               gate: OpenGate | None = None, resolved: Resolved | None = None) -> str:
         """Store one event (one round trip): its stream id, or 'dup' (a resend of an
-        append that was done), 'repeat' or 'limited' (``gate``). Raises EventError."""
-        keys, args = self._keys_args(event, now, gate)
+        append that was done), 'repeat' or 'limited' (``gate``). With the ``resolved``
+        token it came from, it is stored referring to its message (eventforms), else
+        whole. Raises EventError."""
+        keys, args = self._keys_args(event, now, gate, resolved)
         try:
             entry_id = run_script(self.client, self._append, keys, args)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    def append_many(self, events: Iterable[dict[str, Any]], now: float | None = None) -> None:
-        """Store a batch in one round trip (imports, benchmarks). Raises EventError."""
+    def append_many(self, events: Iterable[dict[str, Any]], now: float | None = None,
+                    resolved: Sequence[Resolved] = ()) -> None:
+        """Store a batch in one round trip (imports, benchmarks); ``resolved``, when given,
+        one per event as ``append`` takes it. Raises EventError."""
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            keys, args = self._keys_args(event, now)
+        for n, event in enumerate(events):
+            keys, args = self._keys_args(event, now, None, resolved[n] if resolved else None)
             queue_script(self._append, pipe, keys, args)
         try:
             pipe.execute()
@@ -293,8 +266,34 @@ class EventLog:
         return [found[entry] for entry in wanted if entry in found]
 
     def with_overrides(self, shard: int, items: Sequence[bytes]) -> list[bytes]:
-        """Recomputed verdicts (engage.store.overrides) in place of the stored ones."""
+        """Events of a shard as read back (``{"event_id":"N",...}``), whole (eventforms:
+        what they refer to read in one round trip) and with recomputed verdicts
+        (engage.store.overrides) in place of the stored ones."""
         try:
-            return overrides.apply(self.client, self.prefix, shard, items)
+            return overrides.apply(self.client, self.prefix, shard, self._whole(shard, items))
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
+
+    def _whole(self, shard: int, items: Sequence[bytes]) -> list[bytes]:
+        forms = {n: json.loads(b"{" + item[item.index(b",") + 1:])
+                 for n, item in enumerate(items) if eventforms.is_stored_form(item)}
+        if not forms:
+            return list(items)
+        records, templates = messages.read(self.client, self.prefix, shard,
+                                           map(eventforms.reference, forms.values()))
+        out = list(items)
+        for n, form in forms.items():
+            message_key, template_id = eventforms.reference(form)
+            event = eventforms.expand(form, records[message_key], templates[template_id])
+            head = out[n][:out[n].index(b",") + 1]
+            out[n] = head + json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                                       allow_nan=False).encode()[1:]
+        return out
+
+    def decoded(self, shard: int, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]
+                ) -> list[dict[str, Any]]:
+        """Stream entries of ``shard`` (as XRANGE gives them) as whole events, with their
+        event_id, as the events API shows them but for recomputed verdicts."""
+        texts = self._whole(shard, [with_event_id(entry_id, fields[b"e"], shard)
+                                    for entry_id, fields in entries])
+        return [json.loads(text) for text in texts]

@@ -26,7 +26,7 @@ import redis
 
 from engage.settings import Settings
 from engage.store import keys, overrides
-from engage.store.events import TYPES, EventLog, decode, score_of
+from engage.store.events import TYPES, EventLog, score_of
 from engage.store.links import TRAP_LINK_NAME
 from engage.store.redisconn import readable_shards, stream_entries
 from engage.store.trackevent import iso_time
@@ -159,8 +159,7 @@ def _epoch(text: str) -> float | None:
     return value if value else None  # injection_time 0 (unknown) reads as 1970
 
 
-def _seen(entry_id: bytes, fields: dict[bytes, bytes], shard: int) -> _Seen | None:
-    event = decode(entry_id, fields, shard)
+def _seen(entry_id: bytes, event: dict[str, Any], shard: int) -> _Seen | None:
     if event.get("type") not in TYPES:
         return None
     at = _epoch(event.get("timestamp", "")) or score_of(entry_id, shard) / 1e6
@@ -196,8 +195,9 @@ def _recompute_shard(client: redis.Redis, settings: Settings, rules: Rules, shar
     limits, window = thresholds(settings), _Window(settings.trap_window)
     stream = keys.events(settings.key_prefix, shard)
     batch: list[tuple[_Seen, dict[str, Any]]] = []
-    for entry_id, fields in _entries(client, stream, int(result.start * 1000)):
-        seen = _seen(entry_id, fields, shard)
+    log_ = EventLog(client, settings.key_prefix, settings.events_retention_days)
+    for entry_id, event in _entries(log_, shard, stream, int(result.start * 1000)):
+        seen = _seen(entry_id, event, shard)
         if seen is None:
             continue
         result.examined += 1
@@ -211,12 +211,13 @@ def _recompute_shard(client: redis.Redis, settings: Settings, rules: Rules, shar
     _settle(client, settings, shard, batch, result, now)
 
 
-def _entries(client: redis.Redis, stream: str,
-             start_ms: int) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+def _entries(log_: EventLog, shard: int, stream: str,
+             start_ms: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(stream id, whole event) from ``start_ms`` on, READ_CHUNK at a time."""
     low = f"{start_ms}-0"
     while True:
-        chunk = stream_entries(client.xrange(stream, min=low, max="+", count=READ_CHUNK))
-        yield from chunk
+        chunk = stream_entries(log_.client.xrange(stream, min=low, max="+", count=READ_CHUNK))
+        yield from zip((entry_id for entry_id, _ in chunk), log_.decoded(shard, chunk))
         if len(chunk) < READ_CHUNK:
             return
         low = "(" + chunk[-1][0].decode()

@@ -162,7 +162,7 @@ def record(services: Services, kind: str, resolved: Resolved, method: str,
     try:
         masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
         outcome = services.events.append(build_event(kind, resolved, masked, now, judged.engage),
-                                         gate=gate)
+                                         gate=gate, resolved=resolved)
         services.judge.remember(judged, resolved)
     except EventError as exc:
         if is_refused(exc):

@@ -1,0 +1,83 @@
+"""An event as stored and as read: pure, no Redis.
+
+A stream entry keeps what only the request could tell (type, time, client address and
+agent, languages, referer, geolocation, verdict) and refers to its message by its open
+token (``@``) and to its link by index (``i``). What the message record and the template
+say (recipient, envelope, subject, campaign, tags, link URL and name ...) is added back
+when the event is read (``expand``), exactly as ``build_event`` wrote it when it happened:
+a click costs a few hundred bytes, not a copy of its message. An entry stored whole (by
+releases before, or by ``EventLog.append_many`` without the token it came from) is read
+as it is.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from engage.store.eventids import with_event_id
+from engage.store.links import Resolved
+from engage.store.records import Link, MessageRecord, Template
+from engage.store.tokens import TID_LEN
+from engage.store.trackevent import RequestFacts, build_event
+
+REF = "@"  # the open token of the event's message: message key, template id
+LINK = "i"  # the clicked link's index in the template
+URL, NAME = "target_link_url", "target_link_name"  # a link of no template (signed /v1 URLs)
+OWN = ("type", "timestamp", "ip_address", "user_agent", "accept_language", "referer",
+       "geo_ip", "engage")  # what build_event takes from the request and the verdict
+MARK = b'"' + REF.encode() + b'":'  # a stored form starts with it (after event_id when read)
+
+
+def stored(event: dict[str, Any], resolved: Resolved) -> str:
+    """The JSON text an event is stored as: its own fields and where its message is."""
+    form: dict[str, Any] = {REF: event["email_id"]}
+    if resolved.link in resolved.template.links:
+        form[LINK] = resolved.template.links.index(resolved.link)
+    elif resolved.link is not None:
+        form[URL], form[NAME] = resolved.link
+    form.update((name, event[name]) for name in OWN if name in event)
+    return json.dumps(form, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def is_stored_form(item: bytes) -> bool:
+    """Whether an event read back as ``{"event_id":"N",...}`` is in the stored form."""
+    start = item.index(b",") + 1
+    return item.startswith(MARK, start)
+
+
+def reference(form: dict[str, Any]) -> tuple[str, str]:
+    """(message key, template id) of a stored form."""
+    token = str(form[REF])
+    return token[:-TID_LEN], token[-TID_LEN:]
+
+
+def expand(form: dict[str, Any], record: Optional[MessageRecord],
+           template: Optional[Template]) -> dict[str, Any]:
+    """The SparkPost event of a stored form, from its message's record and template as
+    they are now (None: gone, expired or never known; the event then names no recipient,
+    or no campaign and link)."""
+    message_key, template_id = reference(form)
+    template = template or Template()
+    record = record or MessageRecord(template_id=template_id)
+    kind = str(form["type"])
+    link: Optional[Link] = None
+    if LINK in form:
+        index = int(form[LINK])
+        link = template.links[index] if 0 <= index < len(template.links) else Link("")
+    elif URL in form:
+        link = Link(str(form[URL]), str(form.get(NAME, "")))
+    facts = RequestFacts(str(form.get("ip_address", "")), str(form.get("user_agent", "")),
+                         str(form.get("accept_language", "")), form.get("geo_ip"),
+                         str(form.get("referer", "")))
+    event = build_event(kind, Resolved(message_key, template, record, link), facts, 0,
+                        form.get("engage"))
+    event["timestamp"] = form.get("timestamp", "")
+    return event
+
+
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes], shard: int) -> dict[str, Any]:
+    """A stream entry as it is stored (XRANGE/XREADGROUP's fields), with its event_id: an
+    entry stored whole is the event; a stored form still refers to its message
+    (``EventLog.decoded`` reads those whole)."""
+    event: dict[str, Any] = json.loads(with_event_id(entry_id, fields[b"e"], shard))
+    return event
