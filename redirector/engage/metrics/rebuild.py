@@ -26,6 +26,7 @@ import redis
 
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
+from engage.store.eventforms import timestamp_of
 from engage.store.events import EventLog, score_of
 from engage.store.redisconn import hash_fields, readable_shards, stream_entries
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
@@ -119,7 +120,7 @@ def _stream_bounds(client: redis.Redis, stream: str,
     complete = 0
     added = info.get("entries-added")  # Redis >= 7; older ones: assume trimmed
     if added is None or added > info["length"]:
-        stamp = json.loads(first[1][b"e"]).get("timestamp", "")
+        stamp = timestamp_of(first[1][b"e"])
         complete = aggregates.hour_start(stamp[:13]) + HOUR
     return score_of(first[0], shard), info["last-entry"][0], complete
 

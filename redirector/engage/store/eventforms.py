@@ -12,30 +12,40 @@ as it is.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from engage.store.eventids import with_event_id
 from engage.store.links import Resolved
 from engage.store.records import Link, MessageRecord, Template
 from engage.store.tokens import TID_LEN
-from engage.store.trackevent import RequestFacts, build_event
+from engage.store.trackevent import RequestFacts, build_event, iso_time
 
 REF = "@"  # the open token of the event's message: message key, template id
 LINK = "i"  # the clicked link's index in the template
 URL, NAME = "target_link_url", "target_link_name"  # a link of no template (signed /v1 URLs)
-OWN = ("type", "timestamp", "ip_address", "user_agent", "accept_language", "referer",
-       "geo_ip", "engage")  # what build_event takes from the request and the verdict
-MARK = b'"' + REF.encode() + b'":'  # a stored form starts with it (after event_id when read)
+# What build_event takes from the request and the verdict, by the short name it is stored
+# under (a million clicks pay for every byte of a name).
+OWN = {"type": "t", "ip_address": "a", "user_agent": "u", "accept_language": "l",
+       "referer": "f", "geo_ip": "g", "engage": "v"}
+TIME = "s"  # the timestamp in epoch milliseconds, when it reads back exactly
+MARK = b'"t":'  # a stored form starts with its type under this name (after event_id when read)
 
 
 def stored(event: dict[str, Any], resolved: Resolved) -> str:
     """The JSON text an event is stored as: its own fields and where its message is."""
-    form: dict[str, Any] = {REF: event["email_id"]}
+    form: dict[str, Any] = {OWN["type"]: event["type"], REF: event["email_id"]}
     if resolved.link in resolved.template.links:
         form[LINK] = resolved.template.links.index(resolved.link)
     elif resolved.link is not None:
         form[URL], form[NAME] = resolved.link
-    form.update((name, event[name]) for name in OWN if name in event)
+    form.update((short, event[name]) for name, short in OWN.items() if name in event)
+    stamp = str(event.get("timestamp", ""))
+    ms = _millis(stamp)
+    if ms is not None:
+        form[TIME] = ms
+    else:
+        form["timestamp"] = stamp
     return json.dumps(form, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -59,6 +69,7 @@ def expand(form: dict[str, Any], record: Optional[MessageRecord],
     message_key, template_id = reference(form)
     template = template or Template()
     record = record or MessageRecord(template_id=template_id)
+    form = {name: form[short] for name, short in OWN.items() if short in form} | form
     kind = str(form["type"])
     link: Optional[Link] = None
     if LINK in form:
@@ -71,8 +82,25 @@ def expand(form: dict[str, Any], record: Optional[MessageRecord],
                          str(form.get("referer", "")))
     event = build_event(kind, Resolved(message_key, template, record, link), facts, 0,
                         form.get("engage"))
-    event["timestamp"] = form.get("timestamp", "")
+    event["timestamp"] = (iso_time(form[TIME] / 1000) if TIME in form
+                          else form.get("timestamp", ""))
     return event
+
+
+def timestamp_of(stored_text: bytes | str) -> str:
+    """The timestamp of a stream entry's ``e`` field, stored whole or as a stored form."""
+    form = json.loads(stored_text)
+    return iso_time(form[TIME] / 1000) if TIME in form else str(form.get("timestamp", ""))
+
+
+def _millis(stamp: str) -> int | None:
+    """Epoch milliseconds of a SparkPost timestamp that ``iso_time`` gives back exactly."""
+    try:
+        moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    ms = round(moment.timestamp() * 1000)
+    return ms if iso_time(ms / 1000) == stamp else None
 
 
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes], shard: int) -> dict[str, Any]:

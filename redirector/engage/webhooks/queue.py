@@ -74,8 +74,10 @@ for _, entry in ipairs(entries) do
   if fields then
     for i = 1, #fields, 2 do if fields[i] == 'e' then json = fields[i + 1] end end
   end
-  -- engage.store.events writes "type" first; anything else is decoded
-  local kind = json and string.match(json, '^{"type":"([%w_]+)"')
+  -- engage.store.events writes "type" first (whole) or "t" (engage.store.eventforms);
+  -- anything else is decoded
+  local kind = json and (string.match(json, '^{"t":"([%w_]+)"')
+                         or string.match(json, '^{"type":"([%w_]+)"'))
   if json and not kind then
     local ok, event = pcall(cjson.decode, json)
     if ok and type(event) == 'table' then kind = event['type'] end
