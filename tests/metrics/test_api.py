@@ -23,7 +23,6 @@ from metrics_recount import (
     stream_events,
 )
 
-from engage.metrics import api as metricsapi
 from engage.metrics import buckets
 from engage.store import aggregates, keys
 from engage.store.events import EventLog
