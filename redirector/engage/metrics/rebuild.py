@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import redis
 
+from engage.metrics import fold
+from engage.metrics.buckets import run_calls
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
 from engage.store.events import score_of
-from engage.store.redisconn import hash_fields, readable_shards, stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
+from engage.store.scripts.fold import REPLACE_LUA, RESET_LUA
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
 log = logging.getLogger(__name__)
 
 HOUR = aggregates.HOUR
 CHUNK = 2000
+PAUSE = 600  # seconds the fold waits, renewed per shard (engage.metrics.fold.pause)
 
 
 class RebuildError(Exception):
@@ -52,14 +57,13 @@ class Report:
 
 
 def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_days: int,
-            now: float, shards: Iterable[int] | None = None) -> Report:
-    """Replace the aggregates of the whole hours in [start, end) of ``shards`` (default:
-    every shard and layout 1); see the module text. Every shard's stream is checked
-    before anything is written, so a refused window changes nothing."""
+            now: float) -> Report:
+    """Replace the aggregates of the whole hours in [start, end) (every shard and layout
+    1); see the module text. Every shard's stream is checked before anything is
+    written, so a refused window changes nothing."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
     start = start // HOUR * HOUR
-    wanted = readable_shards(client, prefix) if shards is None else tuple(shards)
-    bounds = {shard: found for shard in wanted
+    bounds = {shard: found for shard in readable_shards(client, prefix)
               if (found := _stream_bounds(client, keys.events(prefix, shard), shard))}
     if not bounds:
         raise RebuildError("there are no raw events to rebuild from")
@@ -73,16 +77,25 @@ def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_da
                            "current one")
     report = Report(aggregates.hour_of(start), aggregates.hour_of(end - HOUR),
                     (end - start) // HOUR)
-    for shard, (oldest, last, _) in bounds.items():
-        _rebuild_shard(client, prefix, shard, Replay(start, end), oldest, last,
-                       retention_days, report)
-        report.shards += 1
+    totals: dict[tuple[str, str], Counter[str]] = {}
+    fold.pause(client, prefix, PAUSE)
+    try:
+        for shard, (oldest, last, _) in bounds.items():
+            fold.pause(client, prefix, PAUSE)
+            replay = Replay(start, end)
+            _rebuild_shard(client, prefix, shard, replay, oldest, last, report)
+            for bucket, counts in replay.buckets.items():
+                totals.setdefault(bucket, Counter()).update(counts)
+            report.shards += 1
+        _write(client, prefix, start, end, set(bounds), totals, retention_days)
+    finally:
+        fold.resume(client, prefix)
     return report
 
 
 def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay, oldest: int,
-                   last: bytes, retention_days: int, report: Report) -> None:
-    """One shard: its stream replayed with its overrides, its buckets and flags written."""
+                   last: bytes, report: Report) -> None:
+    """One shard: its stream replayed with its overrides into ``replay``, its flags fixed."""
     overridden: set[str] = set()
     for entries in _chunks(client, keys.events(prefix, shard), last):
         overrides = client.hmget(keys.verdicts(prefix, shard),
@@ -97,7 +110,6 @@ def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay,
     statuses = _statuses(client, prefix, shard, replay.wanted_status() | (overridden - {""}))
     replay.finish({message: flags_before(status, replay.messages[message], oldest)
                    for message, status in statuses.items() if message in replay.messages})
-    _write(client, prefix, shard, replay, retention_days)
     report.flags_fixed += _fix_flags(client, prefix, shard, replay, overridden, statuses,
                                      oldest, score_of(last, shard))
 
@@ -160,21 +172,31 @@ def _statuses(client: redis.Redis, prefix: str, shard: int,
     return found
 
 
-def _write(client: redis.Redis, prefix: str, shard: int, replay: Replay,
-           retention_days: int) -> None:
-    """Each hour's engagement and link hashes of the shard replaced in one MULTI (never
-    half-written)."""
-    for hour_time in range(replay.start, replay.end, HOUR):
+def _write(client: redis.Redis, prefix: str, start: int, end: int, shards: set[int],
+           totals: dict[tuple[str, str], Counter[str]], retention_days: int) -> None:
+    """Hour by hour: the engagement and link buckets of the rebuilt shards deleted (and
+    their folding copies), each shard's fold sequence moved on (RESET_LUA), then the
+    hour's totals written as its folded buckets (REPLACE_LUA), marked with those
+    numbers so that a fold of an older claim cannot add it again."""
+    reset = client.register_script(RESET_LUA)
+    replace = client.register_script(REPLACE_LUA)
+    order = sorted(shards - {keys.LAYOUT1})
+    for hour_time in range(start, end, HOUR):
         hour = aggregates.hour_of(hour_time)
-        pipe = client.pipeline(transaction=True)
-        for kind in ("e", "l"):
-            key = keys.aggregate(prefix, shard, kind, hour)
-            pipe.delete(key)
-            counts = replay.buckets.get((kind, hour))
-            if counts and retention_days:
-                pipe.hset(key, mapping=hash_fields(counts))
-                pipe.expireat(key, aggregates.expires_at(hour, retention_days))
-        pipe.execute()
+        if keys.LAYOUT1 in shards:  # never folded: its buckets only (each in its own slot)
+            for kind in ("e", "l"):
+                client.delete(keys.aggregate(prefix, keys.LAYOUT1, kind, hour))
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([*(name(prefix, shard, kind, hour) for name in (keys.aggregate, keys.folding)
+                for kind in ("e", "l")), keys.fold_seq(prefix, shard)], []) for shard in order]
+        numbers = list(run_calls(client, reset, calls))
+        marks = [item for shard, number in zip(order, numbers) for item in (shard, number)]
+        expiry = aggregates.expires_at(hour, retention_days) if retention_days else 1
+        writes = [([keys.folded(prefix, kind, hour)],
+                   [expiry, len(marks) // 2, *marks,
+                    *(item for pair in totals.get((kind, hour), Counter()).items()
+                      for item in pair)]) for kind in ("e", "l")]
+        list(run_calls(client, replace, writes))
 
 
 def _fix_flags(client: redis.Redis, prefix: str, shard: int, replay: Replay,
