@@ -218,7 +218,8 @@ def stored_totals(client: Any, prefix: str = "engage:", kinds: str = "sel"
     over the shards' buckets, the folded bucket and the folding copies a reader would
     count (engage.metrics.buckets), the marks (``#`` fields) left out."""
     totals: dict[tuple[str, str], dict[bytes, int]] = {}
-    for raw in client.keys(f"{prefix}*"):
+    every = {"target_nodes": client.PRIMARIES} if hasattr(client, "PRIMARIES") else {}
+    for raw in client.keys(f"{prefix}*", **every):
         name = raw.decode()
         family = keys.family_of(prefix, name)
         if family is None or family.name not in ("aggregates", "folded aggregates",

@@ -25,8 +25,10 @@ claims again, merges once and drops: nothing lost or counted twice. Readers coun
 copy only while its number is above its shard's mark. Runs may overlap (several
 workers): each step is decided inside one script.
 
-Bounded: a run folds at most ``max_hours`` hours, each in three pipelined round trips
-of small scripts (one shard bucket per script: what one shard wrote in one hour). It
+Bounded: a run folds at most ``max_hours`` hours and starts none after FOLD_SECONDS
+(unless ``start`` is given: ``engage metrics fold --from``), each hour in three pipelined
+round trips of small scripts (one shard bucket per script: what one shard wrote in one
+hour). It
 starts at the cursor (engage.store.keys.fold_cursor, or the oldest retained hour) and
 moves it past each hour done; hours written after the cursor passed are read right
 and folded by ``engage metrics fold --from``. ``engage metrics rebuild`` pauses it.
@@ -52,7 +54,8 @@ log = logging.getLogger(__name__)
 HOUR = aggregates.HOUR
 GRACE = 3600  # an hour is folded once it ended this long ago
 FOLD_EVERY = 60.0  # seconds between the webhooks worker's runs
-FOLD_HOURS = 48  # hours per run
+FOLD_HOURS = 720  # hours per run at most ...
+FOLD_SECONDS = 2.0  # ... and no hour started after this long (empty hours take ~3 ms)
 TRIES = 3  # folds of one hour in a run while writes keep coming
 
 
@@ -108,10 +111,12 @@ def run(client: redis.Redis, prefix: str, now: float, retention_days: int,
     oldest = int(now - retention_days * 86400) // HOUR * HOUR
     saved = int(state.get("next") or oldest)
     first = max(oldest, saved if start is None else start // HOUR * HOUR)
-    position = first
+    position, deadline = first, time.monotonic() + FOLD_SECONDS
     for hour in range(first, min(closed_before(now), first + max_hours * HOUR), HOUR):
         if float(client.hget(cursor, "paused") or 0) > time.time():
             report.paused = True
+            break
+        if report.hours and time.monotonic() > deadline and start is None:
             break
         for _ in range(TRIES):
             merged, done = fold_hour(client, prefix, aggregates.hour_of(hour), retention_days)
