@@ -7,6 +7,7 @@ hours is exact; forget renames folded fields; the same on a Redis Cluster."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from metrics_recount import ALL, event_for, hour_start, make_traffic, register, stored_totals
@@ -225,3 +226,28 @@ def test_on_a_redis_cluster(cluster, first_hour):
     assert rebuild(cluster, prefix, first_hour - 3600, first_hour + 12 * 3600, 400,
                    time.time()).events > 0
     assert summary(cluster, prefix, first_hour) == before
+
+
+def test_the_cli_and_the_webhooks_worker_fold(web_redis, rclient, events, first_hour, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from engage.settings import Settings
+    from engage.webhooks.worker import Worker
+
+    make_traffic(LinkStore(rclient, P), events, first_hour, messages=20, seed=2)
+    before = summary(rclient, P, first_hour)
+    config = tmp_path / "engage.conf"
+    config.write_text("")
+    env = {**os.environ, "ENGAGE_CONFIG": str(config), "ENGAGE_REDIS_URL": web_redis.url,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "redirector")}
+    done = subprocess.run([sys.executable, "-m", "engage.admin.cli", "metrics", "fold", "--from",
+                           time.strftime("%Y-%m-%dT%H:%M", time.gmtime(first_hour)), "--hours", "3"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("folded 3 hours ("), done.stderr
+    assert summary(rclient, P, first_hour) == before and shard_buckets(rclient)
+    rclient.hset(keys.fold_cursor(P), "next", first_hour)
+    worker = Worker(rclient, Settings(redis_url=web_redis.url))
+    assert worker.folder.tick().hours > 3 and worker.folder.tick() is None  # once a minute
+    assert shard_buckets(rclient) == [] and summary(rclient, P, first_hour) == before
