@@ -2,8 +2,8 @@
 aggregates (engage.store.aggregates).
 
 ``parse_metrics_query`` is pure: request arguments -> MetricsQuery, or BadParameter naming
-the parameter. ``run`` reads every bucket in range, of every shard and of layout 1 (the
-buckets are kept per shard: engage.store.keys, engage.metrics.buckets) and sums it into
+the parameter. ``run`` reads every bucket in range, folded hours and every shard's and
+layout 1's buckets (engage.metrics.buckets, engage.metrics.fold) and sums it into
 SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
 campaign_id / sending_domain / link_name, or one per period with ``ts`` (time-series).
 Hour is the finest precision (buckets are hourly); from/to widen to whole periods.

@@ -3,15 +3,21 @@
 For when verdicts were recomputed. Shard by shard (engage.store.keys; layout 1 is one
 more), as the append script saw it: the shard's retained stream ``{p}{tag}events`` is
 replayed in order with the overrides of its ``{p}{tag}verdicts`` applied (field = public
-event_id, value = the new ``engage`` object), and the shard's engagement and link buckets
-of the window are replaced. A message's events, status and counts are all in its shard,
-so each shard is rebuilt alone, and each write touches one shard's keys (one slot on a
-Redis Cluster). Sent counts are not in the events and stay as they are. The nonprefetched
+event_id, value = the new ``engage`` object). A message's events, status and counts are
+all in its shard, so each shard is replayed alone; the replays' counts are added up and
+each hour of the window is then written as its folded bucket (engage.metrics.fold: a
+folded hour holds every shard's counts, so every shard is always rebuilt): the shards'
+engagement and link buckets and folding copies of the hour deleted and the shards' fold
+numbers moved on (one script per shard, in its slot), then the folded buckets replaced
+(one script), so a fold of a claim made before cannot add it again. The fold is paused
+meanwhile. Sent counts are not in the events and stay as they are. The nonprefetched
 flags of messages with an overridden event are corrected too, so later events count right.
-Limits: a window older than a retained stream cannot be rebuilt (refused, not guessed); a
-shard with no stream (layout 1 once its events expired) keeps its buckets as they are;
-the current hour is left to the live path; whether a message was opened or clicked before
-the oldest retained event is told by its status hash (counts and flag event_ids).
+Limits: a window older than a retained stream cannot be rebuilt (refused, not guessed);
+layout 1 without a stream keeps its buckets as they are, a layout-2 shard without one
+(no events) gives no counts; the current hour is left to the live path; whether a
+message was opened or clicked before the oldest retained event is told by its status
+hash (counts and flag event_ids); a count written to a past hour of the window between
+its shard's replay and the write is dropped (as before folding: a replay is a snapshot).
 The arithmetic of the replay is engage.metrics.replay's; this module reads and writes Redis.
 """
 from __future__ import annotations
