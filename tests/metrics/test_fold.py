@@ -21,7 +21,6 @@ from engage.metrics.rebuild import rebuild
 from engage.store import aggregates, keys
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
-from engage.store.redisconn import connect
 from engage.store.scripts.fold import CLAIM_LUA, MERGE_LUA
 from support.forgetworld import World
 from support.redisdump import traces
@@ -195,18 +194,10 @@ def test_forget_renames_the_fields_of_folded_hours_and_folding_copies(redis_clie
     assert redis_client.hgetall(keys.folded(P, "l", hour)).get(cut.encode()) == b"11"
 
 
-@pytest.fixture
-def cluster(redis_cluster):
-    redis_cluster.flush()
-    client = connect(redis_cluster.url)
-    yield client
-    client.close()
-
-
-def test_on_a_redis_cluster(cluster, first_hour):
+def test_on_a_redis_cluster(cluster_client, first_hour):
     """Shards on three masters, folded days in slots of their own: a fold stopped after
     some claims and merges, then finished; sums unchanged throughout."""
-    prefix = "mc:"
+    prefix, cluster = "mc:", cluster_client
     make_traffic(LinkStore(cluster, prefix), EventLog(cluster, prefix), first_hour,
                  messages=40, seed=8)
     before, totals = summary(cluster, prefix, first_hour), stored_totals(cluster, prefix)

@@ -25,7 +25,6 @@ from engage.metrics.rebuild import rebuild
 from engage.store import aggregates, keys
 from engage.store.events import EventLog
 from engage.store.links import LinkStore
-from engage.store.redisconn import connect
 
 KEY = {"Authorization": "test-key-1-abcdefghijkl"}
 API = "/api/v1/metrics"
@@ -117,17 +116,9 @@ def test_a_rebuild_keeps_layout_1_buckets_when_their_stream_is_gone(rclient, eve
             for kind in "el"} == old
 
 
-@pytest.fixture
-def cluster(redis_cluster):
-    redis_cluster.flush()
-    client = connect(redis_cluster.url)
-    yield client
-    client.close()
-
-
-def test_on_a_redis_cluster_the_shards_spread_and_are_summed(cluster, first_hour):
+def test_on_a_redis_cluster_the_shards_spread_and_are_summed(cluster_client, first_hour):
     """An untagged prefix: each shard in its own slot, the slots on three masters."""
-    prefix = "mc:"
+    prefix, cluster = "mc:", cluster_client
     now = time.time()
     sent = make_traffic(LinkStore(cluster, prefix), EventLog(cluster, prefix), first_hour,
                         messages=40, seed=8)
