@@ -110,6 +110,16 @@ def redis_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
+def cluster_client(redis_cluster: RedisClusterServers) -> Iterator[Any]:
+    """A client of the session's Redis Cluster, flushed before the test."""
+    from engage.store.redisconn import connect
+    redis_cluster.flush()
+    client = connect(redis_cluster.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def failover_cluster(engage_tmp: Path) -> Iterator[RedisClusterServers]:
     _need(shutil.which("redis-cli") is not None, "redis-cli is not installed (run scripts/install-deps)")
     index = _state["failover"] = _state.get("failover", 0) + 1

@@ -208,3 +208,33 @@ def recount_links(events: list[dict[str, Any]], start: int, end: int,
 
 def nonzero(rows: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {key: counts for key, counts in rows.items() if any(counts.values())}
+
+
+def stored_totals(client: Any, prefix: str = "engage:", kinds: str = "sel"
+                  ) -> dict[tuple[str, str], dict[bytes, int]]:
+    """What the hourly buckets hold, however kept: per (kind, hour), every counter summed
+    over the shards' buckets, the folded bucket and the folding copies a reader would
+    count (engage.metrics.buckets), the marks (``#`` fields) left out."""
+    totals: dict[tuple[str, str], dict[bytes, int]] = {}
+    every = {"target_nodes": client.PRIMARIES} if hasattr(client, "PRIMARIES") else {}
+    for raw in client.keys(f"{prefix}*", **every):
+        name = raw.decode()
+        family = keys.family_of(prefix, name)
+        if family is None or family.name not in ("aggregates", "folded aggregates",
+                                                 "folding aggregates"):
+            continue
+        hour = name.removesuffix(":folding")[-13:]
+        kind = name.removesuffix(":folding")[-15]
+        if kind not in kinds:
+            continue
+        fields = client.hgetall(name)
+        if family.name == "folding aggregates":
+            mark = client.hget(keys.folded(prefix, kind, hour),
+                               f"#{keys.shard_of_key(prefix, name)}")
+            if int(fields[b"#"]) <= int(mark or 0):
+                continue  # merged already
+        into = totals.setdefault((kind, hour), {})
+        for field, value in fields.items():
+            if not field.startswith(b"#"):
+                into[field] = into.get(field, 0) + int(value)
+    return {key: value for key, value in totals.items() if value}

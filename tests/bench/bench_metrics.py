@@ -11,9 +11,12 @@
    status hash.
 2. Memory: ``--memory-events`` events over ``--days`` days across ``--campaigns``
    campaigns (2 sending domains, 5 named links each, 30 % non-human verdicts), appended
-   with their real timestamps: MEMORY USAGE of every ``agg:`` key; then the time the
+   with their real timestamps: MEMORY USAGE of every aggregate key and the time the
    metrics API takes over the whole window (median of ``--repeat`` runs, and the Redis
-   time of one: INFO commandstats), and ``engage metrics rebuild`` of one day.
+   time of one: INFO commandstats), kept per shard; then the time to fold every closed
+   hour (engage.metrics.fold, run after run as the webhooks worker would, without its
+   minute between runs) and the same figures again; and ``engage metrics rebuild`` of
+   one day.
    Message keys are random-looking (base64url), so messages spread over the 24 shards.
 Redis is a private redis-server (AOF on, as in production, for part 1), stopped at the end.
 """
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
+from engage.metrics import fold  # noqa: E402
 from engage.metrics.api import parse_metrics_query  # noqa: E402
 from engage.metrics.api import run as metrics_run  # noqa: E402
 from engage.metrics.rebuild import rebuild  # noqa: E402
@@ -140,18 +144,43 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int, repeat: i
     for offset in range(0, count, 5000):
         log.append_many(event(rng, m, campaigns, when) for when, m in planned[offset:offset + 5000])
     elapsed = time.perf_counter() - started
-    totals = {kind: [0, 0] for kind in aggregates.KINDS}
-    for key in client.scan_iter("engage:*agg:*", count=1000):
-        kind = key.decode().split("agg:")[1][0]
-        totals[kind][0] += 1
-        totals[kind][1] += client.memory_usage(key, samples=0)
-    keys = sum(n for n, _ in totals.values())
-    size = sum(b for _, b in totals.values())
     print(f"2. {count} events over {days} days, {campaigns} campaigns x 2 domains x 5 links, "
           f"{messages} messages (appended in {elapsed:.0f} s, {count / elapsed:.0f}/s pipelined)")
-    print(f"   aggregates: {keys} keys, {size / 2**20:.2f} MiB "
+    queries(client, start, days, repeat, "kept per shard")
+    began, runs, folded = time.perf_counter(), 0, 0
+    while (report := fold.run(client, "engage:", time.time(), 400, start=None)).hours:
+        runs, folded = runs + 1, folded + report.buckets
+    took = time.perf_counter() - began
+    print(f"   fold of every closed hour: {took:.1f} s in {runs} runs of at most "
+          f"{fold.FOLD_SECONDS:g} s ({folded} shard buckets merged; 400 days of hours walked)")
+    queries(client, start, days, repeat, "closed hours folded")
+    day = end - 86400
+    began = time.perf_counter()
+    report = rebuild(client, "engage:", day, end, 400, time.time())
+    print(f"   rebuild of the last day: {time.perf_counter() - began:.1f} s "
+          f"(replays all {report.events} retained events)")
+
+
+def aggregate_memory(client: redis.Redis) -> dict[str, list[int]]:
+    """Keys and bytes per kind (s, e, l, d), shard buckets and folded ones together."""
+    totals = {kind: [0, 0] for kind in (*aggregates.KINDS, "d")}
+    for key in client.scan_iter("engage:*", count=1000):
+        family = keys.family_of("engage:", key.decode())
+        if family and family.name in ("aggregates", "recipient domains", "folded aggregates",
+                                      "folding aggregates"):
+            kind = key.decode().removesuffix(":folding")[-15]
+            totals[kind][0] += 1
+            totals[kind][1] += client.memory_usage(key, samples=0)
+    return totals
+
+
+def queries(client: redis.Redis, start: int, days: int, repeat: int, state: str) -> None:
+    totals = aggregate_memory(client)
+    size = sum(b for _, b in totals.values())
+    print(f"   {state}: aggregates {sum(n for n, _ in totals.values())} keys, "
+          f"{size / 2**20:.2f} MiB ("
           + ", ".join(f"{kind} {n} keys {b / 2**20:.2f} MiB" for kind, (n, b) in totals.items())
-          + f"; {size / (days * 24):.0f} B per hour; a year at this rate: "
+          + f"); {size / (days * 24):.0f} B per hour; a year at this rate: "
           f"{size / days * 365 / 2**20:.0f} MiB")
     frm = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(start))
     everything = ",".join(aggregates.ENGAGEMENT) + ",count_sent"
@@ -159,7 +188,7 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int, repeat: i
                          ("link-name", {"metrics": "count_clicked,count_raw_clicked"})):
         query = parse_metrics_query(group, {"from": frm, "metrics": everything, **extra},
                                     time.time())
-        took, rows, inside = [], [], 0.0
+        took, rows, inside, stats = [], [], 0.0, {}
         for _ in range(repeat):
             client.config_resetstat()
             began = time.perf_counter()
@@ -172,11 +201,6 @@ def memory(client: redis.Redis, count: int, days: int, campaigns: int, repeat: i
         print(f"   metrics API /{group or '(summary)'} over {days} days: median "
               f"{statistics.median(took):.0f} ms, min {min(took):.0f} ms of {repeat} "
               f"({len(rows)} rows); in Redis {inside:.0f} ms in {calls} script calls")
-    day = end - 86400
-    began = time.perf_counter()
-    report = rebuild(client, "engage:", day, end, 400, time.time())
-    print(f"   rebuild of the last day: {time.perf_counter() - began:.1f} s "
-          f"(replays all {report.events} retained events)")
 
 
 def main() -> None:

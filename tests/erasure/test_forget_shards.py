@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from engage.erasure.forget import Forgetter
 from engage.erasure.scrub import Address
 from engage.erasure.streams import StreamEraser
 from engage.store import aggregates, keys
 from engage.store.events import score_of
 from engage.store.links import MessageRecord
-from engage.store.redisconn import connect
 from support.forgetworld import P, World, layout1_score, stream_ids
 from support.redisdump import traces
 
@@ -117,14 +114,6 @@ def test_index_keys_named_after_the_address_go_in_every_shard(redis_client):
         redis_client.zadd(keys.event_index(P, shard, "click", "r", JANE.lower()), {"1-0": 1000})
     summary = Forgetter(redis_client, P).forget(Address.parse(JANE))
     assert summary.index_keys == 3 and traces(redis_client, JANE) == []
-
-
-@pytest.fixture
-def cluster_client(redis_cluster):
-    redis_cluster.flush()
-    client = connect(redis_cluster.url)
-    yield client
-    client.close()
 
 
 def masters_of(client, names) -> set[int]:

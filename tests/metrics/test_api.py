@@ -23,7 +23,6 @@ from metrics_recount import (
     stream_events,
 )
 
-from engage.metrics import api as metricsapi
 from engage.metrics import buckets
 from engage.store import aggregates, keys
 from engage.store.events import EventLog
@@ -66,13 +65,13 @@ def windows(first_hour: int) -> list[tuple[int, int]]:
             (first_hour + 5 * 3600 + 1, first_hour + 6 * 3600 + 3599)]
 
 
-@pytest.mark.parametrize("chunk,calls", [(metricsapi.CHUNK_HOURS, buckets.PIPELINE_CALLS),
+@pytest.mark.parametrize("chunk,calls", [(buckets.CHUNK_HOURS, buckets.PIPELINE_CALLS),
                                          (5, 7)])
 def test_every_metric_of_every_grouping_equals_the_recount(client, traffic, first_hour, chunk,
                                                            calls, monkeypatch):
     """(Also with Redis summing 5 hours per call, 7 calls per round trip: periods, groups
     and shards span calls and round trips.)"""
-    monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
+    monkeypatch.setattr(buckets, "CHUNK_HOURS", chunk)
     monkeypatch.setattr(buckets, "PIPELINE_CALLS", calls)
     sent, stream = traffic
     assert len(stream) > 150 and {e.get("engage", {}).get("verdict") for e in stream} >= {
@@ -115,9 +114,9 @@ def test_filters_and_the_separator_in_names(client, traffic, first_hour):
     assert "a|b%c" in by(rows, "campaign_id") and "footer|x" in by(links, "link_name")
 
 
-@pytest.mark.parametrize("chunk", [metricsapi.CHUNK_HOURS, 7])
+@pytest.mark.parametrize("chunk", [buckets.CHUNK_HOURS, 7])
 def test_time_series_by_day_in_a_time_zone(client, traffic, first_hour, chunk, monkeypatch):
-    monkeypatch.setattr(metricsapi, "CHUNK_HOURS", chunk)
+    monkeypatch.setattr(buckets, "CHUNK_HOURS", chunk)
     sent, stream = traffic
     zone = ZoneInfo("America/New_York")
     start, end = first_hour - 2 * 86400, first_hour + 12 * 3600

@@ -25,6 +25,7 @@ from metrics_recount import (
     recount_links,
     register,
     shard_of_event,
+    stored_totals,
     stream_events,
     with_overrides,
 )
@@ -92,16 +93,19 @@ def assert_api_equals_recount(client, stream, sent, low, high):
 def test_without_overrides_a_rebuild_reproduces_the_live_buckets(rclient, traffic, first_hour):
     live, sent_before, flags = buckets(rclient), buckets(rclient, "engage:*agg:s:*"), statuses(rclient)
     assert len(live) > 10 and len({keys.shard_of_key("engage:", key.decode()) for key in live}) > 5
+    totals = stored_totals(rclient, kinds="el")
     for key in live:
         rclient.hset(key, "r|spring|example.com", 999)  # damage to be repaired
     report = rebuild(rclient, "engage:", first_hour - 3600, first_hour + 12 * 3600, 400,
                      time.time())
-    assert buckets(rclient) == live
+    assert stored_totals(rclient, kinds="el") == totals  # each hour now in one bucket
+    assert buckets(rclient) == {}
     assert buckets(rclient, "engage:*agg:s:*") == sent_before  # sent counts are kept
     assert statuses(rclient) == flags and report.flags_fixed == 0
     assert report.hours == 13 and report.events == len(traffic[1]) and report.overrides == 0
-    for key in live:
-        assert rclient.expiretime(key) == aggregates.expires_at(key.decode()[-13:], 400)
+    for kind, hour in totals:
+        folded = keys.folded("engage:", kind, hour)
+        assert rclient.expiretime(folded) == aggregates.expires_at(hour, 400)
 
 
 def test_overrides_are_applied_and_later_events_still_count_right(
@@ -146,12 +150,13 @@ def test_a_trimmed_stream_rebuilds_only_the_hours_it_still_holds(rclient, traffi
     named = re.search(r"raw events before (\S{13}):00Z", str(refused.value)).group(1)
     start = aggregates.hour_start(named)
     assert first_hour + 3 * 3600 < start < first_hour + 12 * 3600
-    live = {key: value for key, value in buckets(rclient).items()
-            if aggregates.hour_start(key.decode()[-13:]) >= start}
-    rclient.delete(*live)
+    live = {hour: value for hour, value in stored_totals(rclient, kinds="el").items()
+            if aggregates.hour_start(hour[1]) >= start}
+    rclient.delete(*(key for key in buckets(rclient)
+                     if aggregates.hour_start(key.decode()[-13:]) >= start))
     rebuild(rclient, "engage:", start, first_hour + 12 * 3600, 400, time.time())
-    assert {key: value for key, value in buckets(rclient).items()
-            if aggregates.hour_start(key.decode()[-13:]) >= start} == live
+    assert {hour: value for hour, value in stored_totals(rclient, kinds="el").items()
+            if aggregates.hour_start(hour[1]) >= start} == live
 
 
 def test_the_current_hour_is_left_to_the_live_counters(rclient, events, first_hour):
@@ -182,14 +187,14 @@ def run_cli(web_redis, tmp_path, *args):
 
 
 def test_the_cli(web_redis, rclient, traffic, first_hour, tmp_path):
-    live = buckets(rclient)
-    rclient.delete(*live)
+    live = stored_totals(rclient, kinds="el")
+    rclient.delete(*buckets(rclient))
     fmt = "%Y-%m-%dT%H:%M"
     done = run_cli(web_redis, tmp_path, "--from", time.strftime(fmt, time.gmtime(first_hour)),
                    "--to", time.strftime(fmt, time.gmtime(first_hour + 12 * 3600)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("rebuilt 12 hours (") and "verdict overrides" in done.stdout
-    assert buckets(rclient) == live
+    assert stored_totals(rclient, kinds="el") == live
     bad = run_cli(web_redis, tmp_path, "--from", "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DDTHH:MM" in bad.stderr
     rclient.delete(*(keys.events("engage:", shard) for shard in keys.shard_ids(layout1=True)))

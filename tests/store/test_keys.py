@@ -40,6 +40,10 @@ BUILT = {
     "dropped events": keys.dropped(P),
     "layout": keys.layout(P),
     "recipient domains": keys.aggregate(P, 3, "d", "2026-12-07T15"),
+    "folded aggregates": keys.folded(P, "e", "2026-12-07T15"),
+    "folding aggregates": keys.folding(P, 3, "l", "2026-12-07T15"),
+    "fold sequence": keys.fold_seq(P, 3),
+    "fold cursor": keys.fold_cursor(P),
 }
 LAYOUT1 = {  # the same families under layout 1's names (no shard tag): still claimed
     "template": keys.template(P, "tid123", keys.LAYOUT1),

@@ -2,7 +2,8 @@
 ``engage forget <address>`` erases a recipient (engage.erasure.forget).
 ``engage verdicts`` recomputes verdicts and checks their rules (engage.verdicts.cli).
 ``engage dashboard-user NAME`` prints a ``[dashboard] users`` entry for a new password.
-``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events.
+``engage metrics rebuild`` recomputes the metrics aggregates of a window from the raw events;
+``engage metrics fold`` folds closed hours now (engage.metrics.fold).
 ``engage purge-data`` deletes every engage key from Redis (engage.admin.purge).
 ``engage migrate-layout`` moves layout-1 data into the shards of layout 2 (engage.admin.migrate).
 ``engage api-key new`` prints a new events API key.
@@ -27,7 +28,9 @@ from engage.admin import doctor, migrate, purge
 from engage.dashboard.passwords import make_hash
 from engage.erasure.forget import Forgetter, Summary
 from engage.erasure.scrub import Address
+from engage.metrics import fold
 from engage.metrics import rebuild as metricsrebuild
+from engage.store.events import EventError
 from engage.store.redisconn import connect
 from engage.verdicts import cli as verdictscli
 
@@ -175,6 +178,28 @@ def _metrics_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rebuild.add_argument("--to", dest="end", type=_hour, metavar="YYYY-MM-DDTHH:MM",
                          help="end, exclusive (UTC; default: the start of the current hour)")
     rebuild.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+    folding = actions.add_parser(
+        "fold", help="fold closed hours into one bucket each now",
+        description="Merge the shards' buckets of closed hours into one per hour (the "
+        "webhooks worker does it every minute). With --from, from that hour on (hours "
+        "written late), else from where the last fold stopped.")
+    folding.add_argument("--from", dest="start", type=_hour, metavar="YYYY-MM-DDTHH:MM")
+    folding.add_argument("--hours", type=int, default=fold.FOLD_HOURS,
+                         help=f"hours at most (default {fold.FOLD_HOURS})")
+    folding.add_argument("--config", help=f"settings file (default {settings_mod.DEFAULT_CONFIG})")
+
+
+def metrics_fold(args: argparse.Namespace) -> int:
+    settings = settings_mod.load_or_exit("engage", args.config)
+    try:
+        report = fold.run(connect(settings.redis_url, timeout=30.0), settings.key_prefix,
+                          time.time(), settings.metrics_retention_days, args.hours, args.start)
+    except (redis.RedisError, EventError) as exc:
+        print(f"engage: fold failed (run it again to finish): {exc}", file=sys.stderr)
+        return 1
+    print(f"folded {report.hours} hours ({report.buckets} shard buckets merged); "
+          + ("paused by a rebuild" if report.paused else f"next: {report.next_hour}:00Z"))
+    return 0
 
 
 def metrics_rebuild(args: argparse.Namespace) -> int:
@@ -253,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verdicts":
         return verdictscli.run(args)
     if args.command == "metrics":
-        return metrics_rebuild(args)
+        return metrics_fold(args) if args.action == "fold" else metrics_rebuild(args)
     if args.command == "dashboard-user":
         return dashboard_user(args)
     options = doctor.Options(config=args.config, postfix_config=args.postfix_config,

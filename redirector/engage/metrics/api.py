@@ -2,8 +2,8 @@
 aggregates (engage.store.aggregates).
 
 ``parse_metrics_query`` is pure: request arguments -> MetricsQuery, or BadParameter naming
-the parameter. ``run`` reads every bucket in range, of every shard and of layout 1 (the
-buckets are kept per shard: engage.store.keys, engage.metrics.buckets) and sums it into
+the parameter. ``run`` reads every bucket in range, folded hours and every shard's and
+layout 1's buckets (engage.metrics.buckets, engage.metrics.fold) and sums it into
 SparkPost's shapes: ``{"results": [{...}]}`` with one object (summary), one per
 campaign_id / sending_domain / link_name, or one per period with ``ts`` (time-series).
 Hour is the finest precision (buckets are hourly); from/to widen to whole periods.
@@ -14,17 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from itertools import groupby
 from typing import Any
 
 import redis
 
-from engage.metrics.buckets import run_calls
+from engage.metrics.buckets import sum_hours
 from engage.metrics.periods import hour_names, hours, period_label, period_start
 from engage.query import MISSING, BadParameter, parse_delimiter, parse_list, parse_time, parse_zone
-from engage.store import aggregates, keys
-from engage.store.redisconn import readable_shards
-from engage.store.scripts.metrics import SUM_LUA
+from engage.store import aggregates
 
 # Route tail -> the key each result is grouped by ("" = one summary object).
 GROUPS = {"": "", "campaign": "campaign_id", "sending-domain": "sending_domain",
@@ -54,8 +51,6 @@ NOT_KEPT = frozenset((
 
 ALL_METRICS = frozenset(aggregates.SENT) | frozenset(aggregates.ENGAGEMENT) | frozenset(
     aggregates.LINKS)
-
-CHUNK_HOURS = 48
 
 
 @dataclass(frozen=True)
@@ -167,56 +162,18 @@ def _parse_order_by(args: Mapping[str, str], metrics: tuple[str, ...]) -> str:
 def read_sums(client: redis.Redis, prefix: str, query: MetricsQuery, now: float,
               retention_days: int) -> list[tuple[str, dict[bytes, int]]]:
     """(period label or "", {field: total}) over every bucket the query needs, summed by
-    SUM_LUA next to the data: one call per shard (and layout 1) per CHUNK_HOURS hours
-    (engage.metrics.buckets), the shards' sums added up here. Hours older than the
-    retention or more than a day ahead are known empty: not read."""
+    SUM_LUA next to the data (engage.metrics.buckets: folded hours and every shard's
+    buckets). Hours older than the retention or more than a day ahead are known empty:
+    not read."""
     codes = sorted({known_metrics(query.group)[name] for name in query.metrics})
     kinds = ["l"] if query.group == "link-name" else (
         (["s"] if "s" in codes else []) + (["e"] if set(codes) - {"s"} else []))
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
-    chunks = _chunks(query, low, min(query.end, int(now + 86400)))
-    shards = readable_shards(client, prefix)
-    calls = (([keys.aggregate(prefix, shard, kind, hour)
-               for group in groups for hour in group for kind in kinds],
-              [",".join(str(len(group) * len(kinds)) for group in groups), *codes])
-             for _, groups in chunks for shard in shards)
-    plan = (labels for labels, _ in chunks for _ in shards)
-    merged: dict[str, dict[bytes, int]] = {}  # labels in order
-    for labels, flat in zip(plan, run_calls(client, client.register_script(SUM_LUA), calls)):
-        for label, fields in _unflatten(labels, flat):
-            into = merged.setdefault(label, {})
-            for field, value in fields.items():
-                into[field] = into.get(field, 0) + value
-    return list(merged.items())
-
-
-def _chunks(query: MetricsQuery, start: int, end: int) -> list[tuple[list[str], list[list[str]]]]:
-    """The hours [start, end) as SUM_LUA calls take them: per call (CHUNK_HOURS hours),
-    the period labels and each label's hour names (aggregates.hour_of)."""
-    names = hour_names(start, end) if start < end else []
-    found = []
-    for offset in range(0, len(names), CHUNK_HOURS):
-        labels: list[str] = []
-        groups: list[list[str]] = []
-        part = range(start + offset * HOUR, start + min(offset + CHUNK_HOURS, len(names)) * HOUR, HOUR)
-        for label, group in groupby(zip(part, names[offset:offset + CHUNK_HOURS]), key=lambda item: (
-                period_label(item[0], query.precision, query.zone)
-                if query.group == "time-series" else "")):
-            labels.append(label)
-            groups.append([name for _, name in group])
-        found.append((labels, groups))
-    return found
-
-
-def _unflatten(labels: list[str], flat: list[Any]) -> list[tuple[str, dict[bytes, int]]]:
-    """SUM_LUA's reply {n, field, total, ... n, field, total ...} as one dict per label."""
-    found, position = [], 0
-    for label in labels:
-        count = int(flat[position])
-        pairs = flat[position + 1:position + 1 + 2 * count]
-        found.append((label, {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}))
-        position += 1 + 2 * count
-    return found
+    high = min(query.end, int(now + 86400))
+    names = hour_names(low, high) if low < high else []
+    labels = (period_label(hour, query.precision, query.zone) if query.group == "time-series"
+              else "" for hour in hours(low, high))
+    return sum_hours(client, prefix, list(zip(labels, names)), kinds, codes)
 
 
 def summarize(query: MetricsQuery,

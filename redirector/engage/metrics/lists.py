@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import groupby
 
 import redis
 
@@ -57,20 +58,30 @@ def list_values(client: redis.Redis, prefix: str, query: ListQuery, now: float,
                 retention_days: int) -> list[str]:
     """The distinct values with data in the window, containing ``match``, sorted, at most
     ``limit``: the union of LIST_LUA calls, one per shard (and layout 1) per
-    LIST_CHUNK_HOURS hours (engage.metrics.buckets)."""
+    LIST_CHUNK_HOURS hours, then one per day of folded hours (engage.metrics.buckets)."""
     column = LISTS[query.name]
     if column < 0:
         return []
     low = max(query.start, int(now - retention_days * 86400) // HOUR * HOUR - HOUR)
     wanted = hour_names(low, min(query.end, int(now + 86400)))
     kinds, shards = ["d"] if column == 0 else ["s", "e"], readable_shards(client, prefix)
-    calls = (([keys.aggregate(prefix, shard, kind, hour)
-               for hour in wanted[offset:offset + LIST_CHUNK_HOURS] for kind in kinds],
-              ["s" if column == 0 else "h"])
-             for offset in range(0, len(wanted), LIST_CHUNK_HOURS) for shard in shards)
-    found = {_list_value(raw, column)
-             for reply in run_calls(client, client.register_script(LIST_LUA), calls)
+    script = client.register_script(LIST_LUA)
+    parts = [wanted[offset:offset + LIST_CHUNK_HOURS]
+             for offset in range(0, len(wanted), LIST_CHUNK_HOURS)]
+    calls = (([name(prefix, shard, kind, hour) for hour in part for kind in kinds
+               for name in (keys.aggregate, keys.folding)
+               if kind != "d" and shard != keys.LAYOUT1 or name is keys.aggregate],
+              ["s" if column == 0 else "h"]) for part in parts for shard in shards)
+    found = {_list_value(raw, column) for reply in run_calls(client, script, calls)
              for raw in reply}
+    # then the folded hours (recipient domains are not folded): a value moves from a
+    # shard's bucket to its folding copy in one step and is in the folded bucket before
+    # the copy goes, so reading the shards first misses none
+    days = [list(day) for _, day in groupby(wanted, key=lambda hour: hour[:10])] if column else []
+    folded = (([keys.folded(prefix, kind, hour) for hour in day for kind in kinds], ["h"])
+              for day in days)
+    found |= {_list_value(raw, column) for reply in run_calls(client, script, folded)
+              for raw in reply}
     found.discard("")
     return sorted(value for value in found if query.match in value.lower())[:query.limit]
 

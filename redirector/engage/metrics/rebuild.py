@@ -3,38 +3,49 @@
 For when verdicts were recomputed. Shard by shard (engage.store.keys; layout 1 is one
 more), as the append script saw it: the shard's retained stream ``{p}{tag}events`` is
 replayed in order with the overrides of its ``{p}{tag}verdicts`` applied (field = public
-event_id, value = the new ``engage`` object), and the shard's engagement and link buckets
-of the window are replaced. A message's events, status and counts are all in its shard,
-so each shard is rebuilt alone, and each write touches one shard's keys (one slot on a
-Redis Cluster). Sent counts are not in the events and stay as they are. The nonprefetched
+event_id, value = the new ``engage`` object). A message's events, status and counts are
+all in its shard, so each shard is replayed alone; the replays' counts are added up and
+each hour of the window is then written as its folded bucket (engage.metrics.fold: a
+folded hour holds every shard's counts, so every shard is always rebuilt): the shards'
+engagement and link buckets and folding copies of the hour deleted and the shards' fold
+numbers moved on (one script per shard, in its slot), then the folded buckets replaced
+(one script), so a fold of a claim made before cannot add it again. The fold is paused
+meanwhile. Sent counts are not in the events and stay as they are. The nonprefetched
 flags of messages with an overridden event are corrected too, so later events count right.
-Limits: a window older than a retained stream cannot be rebuilt (refused, not guessed); a
-shard with no stream (layout 1 once its events expired) keeps its buckets as they are;
-the current hour is left to the live path; whether a message was opened or clicked before
-the oldest retained event is told by its status hash (counts and flag event_ids).
+Limits: a window older than a retained stream cannot be rebuilt (refused, not guessed);
+layout 1 without a stream keeps its buckets as they are, a layout-2 shard without one
+(no events) gives no counts; the current hour is left to the live path; whether a
+message was opened or clicked before the oldest retained event is told by its status
+hash (counts and flag event_ids); a count written to a past hour of the window between
+its shard's replay and the write is dropped (as before folding: a replay is a snapshot).
 The arithmetic of the replay is engage.metrics.replay's; this module reads and writes Redis.
 """
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import redis
 
+from engage.metrics import fold
+from engage.metrics.buckets import run_calls
 from engage.metrics.replay import Replay, flags_before, is_flag
 from engage.store import aggregates, keys
 from engage.store.eventforms import timestamp_of
 from engage.store.events import EventLog, score_of
-from engage.store.redisconn import hash_fields, readable_shards, stream_entries
+from engage.store.redisconn import readable_shards, stream_entries
+from engage.store.scripts.fold import REPLACE_LUA, RESET_LUA
 from engage.store.scripts.metrics import FIX_FLAGS_LUA
 
 log = logging.getLogger(__name__)
 
 HOUR = aggregates.HOUR
 CHUNK = 2000
+PAUSE = 600  # seconds the fold waits, renewed per shard (engage.metrics.fold.pause)
 
 
 class RebuildError(Exception):
@@ -53,14 +64,13 @@ class Report:
 
 
 def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_days: int,
-            now: float, shards: Iterable[int] | None = None) -> Report:
-    """Replace the aggregates of the whole hours in [start, end) of ``shards`` (default:
-    every shard and layout 1); see the module text. Every shard's stream is checked
-    before anything is written, so a refused window changes nothing."""
+            now: float) -> Report:
+    """Replace the aggregates of the whole hours in [start, end) (every shard and layout
+    1); see the module text. Every shard's stream is checked before anything is
+    written, so a refused window changes nothing."""
     end = min(end // HOUR * HOUR, int(now) // HOUR * HOUR)
     start = start // HOUR * HOUR
-    wanted = readable_shards(client, prefix) if shards is None else tuple(shards)
-    bounds = {shard: found for shard in wanted
+    bounds = {shard: found for shard in readable_shards(client, prefix)
               if (found := _stream_bounds(client, keys.events(prefix, shard), shard))}
     if not bounds:
         raise RebuildError("there are no raw events to rebuild from")
@@ -74,16 +84,25 @@ def rebuild(client: redis.Redis, prefix: str, start: int, end: int, retention_da
                            "current one")
     report = Report(aggregates.hour_of(start), aggregates.hour_of(end - HOUR),
                     (end - start) // HOUR)
-    for shard, (oldest, last, _) in bounds.items():
-        _rebuild_shard(client, prefix, shard, Replay(start, end), oldest, last,
-                       retention_days, report)
-        report.shards += 1
+    totals: dict[tuple[str, str], Counter[str]] = {}
+    fold.pause(client, prefix, PAUSE)
+    try:
+        for shard, (oldest, last, _) in bounds.items():
+            fold.pause(client, prefix, PAUSE)
+            replay = Replay(start, end)
+            _rebuild_shard(client, prefix, shard, replay, oldest, last, report)
+            for bucket, counts in replay.buckets.items():
+                totals.setdefault(bucket, Counter()).update(counts)
+            report.shards += 1
+        _write(client, prefix, start, end, set(bounds), totals, retention_days)
+    finally:
+        fold.resume(client, prefix)
     return report
 
 
 def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay, oldest: int,
-                   last: bytes, retention_days: int, report: Report) -> None:
-    """One shard: its stream replayed with its overrides, its buckets and flags written."""
+                   last: bytes, report: Report) -> None:
+    """One shard: its stream replayed with its overrides into ``replay``, its flags fixed."""
     overridden: set[str] = set()
     log = EventLog(client, prefix)
     for entries in _chunks(client, keys.events(prefix, shard), last):
@@ -100,7 +119,6 @@ def _rebuild_shard(client: redis.Redis, prefix: str, shard: int, replay: Replay,
     statuses = _statuses(client, prefix, shard, replay.wanted_status() | (overridden - {""}))
     replay.finish({message: flags_before(status, replay.messages[message], oldest)
                    for message, status in statuses.items() if message in replay.messages})
-    _write(client, prefix, shard, replay, retention_days)
     report.flags_fixed += _fix_flags(client, prefix, shard, replay, overridden, statuses,
                                      oldest, score_of(last, shard))
 
@@ -163,21 +181,31 @@ def _statuses(client: redis.Redis, prefix: str, shard: int,
     return found
 
 
-def _write(client: redis.Redis, prefix: str, shard: int, replay: Replay,
-           retention_days: int) -> None:
-    """Each hour's engagement and link hashes of the shard replaced in one MULTI (never
-    half-written)."""
-    for hour_time in range(replay.start, replay.end, HOUR):
+def _write(client: redis.Redis, prefix: str, start: int, end: int, shards: set[int],
+           totals: dict[tuple[str, str], Counter[str]], retention_days: int) -> None:
+    """Hour by hour: the engagement and link buckets of the rebuilt shards deleted (and
+    their folding copies), each shard's fold sequence moved on (RESET_LUA), then the
+    hour's totals written as its folded buckets (REPLACE_LUA), marked with those
+    numbers so that a fold of an older claim cannot add it again."""
+    reset = client.register_script(RESET_LUA)
+    replace = client.register_script(REPLACE_LUA)
+    order = sorted(shards - {keys.LAYOUT1})
+    for hour_time in range(start, end, HOUR):
         hour = aggregates.hour_of(hour_time)
-        pipe = client.pipeline(transaction=True)
-        for kind in ("e", "l"):
-            key = keys.aggregate(prefix, shard, kind, hour)
-            pipe.delete(key)
-            counts = replay.buckets.get((kind, hour))
-            if counts and retention_days:
-                pipe.hset(key, mapping=hash_fields(counts))
-                pipe.expireat(key, aggregates.expires_at(hour, retention_days))
-        pipe.execute()
+        if keys.LAYOUT1 in shards:  # never folded: its buckets only (each in its own slot)
+            for kind in ("e", "l"):
+                client.delete(keys.aggregate(prefix, keys.LAYOUT1, kind, hour))
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([*(name(prefix, shard, kind, hour) for name in (keys.aggregate, keys.folding)
+                for kind in ("e", "l")), keys.fold_seq(prefix, shard)], []) for shard in order]
+        numbers = list(run_calls(client, reset, calls))
+        marks = [item for shard, number in zip(order, numbers) for item in (shard, number)]
+        expiry = aggregates.expires_at(hour, retention_days) if retention_days else 1
+        writes = [([keys.folded(prefix, kind, hour)],
+                   [expiry, len(marks) // 2, *marks,
+                    *(item for pair in totals.get((kind, hour), Counter()).items()
+                      for item in pair)]) for kind in ("e", "l")]
+        list(run_calls(client, replace, writes))
 
 
 def _fix_flags(client: redis.Redis, prefix: str, shard: int, replay: Replay,

@@ -13,6 +13,16 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+# The virtual shards, re-exported: modules use keys.shard_of, keys.tag ...
+from engage.store.shards import LAYOUT1 as LAYOUT1
+from engage.store.shards import SHARD_RE as SHARD_RE
+from engage.store.shards import SHARD_TAGS as SHARD_TAGS
+from engage.store.shards import SHARDS as SHARDS
+from engage.store.shards import shard_ids as shard_ids
+from engage.store.shards import shard_of as shard_of
+from engage.store.shards import shard_of_key as shard_of_key
+from engage.store.shards import tag as tag
+
 
 class Erasure(Enum):
     """What ``engage forget`` does to a family (engage.erasure.forget implements each)."""
@@ -48,18 +58,7 @@ class Family:
         return re.compile(body + r"\Z", re.S)
 
 
-
-# The virtual shards (layout 2). Everything one message's click reads and writes is in its
-# shard, named by a hash tag: on a Redis Cluster each shard is one slot, and the tags sit
-# at the centres of 24 equal slices of the 16384 slots, so the even split that
-# ``redis-cli --cluster create`` makes puts 24/n shards on each of 1, 2, 3, 4, 6, 8 or 12
-# masters. A link sent today must resolve in years: these tags never change (tested).
-SHARD_TAGS = ("8n", "bq", "ps", "ei", "wk", "3v", "md", "ss", "aq", "tk", "fi", "3w",
-              "9v", "ci", "qk", "dq", "b7", "p5", "6v", "rk", "x8", "us", "s5", "a7")
-SHARDS = len(SHARD_TAGS)
-SHARD_RE = r"(\{(?:" + "|".join(SHARD_TAGS) + r")\})?"
 BUCKET_LEN = 8  # a message key's first characters, naming its record's bucket (tokens)
-LAYOUT1 = -1  # the "shard" of layout 1 (one slot, no shard tag): read until migrated
 LAYOUT = 2
 SHARDED = "<shard>"  # in a pattern: ``{tag}`` (layout 2) or nothing (layout 1)
 MOVED = "layout 1 (no tag) is read until `engage migrate-layout` moves it to its shard"
@@ -88,6 +87,16 @@ FAMILIES = (
            "[metrics] retention_days after the hour", Erasure.REWRITE_FIELDS, MOVED),
     Family("recipient domains", "<shard>agg:d:<hour>", "set", "engage.store.links (milter)",
            "[metrics] retention_days after the hour", Erasure.NO_ADDRESS, MOVED),
+    Family("folded aggregates", "{agg<day>}<kind>:<hour>", "hash", "engage.metrics.fold",
+           "[metrics] retention_days after the hour", Erasure.REWRITE_FIELDS,
+           "none: written in layout 2 only, from the shards' aggregates"),
+    Family("folding aggregates", "<shard>agg:<kind>:<hour>:folding", "hash",
+           "engage.metrics.fold", "seconds: merged into the folded hash, then deleted",
+           Erasure.REWRITE_FIELDS, "none: written in layout 2 only"),
+    Family("fold sequence", "<shard>fold:seq", "string", "engage.metrics.fold",
+           "never (one number per shard)", Erasure.NO_ADDRESS),
+    Family("fold cursor", "fold", "hash", "engage.metrics.fold",
+           "never (the next hour to fold; a rebuild's pause)", Erasure.NO_ADDRESS),
     Family("burst", "<shard>vb:<message key>:<second>", "set", "engage.verdicts.judge",
            "5 seconds", Erasure.NO_ADDRESS),
     Family("trap clients", "<shard>vt:<message key>", "set", "engage.verdicts.judge",
@@ -148,41 +157,6 @@ _MATCH_ORDER = tuple((family.regex, family)
                      for family in sorted(FAMILIES, key=_specificity, reverse=True))
 
 
-# ------------------------------------------------------------------ shards
-def shard_of(message_key: str) -> int:
-    """The virtual shard of a message: from its key's first 24 random bits (base64url),
-    so the milter and every redirector agree without asking Redis."""
-    value = 0
-    for char in message_key[:4]:
-        value = value * 64 + _B64_VALUE.get(char, 0)
-    return value % SHARDS
-
-
-_B64_VALUE = {char: n for n, char in enumerate(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
-
-
-def shard_ids(layout1: bool = False) -> tuple[int, ...]:
-    """Every shard; with ``layout1``, layout 1's keys as one more (LAYOUT1), for readers
-    that must see data written before the migration."""
-    return tuple(range(SHARDS)) + ((LAYOUT1,) if layout1 else ())
-
-
-def tag(shard: int) -> str:
-    """``{tag}`` in front of a sharded family's name; nothing for LAYOUT1."""
-    return "" if shard == LAYOUT1 else "{" + SHARD_TAGS[shard] + "}"
-
-
-def shard_of_key(prefix: str, key: str) -> int:
-    """The shard a key under ``prefix`` is in (LAYOUT1 for an untagged key)."""
-    rest = key[len(prefix):]
-    if rest.startswith("{") and rest[3:4] == "}" and rest[1:3] in _SHARD_OF_TAG:
-        return _SHARD_OF_TAG[rest[1:3]]
-    return LAYOUT1
-
-
-_SHARD_OF_TAG = {text: n for n, text in enumerate(SHARD_TAGS)}
-
 
 def _message_tag(message_key: str, shard: int | None) -> str:
     return tag(shard_of(message_key) if shard is None else shard)
@@ -201,15 +175,8 @@ def message(prefix: str, message_key: str, shard: int | None = None) -> str:
 
 
 def message_bucket(prefix: str, message_key: str) -> str:
-    """The hash that holds the record of a message with a bucketed key
-    (engage.store.tokens.Buckets): up to 100 records of one milter, each under
-    ``record_field``, and under "" the base they are stored against."""
+    """The hash of a bucketed key's record (engage.store.tokens.record_field)."""
     return f"{prefix}{_message_tag(message_key, None)}mb:{message_key[:BUCKET_LEN]}"
-
-
-def record_field(message_key: str) -> str:
-    """The message's field in its bucket: the key's own part."""
-    return message_key[BUCKET_LEN:]
 
 
 def status(prefix: str, message_key: str, shard: int | None = None) -> str:
@@ -231,6 +198,25 @@ def verdicts(prefix: str, shard: int) -> str:
 
 def aggregate(prefix: str, shard: int, kind: str, hour: str) -> str:
     return f"{prefix}{tag(shard)}agg:{kind}:{hour}"
+
+
+def folded(prefix: str, kind: str, hour: str) -> str:
+    """One hour's aggregates of every shard (engage.metrics.fold), tagged by its UTC day:
+    a day's folded hours share a slot, so one script call reads them."""
+    return f"{prefix}{{agg{hour[:10]}}}{kind}:{hour}"
+
+
+def folding(prefix: str, shard: int, kind: str, hour: str) -> str:
+    """A shard's bucket while it is merged into the folded one (in the shard's slot)."""
+    return f"{aggregate(prefix, shard, kind, hour)}:folding"
+
+
+def fold_seq(prefix: str, shard: int) -> str:
+    return f"{prefix}{tag(shard)}fold:seq"
+
+
+def fold_cursor(prefix: str) -> str:
+    return f"{prefix}fold"
 
 
 def burst(prefix: str, message_key: str, second: int) -> str:

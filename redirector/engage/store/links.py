@@ -51,7 +51,7 @@ from engage.store.records import MessageRecord as MessageRecord
 from engage.store.records import Template as Template
 from engage.store.redisconn import is_cluster, reply_text
 from engage.store.scripts.links import REGISTER_LUA
-from engage.store.tokens import bucket_base, is_bucketed
+from engage.store.tokens import bucket_base, is_bucketed, record_field
 from engage.store.tokens import click_token as click_token
 from engage.store.tokens import new_message_key as new_message_key
 from engage.store.tokens import open_token as open_token
@@ -108,7 +108,7 @@ class LinkStore:
         """(key, field) of the message's record: its bucket and field, or (its own key, "")
         for a key made before buckets."""
         if is_bucketed(message_key):
-            return keys.message_bucket(self.prefix, message_key), keys.record_field(message_key)
+            return keys.message_bucket(self.prefix, message_key), record_field(message_key)
         return self.message_key(message_key), ""
 
     def status(self, message_key: str) -> dict[str, str]:

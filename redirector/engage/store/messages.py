@@ -8,7 +8,7 @@ from typing import Any, Optional
 from engage.store import keys
 from engage.store.links import parsed_base, parsed_template
 from engage.store.records import MessageRecord, Template
-from engage.store.tokens import is_bucketed
+from engage.store.tokens import is_bucketed, record_field
 
 
 def read(client: Any, prefix: str, shard: int, refs: Iterable[tuple[str, str]]
@@ -22,7 +22,7 @@ def read(client: Any, prefix: str, shard: int, refs: Iterable[tuple[str, str]]
     pipe = client.pipeline(transaction=False)
     for message_key in messages:
         if is_bucketed(message_key):
-            pipe.hmget(keys.message_bucket(prefix, message_key), keys.record_field(message_key), "")
+            pipe.hmget(keys.message_bucket(prefix, message_key), record_field(message_key), "")
         else:
             pipe.get(keys.message(prefix, message_key, shard))
             pipe.get(keys.message(prefix, message_key, keys.LAYOUT1))

@@ -38,6 +38,12 @@ def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def record_field(message_key: str) -> str:
+    """The message's field in its bucket (keys.message_bucket): the key's own part. The
+    bucket holds up to Buckets.SIZE records and, under "", the base they are stored against."""
+    return message_key[BUCKET_LEN:]
+
+
 def is_bucketed(message_key: str) -> bool:
     """Whether the message's record is a field of a bucket (else a key of its own)."""
     return len(message_key) == MID_LEN

@@ -85,25 +85,17 @@ def run(args: argparse.Namespace) -> int:
 
 def rebuild_metrics(client: redis.Redis, settings: settings_mod.Settings,
                     result: Recomputed, now: float) -> str:
-    """The aggregates counted the old verdicts: in each shard where verdicts changed,
-    rebuild every whole hour from its first changed event on (a rebuild replays the
-    shard's whole stream; the current hour is left to the live counters)."""
-    done, refused = metricsrebuild.Report(), []
-    for shard, first_id in sorted(result.firsts.items()):
-        first = first_id // 1_000_000  # event_id: ms * 1000 + n
-        try:
-            report = metricsrebuild.rebuild(client, settings.key_prefix, first, int(now),
-                                            settings.metrics_retention_days, now, [shard])
-        except metricsrebuild.RebuildError as exc:
-            refused.append(f"metrics not rebuilt: {exc}; once the hour is over run: engage "
-                           f"metrics rebuild --from {iso_time(first)[:16]}")
-            continue
-        done.first_hour = min(done.first_hour or report.first_hour, report.first_hour)
-        done.shards += report.shards
-        done.events += report.events
-        done.overrides += report.overrides
-    lines = sorted(set(refused))
-    if done.shards:
-        lines.insert(0, f"metrics rebuilt from {done.first_hour}:00Z in {done.shards} shards "
-                     f"({done.events} events, {done.overrides} overrides)")
-    return "\n".join(lines)
+    """The aggregates counted the old verdicts: rebuild every whole hour from the first
+    changed event on (one rebuild of every shard: a folded hour holds every shard's
+    counts, engage.metrics.fold; the current hour is left to the live counters)."""
+    if not result.firsts:
+        return ""
+    first = min(result.firsts.values()) // 1_000_000  # event_id: ms * 1000 + n
+    try:
+        report = metricsrebuild.rebuild(client, settings.key_prefix, first, int(now),
+                                        settings.metrics_retention_days, now)
+    except metricsrebuild.RebuildError as exc:
+        return (f"metrics not rebuilt: {exc}; once the hour is over run: engage "
+                f"metrics rebuild --from {iso_time(first)[:16]}")
+    return (f"metrics rebuilt from {report.first_hour}:00Z in {report.shards} shards "
+            f"({report.events} events, {report.overrides} overrides)")

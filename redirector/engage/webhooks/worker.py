@@ -6,6 +6,9 @@ starves): send a due retry if there is one, else take a new batch of one shard's
 events, else sleep until a new event in any shard or the next retry. Several workers, on
 one host or many, may run at once: the queue scripts hand each batch to one of them.
 The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
+The same loop folds the metrics' closed hours (engage.metrics.fold): the worker is the
+one long-running engage process that is not on a request's path, is enabled by the
+packages, and already wakes every second; several workers may fold at once.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 
 import redis
 
+from engage.metrics.fold import Folder
 from engage.settings import Settings
-from engage.store.events import EventLog
+from engage.store.events import EventError, EventLog
 from engage.webhooks import auth, deliver
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import LAYOUT1
@@ -194,6 +198,8 @@ class Worker:
         self.timing = Timing.from_settings(settings)
         self.stop = threading.Event()
         self.loops: dict[str, HookLoop] = {}
+        # the metrics' housekeeping rides on this loop (engage.metrics.fold)
+        self.folder = Folder(client, settings.key_prefix, settings.metrics_retention_days)
 
     def run(self) -> None:
         log.info("engage-webhooks worker started (batch %d events / %g s, timeout %g s)",
@@ -203,6 +209,10 @@ class Worker:
                 self.refresh()
             except redis.RedisError as exc:
                 log.error("cannot read the webhook list: %s", exc)
+            try:
+                self.folder.tick()
+            except (redis.RedisError, EventError) as exc:
+                log.error("metrics: folding closed hours failed (the next run resumes): %s", exc)
             self.stop.wait(REFRESH)
         for loop in self.loops.values():
             loop.join(self.timing.timeout * 2 + 5)

@@ -3,18 +3,26 @@ correcting a message's unique flags after a rebuild (engage.metrics.rebuild)."""
 from __future__ import annotations
 
 # Sums bucket hashes next to the data: KEYS are the buckets, ARGV[1] how many consecutive
-# KEYS make each output group ("24,24,..."), ARGV[2..] the field codes wanted. Returns
-# per group: the number of fields, then field, total, field, total ... A call reads at
-# most CHUNK_HOURS hours of buckets, so no call holds Redis for long (~10 ms for 48
-# hours of 20 campaign-domain pairs).
+# KEYS make each output group ("24,24,..."), ARGV[2] each key's mode ("b,f,3,..."; empty:
+# all "b"), ARGV[3..] the field codes wanted. Modes: "b" a bucket; "f" a folded bucket
+# (engage.store.scripts.fold), whose marks are returned too; a number n: a folding copy,
+# read only when its sequence number is above n (else it is in the folded bucket already).
+# Returns per group: the number of fields, then field, total, field, total ...; then the
+# number of marks and (key number, mark, value) for each. A call reads at most
+# CHUNK_HOURS hours of buckets, so no call holds Redis for long (~10 ms for 48 hours of
+# 20 campaign-domain pairs).
 SUM_LUA = """
-local wanted, keep, out, k = {}, {}, {}, 1
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local wanted, keep, out, marks, modes, k = {}, {}, {}, {}, {}, 1
+for mode in string.gmatch(ARGV[2], '[^,]+') do modes[#modes + 1] = mode end
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
 for size in string.gmatch(ARGV[1], '%d+') do
   local sums, order = {}, {}
   for _ = 1, tonumber(size) do
-    local flat = redis.call('HGETALL', KEYS[k])
-    k = k + 1
+    local key, mode, flat = KEYS[k], modes[k] or 'b', {}
+    if mode == 'b' or mode == 'f' or
+        tonumber(redis.call('HGET', key, '#') or '0') > tonumber(mode) then
+      flat = redis.call('HGETALL', key)
+    end
     for i = 1, #flat, 2 do
       local field = flat[i]
       local wants = keep[field]  -- the same fields recur every hour: decide once
@@ -26,8 +34,11 @@ for size in string.gmatch(ARGV[1], '%d+') do
       if wants then
         if not sums[field] then sums[field] = 0 order[#order + 1] = field end
         sums[field] = sums[field] + tonumber(flat[i + 1])
+      elseif mode == 'f' and string.byte(field, 1) == 35 then
+        marks[#marks + 1] = k marks[#marks + 1] = field marks[#marks + 1] = flat[i + 1]
       end
     end
+    k = k + 1
   end
   out[#out + 1] = #order
   for _, field in ipairs(order) do
@@ -35,6 +46,15 @@ for size in string.gmatch(ARGV[1], '%d+') do
     out[#out + 1] = sums[field]
   end
 end
+out[#out + 1] = #marks / 3
+for _, item in ipairs(marks) do out[#out + 1] = item end
+return out
+"""
+
+# KEYS: folded buckets. Returns each one's version (``#v``, '' when absent).
+VERSIONS_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, '#v') or '' end
 return out
 """
 
