@@ -291,38 +291,52 @@ def print_clicks(nginx: dict[str, Any] | None,
 CAMPAIGNS = [f"campaign-{n}" for n in range(20)]
 
 
-def fake_event(n: int, now: float) -> dict[str, Any]:
-    """Event n of a busy week: 200k messages, 100k recipients, campaign-0 has 40%."""
+def fake_event(n: int, now: float, keys_of: dict[int, str]) -> tuple[dict[str, Any], Resolved]:
+    """Event n of a busy week: 200k messages, 100k recipients, campaign-0 has 40%; the
+    message's key (registered on its first event) from ``keys_of``."""
     message = n // 5
     campaign = CAMPAIGNS[0] if message % 5 < 2 else CAMPAIGNS[message % 20]
     kind = ("open", "open", "initial_open", "open", "click")[n % 5]
-    link = Link(f"https://example.com/offer/{n % 7}?utm_campaign={campaign}", "offer")
-    template = Template(links=(link,), campaign_id=campaign, tags=("news", "weekly"),
+    links = tuple(Link(f"https://example.com/offer/{i}?utm_campaign={campaign}", "offer")
+                  for i in range(7))
+    template = Template(links=links, campaign_id=campaign, tags=("news", "weekly"),
                         friendly_from="news@example.com", sending_domain="example.com")
     record = MessageRecord(rcpt_to=(f"user{message % 100_000}@example.net",),
                            mail_from="bounces@example.com", subject=f"Weekly news {message % 1000}",
                            message_id=f"<{message}.bench@example.com>", queue_id="4XyZ",
                            injection_time=int(now) - 3600, metadata={"user_id": message % 100_000},
                            template_id=template.template_id)
-    resolved = Resolved(f"tx{message:09d}", template, record, link if kind == "click" else None)
+    resolved = Resolved(keys_of[message], template, record,
+                        links[n % 7] if kind == "click" else None)
     facts = RequestFacts("198.51.100.23", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Bench",
                          "en-US,en;q=0.9")
-    return build_event(kind, resolved, facts, now)
+    return build_event(kind, resolved, facts, now), resolved
 
 
 def fill_events(client: redis.Redis[bytes], total: int) -> None:
-    log = EventLog(client)
+    """``total`` events as the redirector stores them (referring to their messages, which
+    the milter registered first), with the memory they and the messages take."""
+    log, store, keys_of = EventLog(client), LinkStore(client), {}
     started = time.time()
+    before = client.info("memory")["used_memory"]
     batch = 2000
     for first in range(0, total, batch):
         now = time.time()
-        log.append_many(fake_event(n, now) for n in range(first, min(total, first + batch)))
+        made = []
+        for n in range(first, min(total, first + batch)):
+            if n // 5 not in keys_of:
+                keys_of[n // 5] = new_message_key()
+                event, resolved = fake_event(n, now, keys_of)
+                store.register(resolved.message_key, resolved.template, resolved.record)
+            made.append(fake_event(n, now, keys_of))
+        log.append_many([event for event, _ in made], resolved=[resolved for _, resolved in made])
         if first and first % 200_000 == 0:
             print(f"  ... {first} events stored ({time.time() - started:.0f} s)", flush=True)
-    memory = client.info("memory")["used_memory"]
-    print(f"stored {total} events in {time.time() - started:.0f} s "
-          f"({total / (time.time() - started):.0f}/s); redis used_memory {memory / 2**20:.0f} MiB "
-          f"({memory / total:.0f} B per event, stream + indexes)")
+    memory = client.info("memory")["used_memory"] - before
+    print(f"stored {total} events of {len(keys_of)} messages in {time.time() - started:.0f} s "
+          f"({total / (time.time() - started):.0f}/s); redis used_memory grew "
+          f"{memory / 2**20:.0f} MiB ({memory / total:.0f} B per event, its message's share, "
+          "stream, indexes)")
 
 
 def timed_get(port: int, path: str) -> tuple[float, int, dict[str, Any]]:
