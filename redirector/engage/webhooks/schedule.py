@@ -111,7 +111,7 @@ class Schedule:
         if looked:  # spread: not 24 looks at one moment
             self.look_at[shard] = now + IDLE * random.uniform(0.5, 1.0)
         if waiting > 0:
-            self.waiting[shard] = (waiting, now - age_ms / 1000)
+            self.waiting[shard] = (waiting, now - max(age_ms, 0) / 1000)  # ids ahead of Redis's clock
         else:
             self.waiting.pop(shard, None)
         if newest:
