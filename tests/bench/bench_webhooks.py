@@ -10,8 +10,8 @@
 2. Lag: ``--clicks`` real clicks through the redirector (the Flask app in this process,
    one message per click) at ``--rate`` per second while the worker runs; lag = webhook
    arrival at the receiver minus the click's start, median and p99, for batch_interval
-   1 s (the default) and 0 (send at once). The events of layout 2 are spread over 24
-   shards, and batches never mix shards: at low rates a batch holds fewer events.
+   1 s (the default) and 0 (send at once), and POSTs per event. The events of layout 2
+   are spread over 24 shards; a batch takes what waits in all of them.
 3. Idle cost: Redis commands per second of a worker with one webhook and no events.
 With ``--cluster``: the lag and idle figures on a 3-master Redis Cluster with a prefix
 without a hash tag (the shards spread over the masters; the worker polls, POLL).
@@ -256,7 +256,7 @@ def main() -> int:
                                              interval, workdir)
                 print(f"lag         batch_interval={interval:g} s, {args.clicks} clicks at "
                       f"{args.rate:g}/s: median {median:.0f} ms, p99 {p99:.0f} ms "
-                      f"({per_batch:.1f} events per batch)")
+                      f"({per_batch:.1f} events per batch, {1 / per_batch:.2f} POSTs per event)")
             print(f"idle        {idle_calls(client, [client], server.url, workdir):.0f} Redis "
                   "commands/s (one webhook, no events)")
             if args.cluster:

@@ -89,3 +89,46 @@ def test_dead_letters_and_replayed_batches_lose_the_forgotten_events(
     start_worker()
     events = rec.wait_events(4)
     assert sorted(e["rcpt_to"] for e in events) == [f"user{n}@example.com" for n in (0, 2, 3, 5)]
+
+
+def append_mixed(redis_client, jane_at: tuple[int, ...]) -> list[str]:
+    """Eight events over four shards (one batch); those numbered in ``jane_at`` are Jane's."""
+    events = []
+    for n in range(8):
+        event = make_event(n, shard=(3, 10, 17, 22)[n % 4])
+        if n in jane_at:
+            event.update(rcpt_to=JANE.lower(), raw_rcpt_to=JANE)
+        events.append(event)
+    EventLog(redis_client, PREFIX).append_many(events)
+    return [e["rcpt_to"] for e in events if e["rcpt_to"] != JANE.lower()]
+
+
+def test_forget_reaches_pending_batches_and_dead_letters_that_mix_shards(
+        receiver, add_hook, start_worker, store, redis_client):
+    rec = receiver(503)
+    hook = add_hook(rec.url)
+    worker = start_worker(webhook_batch_size=20)
+    kept = append_mixed(redis_client, (1, 6))
+    wait(lambda: store.pending(hook.id), what="a pending batch")
+    [(pending, _)] = store.pending(hook.id)
+    assert pending.size == 8 and len(pending.parts) == 3  # its home's shard and three more
+    worker.stop.set()
+    wait(lambda: not any(t.name.startswith("webhook-") for t in threading.enumerate()),
+         what="the worker stopping")
+    start_worker(webhook_batch_size=20, webhook_retry_window=0.0)  # parks at the next failure
+    wait(lambda: len(store.dead_letters()) == 1, what="the dead letter")
+    [dead] = store.dead_letters()
+    assert dead["size"] == "8" and sum(":" in i for i in dead["ids"].split()) == 6
+    assert traces(redis_client, JANE)
+
+    summary = Forgetter(redis_client, PREFIX).forget(Address.parse(JANE))
+
+    assert summary.events == 2 and summary.dead_letters == 1
+    assert traces(redis_client, JANE) == []
+    [dead] = store.dead_letters()
+    assert dead["size"] == "6" and len(dead["ids"].split()) == 6  # Jane's ids gone, of every shard
+    rec.answer = 200
+    store.replay(dead["id"])
+    events = rec.wait_events(6)
+    assert sorted(e["rcpt_to"] for e in events) == sorted(kept)
+    assert [r.batch_id for r in rec.delivered()] == [pending.id]

@@ -36,10 +36,13 @@ class WebhookEraser:
         batches = 0
         hook_ids = sorted(text_of(i) for i in self.client.smembers(keys.webhook_ids(self.prefix)))
         dead: dict[int, int] = {}
+        # a dead letter of a batch that mixed shards names the others' ids as tag:id
+        tagged = {f"{keys.SHARD_TAGS[s]}:{i}" for s, ids in deleted.items() if s != keys.LAYOUT1
+                  for i in ids}
         for shard in readable_shards(self.client, self.prefix):
             for hook_id in hook_ids:
                 batches += self._batches(hook_id, shard, address)
-            changed = self._dead_letters(shard, address, deleted.get(shard, set()))
+            changed = self._dead_letters(shard, address, deleted.get(shard, set()) | tagged)
             if changed:
                 dead[shard] = changed
         return batches, dead

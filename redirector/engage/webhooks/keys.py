@@ -7,10 +7,11 @@ shard, so that each script stays in one slot of a Redis Cluster:
 ``{p}{s}events``            a shard's events stream (written by the redirector); one consumer
                             group ``wh:<id>`` per webhook on each, so each target reads at
                             its own pace
-``{p}{s}wh:<id>:batches``   hash batch id -> batch record (JSON: stream ids, attempts ...)
+``{p}{s}wh:<id>:batches``   hash batch id -> batch record (JSON: stream ids, attempts ...),
+                            or a part of a batch of another shard (engage.webhooks.lua)
 ``{p}{s}wh:<id>:due``       sorted set batch id -> when it may be (re)tried, ms; a batch being
                             sent sits here with its lease expiry, so a dead worker's batch
-                            comes back by itself
+                            comes back by itself; a part, when to check on it
 ``{p}{s}wh:dead``           the shard's dead-letter stream (all webhooks), one entry per
                             parked batch
 ``{p}wh:ids``               set of webhook ids (unsharded)

@@ -151,7 +151,7 @@ class WebhookStore:
 
     def pending(self, hook_id: str) -> list[tuple[Batch, float]]:
         """Batches not yet delivered, of every shard, with the time of their next attempt,
-        soonest first."""
+        soonest first (not their parts in other shards: engage.webhooks.assemble)."""
         every = self.shards()
         pipe = self.client.pipeline(transaction=False)
         for shard in every:
@@ -165,7 +165,8 @@ class WebhookStore:
         found = [(Batch.from_record(shard, member, raw), score / 1000)
                  for (shard, due), raws in zip(waiting, pipe.execute() if waiting else [])
                  for (member, score), raw in zip(due, raws) if raw is not None]
-        return sorted(found, key=lambda pair: pair[1])
+        return sorted([(batch, due) for batch, due in found if batch.home is None],
+                      key=lambda pair: pair[1])  # a part is shown in its batch's size
 
     # ----------------------------------------------------------------- dead letters
     def dead_letters(self, hook_id: str | None = None) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """``engage-webhooks run``: deliver every active webhook's batches, in the foreground.
 
 One thread per webhook, so a slow or dead target only delays its own batches. Each
-thread loops over the shards' streams (engage.webhooks.schedule: in turn, so none
-starves): send a due retry if there is one, else take a new batch of one shard's
-events, else sleep until a new event in any shard or the next retry. Several workers, on
+thread loops over the shards' streams (engage.webhooks.schedule): send a due retry if
+there is one, else, when a batch is ready, take one from the shards with events waiting,
+oldest first, so none starves (engage.webhooks.assemble), else sleep until a new event in
+any shard or the next retry. Several workers, on
 one host or many, may run at once: the queue scripts hand each batch to one of them.
 The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
 The same loop folds the metrics' closed hours (engage.metrics.fold): the worker is the
@@ -22,11 +23,11 @@ import redis
 from engage.metrics.fold import Folder
 from engage.settings import Settings
 from engage.store.events import EventError, EventLog
-from engage.webhooks import auth, deliver
+from engage.webhooks import assemble, auth, deliver
 from engage.webhooks.config import Webhook
 from engage.webhooks.keys import LAYOUT1
 from engage.webhooks.payload import batch_body
-from engage.webhooks.queue import Batch, BatchQueue, Missing, Waiting
+from engage.webhooks.queue import Batch, BatchQueue, Missing, Taken, Waiting
 from engage.webhooks.schedule import Schedule, Waker
 from engage.webhooks.store import Attempt, WebhookStore
 
@@ -100,26 +101,42 @@ class HookLoop(threading.Thread):
         shard = schedule.pick_claim()
         if shard is not None:
             due = self.queue.claim_due(shard, self.timing.lease_ms)
-            if isinstance(due, Batch):
-                self.attempt(hook, due)
-            else:
+            if isinstance(due, Waiting):
                 schedule.due_in(shard, due.ms)
+                return
+            batch = assemble.ready(self.queue, due, self.timing.lease_ms)
+            if batch is not None:
+                self.attempt(hook, batch)
+            elif due.home is not None:
+                schedule.due_by(shard, 0)  # a part made a batch of its own is due now
             return
-        shard = schedule.pick_take()
-        if shard is None:
-            self.waker.sleep(schedule)
+        size = self.batch_size
+        looks = schedule.to_look()
+        if looks:
+            for shard, backlog in self.queue.peek(looks, size).items():
+                if isinstance(backlog, Missing):
+                    self.recreate_group(shard)
+                else:
+                    schedule.learn(shard, backlog.waiting, backlog.age_ms, backlog.newest)
+        if schedule.ready_in(size, self.timing.interval_ms / 1000) > 0:
+            self.waker.sleep(schedule, size, self.timing.interval_ms / 1000)
             return
-        size = 1 if hook.format == "events" else self.timing.batch_size  # one event per POST
-        interval = 0 if shard in schedule.flushing else self.timing.interval_ms
-        taken = self.queue.take(shard, hook.events, size, interval, self.timing.lease_ms)
-        if isinstance(taken, Waiting):
-            schedule.take_in(shard, taken.ms, taken.after)
-        elif isinstance(taken, Missing):
-            self.recreate_group(shard)
-        else:  # a batch, or events of other types only: that shard may have more
-            schedule.take_now(shard)
-            if taken is not None:
-                self.attempt(hook, taken)
+        batch, seen = assemble.build(self.queue, schedule.plan(size), hook.events,
+                                     self.timing.lease_ms)
+        for shard, got in seen.items():
+            if isinstance(got, Taken):
+                schedule.learn(shard, got.left.waiting, got.left.age_ms, looked=False)
+            elif isinstance(got, Missing):
+                self.recreate_group(shard)
+            else:  # none of our types among what it read: more may wait
+                schedule.learn(shard, 0, 0, looked=False)
+                schedule.look_now(shard)
+        if batch is not None:
+            self.attempt(hook, batch)
+
+    @property
+    def batch_size(self) -> int:
+        return 1 if self.hook.format == "events" else self.timing.batch_size  # one event per POST
 
     def recreate_group(self, shard: int) -> None:
         """The group vanished from a shard: recreate it (new events only) unless the webhook
@@ -142,7 +159,9 @@ class HookLoop(threading.Thread):
         if batch.body is not None:
             body, size = batch.body, batch.size
         else:
-            body, size = batch_body(self.events.fetch_json(batch.shard, batch.ids), hook.format)
+            stored = (self.events.fetch_many(batch.entries()) if batch.parts
+                      else self.events.fetch_json(batch.shard, batch.ids))
+            body, size = batch_body(stored, hook.format)
         attempt = batch.attempts + 1
         if size == 0:  # every event already trimmed by the events retention
             settled = self.queue.succeed(batch)
