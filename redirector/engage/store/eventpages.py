@@ -37,19 +37,19 @@ def merged_page(log: EventLog, specs: Sequence[tuple[str, str, str]], top: int, 
     """EventLog.page over every shard: (JSON objects joined by commas, last score or 0,
     whether more follow). Raises redis.RedisError."""
     live = list(readable_shards(log.client, log.prefix))
-    waiting: list[tuple[int, bytes]] = []  # below a cut, from shards that gave their all
-    found: list[bytes] = []
+    waiting: list[tuple[int, int, bytes]] = []  # below a cut, from shards that gave their all
+    found: list[tuple[int, int, bytes]] = []  # (score, shard, event as stored)
     while len(found) < count and (live or waiting):
         need = count - len(found)
         pipe = log.client.pipeline(transaction=False)
         for shard in live:
             log.page_script(pipe, shard, specs, top, low, share(need, len(live)))
         cut, batch = low - 1, list(waiting)
-        done: list[tuple[int, bytes]] = []
+        done: list[tuple[int, int, bytes]] = []
         still: list[int] = []
         for shard, reply in zip(live, pipe.execute() if live else ()):
             last, more, items = int(reply[0] or 0), bool(reply[1]), reply[2:]
-            scored = [(score_in(text), text) for text in log.with_overrides(shard, items)]
+            scored = [(score_in(text), shard, text) for text in items]
             batch += scored
             if more:
                 cut, still = max(cut, last), still + [shard]
@@ -58,9 +58,19 @@ def merged_page(log: EventLog, specs: Sequence[tuple[str, str, str]], top: int, 
         batch.sort(key=lambda item: item[0], reverse=True)
         sure = [item for item in batch if item[0] >= cut]
         waiting = sorted((item for item in done + waiting if item[0] < cut), reverse=True)
-        found += [text for _, text in sure[:need]]
+        found += sure[:need]
         if len(sure) > need:
-            return b",".join(found), score_in(found[-1]), True
+            return _whole(log, found), found[-1][0], True
         live, top = still, cut - 1
-    last = score_in(found[-1]) if found else 0
-    return b",".join(found), last, bool(live or waiting)
+    last = found[-1][0] if found else 0
+    return _whole(log, found), last, bool(live or waiting)
+
+
+def _whole(log: EventLog, found: list[tuple[int, int, bytes]]) -> bytes:
+    """The page's events whole (EventLog.whole: the ones chosen only, every shard in one
+    round trip), joined by commas in page order."""
+    groups: dict[int, list[bytes]] = {}
+    for _, shard, text in found:
+        groups.setdefault(shard, []).append(text)
+    texts = {shard: iter(items) for shard, items in log.whole(groups).items()}
+    return b",".join(next(texts[shard]) for _, shard, _ in found)

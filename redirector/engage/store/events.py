@@ -28,13 +28,13 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from engage.store import aggregates, eventforms, keys, messages, overrides
+from engage.store import aggregates, eventforms, eventread, keys
 from engage.store.eventids import entries_of as entries_of
 from engage.store.eventids import id_base
 from engage.store.eventids import score_of as score_of
@@ -255,45 +255,33 @@ class EventLog:
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
+        items = {shard: [with_event_id(flat[i], flat[i + 1], shard)
+                         for i in range(0, len(flat), 2)] for shard, flat in zip(by_shard, replies)}
+        texts = self.whole(items)
         found: dict[tuple[int, bytes], bytes] = {}
         for shard, flat in zip(by_shard, replies):
-            texts = self.with_overrides(shard, [with_event_id(flat[i], flat[i + 1], shard)
-                                                for i in range(0, len(flat), 2)])
-            for i, text in zip(range(0, len(flat), 2), texts):
+            for i, text in zip(range(0, len(flat), 2), texts[shard]):
                 found[(shard, flat[i])] = text
         wanted = ((shard, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
                   for shard, entry_id in entries)
         return [found[entry] for entry in wanted if entry in found]
 
     def with_overrides(self, shard: int, items: Sequence[bytes]) -> list[bytes]:
-        """Events of a shard as read back (``{"event_id":"N",...}``), whole (eventforms:
-        what they refer to read in one round trip) and with recomputed verdicts
-        (engage.store.overrides) in place of the stored ones."""
+        """Events of a shard as read back (``{"event_id":"N",...}``) whole, with their
+        recomputed verdicts (engage.store.eventread)."""
+        return self.whole({shard: items})[shard]
+
+    def whole(self, groups: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes]]:
+        """``with_overrides`` of several shards' events in one round trip."""
         try:
-            return overrides.apply(self.client, self.prefix, shard, self._whole(shard, items))
+            return eventread.whole(self.client, self.prefix, groups)
         except redis.RedisError as exc:
             raise EventError(str(exc)) from exc
-
-    def _whole(self, shard: int, items: Sequence[bytes]) -> list[bytes]:
-        forms = {n: json.loads(b"{" + item[item.index(b",") + 1:])
-                 for n, item in enumerate(items) if eventforms.is_stored_form(item)}
-        if not forms:
-            return list(items)
-        records, templates = messages.read(self.client, self.prefix, shard,
-                                           map(eventforms.reference, forms.values()))
-        out = list(items)
-        for n, form in forms.items():
-            message_key, template_id = eventforms.reference(form)
-            event = eventforms.expand(form, records[message_key], templates[template_id])
-            head = out[n][:out[n].index(b",") + 1]
-            out[n] = head + json.dumps(event, separators=(",", ":"), ensure_ascii=False,
-                                       allow_nan=False).encode()[1:]
-        return out
 
     def decoded(self, shard: int, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]
                 ) -> list[dict[str, Any]]:
         """Stream entries of ``shard`` (as XRANGE gives them) as whole events, with their
-        event_id, as the events API shows them but for recomputed verdicts."""
-        texts = self._whole(shard, [with_event_id(entry_id, fields[b"e"], shard)
-                                    for entry_id, fields in entries])
+        event_id and recomputed verdicts, as the events API shows them."""
+        texts = self.with_overrides(shard, [with_event_id(entry_id, fields[b"e"], shard)
+                                            for entry_id, fields in entries])
         return [json.loads(text) for text in texts]

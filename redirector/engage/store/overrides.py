@@ -34,11 +34,11 @@ def apply(client: redis.Redis, prefix: str, shard: int, items: Sequence[bytes]) 
     if not items:
         return []
     found = client.hmget(key(prefix, shard), [event_id_of(item) for item in items])
-    return [item if override is None else _spliced(item, override)
+    return [item if override is None else spliced(item, override)
             for item, override in zip(items, found)]
 
 
-def _spliced(item: bytes, override: bytes | str) -> bytes:
+def spliced(item: bytes, override: bytes | str) -> bytes:
     event = json.loads(item)
     event["engage"] = json.loads(override)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
