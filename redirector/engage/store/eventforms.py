@@ -80,10 +80,10 @@ def expand(form: dict[str, Any], record: Optional[MessageRecord],
     facts = RequestFacts(str(form.get("ip_address", "")), str(form.get("user_agent", "")),
                          str(form.get("accept_language", "")), form.get("geo_ip"),
                          str(form.get("referer", "")))
-    event = build_event(kind, Resolved(message_key, template, record, link), facts, 0,
-                        form.get("engage"))
-    event["timestamp"] = (iso_time(form[TIME] / 1000) if TIME in form
-                          else form.get("timestamp", ""))
+    event = build_event(kind, Resolved(message_key, template, record, link), facts,
+                        form[TIME] / 1000 if TIME in form else 0, form.get("engage"))
+    if TIME not in form:
+        event["timestamp"] = form.get("timestamp", "")
     return event
 
 
