@@ -53,7 +53,9 @@ from email.policy import compat32
 from typing import Optional
 
 MAX_LINE = 998
-TOKEN_PREFIX = 28  # message key (16) + template id (12), then the link index in base 36
+# Message key (22: 8 naming its record's bucket, 14 of its own) + template id (12), then
+# the link index in base 36. Written out, not imported: the oracle stays independent.
+TOKEN_PREFIX = 34
 SEALED = ("multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
           "application/x-pkcs7-mime")
 PLAIN_CTE = ("7bit", "8bit", "binary", "")

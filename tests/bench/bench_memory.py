@@ -59,28 +59,28 @@ def record_for(number: int, template_id: str) -> MessageRecord:
 
 
 def register_all(store: LinkStore, template: Template, first: int, count: int,
-                 kept: list[str]) -> None:
+                 kept: list[tuple[str, int]]) -> None:
     for number in range(first, first + count):
         key = new_message_key()
         store.register(key, template, record_for(number, template.template_id))
         if len(kept) < 100_000:
-            kept.append(key)
+            kept.append((key, number))
 
 
 AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
          "Chrome/131.0.0.0 Safari/537.36")
 
 
-def append_events(client: redis.Redis, template: Template, message_keys: list[str],
+def append_events(client: redis.Redis, template: Template, messages: list[tuple[str, int]],
                   count: int) -> float:
     """``count`` events (clicks and opens alternately) of the given messages: seconds taken."""
     log = EventLog(client)
     started = time.monotonic()
     batch, tokens = [], []
     for number in range(count):
-        key = message_keys[number % len(message_keys)]
+        key, registered = messages[number % len(messages)]
         link = template.links[number % len(template.links)] if number % 2 else None
-        resolved = Resolved(key, template, record_for(number, template.template_id), link)
+        resolved = Resolved(key, template, record_for(registered, template.template_id), link)
         batch.append(build_event("click" if link else "open", resolved,
                                  RequestFacts(f"198.51.{number % 250}.{number % 200}", AGENT,
                                               "en-US,en;q=0.9"), time.time()))
@@ -112,7 +112,7 @@ def main() -> None:
             before = client.info("memory")
             started = time.monotonic()
             share = options.messages // options.threads
-            kept: list[str] = []
+            kept: list[tuple[str, int]] = []
             threads = [threading.Thread(target=register_all, args=(
                 store, template, n * share,
                 share if n < options.threads - 1 else options.messages - n * share, kept))

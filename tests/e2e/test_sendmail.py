@@ -101,7 +101,7 @@ def test_sendmail_delivers_the_message_rewritten_by_the_milter(snippet, sendmail
     # The milter logged Sendmail's queue id (macro i) and the campaign.
     line = [x for x in milter.log_text().splitlines() if "campaign='sendmail-campaign'" in x]
     assert line and re.search(r"engage_milter: [0-9A-Za-z]{14} accept: links=1 ", line[0]), line
-    assert stored.family_keys(redis_client, "test:", "message"), "the message record was not stored"
+    assert stored.records(redis_client, "test:"), "the message record was not stored"
 
 
 def test_sendmail_returns_the_milters_550_for_a_bad_header(sendmail):

@@ -74,6 +74,13 @@ def family_keys(client: Any, prefix: str, family: str) -> list[bytes]:
             and found.name == family]
 
 
+def records(client: Any, prefix: str) -> int:
+    """Message records stored: in buckets (their fields but the base) and of keys of their own."""
+    buckets = family_keys(client, prefix, "message bucket")
+    return len(family_keys(client, prefix, "message")) + sum(
+        client.hlen(key) - client.hexists(key, "") for key in buckets)
+
+
 def health_when_full(client: Any, read_health: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``read_health()`` (a /healthz body) once Redis reads full. Redis frees an idle
     client's query buffer a moment after refusing its writes, which can take used_memory

@@ -12,10 +12,10 @@ from engage.store import eventforms, overrides
 from engage.store.messages import Reads
 
 
-def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]]
-          ) -> dict[int, list[bytes]]:
-    """Each shard's events, as read back (``{"event_id":"N",...}``), whole and with their
-    overrides. Raises redis.RedisError."""
+def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]],
+          recomputed: bool = True) -> dict[int, list[bytes]]:
+    """Each shard's events, as read back (``{"event_id":"N",...}``), whole and, with
+    ``recomputed``, with their overrides. Raises redis.RedisError."""
     forms = {shard: {n: json.loads(b"{" + item[item.index(b",") + 1:])
                      for n, item in enumerate(items) if eventforms.is_stored_form(item)}
              for shard, items in groups.items() if items}
@@ -24,7 +24,7 @@ def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]]
     pipe = client.pipeline(transaction=False)
     for read in reads.values():
         read.queue(pipe)
-    for shard in forms:
+    for shard in forms if recomputed else ():
         pipe.hmget(overrides.key(prefix, shard),
                    [overrides.event_id_of(item) for item in groups[shard]])
     replies = iter(pipe.execute() if forms else ())
@@ -37,8 +37,9 @@ def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]]
             message_key, template_id = eventforms.reference(form)
             event = eventforms.expand(form, records[message_key], templates[template_id])
             items[n] = items[n][:items[n].index(b",") + 1] + _dumps(event)[1:]
+        found_overrides = next(replies) if recomputed else [None] * len(items)
         out[shard] = [item if override is None else overrides.spliced(item, override)
-                      for item, override in zip(items, next(replies))]
+                      for item, override in zip(items, found_overrides)]
     return out
 
 

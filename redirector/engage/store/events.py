@@ -281,7 +281,11 @@ class EventLog:
     def decoded(self, shard: int, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]
                 ) -> list[dict[str, Any]]:
         """Stream entries of ``shard`` (as XRANGE gives them) as whole events, with their
-        event_id and recomputed verdicts, as the events API shows them."""
-        texts = self.with_overrides(shard, [with_event_id(entry_id, fields[b"e"], shard)
-                                            for entry_id, fields in entries])
-        return [json.loads(text) for text in texts]
+        event_id and the verdicts they were stored with (recompute and rebuild read
+        overrides themselves)."""
+        items = [with_event_id(entry_id, fields[b"e"], shard) for entry_id, fields in entries]
+        try:
+            texts = eventread.whole(self.client, self.prefix, {shard: items}, recomputed=False)
+        except redis.RedisError as exc:
+            raise EventError(str(exc)) from exc
+        return [json.loads(text) for text in texts[shard]]
