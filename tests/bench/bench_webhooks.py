@@ -39,8 +39,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 import redis  # noqa: E402
 
 from engage.settings import Settings  # noqa: E402
-from engage.store.events import EventLog  # noqa: E402
-from engage.store.links import Link, LinkStore, MessageRecord, Template, click_token, new_message_key  # noqa: E402
+from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
+from engage.store.links import (  # noqa: E402
+    Link,
+    LinkStore,
+    MessageRecord,
+    Resolved,
+    Template,
+    click_token,
+    new_message_key,
+)
 from engage.web.app import create_app  # noqa: E402
 from engage.webhooks import config  # noqa: E402
 from engage.webhooks.config import Webhook  # noqa: E402
@@ -115,20 +123,27 @@ def add_hook(store: WebhookStore, target: str) -> Webhook:
     return hook
 
 
-def bench_event(n: int) -> dict[str, Any]:
-    from engage.store.events import iso_time
+BENCH_TEMPLATE_LINKS = 20
 
-    return {"type": "click", "timestamp": iso_time(time.time()), "message_id": f"<{n}@bench>",
-            "transmission_id": f"t{n}", "campaign_id": "bench", "rcpt_to": f"user{n}@example.com",
-            "raw_rcpt_to": f"user{n}@example.com", "recipient_domain": "example.com",
-            "rcpt_meta": {"customer": n, "plan": "gold"}, "rcpt_tags": ["news", "vip"],
-            "friendly_from": "news@example.com", "msg_from": "bounces@example.com",
-            "subject": "Spring offers", "sending_domain": "example.com",
-            "injection_time": iso_time(time.time() - 60), "open_tracking": True,
-            "click_tracking": True, "initial_pixel": True, "ip_address": "192.0.2.7",
-            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
-            "queue_id": "4XyZ1", "target_link_url": f"https://example.com/p/{n}?utm_source=x",
-            "target_link_name": "offer", "accept_language": "en-US,en;q=0.9"}
+
+def bench_event(n: int, store: LinkStore) -> tuple[dict[str, Any], Resolved]:
+    """Click n of its own message (registered here, as the milter would), as the
+    redirector builds it, with the token it came from: stored referring to the message."""
+    template = Template(links=tuple(Link(f"https://example.com/p/{i}?utm_source=x", "offer")
+                                    for i in range(BENCH_TEMPLATE_LINKS)),
+                        campaign_id="bench", tags=("news", "vip"),
+                        friendly_from="news@example.com", sending_domain="example.com")
+    record = MessageRecord(rcpt_to=(f"user{n}@example.com",), mail_from="bounces@example.com",
+                           subject="Spring offers", message_id=f"<{n}@bench>", queue_id="4XyZ1",
+                           injection_time=int(time.time() - 60),
+                           metadata={"customer": n, "plan": "gold"},
+                           template_id=template.template_id)
+    key = new_message_key()
+    store.register(key, template, record)
+    resolved = Resolved(key, template, record, template.links[n % BENCH_TEMPLATE_LINKS])
+    facts = RequestFacts("192.0.2.7", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) "
+                         "AppleWebKit/537.36", "en-US,en;q=0.9")
+    return build_event("click", resolved, facts, time.time()), resolved
 
 
 def throughput(client: redis.Redis[bytes], url: str, events: int, batch_size: int,
@@ -136,9 +151,10 @@ def throughput(client: redis.Redis[bytes], url: str, events: int, batch_size: in
     client.flushdb()
     receiver = Receiver()
     add_hook(WebhookStore(client, PREFIX), receiver.url)
-    log = EventLog(client, PREFIX)
+    log, store = EventLog(client, PREFIX), LinkStore(client, PREFIX)
     for start in range(0, events, 1000):
-        log.append_many(bench_event(n) for n in range(start, min(start + 1000, events)))
+        made = [bench_event(n, store) for n in range(start, min(start + 1000, events))]
+        log.append_many([event for event, _ in made], resolved=[token for _, token in made])
     started = time.time()
     worker = start_worker(url, workdir / "worker.log", batch_size=batch_size, batch_interval=1)
     try:
