@@ -232,6 +232,8 @@ class Worker:
                 self.folder.tick()
             except (redis.RedisError, EventError) as exc:
                 log.error("metrics: folding closed hours failed (the next run resumes): %s", exc)
+            except Exception:  # housekeeping: a bug in it must never stop the deliveries
+                log.exception("metrics: folding closed hours failed (the next run resumes)")
             self.stop.wait(REFRESH)
         for loop in self.loops.values():
             loop.join(self.timing.timeout * 2 + 5)
