@@ -33,7 +33,6 @@ NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf_16", "utf_32", "hz", "cp037", "
 PIXEL = ('<img src="{src}" width="1" height="1" border="0" alt=""'
          ' style="height:1px!important;width:1px!important;border:0!important;'
          'margin:0!important;padding:0!important"/>')
-PIXEL_BREAK = PIXEL.index(" style")
 # Empty, so nothing to see or click even where styles are stripped; hidden from screen
 # readers and from the keyboard. Scanners that follow every href follow it.
 TRAP = '<a href="{href}" style="display:none!important" aria-hidden="true" tabindex="-1"></a>'
@@ -177,9 +176,9 @@ class BodyRewrite:
             for site, index in part.sites
         ] + part.curlies
         if part.pixels is not None:
-            top, bottom = part.pixels
-            edits.append(_Edit(top, top, PIXEL.format(src=urls.top_pixel), PIXEL_BREAK))
-            edits.append(_Edit(bottom, bottom, PIXEL.format(src=urls.bottom_pixel), PIXEL_BREAK))
+            for at, src in zip(part.pixels, (urls.top_pixel, urls.bottom_pixel)):
+                pixel = PIXEL.format(src=src)  # a line may break before the style, never in the URL
+                edits.append(_Edit(at, at, pixel, pixel.index(" style")))
         if part.trap and self.trap_index is not None:
             trap = TRAP.format(href=clicks[self.trap_index])
             edits.append(_Edit(part.top, part.top, trap, trap.index(" style")))

@@ -22,7 +22,7 @@ from engage.settings import Settings  # noqa: E402
 from engage_milter.plan import Envelope, plan_message  # noqa: E402
 
 TRACKING = "https://t.example/t"
-KEY = "Kx7Qm2Vp9Rs4Tw6Y"
+KEY = "Kx7Qm2Vp9Rs4Tw6YaB3cD4"  # a fixed message key (22 characters)
 CORPUS_GLOB = "/usr/lib/python3*/test/test_email/data/"
 
 

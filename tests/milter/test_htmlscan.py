@@ -61,7 +61,7 @@ def test_such_links_are_tracked_and_stored_as_written(query):
     href = f"https://a.example/x?a=1&{query}"
     raw = (b"From: a@shop.example\r\nContent-Type: text/html\r\n\r\n"
            b'<html><body><a href="' + href.encode() + b'">x</a></body></html>\r\n')
-    plan = plan_message(*milter_view(raw), Envelope(), Settings(tracking_url=TRACKING), "K" * 16)
+    plan = plan_message(*milter_view(raw), Envelope(), Settings(tracking_url=TRACKING), "K" * 22)
     assert [link.url for link in plan.template.links] == [href]
     rewritten = raw.replace(raw.split(b"\r\n\r\n", 1)[1], plan.body)
     assert_only_tracking_changed(raw, rewritten, TRACKING, [href])
@@ -181,7 +181,7 @@ def test_adversarial_bodies_are_scanned_in_linear_time(name):
 def test_many_links_on_one_long_line_are_folded_and_tracked():
     body = (f'<a href="{URL}/a">x</a><a href="{URL}/b">y</a>' * 3_000).encode()
     raw = b"From: a@shop.example\r\nContent-Type: text/html\r\n\r\n" + body + b"\r\n"
-    plan = plan_message(*milter_view(raw), Envelope(), Settings(tracking_url=TRACKING), "K" * 16)
+    plan = plan_message(*milter_view(raw), Envelope(), Settings(tracking_url=TRACKING), "K" * 22)
     assert plan.body is not None and plan.body.count(b"https://t.example/c/") == 6_000
     assert max(map(len, plan.body.split(b"\n"))) <= 998
     rewritten = raw.replace(body + b"\r\n", plan.body)

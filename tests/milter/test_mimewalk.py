@@ -101,7 +101,7 @@ def test_apple_mail_split_parts_are_tracked_each_with_its_pixels():
     from engage_milter.plan import Envelope, plan_message
     from oracle import apply_changes, assert_only_tracking_changed, milter_view
 
-    plan = plan_message(*milter_view(APPLE_SPLIT), Envelope(), Settings(tracking_url="https://t.example"), "K" * 16)
+    plan = plan_message(*milter_view(APPLE_SPLIT), Envelope(), Settings(tracking_url="https://t.example"), "K" * 22)
     stored = [link.url for link in plan.template.links]
     assert stored == ["https://before.example/a", "https://after.example/b"]
     assert plan.notes[-1].startswith("links=2 pixels=4 ")

@@ -23,7 +23,7 @@ def planner():
     planner.close()
 
 
-def args(key="K" * 16):
+def args(key="K" * 22):
     headers, body = milter_view(newsletter(links=20))
     return headers, body, Envelope("b@example.com", ("r@example.net",), "Q1", 1), \
         Settings(tracking_url="https://t.example"), key

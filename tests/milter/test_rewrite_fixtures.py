@@ -34,7 +34,7 @@ from engage_milter.plan import Envelope, Plan, plan_message  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRACKING = "https://t.example/t"
-KEY = "Kx7Qm2Vp9Rs4Tw6Y"  # a fixed 16-character message key
+KEY = "Kx7Qm2Vp9Rs4Tw6YaB3cD4"  # a fixed message key (22 characters, as the milter makes)
 SETTINGS = Settings(tracking_url=TRACKING)
 ENVELOPE = Envelope(mail_from="bounce@example.com", rcpt_to=("rcpt@example.org",), queue_id="4SXq2Z1v0Qz9sWQ")
 

@@ -61,30 +61,48 @@ def reference(form: dict[str, Any]) -> tuple[str, str]:
     return token[:-TID_LEN], token[-TID_LEN:]
 
 
-def expand(form: dict[str, Any], record: Optional[MessageRecord],
-           template: Optional[Template]) -> dict[str, Any]:
+def expand(form: dict[str, Any], record: Optional[MessageRecord], template: Optional[Template],
+           built: Optional[dict[tuple[Any, ...], dict[str, Any]]] = None) -> dict[str, Any]:
     """The SparkPost event of a stored form, from its message's record and template as
     they are now (None: gone, expired or never known; the event then names no recipient,
-    or no campaign and link)."""
+    or no campaign and link). ``built``: what the events of a page share, kept between
+    calls (the same message, type and link: all but the request's fields)."""
     message_key, template_id = reference(form)
+    kind = str(form[OWN["type"]])
+    link_of = (form.get(LINK), form.get(URL), form.get(NAME))
+    key = (message_key, template_id, kind, *link_of)
+    shared = None if built is None else built.get(key)
+    if shared is None:
+        shared = _shared(kind, message_key, template_id, link_of, record, template)
+        if built is not None:
+            built[key] = shared
+    event = dict(shared)
+    event["timestamp"] = (iso_time(form[TIME] / 1000) if TIME in form
+                          else str(form.get("timestamp", "")))
+    event["ip_address"] = form.get(OWN["ip_address"], "")
+    event["user_agent"] = form.get(OWN["user_agent"], "")
+    if "accept_language" in event:  # a click's
+        event["accept_language"] = form.get(OWN["accept_language"], "")
+        event["referer"] = form.get(OWN["referer"], "")
+    if form.get(OWN["geo_ip"]):
+        event["geo_ip"] = form[OWN["geo_ip"]]
+    if form.get(OWN["engage"]) is not None:
+        event["engage"] = form[OWN["engage"]]
+    return event
+
+
+def _shared(kind: str, message_key: str, template_id: str, link_of: tuple[Any, ...],
+            record: Optional[MessageRecord], template: Optional[Template]) -> dict[str, Any]:
+    """build_event's event with empty request fields: what the record and template say."""
     template = template or Template()
     record = record or MessageRecord(template_id=template_id)
-    form = {name: form[short] for name, short in OWN.items() if short in form} | form
-    kind = str(form["type"])
+    index, url, name = link_of
     link: Optional[Link] = None
-    if LINK in form:
-        index = int(form[LINK])
-        link = template.links[index] if 0 <= index < len(template.links) else Link("")
-    elif URL in form:
-        link = Link(str(form[URL]), str(form.get(NAME, "")))
-    facts = RequestFacts(str(form.get("ip_address", "")), str(form.get("user_agent", "")),
-                         str(form.get("accept_language", "")), form.get("geo_ip"),
-                         str(form.get("referer", "")))
-    event = build_event(kind, Resolved(message_key, template, record, link), facts,
-                        form[TIME] / 1000 if TIME in form else 0, form.get("engage"))
-    if TIME not in form:
-        event["timestamp"] = form.get("timestamp", "")
-    return event
+    if index is not None:
+        link = template.links[int(index)] if 0 <= int(index) < len(template.links) else Link("")
+    elif url is not None:
+        link = Link(str(url), str(name or ""))
+    return build_event(kind, Resolved(message_key, template, record, link), RequestFacts(""), 0)
 
 
 def timestamp_of(stored_text: bytes | str) -> str:

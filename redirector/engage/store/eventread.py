@@ -30,12 +30,13 @@ def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]],
     replies = iter(pipe.execute() if forms else ())
     found = {shard: read.parse(replies) for shard, read in reads.items()}
     out: dict[int, list[bytes]] = {shard: [] for shard in groups}
+    built: dict[tuple[Any, ...], dict[str, Any]] = {}  # shared by a message's events
     for shard in forms:
         items = list(groups[shard])
         records, templates = found.get(shard, ({}, {}))
         for n, form in forms[shard].items():
             message_key, template_id = eventforms.reference(form)
-            event = eventforms.expand(form, records[message_key], templates[template_id])
+            event = eventforms.expand(form, records[message_key], templates[template_id], built)
             items[n] = items[n][:items[n].index(b",") + 1] + _dumps(event)[1:]
         found_overrides = next(replies) if recomputed else [None] * len(items)
         out[shard] = [item if override is None else overrides.spliced(item, override)
