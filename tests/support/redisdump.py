@@ -48,6 +48,8 @@ def texts(client: Any) -> Iterator[tuple[str, str]]:
         name = _text(key)
         yield name, name
         kind = _text(client.type(key))
+        if kind == "none":  # gone since the SCAN (a worker settled a batch meanwhile)
+            continue
         for value in _values(client, key, kind):
             if value is not None:
                 yield name, _text(value)
