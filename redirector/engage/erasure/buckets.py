@@ -22,6 +22,9 @@ from engage.erasure.webhookdata import ATTEMPTS
 from engage.store.records import SAME, MessageRecord
 from engage.store.redisconn import queue_script
 
+# A bucket holds up to 101 values: about 0.14 ms of Lua each (measured), so a call filters
+# a few buckets, never a SCAN chunk's thousand (140 ms of Redis the milter would wait on).
+BUCKETS_PER_CALL = 20
 # KEYS: buckets; ARGV: lowercased needles. Bucket, {field, value, ...} of the buckets
 # where a value holds one.
 FILTER_LUA = """
@@ -99,7 +102,8 @@ class BucketEraser:
         found = needles(address)
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
-            queue_script(self._filter, pipe, group, found)
+            for start in range(0, len(group), BUCKETS_PER_CALL):
+                queue_script(self._filter, pipe, group[start:start + BUCKETS_PER_CALL], found)
         replies = pipe.execute()
         erased = 0
         for reply in replies:
