@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 from engage.store import keys
-from engage.store.eventforms import decode
 from engage.store.events import RequestFacts, build_event, index_values, iso_time, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template, new_message_key
 from support import stored
@@ -40,7 +39,7 @@ def test_stream_readers_get_the_event_with_its_id(events):
     entry_id = events.append(event)
     shard = keys.shard_of("tx1")
     [(stored_id, fields)] = events.client.xrange(events.stream_of(shard))
-    decoded = decode(stored_id, fields, shard)
+    [decoded] = events.decoded(shard, [(stored_id, fields)])
     assert decoded == {**event, "event_id": str(score_of(entry_id, shard))}
     assert [text for text in events.fetch_json(shard, [entry_id])] == [
         json.dumps(decoded, separators=(",", ":")).encode()]

@@ -10,7 +10,7 @@ read directly. A sample that covers a whole master is exact there.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,26 +154,24 @@ def costs(client: Any, prefix: str, budget: int = SCAN_BUDGET, per_family: int =
 
 def _records(node: Any, names: list[str]) -> list[int]:
     """Records in each bucket: its fields but the base (0 for a bucket gone since)."""
-    counts: list[int] = []
-    for chunk in _chunks(names):
-        pipe = node.pipeline(transaction=False)
-        for name in chunk:
-            pipe.hlen(name)
-            pipe.hexists(name, "")
-        replies = pipe.execute()
-        counts += [int(size) - int(base) for size, base in zip(replies[::2], replies[1::2])]
-    return counts
+    replies = _each(node, names, lambda pipe, name: (pipe.hlen(name), pipe.hexists(name, "")))
+    return [int(size) - int(base) for size, base in zip(replies[::2], replies[1::2])]
 
 
 def _usage(node: Any, names: list[str]) -> list[int]:
     """MEMORY USAGE of each (0 for a key gone since the SCAN)."""
-    sizes: list[int] = []
+    return [size or 0 for size in _each(node, names, lambda pipe, name: pipe.memory_usage(name))]
+
+
+def _each(node: Any, names: list[str], queue: Callable[[Any, str], Any]) -> list[Any]:
+    """The replies to ``queue``'s commands for every name, CHUNK names per round trip."""
+    replies: list[Any] = []
     for chunk in _chunks(names):
         pipe = node.pipeline(transaction=False)
         for name in chunk:
-            pipe.memory_usage(name)
-        sizes += [size or 0 for size in pipe.execute()]
-    return sizes
+            queue(pipe, name)
+        replies += pipe.execute()
+    return replies
 
 
 def placement(client: Any, prefix: str) -> list[Master]:

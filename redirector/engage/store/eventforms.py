@@ -15,7 +15,6 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from engage.store.eventids import with_event_id
 from engage.store.links import Resolved
 from engage.store.records import Link, MessageRecord, Template
 from engage.store.tokens import TID_LEN
@@ -120,10 +119,3 @@ def _millis(stamp: str) -> int | None:
     ms = round(moment.timestamp() * 1000)
     return ms if iso_time(ms / 1000) == stamp else None
 
-
-def decode(entry_id: bytes | str, fields: dict[bytes, bytes], shard: int) -> dict[str, Any]:
-    """A stream entry as it is stored (XRANGE/XREADGROUP's fields), with its event_id: an
-    entry stored whole is the event; a stored form still refers to its message
-    (``EventLog.decoded`` reads those whole)."""
-    event: dict[str, Any] = json.loads(with_event_id(entry_id, fields[b"e"], shard))
-    return event

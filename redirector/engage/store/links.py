@@ -128,7 +128,7 @@ class LinkStore:
         shard = keys.shard_of(message_key)
         template_key = self.template_key(record.template_id, shard)
         record_key, field = self.record_at(message_key)
-        base, _ = bucket_base(message_key, record) if field else (None, False)
+        base = bucket_base(message_key, record) if field else None
         names = [template_key, record_key]
         args: list[Any] = [record.to_text(base), self.ttl or 0, self.record_ttl or 0, field,
                            base.to_text() if base is not None else ""]

@@ -133,16 +133,7 @@ class MessageRecord:
                 message_id=data["m"], queue_id=data["q"], injection_time=data["i"],
                 metadata=data["md"], template_id=data["t"],
             )
-        fields = text.split(US)
-        if SAME in text:
-            return _resolved(cls, fields, base or cls())
-        template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = fields
-        return cls(
-            rcpt_to=tuple(rcpts.split(RS)) if rcpts else (), mail_from=mail_from,
-            subject=subject, message_id=message_id, queue_id=queue_id,
-            injection_time=int(injected, 36), metadata=json.loads(metadata) if metadata else {},
-            template_id=template_id,
-        )
+        return _resolved(cls, text.split(US), base or cls())
 
 
 def _suffix(text: str) -> str:
@@ -181,7 +172,8 @@ def _expanded(text: str, base: str) -> str:
 
 
 def _resolved(cls: type[MessageRecord], fields: list[str], base: MessageRecord) -> MessageRecord:
-    """``from_text`` of a record stored against ``base``."""
+    """``from_text`` of a record in fields; a field without SAME is read as it is, so a
+    record stored whole reads the same against any base."""
     template_id, rcpts, mail_from, subject, message_id, queue_id, injected, metadata = fields
     return cls(
         rcpt_to=tuple(rcpts.split(RS)) if rcpts else (),

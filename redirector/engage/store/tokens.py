@@ -80,21 +80,18 @@ class Buckets:
             self._current[shard] = (bucket, handed + 1, opened)
             return bucket + own
 
-    def base(self, message_key: str, record: MessageRecord
-             ) -> tuple[Optional[MessageRecord], bool]:
-        """(the bucket's base record, whether ``record`` is it and its registration must
-        write it): the first record asked about in a bucket becomes its base. (None,
-        False) for a bucket this process did not make or no longer remembers: the record
+    def base(self, message_key: str, record: MessageRecord) -> Optional[MessageRecord]:
+        """The bucket's base record: the first record asked about in a bucket becomes it.
+        None for a bucket this process did not make or no longer remembers: the record
         is then stored whole."""
         bucket = message_key[:BUCKET_LEN]
         with self._lock:
             if bucket not in self._bases:
-                return None, False
+                return None
             known = self._bases[bucket]
             if known is None:
-                self._bases[bucket] = record
-                return record, True
-            return known, False
+                self._bases[bucket] = known = record
+            return known
 
 
 def _bucket_in(shard: int) -> str:
@@ -113,8 +110,7 @@ def new_message_key() -> str:
     return _BUCKETS.new_key()
 
 
-def bucket_base(message_key: str, record: MessageRecord
-                ) -> tuple[Optional[MessageRecord], bool]:
+def bucket_base(message_key: str, record: MessageRecord) -> Optional[MessageRecord]:
     """``Buckets.base`` of this process's buckets."""
     return _BUCKETS.base(message_key, record)
 
