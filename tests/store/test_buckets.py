@@ -139,3 +139,18 @@ def test_forget_rewrites_records_in_buckets_and_the_links_keep_working(redis_cli
         else:
             assert resolved.record == record(n, mail_from="news@example.org")
     assert not Forgetter(redis_client, P).forget(Address.parse(JANE)).changed
+
+
+def test_a_record_too_long_to_be_a_base_gets_none_and_the_next_one_is_the_base(
+        redis_client):
+    """The milter keeps one base per bucket in memory and sends it with every registration
+    of the bucket: a record of a thousand recipients must not be it."""
+    buckets = Buckets()
+    key, small_key = buckets.new_key(), None
+    while small_key is None or small_key[:BUCKET_LEN] != key[:BUCKET_LEN]:
+        small_key = buckets.new_key()  # the same bucket (shards are drawn at random)
+    crowd = record(1, rcpt_to=tuple(f"r{n}@example.net" for n in range(1000)))
+    assert len(crowd.to_text()) > Buckets.MAX_BASE
+    assert buckets.base(key, crowd) is None
+    assert buckets.base(small_key, record(2)) == record(2)
+    assert buckets.base(key, crowd) == record(2)  # the bucket's base from now on

@@ -61,6 +61,9 @@ class Buckets:
     SIZE = 100  # under Redis's hash-max-listpack-entries (128): a bucket stays a listpack
     LIFETIME = 600.0
     KEPT = 4096
+    # A record longer than this (a thousand recipients, a large metadata object) is no
+    # base: the milter keeps KEPT of them, and every registration of the bucket sends it.
+    MAX_BASE = 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -81,15 +84,16 @@ class Buckets:
             return bucket + own
 
     def base(self, message_key: str, record: MessageRecord) -> Optional[MessageRecord]:
-        """The bucket's base record: the first record asked about in a bucket becomes it.
-        None for a bucket this process did not make or no longer remembers: the record
-        is then stored whole."""
+        """The bucket's base record: the first record asked about in a bucket that is at
+        most MAX_BASE long becomes it. None for a bucket this process did not make or no
+        longer remembers, or with no base yet: the record is then stored whole."""
         bucket = message_key[:BUCKET_LEN]
+        small = len(record.to_text()) <= self.MAX_BASE
         with self._lock:
             if bucket not in self._bases:
                 return None
             known = self._bases[bucket]
-            if known is None:
+            if known is None and small:
                 self._bases[bucket] = known = record
             return known
 
