@@ -97,7 +97,7 @@ def expected(client: Any, prefix: str) -> tuple[float, float, int]:
     _, statuses = usage(client, prefix, "{??}ms:*")
     _, templates = usage(client, prefix, "{??}t:*")
     _, streams = usage(client, prefix, "{??}events")
-    _, indexes = usage(client, prefix, "{??}ei:*")
+    _, indexes = usage(client, prefix, "{??}e[il]:*")
     _, verdicts = usage(client, prefix, "{??}verdicts")
     stored = sum(client.xlen(keys.events(prefix, s)) for s in keys.shard_ids())
     recent = aggregates.hour_of(time.time())

@@ -8,8 +8,8 @@ message registered through the real ``LinkStore.register`` (what the milter call
 a private redis-server with its default settings but ``--listpack-value``. Prints ``INFO memory`` before and
 after and the bytes per message, and the size of one record's value. With ``--events``,
 then that many click and open events of those messages (half each, built by the real
-``build_event`` and appended by ``EventLog``, indexes and hourly counters included) and
-the bytes per event. Messages and events spread over the 24 shards as in production.
+``build_event`` with the judge's verdict and appended by ``EventLog``, indexes and hourly
+counters included) and the bytes per event. Messages and events spread over the 24 shards as in production.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ from engage.store.links import (  # noqa: E402
     Template,
     new_message_key,
 )
+from engage.verdicts.machines import load, rule_files, shipped_rules  # noqa: E402
+from engage.verdicts.rules import Facts, Thresholds, classify, engage_object  # noqa: E402
 from support.procs import RedisServer  # noqa: E402
 
 MEMORY_FIELDS = ("used_memory", "used_memory_dataset", "mem_allocator")
@@ -71,19 +73,30 @@ AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, l
          "Chrome/131.0.0.0 Safari/537.36")
 
 
+APPLE_PROXY = "Mozilla/5.0"  # Apple Mail Privacy Protection's opens (machines.conf)
+
+
 def append_events(client: redis.Redis, template: Template, messages: list[tuple[str, int]],
                   count: int) -> float:
-    """``count`` events (clicks and opens alternately) of the given messages: seconds taken."""
+    """``count`` events (clicks and opens alternately) of the given messages, each with
+    the verdict the redirector's judge gives it (every fourth open through Apple's
+    proxy): seconds taken."""
     log = EventLog(client)
+    rules, limits = load(rule_files(shipped_rules(), ())), Thresholds()
     started = time.monotonic()
     batch, tokens = [], []
     for number in range(count):
         key, registered = messages[number % len(messages)]
         link = template.links[number % len(template.links)] if number % 2 else None
         resolved = Resolved(key, template, record_for(registered, template.template_id), link)
-        batch.append(build_event("click" if link else "open", resolved,
-                                 RequestFacts(f"198.51.{number % 250}.{number % 200}", AGENT,
-                                              "en-US,en;q=0.9"), time.time()))
+        kind = "click" if link else "open"
+        ip, agent = f"198.51.{number % 250}.{number % 200}", AGENT
+        if number % 8 == 0:
+            ip, agent = f"17.58.{number % 250}.{number % 200}", APPLE_PROXY
+        facts = Facts(kind, "GET", ip, agent, 3600.0)
+        engage = engage_object(classify(facts, rules, limits), facts)
+        batch.append(build_event(kind, resolved, RequestFacts(ip, agent, "en-US,en;q=0.9"),
+                                 time.time(), engage))
         tokens.append(resolved)  # stored referring to its message, as the redirector does
         if len(batch) == 500:
             log.append_many(batch, resolved=tokens)

@@ -1,9 +1,10 @@
 """The store's Lua scripts: the click lookup's reply by name, and the append script built
-from its named parts (the aggregates' update a function it defines and calls)."""
+from its named parts (the aggregates' update and the index functions defined first)."""
 from __future__ import annotations
 
 from engage.store.scripts.aggregates import UPDATE_CALL, UPDATE_FUNCTION
 from engage.store.scripts.clicks import ClickLookup, ClickState
+from engage.store.scripts.eventindex import INDEX_FUNCTIONS
 from engage.store.scripts.events import APPEND_LUA
 
 
@@ -20,6 +21,6 @@ def test_the_click_lookup_reply_is_read_by_name():
 
 
 def test_the_append_script_defines_the_aggregates_update_before_it_calls_it():
-    assert APPEND_LUA.startswith(UPDATE_FUNCTION)
+    assert APPEND_LUA.startswith(INDEX_FUNCTIONS + UPDATE_FUNCTION)
     assert APPEND_LUA.count("update_aggregates(") == 2  # the definition and the one call
     assert UPDATE_CALL in APPEND_LUA

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engage.store import keys
 from engage.store.events import RequestFacts, build_event, index_values, iso_time, score_of
 from engage.store.links import Link, MessageRecord, Resolved, Template, new_message_key
@@ -46,7 +48,11 @@ def test_stream_readers_get_the_event_with_its_id(events):
     assert json.loads(fields[b"e"]) == event
 
 
-def test_an_event_stored_with_its_token_refers_to_its_message_and_reads_back_whole(events):
+@pytest.mark.parametrize("verdict", [
+    {"verdict": "human"}, {"verdict": "human", "reasons": []},  # the second stored as 0
+    {"verdict": "scanner", "reasons": ["HEAD request"], "signals": {"method": "HEAD"}}])
+def test_an_event_stored_with_its_token_refers_to_its_message_and_reads_back_whole(events,
+                                                                                   verdict):
     """What the redirector stores: the request's fields and the open token; read back
     (a page, by id, a webhook batch, a recompute) it is the event build_event made."""
     from engage.store.links import LinkStore
@@ -55,12 +61,13 @@ def test_an_event_stored_with_its_token_refers_to_its_message_and_reads_back_who
     LinkStore(events.client, events.prefix).register(key, TEMPLATE, RECORD)
     resolved = Resolved(key, TEMPLATE, RECORD, TEMPLATE.links[0])
     event = build_event("click", resolved, RequestFacts("192.0.2.1", "Agent/1", "fr", None, "r"),
-                        1700000001, {"verdict": "human"})
+                        1700000001, verdict)
     entry_id = events.append(event, resolved=resolved)
     shard = keys.shard_of(key)
     [(stored_id, fields)] = events.client.xrange(events.stream_of(shard))
     assert len(fields[b"e"]) < len(json.dumps(event)) / 2
     assert RECORD.rcpt_to[0].encode() not in fields[b"e"] and b"https://" not in fields[b"e"]
+    assert (b'"v":0' in fields[b"e"]) == (verdict == {"verdict": "human", "reasons": []})
     whole = {**event, "event_id": str(score_of(entry_id, shard))}
     assert events.decoded(shard, [(stored_id, fields)]) == [whole]
     [text] = events.fetch_json(shard, [entry_id])

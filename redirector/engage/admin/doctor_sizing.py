@@ -23,7 +23,8 @@ HOURS = 24
 CHUNK = 400  # commands per pipeline
 # kept for [redis] link_retention_days
 LINK_FAMILIES = ("message bucket", "message", "status", "template")
-EVENT_FAMILIES = ("event index", "event subset index", "verdict overrides")  # with the stream
+EVENT_FAMILIES = ("event index", "event subset index", "event index before 2026-12",
+                  "verdict overrides")  # with the stream
 EVENT_CODES = (b"r", b"c")  # every open and initial open counts r, every click c
 
 

@@ -40,7 +40,7 @@ from engage.erasure.buckets import BucketEraser
 from engage.erasure.scrub import Address, scrub_record, scrub_template
 from engage.erasure.streams import StreamEraser, by_slot
 from engage.erasure.webhookdata import ATTEMPTS, WebhookEraser, text_of
-from engage.store import aggregates, keys
+from engage.store import aggregates, eventindex, keys
 from engage.store.events import TYPES
 from engage.store.keys import Erasure
 from engage.store.pressure import DEFAULT_HIGH_WATER
@@ -205,12 +205,13 @@ class Forgetter:
 
     # ------------------------------------------------------------ index keys
     def _index_keys(self, address: Address, named: list[str], summary: Summary) -> None:
-        """Drop index keys named after the address (``{p}ei:<type>:r:<address>`` ...).
+        """Drop index keys named after the address (``{p}el:<type>:r:<address>`` ...).
         A key of another family whose name holds it cannot be erased by name: an error."""
         doomed = {name for name in named
                   if _erasure(self.prefix, name) is Erasure.FOLLOW_EVENTS}
-        doomed |= {keys.event_index(self.prefix, shard, kind, "r", address.text)
-                   for kind in TYPES for shard in readable_shards(self.client, self.prefix)}
+        doomed |= {key for shard in readable_shards(self.client, self.prefix)
+                   for key in eventindex.read(self.prefix, shard,
+                                              [(kind, "r", address.text) for kind in TYPES])}
         summary.index_keys += int(self.client.delete(*sorted(doomed)))
         summary.unknown_keys += sorted(name for name in named if name not in doomed)
 

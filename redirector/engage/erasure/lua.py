@@ -169,3 +169,16 @@ redis.call('RENAME', KEYS[2], KEYS[1])
 redis.call('UNLINK', KEYS[3])
 return 1
 """
+
+# KEYS: an erased event's indexes (engage.store.eventindex: sorted sets or streams), in
+# its shard. ARGV[1]: its stream id. How many held it. (A stream index keeps the
+# ordinals of the entries left: a count over the gap counts the erased event too.)
+UNINDEX_LUA = """
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'zset' then removed = removed + redis.call('ZREM', key, ARGV[1])
+  elseif kind == 'stream' then removed = removed + redis.call('XDEL', key, ARGV[1]) end
+end
+return removed
+"""

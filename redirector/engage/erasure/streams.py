@@ -17,10 +17,10 @@ from redis.crc import key_slot
 from engage.erasure import lua
 from engage.erasure.scrub import Address
 from engage.erasure.webhookdata import text_of
-from engage.store import keys
+from engage.store import eventindex, keys
 from engage.store.events import index_values, score_of
 from engage.store.pressure import Memory
-from engage.store.redisconn import is_cluster, readable_shards
+from engage.store.redisconn import is_cluster, queue_script, readable_shards
 
 if TYPE_CHECKING:
     from engage.erasure.forget import Summary
@@ -56,6 +56,7 @@ class StreamEraser:
         self._stream = client.register_script(lua.STREAM_LUA)
         self._copy_chunk = client.register_script(lua.COPY_CHUNK_LUA)
         self._swap = client.register_script(lua.SWAP_LUA)
+        self._unindex = client.register_script(lua.UNINDEX_LUA)
 
     def erase(self, address: Address, summary: Summary) -> dict[int, set[str]]:
         """Shard by shard: delete the events that mention the address, then compact that
@@ -94,13 +95,12 @@ class StreamEraser:
         pipe = self.client.pipeline(transaction=False)
         for (entry_id, _), index_keys in zip(doomed, indexes):
             pipe.xdel(stream, entry_id)
-            for key in index_keys:
-                pipe.zrem(key, entry_id)
+            queue_script(self._unindex, pipe, index_keys, [entry_id])
             pipe.hdel(verdicts, str(score_of(entry_id, shard)))
         replies = iter(pipe.execute())
-        for index_keys in indexes:
+        for _ in indexes:
             summary.events += next(replies)
-            summary.index_entries += sum(next(replies) for _ in index_keys)
+            summary.index_entries += next(replies)
             summary.verdicts += next(replies)
 
     def _index_keys_of(self, shard: int, raw: str) -> list[str]:
@@ -110,8 +110,8 @@ class StreamEraser:
             pairs = index_values(event)
         except (ValueError, KeyError, TypeError):
             return []  # not an event engage wrote: its stream entry goes, it has no index
-        return [keys.event_index(self.prefix, shard, kind)] + [
-            keys.event_index(self.prefix, shard, kind, dim, value) for dim, value in pairs]
+        return eventindex.read(self.prefix, shard, [(kind, "", ""), *(
+            (kind, dim, value) for dim, value in pairs)])
 
     # ------------------------------------------------------------ compaction
     def compact_or_note(self, stream: str, summary: Summary) -> None:

@@ -28,6 +28,8 @@ URL, NAME = "target_link_url", "target_link_name"  # a link of no template (sign
 OWN = {"type": "t", "ip_address": "a", "user_agent": "u", "accept_language": "l",
        "referer": "f", "geo_ip": "g", "engage": "v"}
 TIME = "s"  # the timestamp in epoch milliseconds, when it reads back exactly
+PERSON = {"verdict": "human", "reasons": []}  # most events' verdict: stored as HUMAN
+HUMAN = 0
 MARK = b'"t":'  # a stored form starts with its type under this name (after event_id when read)
 
 
@@ -39,6 +41,8 @@ def stored(event: dict[str, Any], resolved: Resolved) -> str:
     elif resolved.link is not None:
         form[URL], form[NAME] = resolved.link
     form.update((short, event[name]) for name, short in OWN.items() if name in event)
+    if form.get(OWN["engage"]) == PERSON:
+        form[OWN["engage"]] = HUMAN
     stamp = str(event.get("timestamp", ""))
     ms = _millis(stamp)
     if ms is not None:
@@ -85,8 +89,9 @@ def expand(form: dict[str, Any], record: Optional[MessageRecord], template: Opti
         event["referer"] = form.get(OWN["referer"], "")
     if form.get(OWN["geo_ip"]):
         event["geo_ip"] = form[OWN["geo_ip"]]
-    if form.get(OWN["engage"]) is not None:
-        event["engage"] = form[OWN["engage"]]
+    verdict = form.get(OWN["engage"])
+    if verdict is not None:
+        event["engage"] = {**PERSON, "reasons": []} if verdict == HUMAN else verdict
     return event
 
 

@@ -2,11 +2,11 @@
 
 ``build_event`` is pure: (type, resolved token, request facts, time) -> dict. ``EventLog``
 appends an event in one round trip to its message's shard (engage.store.keys: a Lua
-script on one slot: XADD to ``{p}{tag}events`` plus one index
-sorted set per filterable value, see ``index_keys``, plus the message's status hash
+script on one slot: XADD to ``{p}{tag}events`` plus one index per filterable value,
+engage.store.eventindex, plus the message's status hash
 ``{p}ms:<message key>``: first open/click time by HSETNX, so two simultaneous first opens
 leave exactly one ``opened_at``, and counts) and trims everything older than the
-retention window (stream by MINID, indexes by score); in the same script, the hourly
+retention window (stream by MINID, indexes with it); in the same script, the hourly
 metrics aggregates (engage.store.aggregates). Event ids are the stream entry ids as one
 decimal number, ms * 1000 + the shard's base + seq (``score_of``), so they sort by time
 across shards and no two shards give the same id. Pages merge the shards
@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 
-from engage.store import aggregates, eventforms, eventread, keys
+from engage.store import aggregates, eventforms, eventindex, eventread, keys
 from engage.store.eventids import entries_of as entries_of
 from engage.store.eventids import id_base
 from engage.store.eventids import score_of as score_of
@@ -138,14 +138,15 @@ class EventLog:
         self._append = client.register_script(APPEND_LUA)
         self._fetch = client.register_script(FETCH_LUA)
         self._page = client.register_script(PAGE_LUA)
+        self.indexes = eventindex.Indexes(client, prefix)
 
     def stream_of(self, shard: int) -> str:
         return keys.events(self.prefix, shard)
 
     def index_key(self, shard: int, kind: str, dim: str = "", value: str = "") -> str:
-        """``ei:<type>`` holds every event of a type of a shard; ``ei:<type>:<dim>:<value>``
-        a subset."""
-        return keys.event_index(self.prefix, shard, kind, dim, value)
+        """The index an event of ``kind`` with ``dim`` = ``value`` is added to (``el:<type>``
+        holds every event of a type of a shard, ``el:<type>:<dim>:<value>`` a subset)."""
+        return eventindex.written(self.prefix, shard, kind, [(dim, value)] if dim else [])[-1]
 
     def cutoff_ms(self, now: float | None = None) -> int:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
@@ -175,8 +176,7 @@ class EventLog:
             agg_keys, agg_args = aggregates.update_keys_args(self.prefix, shard, event,
                                                              self.metrics_days)
         keys += agg_keys
-        keys.append(self.index_key(shard, kind))
-        keys += [self.index_key(shard, kind, dim, value) for dim, value in index_values(event)]
+        keys += eventindex.written(self.prefix, shard, kind, index_values(event))
         cutoff = self.cutoff_ms(now)
         text = (eventforms.stored(event, resolved) if resolved is not None else
                 json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
@@ -224,9 +224,9 @@ class EventLog:
     def page_script(self, pipe: Any, shard: int, specs: Sequence[tuple[str, str, str]],
                     top: int, low: int, count: int) -> None:
         """Queue one shard's PAGE_LUA on ``pipe``."""
-        index_keys = [self.index_key(shard, *spec) for spec in specs]
+        index_keys = eventindex.read(self.prefix, shard, specs)
         queue_script(self._page, pipe, [self.stream_of(shard), *index_keys],
-                     [top, low, count, *id_base(shard)])
+                     [top, low, count, *eventindex.range_args(low, top, shard)])
 
     def fetch_json(self, shard: int, entry_ids: Iterable[str | bytes]) -> list[bytes]:
         """Events of one shard by stream id as JSON text with event_id, in the order given,

@@ -76,11 +76,14 @@ FAMILIES = (
            "as long as the message's links", Erasure.NO_ADDRESS, MOVED),
     Family("events", "<shard>events", "stream", "engage.store.events (redirector)",
            "entries trimmed after [events] retention_days", Erasure.DELETE_ENTRIES, PER_SHARD),
-    Family("event index", "<shard>ei:<type>", "zset", "engage.store.events",
+    Family("event index", "<shard>el:<type>", "zset, then stream", "engage.store.eventindex",
            "entries trimmed with the stream", Erasure.FOLLOW_EVENTS, PER_SHARD),
-    Family("event subset index", "<shard>ei:<type>:<dimension>:<value>", "zset",
-           "engage.store.events", "entries trimmed with the stream", Erasure.FOLLOW_EVENTS,
-           PER_SHARD),
+    Family("event subset index", "<shard>el:<type>:<dimension>:<value>", "zset, then stream",
+           "engage.store.eventindex", "entries trimmed with the stream",
+           Erasure.FOLLOW_EVENTS, PER_SHARD),
+    Family("event index before 2026-12", "<shard>ei:<type[:dimension:value]>", "zset",
+           "read only", "[events] retention_days + 1 after its last event",
+           Erasure.FOLLOW_EVENTS, PER_SHARD),
     Family("verdict overrides", "<shard>verdicts", "hash", "engage.store.overrides (recompute)",
            "fields trimmed with the stream", Erasure.FOLLOW_EVENTS, PER_SHARD),
     Family("aggregates", "<shard>agg:<kind>:<hour>", "hash", "engage.store.aggregates",
@@ -157,7 +160,6 @@ _MATCH_ORDER = tuple((family.regex, family)
                      for family in sorted(FAMILIES, key=_specificity, reverse=True))
 
 
-
 def _message_tag(message_key: str, shard: int | None) -> str:
     return tag(shard_of(message_key) if shard is None else shard)
 
@@ -187,8 +189,10 @@ def events(prefix: str, shard: int) -> str:
     return f"{prefix}{tag(shard)}events"
 
 
-def event_index(prefix: str, shard: int, kind: str, dimension: str = "", value: str = "") -> str:
-    base = f"{prefix}{tag(shard)}ei:{kind}"
+def event_index(prefix: str, shard: int, kind: str, dimension: str = "", value: str = "",
+                listed: bool = False) -> str:
+    """``listed``: the index written now; else the sorted set read until it expires."""
+    base = f"{prefix}{tag(shard)}{'el' if listed else 'ei'}:{kind}"
     return f"{base}:{dimension}:{value}" if dimension else base
 
 
@@ -232,8 +236,7 @@ def rate_limit(prefix: str, client: str, window: int) -> str:
     return f"{prefix}rl:{client}:{window}"
 
 
-def login_limit_prefix(prefix: str) -> str:
-    """The dashboard login limiter is a second RateLimiter under this prefix."""
+def login_limit_prefix(prefix: str) -> str:  # the dashboard login's own RateLimiter
     return f"{prefix}dashboard:"
 
 
@@ -278,8 +281,7 @@ def dropped(prefix: str) -> str:
     return f"{prefix}dropped"
 
 
-def layout(prefix: str) -> str:
-    """"2" once layout 1's keys are migrated (engage migrate-layout): no more looking there."""
+def layout(prefix: str) -> str:  # "2" once layout 1's keys are migrated (migrate-layout)
     return f"{prefix}layout"
 
 
@@ -289,8 +291,7 @@ def compacting(prefix: str, stream: str) -> str:
     return f"{prefix}compacting:{stream[len(prefix):]}"
 
 
-def compaction_replaced(prefix: str, stream: str) -> str:
-    """The name the compacted stream's old self has for an instant, before UNLINK."""
+def compaction_replaced(prefix: str, stream: str) -> str:  # the old stream, an instant
     return compacting(prefix, stream) + ":replaced"
 
 

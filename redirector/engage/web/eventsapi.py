@@ -7,9 +7,10 @@ carry work (``recipient_domains`` and ``sending_domains`` by whole domain segmen
 SparkPost's keyword search does); the filters on what engage never has (bounce classes,
 templates, subaccounts, A/B tests, mailbox providers ...) are validated and match
 nothing, as ``events=delivery`` does. ``search`` never walks the whole stream: from/to
-become a score range on the index sorted sets; when every filter is served by one index
-(the event type is part of every index key) ``total_count`` is a sum of ZCOUNTs and a
-page is one merged range read. Otherwise the most selective index is scanned and the
+become a score range on the indexes (engage.store.eventindex); when every filter is
+served by one index ``total_count`` is a sum of index counts and a page is one merged
+range read (the per-message indexes hold every type: asking for some types of a message
+filters them as below). Otherwise the most selective index is scanned and the
 other filters applied to the events it yields, at most ``max_scan`` of them (else 400).
 ``event_ids`` are read by id (an event_id names its shard and stream entry). Every index
 is one per shard (engage.store.keys): counts are summed and pages merged over the shards
@@ -30,15 +31,15 @@ import redis
 from engage.query import (
     BadParameter,
 )
+from engage.store.eventindex import typeless
 from engage.store.events import (
     DIMENSIONS,
+    TYPES,
     EventError,
     EventLog,
     entries_of,
-    score_of,
     subject_digest,
 )
-from engage.store.redisconn import readable_shards
 from engage.web.eventsquery import (
     DEFAULT_PER_PAGE as DEFAULT_PER_PAGE,
 )
@@ -100,6 +101,8 @@ def search(log: EventLog, query: Query, max_scan: int, now: float | None = None)
             return _by_ids(log, query, low, high, top, window)
         name, specs, candidates = _driving_index(log, query.types, filters, low, high)
         residual = {key: values for key, values in filters.items() if key != name}
+        if typeless(specs) and query.types != TYPES:  # its index holds every type
+            residual["events"] = frozenset(query.types)
         if not residual:
             return _indexed_page(log, specs, candidates, low, top, query.per_page, window)
         if candidates > max_scan:
@@ -160,21 +163,13 @@ Spec = tuple[str, str, str]  # (type, dimension, value): one index, in every sha
 def _driving_index(log: EventLog, types: tuple[str, ...], filters: dict[str, frozenset[str]],
                    low: int, high: int) -> tuple[str, list[Spec], int]:
     """The indexed filter with the fewest events in range: (its name, its indexes, the
-    count summed over the shards), in one pipeline."""
+    count summed over the shards), in one pipeline. A per-message index counts every type."""
     options = {name: [(kind, DIMENSIONS[name], value) for kind in types
                       for value in _index_values(name, values)]
                for name, values in filters.items() if name in DIMENSIONS}
     if not options:
         options = {"": [(kind, "", "") for kind in types]}
-    shards = readable_shards(log.client, log.prefix)
-    pipe = log.client.pipeline(transaction=False)
-    for specs in options.values():
-        for spec in specs:
-            for shard in shards:
-                pipe.zcount(log.index_key(shard, *spec), low, high)
-    counts = iter(pipe.execute())
-    totals = {name: sum(next(counts) for _ in range(len(specs) * len(shards)))
-              for name, specs in options.items()}
+    totals = dict(zip(options, log.indexes.counts(list(options.values()), low, high)))
     name = min(totals, key=totals.__getitem__)
     return name, options[name], totals[name]
 
@@ -183,18 +178,13 @@ def _newest(log: EventLog, specs: list[Spec], top: int, low: int,
             count: int) -> list[tuple[int, int, bytes]]:
     """The ``count`` newest (score, shard, stream id) with low <= score <= top across the
     indexes ``specs`` of every shard."""
-    pairs = [(shard, spec) for shard in readable_shards(log.client, log.prefix)
-             for spec in specs]
-    pipe = log.client.pipeline(transaction=False)
-    for shard, spec in pairs:
-        pipe.zrevrangebyscore(log.index_key(shard, *spec), top, low, start=0, num=count)
-    merged = heapq.merge(*([(-score_of(member, shard), shard, member) for member in reply]
-                           for (shard, _), reply in zip(pairs, pipe.execute())))
+    merged = heapq.merge(*log.indexes.newest(specs, top, low, count),
+                         key=lambda item: item[0], reverse=True)
     newest: list[tuple[int, int, bytes]] = []
-    for negative, shard, member in merged:
+    for score, shard, member in merged:
         if newest and newest[-1][1:] == (shard, member):
             continue  # one event indexed under two recipients of the same filter
-        newest.append((-negative, shard, member))
+        newest.append((score, shard, member))
         if len(newest) == count:
             break
     return newest
@@ -231,7 +221,10 @@ def _scanned_page(log: EventLog, specs: list[Spec], residual: dict[str, frozense
 def matches(event: Mapping[str, Any], filters: Mapping[str, frozenset[str]]) -> bool:
     """Whether an event passes every filter (values within one filter are alternatives)."""
     for name, values in filters.items():
-        if name == "recipients":
+        if name == "events":
+            if event.get("type") not in values:
+                return False
+        elif name == "recipients":
             if values.isdisjoint(recipients_of(event)):
                 return False
         elif name == "recipient_domains":

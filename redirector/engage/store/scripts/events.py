@@ -3,6 +3,7 @@ of the index union, fetch entries by id."""
 from __future__ import annotations
 
 from engage.store.scripts.aggregates import UPDATE_CALL, UPDATE_FUNCTION
+from engage.store.scripts.eventindex import INDEX_FUNCTIONS
 
 # The gate first (the last ARGV[13] keys of KEYS are its own): the append id (ARGV[14])
 # into its decisecond's set KEYS[last+1] (integers: an intset, 8 bytes each), a known id
@@ -11,8 +12,9 @@ from engage.store.scripts.aggregates import UPDATE_CALL, UPDATE_FUNCTION
 # counter is in no shard; counted after a recorded open).
 # The score (public event_id) is ms * 1000 + ARGV[16] + min(seq, ARGV[17]): the shard's
 # base and cap (engage.store.events.EventIds), so that shards never share an id.
-# Indexes are trimmed on about one append in 32 (chosen by the entry's ms): queries clip
-# to the retention window anyway, and EXPIRE drops an index that gets no new events.
+# Indexes (KEYS[first..last], engage.store.eventindex) are trimmed by MINID when they are
+# streams, on about one append in 32 (chosen by the entry's ms) while sorted sets: queries
+# clip to the retention window anyway, and EXPIRE drops an index that gets no new events.
 # With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
 # first open (or click) time is set only if absent, the count of that kind goes up.
 # With ARGV[8] not empty, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_FUNCTION).
@@ -52,24 +54,23 @@ _APPEND_TAIL = """
   end
 end
 for i = first, last do
-  redis.call('ZADD', KEYS[i], score, id)
-  if trim then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3]) end
+  indexed(KEYS[i], id, score, ARGV[2], ARGV[3], trim)
   redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 return id
 """
-APPEND_LUA = UPDATE_FUNCTION + _APPEND_HEAD + UPDATE_CALL + _APPEND_TAIL
+APPEND_LUA = INDEX_FUNCTIONS + UPDATE_FUNCTION + _APPEND_HEAD + UPDATE_CALL + _APPEND_TAIL
 
-# One page, newest first, of the union of index sorted sets (KEYS[2..]), assembled next
-# to the data: merge by score, skip an id seen twice (one event under two recipients),
-# XRANGE each entry, splice in event_id. ARGV: top score, low score, page size, the
-# shard's score base and seq cap (as APPEND_LUA's ARGV[16..17]).
+# One page, newest first, of the union of indexes (KEYS[2..]), assembled next to the
+# data: merge by score, skip an id seen twice (one event under two recipients), XRANGE
+# each entry, splice in event_id. ARGV: top score, low score, page size, the shard's
+# score base and seq cap (as APPEND_LUA's ARGV[16..17]), the first and last stream id of
+# low..top (engage.store.eventindex.range_args).
 # Returns {score of the last one, 1 if more follow, JSON object, JSON object ...}.
-PAGE_LUA = """
+PAGE_LUA = INDEX_FUNCTIONS + """
 local lists, pos, count = {}, {}, tonumber(ARGV[3])
 for i = 2, #KEYS do
-  lists[i - 1] = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2],
-                            'WITHSCORES', 'LIMIT', 0, count + 1)
+  lists[i - 1] = newest(KEYS[i], ARGV[1], ARGV[2], ARGV[6], ARGV[7], count + 1, ARGV[4], ARGV[5])
   pos[i - 1] = 1
 end
 local out, last, previous, more = {}, '', nil, 0
