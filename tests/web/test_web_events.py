@@ -76,6 +76,30 @@ def test_an_event_stored_with_its_token_refers_to_its_message_and_reads_back_who
     assert json.loads(b"[" + page + b"]") == [whole]
 
 
+def test_an_event_takes_its_time_from_the_stream_id_when_it_can(events):
+    """An event's ms is its stream id's: no time in the entry. An event older than the
+    stream's last entry (a redirector whose clock is behind) or a second or more away from
+    Redis's clock keeps its time in the entry, and the ids stay Redis's."""
+    import time
+
+    from engage.store.links import LinkStore
+    from engage.store.tokens import new_message_key as bucketed_key
+    key = bucketed_key()
+    LinkStore(events.client, events.prefix).register(key, TEMPLATE, RECORD)
+    resolved, shard, now = Resolved(key, TEMPLATE, RECORD, None), keys.shard_of(key), time.time()
+    appended = []
+    for moment in (now, now - 0.5, now + 30, None):  # None: the time of that append
+        event = build_event("open", resolved, RequestFacts("192.0.2.1"),
+                            time.time() if moment is None else moment, {"verdict": "human"})
+        appended.append((events.append(event, resolved=resolved), event))
+    entries = events.client.xrange(events.stream_of(shard))
+    assert [b'"s":' in fields[b"e"] for _, fields in entries] == [False, True, True, False]
+    assert int(entries[0][0].split(b"-")[0]) == round(now * 1000)
+    assert all(int(entry_id.split(b"-")[0]) < (now + 2) * 1000 for entry_id, _ in entries)
+    assert events.decoded(shard, entries) == [
+        {**event, "event_id": str(score_of(entry_id, shard))} for entry_id, event in appended]
+
+
 def test_append_many_stores_a_batch_with_its_indexes(events):
     batch = [build_event("open", Resolved(new_message_key(), TEMPLATE, RECORD, None),
                          RequestFacts("192.0.2.1"), 1700000001) for n in range(50)]

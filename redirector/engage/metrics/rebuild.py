@@ -138,7 +138,7 @@ def _stream_bounds(client: redis.Redis, stream: str,
     complete = 0
     added = info.get("entries-added")  # Redis >= 7; older ones: assume trimmed
     if added is None or added > info["length"]:
-        stamp = timestamp_of(first[1][b"e"])
+        stamp = timestamp_of(first[0], first[1][b"e"])
         complete = aggregates.hour_start(stamp[:13]) + HOUR
     return score_of(first[0], shard), info["last-entry"][0], complete
 

@@ -27,29 +27,38 @@ URL, NAME = "target_link_url", "target_link_name"  # a link of no template (sign
 # under (a million clicks pay for every byte of a name).
 OWN = {"type": "t", "ip_address": "a", "user_agent": "u", "accept_language": "l",
        "referer": "f", "geo_ip": "g", "engage": "v"}
-TIME = "s"  # the timestamp in epoch milliseconds, when it reads back exactly
+TIME = "s"  # the timestamp in epoch ms, when it is not the stream id's ms
 PERSON = {"verdict": "human", "reasons": []}  # most events' verdict: stored as HUMAN
 HUMAN = 0
 MARK = b'"t":'  # a stored form starts with its type under this name (after event_id when read)
 
 
-def stored(event: dict[str, Any], resolved: Resolved) -> str:
-    """The JSON text an event is stored as: its own fields and where its message is."""
+def stored(event: dict[str, Any], resolved: Resolved) -> tuple[str, int | None]:
+    """The JSON text an event is stored as (its own fields, where its message is) and its
+    time in epoch ms: the append makes that the stream id's ms, else adds it to the text as
+    ``s`` (engage.store.scripts.events). A timestamp that is no exact ms is in the text."""
     form: dict[str, Any] = {OWN["type"]: event["type"], REF: event["email_id"]}
     if resolved.link in resolved.template.links:
         form[LINK] = resolved.template.links.index(resolved.link)
     elif resolved.link is not None:
         form[URL], form[NAME] = resolved.link
-    form.update((short, event[name]) for name, short in OWN.items() if name in event)
+    form.update((short, event[name]) for name, short in OWN.items() if event.get(name) != ""
+                and name in event)  # an empty field reads back as "" (expand)
     if form.get(OWN["engage"]) == PERSON:
         form[OWN["engage"]] = HUMAN
     stamp = str(event.get("timestamp", ""))
     ms = _millis(stamp)
-    if ms is not None:
-        form[TIME] = ms
-    else:
+    if ms is None:
         form["timestamp"] = stamp
-    return json.dumps(form, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(form, separators=(",", ":"), ensure_ascii=False, allow_nan=False), ms
+
+
+def with_time(form: dict[str, Any], event_id: int) -> dict[str, Any]:
+    """A stored form as read, with its time: ``s`` when the text has it, else the stream
+    id's ms (the event_id's thousands)."""
+    if TIME not in form and "timestamp" not in form:
+        form[TIME] = event_id // 1000
+    return form
 
 
 def is_stored_form(item: bytes) -> bool:
@@ -109,9 +118,13 @@ def _shared(kind: str, message_key: str, template_id: str, link_of: tuple[Any, .
     return build_event(kind, Resolved(message_key, template, record, link), RequestFacts(""), 0)
 
 
-def timestamp_of(stored_text: bytes | str) -> str:
-    """The timestamp of a stream entry's ``e`` field, stored whole or as a stored form."""
+def timestamp_of(entry_id: bytes | str, stored_text: bytes | str) -> str:
+    """The timestamp of a stream entry (its id, its ``e`` field), stored whole or as a
+    stored form."""
     form = json.loads(stored_text)
+    if TIME not in form and "timestamp" not in form:
+        ms = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")[0]
+        return iso_time(int(ms) / 1000)
     return iso_time(form[TIME] / 1000) if TIME in form else str(form.get("timestamp", ""))
 
 

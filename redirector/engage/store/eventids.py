@@ -35,3 +35,11 @@ def entries_of(event_id: int) -> list[tuple[int, str]]:
 def with_event_id(entry_id: str | bytes, stored: bytes, shard: int) -> bytes:
     """The stored JSON object with its ``event_id`` put first, still as JSON text."""
     return b'{"event_id":"%d",' % score_of(entry_id, shard) + stored[1:]
+
+
+ID_START = len(b'{"event_id":"')
+
+
+def score_in(text: bytes) -> int:
+    """The event_id at the front of an event's JSON text as read back (put first)."""
+    return int(text[ID_START:text.index(b'"', ID_START)])

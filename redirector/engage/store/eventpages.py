@@ -12,19 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from engage.store.eventids import score_in
 from engage.store.redisconn import readable_shards
 
 if TYPE_CHECKING:
     from engage.store.events import EventLog
 
-ID_START = len(b'{"event_id":"')
 MIN_SHARE = 8  # events asked of each shard per round at least
 MAX_SHARE = 2000  # and at most: no script holds Redis for long (about 10 ms per 1000)
-
-
-def score_in(text: bytes) -> int:
-    """The event_id at the front of an event's JSON text (PAGE_LUA puts it first)."""
-    return int(text[ID_START:text.index(b'"', ID_START)])
 
 
 def share(need: int, shards: int) -> int:

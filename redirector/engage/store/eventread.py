@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engage.store import eventforms, overrides
+from engage.store.eventids import score_in
 from engage.store.messages import Reads
 
 
@@ -16,7 +17,8 @@ def whole(client: Any, prefix: str, groups: Mapping[int, Sequence[bytes]],
           recomputed: bool = True) -> dict[int, list[bytes]]:
     """Each shard's events, as read back (``{"event_id":"N",...}``), whole and, with
     ``recomputed``, with their overrides. Raises redis.RedisError."""
-    forms = {shard: {n: json.loads(b"{" + item[item.index(b",") + 1:])
+    forms = {shard: {n: eventforms.with_time(json.loads(b"{" + item[item.index(b",") + 1:]),
+                                             score_in(item))
                      for n, item in enumerate(items) if eventforms.is_stored_form(item)}
              for shard, items in groups.items() if items}
     reads = {shard: Reads(prefix, shard, map(eventforms.reference, found.values()))

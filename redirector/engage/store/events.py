@@ -154,7 +154,7 @@ class EventLog:
     def _keys_args(self, event: dict[str, Any], now: float | None, gate: OpenGate | None = None,
                    resolved: Resolved | None = None) -> tuple[list[str], list[Any]]:
         shard = shard_of_event(event)
-        keys, args = self._event_keys_args(event, now, shard, resolved)
+        keys, args, ms = self._event_keys_args(event, now, shard, resolved)
         decisecond, append_id = new_append_id()
         keys.append(append_ids_key(self.prefix, shard, decisecond))
         args += [""] * (12 - len(args))
@@ -162,10 +162,11 @@ class EventLog:
         if gate:
             keys.append(gate.repeat_key)
             args += [gate.repeat_window, "1" if gate.over_limit else "0"]
+        args += [""] * (19 - len(args)) + [ms]
         return keys, args
 
     def _event_keys_args(self, event: dict[str, Any], now: float | None, shard: int,
-                         resolved: Resolved | None) -> tuple[list[str], list[Any]]:
+                         resolved: Resolved | None) -> tuple[list[str], list[Any], Any]:
         kind = event["type"]
         status = STATUS_KINDS.get(kind, "") if event.get("transmission_id") else ""
         keys = [self.stream_of(shard)]
@@ -178,11 +179,13 @@ class EventLog:
         keys += agg_keys
         keys += eventindex.written(self.prefix, shard, kind, index_values(event))
         cutoff = self.cutoff_ms(now)
-        text = (eventforms.stored(event, resolved) if resolved is not None else
-                json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+        text, ms = (eventforms.stored(event, resolved) if resolved is not None else
+                    (json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                                allow_nan=False), None))
         return keys, [text, cutoff,
                       cutoff * 1000, self.retention + 86400, status,
-                      event.get("timestamp", ""), self.status_ttl, *agg_args]
+                      event.get("timestamp", ""), self.status_ttl, *agg_args], (
+            "" if ms is None else ms)
 
     def append(self, event: dict[str, Any], now: float | None = None,
                gate: OpenGate | None = None, resolved: Resolved | None = None) -> str:

@@ -31,6 +31,7 @@ import redis
 from engage.query import (
     BadParameter,
 )
+from engage.store.eventids import score_in
 from engage.store.eventindex import typeless
 from engage.store.events import (
     DIMENSIONS,
@@ -141,12 +142,7 @@ def _by_ids(log: EventLog, query: Query, low: int, high: int, top: int,
                 window.cursor(_event_id(page[-1])) if more and page else None)
 
 
-ID_START = len(b'{"event_id":"')
-
-
-def _event_id(text: bytes) -> int:
-    """The event_id at the front of a stored event's JSON text (EventLog puts it first)."""
-    return int(text[ID_START:text.index(b'"', ID_START)])
+_event_id = score_in  # the event_id at the front of an event's JSON text
 
 
 def _passes(event: Mapping[str, Any], query: Query) -> bool:

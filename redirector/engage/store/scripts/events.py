@@ -10,6 +10,10 @@ from engage.store.scripts.eventindex import INDEX_FUNCTIONS
 # ends the script; for an open, KEYS[last+2] the repeat key (SET NX for ARGV[18] s), then
 # ARGV[19] = '1' when the network is past its open limit (read before, outside: its
 # counter is in no shard; counted after a recorded open).
+# ARGV[20]: the event's epoch ms when ARGV[1] (a stored form, engage.store.eventforms)
+# leaves its time to the stream id: the entry is added as <ms>-*, or, when the stream's
+# last id is past that ms (another redirector's clock ahead) or the ms is a second or more
+# from Redis's clock (ids never run ahead of Redis's time), as * with "s":<ms> added.
 # The score (public event_id) is ms * 1000 + ARGV[16] + min(seq, ARGV[17]): the shard's
 # base and cap (engage.store.events.EventIds), so that shards never share an id.
 # Indexes (KEYS[first..last], engage.store.eventindex) are trimmed by MINID when they are
@@ -34,7 +38,20 @@ if gate == 2 and tonumber(ARGV[18]) > 0
   return 'repeat'
 end
 if gate == 2 and ARGV[19] == '1' then return 'limited' end
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
+local id, clock = false, redis.call('TIME')
+if ARGV[20] ~= '' and math.abs(tonumber(ARGV[20]) - (clock[1] * 1000 + math.floor(clock[2] / 1000))) < 1000 then
+  local latest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if not latest or tonumber(string.sub(latest[1], 1, string.find(latest[1], '-', 1, true) - 1))
+      <= tonumber(ARGV[20]) then
+    id = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[2], ARGV[20] .. '-*', 'e', ARGV[1])
+    if type(id) ~= 'string' then id = false end
+  end
+end
+if not id then
+  local text = ARGV[1]
+  if ARGV[20] ~= '' then text = string.sub(text, 1, -2) .. ',"s":' .. ARGV[20] .. '}' end
+  id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', text)
+end
 local dash = string.find(id, '-', 1, true)
 local seq = tonumber(string.sub(id, dash + 1))
 local score = string.sub(id, 1, dash - 1)
