@@ -2,6 +2,7 @@
 """Redis memory per tracked message and per event, a script (not a test) that prints figures.
 
     python3 tests/bench/bench_memory.py [--messages 1000000] [--links 150] [--events N]
+        [--event-messages 100000]
 
 One campaign (one template of ``--links`` links) sent to ``--messages`` recipients, each
 message registered through the real ``LinkStore.register`` (what the milter calls), into
@@ -61,11 +62,11 @@ def record_for(number: int, template_id: str) -> MessageRecord:
 
 
 def register_all(store: LinkStore, template: Template, first: int, count: int,
-                 kept: list[tuple[str, int]]) -> None:
+                 kept: list[tuple[str, int]], keep: int = 100_000) -> None:
     for number in range(first, first + count):
         key = new_message_key()
         store.register(key, template, record_for(number, template.template_id))
-        if len(kept) < 100_000:
+        if len(kept) < keep:
             kept.append((key, number))
 
 
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=150)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--events", type=int, default=0)
+    parser.add_argument("--event-messages", type=int, default=100_000,
+                        help="how many of the messages the events are spread over")
     parser.add_argument("--listpack-value", type=int, default=256,
                         help="Redis's hash-max-listpack-value (engage doctor advises 256; "
                              "Redis's default is 64)")
@@ -128,7 +131,8 @@ def main() -> None:
             kept: list[tuple[str, int]] = []
             threads = [threading.Thread(target=register_all, args=(
                 store, template, n * share,
-                share if n < options.threads - 1 else options.messages - n * share, kept))
+                share if n < options.threads - 1 else options.messages - n * share, kept,
+                options.event_messages))
                 for n in range(options.threads)]
             for thread in threads:
                 thread.start()
