@@ -28,6 +28,7 @@ from engage.settings import Settings
 from engage.store import keys
 from engage.store.events import EventError, EventLog, OpenGate
 from engage.store.links import LinkStore, Resolved, StoreError
+from engage.store.pressure import MemoryGauge
 from engage.store.redisconn import reply_text, stream_entries
 from engage.store.trackevent import RequestFacts, bounded, build_event
 from engage.verdicts import machines
@@ -95,6 +96,7 @@ class Finisher:
                  links: LinkStore, events: EventLog, geo: Lookup | None = None) -> None:
         self.client, self.settings, self.judge = client, settings, judge
         self.links, self.events, self.geo = links, events, geo
+        self.gauge = MemoryGauge(client, settings.key_prefix, settings.events_high_water)
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> Finisher:
@@ -113,7 +115,10 @@ class Finisher:
 
     def tick(self, now: float | None = None, age: float = PENDING_AGE) -> int:
         """Finish the entries older than ``age`` s, PER_TICK per shard at most, each shard
-        on its own (one that fails is logged and tried again next tick): how many."""
+        on its own (one that fails is logged and tried again next tick): how many.
+        Above the events' memory high-water mark they wait, as the redirector's would."""
+        if not self.gauge.events_allowed():
+            return 0
         cutoff = int(((time.time() if now is None else now) - age) * 1000)
         done = 0
         for shard in keys.shard_ids():

@@ -15,9 +15,12 @@ from typing import Any, NamedTuple, Optional
 # name through ClickLookup.
 # The pending entry (engage.pendingclicks): when ARGV[5] holds the click's raw facts and
 # a 302 is likely (the template is there, the count within the limit ARGV[6]), they are
-# XADDed with the click state's replies to the shard's pending-clicks stream, so the
-# redirector can answer before it appends the event; the append deletes the entry. A
-# refused XADD (full Redis) leaves no entry: the redirector then appends first.
+# XADDed with the click state's replies to come (read, not yet written) to the shard's
+# pending-clicks stream, so the redirector can answer before it appends the event; the
+# append deletes the entry. The XADD is the script's first write: Redis checks maxmemory
+# only before a script's first write (any write, even one that changes nothing, lets the
+# next ones through), so a full Redis refuses it and leaves no entry: the redirector then
+# appends first, and that append is refused as before.
 # KEYS: message record or bucket, template, burst set, trap set, pending clicks[, rate-limit
 # counter]
 # ARGV: the record's field in its bucket ('': a record of its own), burst member, burst
@@ -38,19 +41,20 @@ local function try(...)
   if type(reply) == 'table' and reply.err then return false end
   return reply
 end
+out[10] = false
+local limit = tonumber(ARGV[6])
+if ARGV[5] ~= '' and out[2] and not (KEYS[6] and limit > 0
+    and (tonumber(redis.call('GET', KEYS[6])) or 0) >= limit) then
+  local added = 1 - redis.call('SISMEMBER', KEYS[3], ARGV[2])
+  local state = added .. ' 1 ' .. (redis.call('SCARD', KEYS[3]) + added) .. ' ' .. out[6]
+  out[10] = try('XADD', KEYS[5], 'MAXLEN', '~', PENDING_CAP, '*', 'c', ARGV[5], 's', state)
+end
 out[3] = try('SADD', KEYS[3], ARGV[2])
 out[4] = try('EXPIRE', KEYS[3], ARGV[3])
 out[5] = try('SCARD', KEYS[3])
 if KEYS[6] then
   out[7] = try('INCR', KEYS[6])
   out[8] = try('EXPIRE', KEYS[6], ARGV[7])
-end
-local limit = tonumber(ARGV[6])
-out[10] = false
-if ARGV[5] ~= '' and out[2] and not (out[7] and limit > 0 and out[7] > limit) then
-  local function text(reply) return reply and tostring(reply) or '' end
-  out[10] = try('XADD', KEYS[5], 'MAXLEN', '~', PENDING_CAP, '*', 'c', ARGV[5],
-                's', text(out[3]) .. ' ' .. text(out[4]) .. ' ' .. text(out[5]) .. ' ' .. out[6])
 end
 return out
 """.replace("PENDING_CAP", str(PENDING_CAP))
