@@ -27,6 +27,7 @@ from werkzeug.security import generate_password_hash
 from engage import settings as config
 from support.browser import start_chromium
 from support.procs import http_get
+from support.stored import settled
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "build" / "test-artifacts"
@@ -266,6 +267,7 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
     assert snap["series"]["count_rendered"] == 5  # a1 top+bottom, a2, b2 top+bottom
 
     # The live tail = the events API's newest events, verdict badges included.
+    settled(redis_client, "test:")
     events = api(base, key, "/api/v1/events/message", events="click,open,initial_open",
                  per_page="50")["results"]
     assert len(events) == 11

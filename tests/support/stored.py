@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from engage.store import keys
 from engage.store.events import EventLog, score_of
+from engage.store.redisconn import connect
 from engage.store.tokens import Buckets, b64
 
 
@@ -48,6 +49,15 @@ def settled(client: Any, prefix: str, timeout: float = 5.0) -> int:
     while (left := pending(client, prefix)) and time.monotonic() < deadline:
         time.sleep(0.01)
     return left
+
+
+def settled_for(redirector: Any, timeout: float = 5.0) -> int:
+    """``settled`` on a running redirector's Redis and prefix (support.procs.Redirector)."""
+    client = connect(redirector.env["ENGAGE_REDIS_URL"])
+    try:
+        return settled(client, redirector.env.get("ENGAGE_KEY_PREFIX", "engage:"), timeout)
+    finally:
+        client.close()
 
 
 def entries(client: Any, prefix: str) -> list[tuple[int, bytes, dict[bytes, bytes]]]:

@@ -170,8 +170,9 @@ def test_the_journal_text_reads_back():
 
 def test_a_full_redis_refuses_the_journal_and_the_append_as_before(
         make_app, mail, rclient, monkeypatch):
-    from engage.store.pressure import MemoryGauge
     from test_web_limits import memory_limit
+
+    from engage.store.pressure import MemoryGauge
 
     monkeypatch.setattr(MemoryGauge, "events_allowed", lambda self: True)
     client = make_app().test_client()
