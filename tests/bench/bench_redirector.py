@@ -11,7 +11,9 @@
    gunicorn settings, and with ``--before <git rev>`` the redirector of that revision too.
    Requests/s, p50, p99, the ratio to the bare app and to nginx; CPU ms per request of
    gunicorn (all its processes) and of redis-server, which a busy shared machine disturbs
-   less than requests/s; the event streams must grow by at least the 302s counted.
+   less than requests/s, and the µs Redis spent in the scripts (or GETs) per request
+   (INFO commandstats, steadier still); the event streams must grow by at least the 302s
+   counted.
    Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
 2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
 nginx and wrk are installed with apt-get when missing and we are root. Every server it
@@ -264,6 +266,7 @@ def measure(load: Callable[..., dict[str, Any]], port: int, args: argparse.Names
     """One load run after a warm-up: its figures, CPU ms per request, events stored."""
     load(port, 2, args.connections, tokens_file)  # warm up
     before = stored_events(client)
+    client.config_resetstat()
     cpu = cpu_seconds(pids), cpu_seconds([redis_pid])
     row = load(port, args.seconds, args.connections, tokens_file)
     time.sleep(0.5)  # the requests wrk gave up on at the end still finish
@@ -271,6 +274,9 @@ def measure(load: Callable[..., dict[str, Any]], port: int, args: argparse.Names
     done = max(row["requests"], 1) / 1000
     row["cpu"] = (cpu_seconds(pids) - cpu[0]) / done
     row["redis_cpu"] = (cpu_seconds([redis_pid]) - cpu[1]) / done
+    stats = client.info("commandstats")  # the commands' own time, scripts included
+    row["redis_us"] = sum(stat["usec"] for name, stat in stats.items()
+                          if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_get")) / done / 1000
     return row
 
 
@@ -286,7 +292,7 @@ def snapshot(revision: str, directory: str) -> Path:
     """The redirector of a git revision, extracted under ``directory`` (no worktree)."""
     tree = Path(directory) / "before"
     tree.mkdir(exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "redirector"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "redirector", "etc"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     return tree
@@ -308,11 +314,11 @@ def print_clicks(nginx: dict[str, Any] | None,
                  ) -> None:
     base = nginx["rps"] if nginx else 0.0
     print(f"{'server':52} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'x bare':>7} "
-          f"{'p99/bare':>8} {'x nginx':>8} {'CPU ms':>6} {'redis':>6}  non-3xx  "
+          f"{'p99/bare':>8} {'x nginx':>8} {'CPU ms':>6} {'redis':>6} {'cmd us':>6}  non-3xx  "
           "302s / events stored")
     if nginx:
         print(f"{'nginx return 302':52} {nginx['rps']:8.0f} {nginx['p50']:7.2f} "
-              f"{nginx['p99']:8.2f} {'':7} {'':8} {1:8.4f} {'':6} {'':6}  {nginx['bad']:7.0f}")
+              f"{nginx['p99']:8.2f} {'':7} {'':8} {1:8.4f} {'':6} {'':6} {'':6}  {nginx['bad']:7.0f}")
     for name, _, bare, measured in rows:
         for label, row in measured:
             ours = label.startswith("engage")
@@ -323,7 +329,8 @@ def print_clicks(nginx: dict[str, Any] | None,
             print(f"{label + ', gunicorn ' + name:52} {row['rps']:8.0f} {row['p50']:7.2f} "
                   f"{row['p99']:8.2f} {row['rps'] / bare['rps']:7.3f} "
                   f"{row['p99'] / bare['p99']:8.2f} {to_nginx} {row['cpu']:6.3f} "
-                  f"{row['redis_cpu']:6.3f}  {row['bad']:7.0f}  {stored}  {row['errors']}")
+                  f"{row['redis_cpu']:6.3f} {row['redis_us']:6.1f}  {row['bad']:7.0f}  {stored}  "
+                  f"{row['errors']}")
 
 
 CAMPAIGNS = [f"campaign-{n}" for n in range(20)]
