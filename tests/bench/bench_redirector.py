@@ -12,8 +12,9 @@
    Requests/s, p50, p99, the ratio to the bare app and to nginx; CPU ms per request of
    gunicorn (all its processes) and of redis-server, which a busy shared machine disturbs
    less than requests/s, and the µs Redis spent in the scripts (or GETs) per request
-   (INFO commandstats, steadier still); the event streams must grow by at least the 302s
-   counted.
+   (INFO commandstats, steadier still); then "paced": 1000 clicks one at a time, each
+   on a new connection, 2 ms apart (p50/p99 ms: what one click waits on, unsaturated).
+   The event streams must grow by at least the 302s counted.
    Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
 2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
 nginx and wrk are installed with apt-get when missing and we are root. Every server it
@@ -260,6 +261,25 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
     return best[1]
 
 
+def paced(port: int, tokens_file: str, clicks: int = 1000, pause: float = 0.002
+          ) -> tuple[float, float]:
+    """(p50, p99) ms of clicks one at a time, each on a new connection, ``pause`` s apart:
+    what one click waits on when the server is not saturated (under load, a keep-alive
+    connection's next request also waits for the work its thread does after an answer)."""
+    tokens = Path(tokens_file).read_text().split()
+    latencies = []
+    for _ in range(clicks):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        started = time.perf_counter()
+        connection.request("GET", "/c/" + random.choice(tokens))
+        connection.getresponse().read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        connection.close()
+        time.sleep(pause)
+    latencies.sort()
+    return latencies[clicks // 2], latencies[int(clicks * 0.99)]
+
+
 def measure(load: Callable[..., dict[str, Any]], port: int, args: argparse.Namespace,
             tokens_file: str, client: redis.Redis[bytes], pids: list[int],
             redis_pid: int) -> dict[str, Any]:
@@ -277,6 +297,7 @@ def measure(load: Callable[..., dict[str, Any]], port: int, args: argparse.Names
     stats = client.info("commandstats")  # the commands' own time, scripts included
     row["redis_us"] = sum(stat["usec"] for name, stat in stats.items()
                           if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_get")) / done / 1000
+    row["paced"] = paced(port, tokens_file)
     return row
 
 
@@ -314,11 +335,12 @@ def print_clicks(nginx: dict[str, Any] | None,
                  ) -> None:
     base = nginx["rps"] if nginx else 0.0
     print(f"{'server':52} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'x bare':>7} "
-          f"{'p99/bare':>8} {'x nginx':>8} {'CPU ms':>6} {'redis':>6} {'cmd us':>6}  non-3xx  "
-          "302s / events stored")
+          f"{'p99/bare':>8} {'x nginx':>8} {'CPU ms':>6} {'redis':>6} {'cmd us':>6} "
+          f"{'paced p50/p99':>13}  non-3xx  302s / events stored")
     if nginx:
         print(f"{'nginx return 302':52} {nginx['rps']:8.0f} {nginx['p50']:7.2f} "
-              f"{nginx['p99']:8.2f} {'':7} {'':8} {1:8.4f} {'':6} {'':6} {'':6}  {nginx['bad']:7.0f}")
+              f"{nginx['p99']:8.2f} {'':7} {'':8} {1:8.4f} {'':6} {'':6} {'':6} {'':13}  "
+              f"{nginx['bad']:7.0f}")
     for name, _, bare, measured in rows:
         for label, row in measured:
             ours = label.startswith("engage")
@@ -329,7 +351,8 @@ def print_clicks(nginx: dict[str, Any] | None,
             print(f"{label + ', gunicorn ' + name:52} {row['rps']:8.0f} {row['p50']:7.2f} "
                   f"{row['p99']:8.2f} {row['rps'] / bare['rps']:7.3f} "
                   f"{row['p99'] / bare['p99']:8.2f} {to_nginx} {row['cpu']:6.3f} "
-                  f"{row['redis_cpu']:6.3f} {row['redis_us']:6.1f}  {row['bad']:7.0f}  {stored}  "
+                  f"{row['redis_cpu']:6.3f} {row['redis_us']:6.1f} "
+                  f"{row['paced'][0]:6.2f}/{row['paced'][1]:6.2f}  {row['bad']:7.0f}  {stored}  "
                   f"{row['errors']}")
 
 
