@@ -68,6 +68,12 @@ from support.procs import (
     session_dir,
 )
 
+try:  # a Flask test client closes the answer's body at once, as gunicorn does
+    from support import closingclient
+    closingclient.install()
+except ImportError:  # no web extra: no Flask tests
+    pass
+
 _state: dict[str, Any] = {}
 REDIRECTOR_API_KEY = "test-api-key-abcdefghij"
 

@@ -5,8 +5,9 @@
 The app reads /etc/engage/engage.conf and ENGAGE_* itself; this file only sizes gunicorn.
 Worker class chosen by tests/bench/bench_redirector.py on 2 cores: gthread, one process
 per core, 16 threads each (8 did as well), beat sync (4 or 8 workers) and gthread with
-4 threads or 4 processes: a click waits on two Redis round trips, and threads overlap that
-wait cheaply (sync workers also drop keep-alive connections). README: Benchmarks, Clicks.
+4 threads or 4 processes: a click waits on a Redis round trip (and its thread appends the
+event after the answer, a second one), and threads overlap that wait cheaply (sync
+workers also drop keep-alive connections). README: Benchmarks, Clicks.
 Every setting can be overridden on the command line or in GUNICORN_CMD_ARGS.
 """
 import multiprocessing

@@ -2,14 +2,19 @@
 """Redirector benchmark, a script (not a test) that prints figures; loopback only.
 
     python3 tests/bench/bench_redirector.py [--seconds 10] [--connections 64] [--events 1000000]
+        [--workers gthread:2:16] [--before main]
 
 1. Clicks, side by side in one run: nginx ``return 302`` (the machine's ceiling); for each
-   gunicorn worker setting, a bare WSGI app returning a fixed 302 (tests/bench/bare_wsgi.py)
-   and the redirector's ``GET /c/<token>`` (random tokens of 2000 stored messages, events
-   recorded, access log on) under the same gunicorn settings. Requests/s, p99, the ratio
-   to the bare app and to nginx; CPU ms per request of gunicorn (all its processes) and of
-   redis-server, which a busy shared machine disturbs less than requests/s; the event
-   stream must grow by at least the 302s counted.
+   gunicorn worker setting, a bare WSGI app returning a fixed 302 and one doing a Redis
+   round trip first (tests/bench/bare_wsgi.py), the redirector's ``GET /c/<token>``
+   (random tokens of 2000 stored messages, events recorded, access log on) under the same
+   gunicorn settings, and with ``--before <git rev>`` the redirector of that revision too.
+   Requests/s, p50, p99, the ratio to the bare app and to nginx; CPU ms per request of
+   gunicorn (all its processes) and of redis-server, which a busy shared machine disturbs
+   less than requests/s, and the µs Redis spent in the scripts (or GETs) per request
+   (INFO commandstats, steadier still); then "paced": 1000 clicks one at a time, each
+   on a new connection, 2 ms apart (p50/p99 ms: what one click waits on, unsaturated).
+   The event streams must grow by at least the 302s counted.
    Load from wrk (Debian's ``wrk``); without it a Python load generator (much weaker).
 2. Events API: latency of filtered queries through gunicorn over ``--events`` stored events.
 nginx and wrk are installed with apt-get when missing and we are root. Every server it
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
+from engage.store import keys  # noqa: E402
 from engage.store.events import EventLog, RequestFacts, build_event  # noqa: E402
 from engage.store.links import (  # noqa: E402
     Link,
@@ -104,10 +110,10 @@ def register_links(client: redis.Redis[bytes], messages: int = 2000) -> list[str
 
 
 def start_gunicorn(redis_port: int, worker: str, workers: int, threads: int,
-                   log: Path, app: str = "engage.web.app:create_app()"
+                   log: Path, app: str = "engage.web.app:create_app()", tree: Path = ROOT
                    ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    path = os.pathsep.join((str(ROOT / "redirector"), str(ROOT / "tests/bench")))
+    path = os.pathsep.join((str(tree / "redirector"), str(ROOT / "tests/bench")))
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": path,
            "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ENGAGE_API_KEYS": API_KEY,
            "ENGAGE_TRACKING_URL": f"http://127.0.0.1:{port}",
@@ -173,9 +179,11 @@ request = function() return wrk.format("GET", "/c/" .. tokens[math.random(#token
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = re.search(r"(\d+) requests in", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p99": float(p99.group(1)) * UNITS[p99.group(2)] if p99 else float("nan"),
+            "p50": float(p50.group(1)) * UNITS[p50.group(2)] if p50 else float("nan"),
             "bad": float(bad.group(1)) if bad else 0.0, "errors": errors.group(1) if errors else "",
             "requests": float(total.group(1)) if total else 0.0}
 
@@ -210,7 +218,8 @@ def run_python_load(port: int, seconds: int, connections: int, tokens_file: str)
     latencies.sort()
     return {"rps": len(latencies) / seconds, "bad": 0.0, "errors": "",
             "requests": float(len(latencies)),
-            "p99": latencies[int(len(latencies) * 0.99)] if latencies else float("nan")}
+            "p99": latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+            "p50": latencies[len(latencies) // 2] if latencies else float("nan")}
 
 
 def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> tuple[str, int, int]:
@@ -227,32 +236,87 @@ def bench_clicks(args: argparse.Namespace, directory: str, redis_port: int) -> t
         load(nginx[1], 2, args.connections, tokens_file)
         nginx_row = load(nginx[1], args.seconds, args.connections, tokens_file)
         stop_process(nginx[0])
-    rows: list[tuple[str, tuple[str, int, int], dict[str, Any], dict[str, Any]]] = []
+    rows: list[tuple[str, tuple[str, int, int], dict[str, Any], list[tuple[str, dict[str, Any]]]]] = []
+    apps = [("bare WSGI 302", "bare_wsgi:app", ROOT), ("bare + 1 Redis trip", "bare_wsgi:one_trip", ROOT)]
+    if args.before:
+        apps.append((f"engage /c/ at {args.before}", "engage.web.app:create_app()",
+                     snapshot(args.before, directory)))
+    apps.append(("engage /c/", "engage.web.app:create_app()", ROOT))
     for worker, workers, threads in workers_of(args.workers):
         name = f"{worker} -w{workers}" + (f" --threads {threads}" if threads > 1 else "")
         measured = []
-        for app in ("bare_wsgi:app", "engage.web.app:create_app()"):
+        for label, app, tree in apps:
             process, port = start_gunicorn(redis_port, worker, workers, threads,
-                                           Path(directory) / "gunicorn.log", app)
+                                           Path(directory) / "gunicorn.log", app, tree)
             try:
-                load(port, 2, args.connections, tokens_file)  # warm up
-                before = client.xlen("engage:events")
-                cpu = cpu_seconds([process.pid]), cpu_seconds([redis_pid])
-                row = load(port, args.seconds, args.connections, tokens_file)
-                time.sleep(0.5)  # the requests wrk gave up on at the end still finish
-                row["stored"] = client.xlen("engage:events") - before
-                done = max(row["requests"], 1) / 1000
-                row["cpu"] = (cpu_seconds([process.pid]) - cpu[0]) / done
-                row["redis_cpu"] = (cpu_seconds([redis_pid]) - cpu[1]) / done
-                measured.append(row)
+                measured.append((label, measure(load, port, args, tokens_file, client,
+                                                [process.pid], redis_pid)))
             finally:
                 stop_process(process)
-        rows.append((name, (worker, workers, threads), measured[0], measured[1]))
+        rows.append((name, (worker, workers, threads), measured[0][1], measured))
     print_clicks(nginx_row, rows)
     # By clicks/s: the bare app's own figure swings most between runs (sync most of all).
-    best = max(rows, key=lambda row: row[3]["rps"])
+    best = max(rows, key=lambda row: row[3][-1][1]["rps"])
     print(f"best gunicorn setting for clicks (clicks/s): {best[0]}")
     return best[1]
+
+
+def paced(port: int, tokens_file: str, clicks: int = 1000, pause: float = 0.002
+          ) -> tuple[float, float]:
+    """(p50, p99) ms of clicks one at a time, each on a new connection, ``pause`` s apart:
+    what one click waits on when the server is not saturated (under load, a keep-alive
+    connection's next request also waits for the work its thread does after an answer)."""
+    tokens = Path(tokens_file).read_text().split()
+    latencies = []
+    for _ in range(clicks):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        started = time.perf_counter()
+        connection.request("GET", "/c/" + random.choice(tokens))
+        connection.getresponse().read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        connection.close()
+        time.sleep(pause)
+    latencies.sort()
+    return latencies[clicks // 2], latencies[int(clicks * 0.99)]
+
+
+def measure(load: Callable[..., dict[str, Any]], port: int, args: argparse.Namespace,
+            tokens_file: str, client: redis.Redis[bytes], pids: list[int],
+            redis_pid: int) -> dict[str, Any]:
+    """One load run after a warm-up: its figures, CPU ms per request, events stored."""
+    load(port, 2, args.connections, tokens_file)  # warm up
+    before = stored_events(client)
+    client.config_resetstat()
+    cpu = cpu_seconds(pids), cpu_seconds([redis_pid])
+    row = load(port, args.seconds, args.connections, tokens_file)
+    time.sleep(0.5)  # the requests wrk gave up on at the end still finish
+    row["stored"] = stored_events(client) - before
+    done = max(row["requests"], 1) / 1000
+    row["cpu"] = (cpu_seconds(pids) - cpu[0]) / done
+    row["redis_cpu"] = (cpu_seconds([redis_pid]) - cpu[1]) / done
+    stats = client.info("commandstats")  # the commands' own time, scripts included
+    row["redis_us"] = sum(stat["usec"] for name, stat in stats.items()
+                          if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_get")) / done / 1000
+    row["paced"] = paced(port, tokens_file)
+    return row
+
+
+def stored_events(client: redis.Redis[bytes]) -> int:
+    """Entries of every shard's event stream."""
+    pipe = client.pipeline(transaction=False)
+    for shard in keys.shard_ids(layout1=True):
+        pipe.xlen(keys.events("engage:", shard))
+    return sum(pipe.execute())
+
+
+def snapshot(revision: str, directory: str) -> Path:
+    """The redirector of a git revision, extracted under ``directory`` (no worktree)."""
+    tree = Path(directory) / "before"
+    tree.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "redirector", "etc"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def workers_of(text: str) -> list[tuple[str, int, int]]:
@@ -267,25 +331,29 @@ def workers_of(text: str) -> list[tuple[str, int, int]]:
 
 
 def print_clicks(nginx: dict[str, Any] | None,
-                 rows: list[tuple[str, Any, dict[str, Any], dict[str, Any]]]) -> None:
+                 rows: list[tuple[str, Any, dict[str, Any], list[tuple[str, dict[str, Any]]]]]
+                 ) -> None:
     base = nginx["rps"] if nginx else 0.0
-    print(f"{'server':44} {'req/s':>8} {'p99 ms':>8} {'x bare':>7} {'p99/bare':>8} "
-          f"{'x nginx':>8} {'CPU ms':>6} {'redis':>6}  non-3xx  302s / events stored")
+    print(f"{'server':52} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'x bare':>7} "
+          f"{'p99/bare':>8} {'x nginx':>8} {'CPU ms':>6} {'redis':>6} {'cmd us':>6} "
+          f"{'paced p50/p99':>13}  non-3xx  302s / events stored")
     if nginx:
-        print(f"{'nginx return 302':44} {nginx['rps']:8.0f} {nginx['p99']:8.2f} {'':7} {'':8} "
-              f"{1:8.4f} {'':6} {'':6}  {nginx['bad']:7.0f}")
-    for name, _, bare, ours in rows:
-        for label, row in ((f"bare WSGI 302, gunicorn {name}", bare),
-                           (f"engage /c/, gunicorn {name}", ours)):
-            ratio = f"{row['rps'] / bare['rps']:7.3f}" if row is ours else f"{1:7.3f}"
-            p99 = f"{row['p99'] / bare['p99']:8.2f}" if row is ours else f"{1:8.2f}"
+        print(f"{'nginx return 302':52} {nginx['rps']:8.0f} {nginx['p50']:7.2f} "
+              f"{nginx['p99']:8.2f} {'':7} {'':8} {1:8.4f} {'':6} {'':6} {'':6} {'':13}  "
+              f"{nginx['bad']:7.0f}")
+    for name, _, bare, measured in rows:
+        for label, row in measured:
+            ours = label.startswith("engage")
             to_nginx = f"{row['rps'] / base:8.4f}" if base else "     n/a"
             stored = (f"{row['requests'] - row['bad']:.0f} / {row['stored']}"
                       + ("" if row["stored"] >= row["requests"] - row["bad"] else "  MISSING")
-                      if row is ours else "")
-            print(f"{label:44} {row['rps']:8.0f} {row['p99']:8.2f} {ratio} {p99} {to_nginx} "
-                  f"{row['cpu']:6.3f} {row['redis_cpu']:6.3f}  "
-                  f"{row['bad']:7.0f}  {stored}  {row['errors']}")
+                      if ours else "")
+            print(f"{label + ', gunicorn ' + name:52} {row['rps']:8.0f} {row['p50']:7.2f} "
+                  f"{row['p99']:8.2f} {row['rps'] / bare['rps']:7.3f} "
+                  f"{row['p99'] / bare['p99']:8.2f} {to_nginx} {row['cpu']:6.3f} "
+                  f"{row['redis_cpu']:6.3f} {row['redis_us']:6.1f} "
+                  f"{row['paced'][0]:6.2f}/{row['paced'][1]:6.2f}  {row['bad']:7.0f}  {stored}  "
+                  f"{row['errors']}")
 
 
 CAMPAIGNS = [f"campaign-{n}" for n in range(20)]
@@ -408,6 +476,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20, help="runs per events API query")
     parser.add_argument("--skip-clicks", action="store_true")
+    parser.add_argument("--before", default="",
+                        help="a git revision whose redirector is measured too (e.g. main)")
     parser.add_argument("--workers", default="",
                         help="gunicorn settings to compare, e.g. gthread:2:16,sync:4 "
                              "(default: a spread of sync and gthread)")

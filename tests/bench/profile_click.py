@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where one click's time goes, in-process (no HTTP server): a script that prints figures.
 
-    python3 tests/bench/profile_click.py [--clicks 3000] [--top 25]
+    python3 tests/bench/profile_click.py [--clicks 3000] [--top 25] [--no-journal]
 
 Instructions per click, which a busy shared machine does not disturb (callgrind counts
 this process only, not redis-server): run ``--only 100`` and ``--only 600`` under
@@ -10,8 +10,11 @@ of the two "Collected" counts by 500.
 
 Calls the redirector's WSGI app directly with a ``GET /c/<token>`` environ against a
 private redis-server: microseconds per click (wall clock, and this process's CPU: the
-rest is waiting for Redis), Redis round trips per click (counted on the connection),
-then cProfile's top functions by cumulative and by own time.
+rest is waiting for Redis), Redis round trips per click (counted on the connection) and
+Redis's own time in them (INFO commandstats), then cProfile's top functions by cumulative
+and by own time. The answer's body is closed as a server does (the event is appended
+then); ``--no-journal`` leaves the pending-clicks journal out, so the event is appended
+before the answer, as before engage.pendingclicks.
 """
 from __future__ import annotations
 
@@ -39,7 +42,6 @@ from redis.connection import Connection  # noqa: E402
 
 from engage.settings import load  # noqa: E402
 from engage.web.app import create_app  # noqa: E402
-from support.procs import stop_process  # noqa: E402
 
 
 def environ(token: str) -> dict[str, Any]:
@@ -75,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=3000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--no-journal", action="store_true",
+                        help="append before answering, without the pending-clicks journal")
     parser.add_argument("--only", type=int, metavar="N",
                         help="only N clicks after the warm-up, no figures: for callgrind, whose "
                              "instruction counts of two N give instructions per click")
@@ -86,8 +90,12 @@ def main() -> None:
         sends[0] += 1
         original(self, command, check_health)
     Connection.send_packed_command = counted  # type: ignore[method-assign]
+    if args.no_journal:
+        from engage.web import clickpath
+        clickpath.facts_text = lambda *args: ""  # type: ignore[assignment]
     with tempfile.TemporaryDirectory(prefix="profile-click-") as directory:
-        process, port = start_redis(directory)
+        server = start_redis(directory)
+        port = server.port
         try:
             tokens = register_links(redis.Redis(port=port), 500)
             os.environ.update({"ENGAGE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
@@ -102,18 +110,28 @@ def main() -> None:
 
             def run(n: int) -> None:
                 for _ in range(n):
-                    b"".join(app(environ(random.choice(tokens)), start_response))
+                    body = app(environ(random.choice(tokens)), start_response)
+                    b"".join(body)
+                    getattr(body, "close", lambda: None)()  # as the server does
             run(300)
             if args.only is not None:
                 run(args.only)
                 return
             sends[0] = 0
+            client = redis.Redis(port=port)
+            client.config_resetstat()
             started, cpu = time.perf_counter(), time.process_time()
             run(args.clicks)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            stats = client.info("commandstats")
             print(f"{elapsed / args.clicks * 1e6:.0f} us per click (one thread, no HTTP), "
                   f"{cpu / args.clicks * 1e6:.0f} us of it on this process's CPU; "
                   f"{sends[0] / args.clicks:.2f} Redis round trips per click; {statuses}")
+            print("Redis's own time per click (INFO commandstats; the scripts include their "
+                  "commands):")
+            for name, stat in sorted(stats.items()):
+                print(f"  {name.removeprefix('cmdstat_'):12} {stat['calls'] / args.clicks:5.2f} "
+                      f"calls {stat['usec'] / args.clicks:7.1f} us")
             profile = cProfile.Profile()
             profile.enable()
             run(args.clicks)
@@ -124,7 +142,7 @@ def main() -> None:
                 pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)
                 print(out.getvalue())
         finally:
-            stop_process(process)
+            server.stop()
 
 
 if __name__ == "__main__":

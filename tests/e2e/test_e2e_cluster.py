@@ -32,6 +32,7 @@ from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
 from support.procs import REPO, http_get, stop_process
 from support.redisdump import traces
+from support.stored import settled_for
 
 P = "t:"
 JANE = "jane@example.org"
@@ -79,6 +80,7 @@ def build(subject: str, rcpt: str) -> bytes:
 
 
 def metrics(redirector: Any) -> dict[str, Any]:
+    settled_for(redirector)  # clicks' events are appended after their 302s
     query = urlencode({"from": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 7200)),
                        "metrics": "count_sent,count_clicked,count_rendered"})
     status, _, body = http_get(f"{redirector.url}/api/v1/metrics/deliverability/campaign?{query}",

@@ -27,6 +27,7 @@ from werkzeug.security import generate_password_hash
 from engage import settings as config
 from support.browser import start_chromium
 from support.procs import http_get
+from support.stored import settled_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "build" / "test-artifacts"
@@ -202,6 +203,7 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
     base, key = redirector.public_url, redirector.api_key
     postfix = postfix_sandbox(start_milter({"ENGAGE_TRACKING_URL": base}))
     mail = send_and_engage(postfix, base)
+    settled_for(redirector)  # the clicks' events are appended after their 302s
 
     # Without the login the browser gets none of the dashboard (it would ask for the login).
     chromium.get(f"{base}/dashboard")
@@ -266,6 +268,7 @@ def test_dashboard_shows_what_the_apis_answer(start_redirector, start_milter, po
     assert snap["series"]["count_rendered"] == 5  # a1 top+bottom, a2, b2 top+bottom
 
     # The live tail = the events API's newest events, verdict badges included.
+    settled_for(redirector)
     events = api(base, key, "/api/v1/events/message", events="click,open,initial_open",
                  per_page="50")["results"]
     assert len(events) == 11

@@ -32,6 +32,7 @@ from engage.webhooks.config import Webhook
 from engage.webhooks.store import WebhookStore
 from support.procs import REPO, http_get, stop_process
 from support.redisdump import forms, traces
+from support.stored import settled_for
 
 P = "test:"
 JANE = "Jane.Roe@Example.ORG"
@@ -115,6 +116,7 @@ def forget(env: dict[str, str], address: str) -> subprocess.CompletedProcess:
 
 
 def events_of(redirector, recipient: str) -> list[dict]:
+    settled_for(redirector)  # clicks' events are appended after their 302
     query = urlencode({"recipients": recipient, "per_page": 1000})
     status, _, body = http_get(f"{redirector.url}/api/v1/events/message?{query}",
                                {"Authorization": redirector.api_key})

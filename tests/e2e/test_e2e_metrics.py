@@ -50,6 +50,7 @@ def test_sent_counts_equal_messages_sent(start_milter, start_redirector, postfix
     for raw in delivered[:4]:  # three recipients of one message may be among them
         for url in tracked(raw, redirector.public_url, "o") + tracked(raw, redirector.public_url, "c"):
             assert http_get(url, {"User-Agent": "e2e"})[0] in (200, 302)
+    stored.settled_for(redirector)  # the clicks' events are appended after their 302s
     params = urlencode({"from": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(started - 60)),
                         "metrics": "count_sent,count_rendered,count_clicked"})
     status, _, body = http_get(f"{redirector.url}/api/v1/metrics/deliverability/campaign?"

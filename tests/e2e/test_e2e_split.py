@@ -25,6 +25,7 @@ import pytest
 
 from engage.store.links import split_token
 from support.procs import PostfixSandbox, http_get
+from support.stored import settled_for
 
 SENDER = "bounces@shop.example.com"
 TOKEN = r"/(c|i|o)/([A-Za-z0-9_-]+)"
@@ -95,6 +96,7 @@ def message_keys(found: dict[str, set[str]]) -> set[str]:
 
 
 def click_events(redirector, campaign: str) -> list[dict]:
+    settled_for(redirector)  # clicks' events are appended after their 302
     query = urlencode({"campaigns": campaign, "events": "click"})
     status, _, body = http_get(f"{redirector.public_url}/api/v1/events/message?{query}",
                                {"Authorization": redirector.api_key})

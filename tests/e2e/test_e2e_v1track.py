@@ -11,6 +11,7 @@ from email import policy
 from email.message import EmailMessage
 
 from support.procs import http_get
+from support.stored import settled_for
 
 RCPT = "Reader@Example.NET"
 URLS = ["https://shop.example.com/sale?a=1&b=2", "https://example.com/guide#part-2"]
@@ -58,6 +59,7 @@ def test_v1_link_style_end_to_end(start_redirector, start_milter, postfix_sandbo
     status, headers, body = http_get(f"{base}/v1/track/open/{email_id}")
     assert status == 200 and headers["Content-Type"] == "image/gif" and len(body) == 43
 
+    settled_for(redirector)  # the clicks' events are appended after their 302s
     status, _, body = http_get(f"{base}/api/v1/messages/{email_id}",
                                {"Authorization": redirector.api_key})
     assert status == 200, body

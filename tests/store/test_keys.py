@@ -36,6 +36,7 @@ BUILT = {
     "webhook": keys.webhook(P, "h1"),
     "stream compaction": keys.compacting(P, keys.events(P, 3)),
     "append ids": keys.append_ids(P, 3, 17000000001),
+    "pending clicks": keys.pending_clicks(P, 3),
     "repeat open": keys.repeat_open(P, MK, "o", "Zm9v"),
     "open limit": keys.open_limit(P, "192.0.2.0", 28333333),
     "dropped events": keys.dropped(P),

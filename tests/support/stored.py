@@ -4,10 +4,12 @@ look at the raw keys (engage.store.keys builds every name)."""
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any, Callable
 
 from engage.store import keys
 from engage.store.events import EventLog, score_of
+from engage.store.redisconn import connect
 from engage.store.tokens import Buckets, b64
 
 
@@ -31,8 +33,37 @@ def key_in_shard(shard: int) -> str:
             return key
 
 
+def pending(client: Any, prefix: str) -> int:
+    """Clicks answered whose event is not appended yet (engage.pendingclicks)."""
+    pipe = client.pipeline(transaction=False)
+    for shard in keys.shard_ids():
+        pipe.xlen(keys.pending_clicks(prefix, shard))
+    return sum(pipe.execute())
+
+
+def settled(client: Any, prefix: str, timeout: float = 5.0) -> int:
+    """Wait until every click answered has its event appended (a redirector appends it
+    just after its 302 is sent, engage.web.answered), ``timeout`` s at most: the clicks
+    still pending then."""
+    deadline = time.monotonic() + timeout
+    while (left := pending(client, prefix)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
+
+
+def settled_for(redirector: Any, timeout: float = 5.0) -> int:
+    """``settled`` on a running redirector's Redis and prefix (support.procs.Redirector)."""
+    client = connect(redirector.env["ENGAGE_REDIS_URL"])
+    try:
+        return settled(client, redirector.env.get("ENGAGE_KEY_PREFIX", "engage:"), timeout)
+    finally:
+        client.close()
+
+
 def entries(client: Any, prefix: str) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
-    """Every stream entry of every shard: (shard, entry id, fields), oldest first."""
+    """Every stream entry of every shard: (shard, entry id, fields), oldest first (the
+    clicks answered settled first)."""
+    settled(client, prefix)
     found = []
     for shard in keys.shard_ids(layout1=True):
         for entry_id, fields in client.xrange(keys.events(prefix, shard)):
@@ -54,7 +85,8 @@ def events(client: Any, prefix: str) -> list[dict[str, Any]]:
 
 
 def count(client: Any, prefix: str) -> int:
-    """Entries in every shard's stream."""
+    """Entries in every shard's stream (the clicks answered settled first)."""
+    settled(client, prefix)
     pipe = client.pipeline(transaction=False)
     for shard in keys.shard_ids(layout1=True):
         pipe.xlen(keys.events(prefix, shard))
@@ -62,7 +94,8 @@ def count(client: Any, prefix: str) -> int:
 
 
 def status(client: Any, prefix: str, message_key: str) -> dict[str, str]:
-    """The message's status hash, decoded."""
+    """The message's status hash, decoded (the clicks answered settled first)."""
+    settled(client, prefix)
     raw = client.hgetall(keys.status(prefix, message_key))
     return {name.decode(): value.decode() for name, value in raw.items()}
 

@@ -119,7 +119,7 @@ def test_geo_ip_is_added_only_with_a_lookup(monkeypatch, make_app, mail, events)
 
 
 def test_geoip_needs_the_module_and_the_path(tmp_path):
-    from engage.web.geoip import open_lookup, shape
+    from engage.geoip import open_lookup, shape
 
     assert open_lookup("") is None
     assert open_lookup(str(tmp_path / "missing.mmdb")) is None  # no module or no file

@@ -152,17 +152,21 @@ class EventLog:
         return int(((time.time() if now is None else now) - self.retention) * 1000)
 
     def _keys_args(self, event: dict[str, Any], now: float | None, gate: OpenGate | None = None,
-                   resolved: Resolved | None = None) -> tuple[list[str], list[Any]]:
+                   resolved: Resolved | None = None, pending: tuple[str, bytes] | None = None
+                   ) -> tuple[list[str], list[Any]]:
         shard = shard_of_event(event)
         keys, args, ms = self._event_keys_args(event, now, shard, resolved)
         decisecond, append_id = new_append_id()
         keys.append(append_ids_key(self.prefix, shard, decisecond))
         args += [""] * (12 - len(args))
-        args += [2 if gate else 1, append_id, APPEND_ID_TTL, *id_base(shard)]
+        args += [2 if gate or pending else 1, append_id, APPEND_ID_TTL, *id_base(shard)]
         if gate:
             keys.append(gate.repeat_key)
             args += [gate.repeat_window, "1" if gate.over_limit else "0"]
-        args += [""] * (19 - len(args)) + [ms]
+        elif pending:  # a click's pending entry (stream, id): no open gate
+            keys.append(pending[0])
+            args += [0, "0"]
+        args += [""] * (19 - len(args)) + [ms, pending[1] if pending else ""]
         return keys, args
 
     def _event_keys_args(self, event: dict[str, Any], now: float | None, shard: int,
@@ -188,12 +192,13 @@ class EventLog:
             "" if ms is None else ms)
 
     def append(self, event: dict[str, Any], now: float | None = None,
-               gate: OpenGate | None = None, resolved: Resolved | None = None) -> str:
+               gate: OpenGate | None = None, resolved: Resolved | None = None,
+               pending: tuple[str, bytes] | None = None) -> str:
         """Store one event (one round trip): its stream id, or 'dup' (a resend of an
-        append that was done), 'repeat' or 'limited' (``gate``). With the ``resolved``
-        token it came from, it is stored referring to its message (eventforms), else
-        whole. Raises EventError."""
-        keys, args = self._keys_args(event, now, gate, resolved)
+        append that was done; ``pending``, a click's (stream, entry id), already gone),
+        'repeat' or 'limited' (``gate``). With the ``resolved`` token it came from, it is
+        stored referring to its message (eventforms), else whole. Raises EventError."""
+        keys, args = self._keys_args(event, now, gate, resolved, pending)
         try:
             entry_id = run_script(self.client, self._append, keys, args)
         except redis.RedisError as exc:

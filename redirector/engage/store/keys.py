@@ -10,8 +10,11 @@ The builders below are the only code that spells a key: modules call them, never
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import Enum
+
+# What a family record says, re-exported: tests and engage forget import them from here.
+from engage.store.families import SHARDED as SHARDED
+from engage.store.families import Erasure as Erasure
+from engage.store.families import Family as Family
 
 # The virtual shards, re-exported: modules use keys.shard_of, keys.tag ...
 from engage.store.shards import LAYOUT1 as LAYOUT1
@@ -23,44 +26,8 @@ from engage.store.shards import shard_of as shard_of
 from engage.store.shards import shard_of_key as shard_of_key
 from engage.store.shards import tag as tag
 
-
-class Erasure(Enum):
-    """What ``engage forget`` does to a family (engage.erasure.forget implements each)."""
-
-    NO_ADDRESS = "holds no address by construction (ids, counters, digests, IPs)"
-    REWRITE_VALUE = "the value is rewritten without the address (same key, same TTL)"
-    REWRITE_RECORDS = "records that mention the address are rewritten without it, whole"
-    DELETE_ENTRIES = "entries that mention the address are deleted, the stream compacted"
-    FOLLOW_EVENTS = "entries of erased events are removed; keys named after the address deleted"
-    REWRITE_FIELDS = "hash fields whose name holds the address are renamed without it"
-    REWRITE_MEMBERS = "batch records lose the address's events (a batch left empty goes)"
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    pattern: str  # after the prefix; <...> is one variable part
-    type: str
-    owner: str
-    expiry: str
-    erasure: Erasure
-    migration: str = "none: the same in both layouts"
-
-    @property
-    def sharded(self) -> bool:
-        return self.pattern.startswith(SHARDED)
-
-    @property
-    def regex(self) -> re.Pattern[str]:
-        parts = re.split(r"(<[^>]+>)", self.pattern)
-        body = "".join(SHARD_RE if p == SHARDED else "(.+)" if p.startswith("<") else re.escape(p)
-                       for p in parts)
-        return re.compile(body + r"\Z", re.S)
-
-
 BUCKET_LEN = 8  # a message key's first characters, naming its record's bucket (tokens)
 LAYOUT = 2
-SHARDED = "<shard>"  # in a pattern: ``{tag}`` (layout 2) or nothing (layout 1)
 MOVED = "layout 1 (no tag) is read until `engage migrate-layout` moves it to its shard"
 PER_SHARD = "layout 1 (no tag) is read as one more shard until it expires or is migrated"
 FAMILIES = (
@@ -123,6 +90,9 @@ FAMILIES = (
            "until deleted", Erasure.NO_ADDRESS),
     Family("append ids", "<shard>eid:<decisecond>", "set", "engage.store.events",
            "30 seconds", Erasure.NO_ADDRESS),
+    Family("pending clicks", "<shard>pc", "stream", "engage.web.clickpath (redirector)",
+           "seconds: each entry until its click's event is appended (engage.pendingclicks)",
+           Erasure.NO_ADDRESS, "none: written in layout 2 only"),
     Family("repeat open", "<shard>or:<message key>:<pixel>:<client digest>", "string",
            "engage.store.events", "[web] open_repeat_window", Erasure.NO_ADDRESS),
     Family("open limit", "ol:<network>:<minute>", "string", "engage.web.opengate",
@@ -266,6 +236,11 @@ def webhook_log(prefix: str, hook_id: str) -> str:
 
 def append_ids(prefix: str, shard: int, decisecond: int) -> str:
     return f"{prefix}{tag(shard)}eid:{decisecond}"
+
+
+def pending_clicks(prefix: str, shard: int) -> str:
+    """Clicks answered before their event was appended: the raw request, for seconds."""
+    return f"{prefix}{tag(shard)}pc"
 
 
 def repeat_open(prefix: str, message_key: str, kind: str, client: str) -> str:

@@ -28,6 +28,7 @@ from engage.dashboard import assets
 from engage.dashboard.gate import HashGate
 from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, HASHING_SLOTS, Login
 from engage.erasure.privacy import limiter_secret
+from engage.geoip import open_lookup
 from engage.logsetup import configure_logging
 from engage.store import keys
 from engage.store.events import EventLog
@@ -45,7 +46,6 @@ from engage.web.api_track import track
 from engage.web.clickpath import ClickPath, access_line
 from engage.web.dashboard import dashboard
 from engage.web.extension import EXTENSION, Engage, engage
-from engage.web.geoip import open_lookup
 from engage.web.health import health
 from engage.web.ratelimit import RateLimiter
 from engage.web.responses import GIF as GIF  # re-exported: tools and tests import it here

@@ -8,15 +8,23 @@ page; Redis down the 503 page; the same headers, event and access-log line. A re
 this layer does not fully recognise (another method or path, a token with characters no
 token has) goes on to Flask untouched, so odd paths keep Flask's answers. It sits inside
 ProxyFix, so ``REMOTE_ADDR`` is already the client's address.
+
+A click waits on one Redis round trip: the lookup script also journals the raw click
+(engage.pendingclicks), the 302 is answered, and the event is appended when the server
+closes the answered body (``Answered``), the access-log line after it. If this process
+dies in between, the webhooks worker appends the journaled click ~10 s later. Where the
+journal write is refused (Redis full) or events are paused (high-water), the event is
+appended (or dropped) before the answer, as it was.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlsplit
@@ -25,7 +33,9 @@ import redis
 from redis.commands.core import Script
 
 from engage import settings as config
-from engage.erasure.privacy import mask_facts, mask_ip, mask_user_agent
+from engage.erasure.privacy import mask_ip, mask_user_agent
+from engage.geoip import Lookup
+from engage.pendingclicks import append_event, facts_text
 from engage.store import keys, layout
 from engage.store.events import EventError, EventLog
 from engage.store.links import LinkStore, Resolved, StoreError, resolved_from
@@ -33,10 +43,10 @@ from engage.store.pressure import MemoryGauge, is_refused
 from engage.store.redisconn import is_cluster, run_script
 from engage.store.scripts.clicks import LOOKUP_LUA, ClickLookup
 from engage.store.tokens import split_token
-from engage.store.trackevent import RequestFacts, bounded, build_event
+from engage.store.trackevent import RequestFacts, bounded
 from engage.verdicts.judge import Judge
+from engage.web.answered import Answered
 from engage.web.drops import Drops
-from engage.web.geoip import Lookup
 from engage.web.opengate import count_recorded, open_gate
 from engage.web.ratelimit import RateLimiter
 
@@ -56,8 +66,7 @@ TOKEN_IN_PATH = re.compile(r"(/(?:[coi]|open|click|messages)/[^/]{6})[^/]+$")  #
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 URL_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII, no space
 HTML = "text/html; charset=utf-8"
-
-
+Pending = tuple[str, bytes]  # a journaled click: its pending-clicks stream and entry id
 
 
 @dataclass(frozen=True)
@@ -101,9 +110,11 @@ def log_path(path: str) -> str:
 
 
 def access_line(settings: config.Settings, ip: str, method: str, path: str, status: int,
-                started: float, event: str, user_agent: str) -> None:
-    """One line per request; IP and User-Agent as [privacy] allows them to be kept."""
-    elapsed = (time.perf_counter() - started) * 1000
+                started: float, event: str, user_agent: str,
+                answered: float | None = None) -> None:
+    """One line per request; IP and User-Agent as [privacy] allows them to be kept.
+    ``ms``: until ``answered`` (perf_counter) when the line is written later."""
+    elapsed = ((time.perf_counter() if answered is None else answered) - started) * 1000
     agent = mask_user_agent(user_agent, settings.user_agents)
     access_log.info("ip=%s method=%s path=%s status=%d ms=%.2f event=%s ua=%s",
                     mask_ip(ip, settings.ip_addresses) or "-", method, log_path(path), status,
@@ -111,18 +122,21 @@ def access_line(settings: config.Settings, ip: str, method: str, path: str, stat
 
 
 def lookup_click(services: Services, token: str, ip: str, now: float,
-                 url: Optional[str] = None) -> tuple[bool, Optional[Resolved]]:
-    """(within the rate limit, what the token resolves to): the rate-limit count, the token
-    and the judge's click state in one round trip (a malformed token is counted alone)."""
+                 url: Optional[str] = None, journal: str = ""
+                 ) -> tuple[bool, Optional[Resolved], Optional[Pending]]:
+    """(within the rate limit, what the token resolves to, the pending-clicks entry
+    written from ``journal`` if any): the rate-limit count, the token, the judge's click
+    state and the journal in one round trip (a malformed token is counted alone)."""
     parts, limiter = split_token(token), services.limiter
     if parts is None:
-        return limiter.allow(ip, now), None
+        return limiter.allow(ip, now), None, None
     message_key, template_id, index = parts
     state_keys, state_args = services.judge.click_keys(now, ip, message_key, index, url)
     record_key, field = services.links.record_at(message_key)
-    names = [record_key, services.links.template_key(template_id, keys.shard_of(message_key)),
-             *state_keys]
-    args: list[Any] = [field, *state_args]
+    shard = keys.shard_of(message_key)
+    stream = keys.pending_clicks(services.settings.key_prefix, shard)
+    names = [record_key, services.links.template_key(template_id, shard), *state_keys, stream]
+    args: list[Any] = [field, *state_args, journal, limiter.limit]
     alone = limiter.limit and is_cluster(services.client)  # its key is in no shard
     if limiter.limit and not alone:
         counter, ttl = limiter.counter(ip, now)
@@ -139,32 +153,35 @@ def lookup_click(services: Services, token: str, ip: str, now: float,
     resolved = resolved_from(message_key, template_id, index, record_text, template_text,
                              reply.state, services.links.orphans,  # ``also``: the ClickState
                              reply.base)
+    pending = (stream, reply.pending) if reply.pending else None
     if alone:
-        return limiter.allow(ip, now), resolved
+        return limiter.allow(ip, now), resolved, pending
     counted = reply.counted  # None: not counted (refused): fail open
-    return limiter.allows(counted) if counted is not None else True, resolved
+    return limiter.allows(counted) if counted is not None else True, resolved, pending
 
 
 def record(services: Services, kind: str, resolved: Resolved, method: str,
-           facts: RequestFacts, now: float) -> str:
+           facts: RequestFacts, now: float, pending: Optional[Pending] = None) -> str:
     """Judge the raw request (its client fields capped, engage.store.events.bounded),
-    append the event: the access log's event word. Above the memory high-water mark
-    nothing is tried; an open goes through its network's gate (engage.web.opengate). A
-    failure loses the event (counted and logged, engage.web.drops.Drops), never the answer."""
-    if not services.gauge.events_allowed():
+    append the event (engage.pendingclicks.append_event): the access log's event word.
+    Above the memory high-water mark nothing is tried (unless the click was journaled
+    below it: ``pending``); an open goes through its network's gate (engage.web.opengate).
+    A failure loses the event (counted and logged, engage.web.drops.Drops), never the
+    answer; a journaled click's stays in the journal for the finisher."""
+    if pending is None and not services.gauge.events_allowed():
         return dropped(services, kind, "high-water")
     facts = bounded(facts)
     settings = services.settings
-    judged = services.judge.judge(kind, method, facts.ip_address, facts.user_agent,
-                                  resolved, now)
     gate = (open_gate(settings, kind, resolved.message_key, facts.ip_address, resolved.extra)
             if kind != "click" else None)  # extra: engage.web.opengate.read_count's reply
     try:
-        masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
-        outcome = services.events.append(build_event(kind, resolved, masked, now, judged.engage),
-                                         gate=gate, resolved=resolved)
-        services.judge.remember(judged, resolved)
+        outcome = append_event(services.judge, services.events, settings, kind, resolved,
+                               method, facts, now, gate, pending)
     except EventError as exc:
+        if pending is not None:
+            log.warning("%s event of transmission %s left to the finisher: %s", kind,
+                        resolved.message_key, exc)
+            return f"{kind}-pending"
         if is_refused(exc):
             return dropped(services, kind, "refused")
         log.error("%s event lost for transmission %s: %s", kind, resolved.message_key, exc)
@@ -205,16 +222,21 @@ class ClickPath:
             return self.app(environ, start_response)
         started, now = time.perf_counter(), time.time()
         ip = environ.get("REMOTE_ADDR") or ""
-        event, location = "-", None
+        facts = bounded(RequestFacts(ip, environ.get("HTTP_USER_AGENT", ""),
+                                     environ.get("HTTP_ACCEPT_LANGUAGE", ""), None,
+                                     environ.get("HTTP_REFERER", "")))
+        services = self.services
+        journal = facts_text(token, method, facts, now) if services.gauge.events_allowed() else ""
+        event, location, pending, resolved = "-", None, None, None
         try:
-            allowed, resolved = lookup_click(self.services, token, ip, now)
+            allowed, resolved, pending = lookup_click(services, token, ip, now, journal=journal)
             status = 403 if not allowed else 404
             if allowed and resolved is not None and resolved.link is not None:
                 location = safe_location(resolved.link.url)
             if location is not None and resolved is not None:  # only a resolved link has a location
                 status, event = 302, "click"
-                event = record(self.services, "click", resolved, method,
-                               self.facts(environ, ip), now)
+                if pending is None:  # not journaled: appended (or dropped) before the answer
+                    event = record(services, "click", resolved, method, self.geo(facts), now)
         except (StoreError, EventError, redis.RedisError) as exc:
             log.error("%s %s: redis unavailable: %s", method, log_path(path), exc)
             status, location = 503, None
@@ -229,12 +251,34 @@ class ClickPath:
             body = page(status).encode()
             headers = [("Content-Type", HTML), ("Content-Length", str(len(body)))]
         start_response(f"{status} {HTTPStatus(status).phrase.upper()}", headers)
-        access_line(self.services.settings, ip, method, path, status, started, event,
-                    environ.get("HTTP_USER_AGENT", ""))
-        return [] if method == "HEAD" else [body]
+        answer = [] if method == "HEAD" else [body]
+        log_line = functools.partial(access_line, services.settings, ip, method, path, status,
+                                     started, user_agent=environ.get("HTTP_USER_AGENT", ""))
+        if pending is None:
+            log_line(event)
+            return answer
+        if status == 302 and resolved is not None:
+            return Answered(answer, functools.partial(
+                self.append, resolved, method, facts, now, pending, log_line))
+        return Answered(answer, functools.partial(self.discard, pending, log_line))
 
-    def facts(self, environ: dict[str, Any], ip: str) -> RequestFacts:
-        geo = self.services.geo
-        return RequestFacts(ip, environ.get("HTTP_USER_AGENT", ""),
-                            environ.get("HTTP_ACCEPT_LANGUAGE", ""),
-                            geo(ip) if geo and ip else None, environ.get("HTTP_REFERER", ""))
+    def append(self, resolved: Resolved, method: str, facts: RequestFacts, now: float,
+               pending: Pending, log_line: Callable[..., None]) -> None:
+        """After the 302: the click's event, then its access-log line."""
+        answered = time.perf_counter()
+        event = record(self.services, "click", resolved, method, self.geo(facts), now, pending)
+        log_line(event, answered=answered)
+
+    def discard(self, pending: Pending, log_line: Callable[..., None]) -> None:
+        """After another answer (a link index too high, a limit counted outside the
+        script): the journaled click goes, unappended."""
+        answered = time.perf_counter()
+        try:
+            self.services.client.xdel(*pending)
+        except redis.RedisError as exc:  # the finisher will find no link, or re-judge it
+            log.warning("pending click not discarded: %s", exc)
+        log_line("-", answered=answered)
+
+    def geo(self, facts: RequestFacts) -> RequestFacts:
+        lookup, ip = self.services.geo, facts.ip_address
+        return replace(facts, geo_ip=lookup(ip)) if lookup and ip else facts

@@ -44,7 +44,7 @@ def record_event(services: Engage, kind: str, resolved: Any) -> None:
 def stored_redirect(token: str) -> Response:
     """Over the rate limit a 403 whatever the token; else the stored link or a 404."""
     services = engage()
-    allowed, resolved = lookup_click(services, token, request.remote_addr or "", now())
+    allowed, resolved, _ = lookup_click(services, token, request.remote_addr or "", now())
     if not allowed:
         abort(403)
     location = safe_location(resolved.link.url) if resolved and resolved.link else None

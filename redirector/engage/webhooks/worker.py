@@ -9,7 +9,8 @@ one host or many, may run at once: the queue scripts hand each batch to one of t
 The webhook list is re-read every second; SIGTERM/SIGINT stop after the current POSTs.
 The same loop folds the metrics' closed hours (engage.metrics.fold): the worker is the
 one long-running engage process that is not on a request's path, is enabled by the
-packages, and already wakes every second; several workers may fold at once.
+packages, and already wakes every second; several workers may fold at once. So does
+the finishing of clicks answered whose event no redirector appended (engage.pendingclicks).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from engage.metrics.fold import Folder
+from engage.pendingclicks import Finisher
 from engage.settings import Settings
 from engage.store.events import EventError, EventLog
 from engage.webhooks import assemble, auth, deliver
@@ -219,6 +221,8 @@ class Worker:
         self.loops: dict[str, HookLoop] = {}
         # the metrics' housekeeping rides on this loop (engage.metrics.fold)
         self.folder = Folder(client, settings.key_prefix, settings.metrics_retention_days)
+        # and the appends of answered clicks no redirector finished (engage.pendingclicks)
+        self.finisher = Finisher.from_settings(client, settings)
 
     def run(self) -> None:
         log.info("engage-webhooks worker started (batch %d events / %g s, timeout %g s)",
@@ -234,6 +238,10 @@ class Worker:
                 log.error("metrics: folding closed hours failed (the next run resumes): %s", exc)
             except Exception:  # housekeeping: a bug in it must never stop the deliveries
                 log.exception("metrics: folding closed hours failed (the next run resumes)")
+            try:
+                self.finisher.tick()
+            except Exception:  # each shard's Redis errors are handled inside: a bug
+                log.exception("pending clicks: finishing failed (the next run resumes)")
             self.stop.wait(REFRESH)
         for loop in self.loops.values():
             loop.join(self.timing.timeout * 2 + 5)

@@ -22,6 +22,11 @@ from engage.store.scripts.eventindex import INDEX_FUNCTIONS
 # With a status kind in ARGV[5] (o, i or c), KEYS[2] is the message's status hash: the
 # first open (or click) time is set only if absent, the count of that kind goes up.
 # With ARGV[8] not empty, KEYS[3..4] are the hour's aggregates (aggregates.UPDATE_FUNCTION).
+# A click answered before its append (engage.pendingclicks) has its pending-clicks entry
+# id in ARGV[21] and the stream in KEYS[last+2] (ARGV[18..19] '0': no open gate): the
+# entry is deleted before anything is stored, and one already gone was appended by
+# another finisher: 'dup'. After the SADD: the first write, the one a full Redis refuses
+# (a write lets the script's next ones through), so a refused append keeps its entry.
 # Every key is in the message's shard (one slot on a Redis Cluster).
 # APPEND_LUA is built below from these named parts: the aggregates' function, the append
 # up to the aggregates, the call, the rest.
@@ -29,6 +34,7 @@ _APPEND_HEAD = """local gate = tonumber(ARGV[13])
 local last = #KEYS - gate
 if redis.call('SADD', KEYS[last + 1], ARGV[14]) == 0 then return 'dup' end
 redis.call('EXPIRE', KEYS[last + 1], ARGV[15])
+if ARGV[21] ~= '' and redis.call('XDEL', KEYS[last + 2], ARGV[21]) == 0 then return 'dup' end
 if gate == 2 and tonumber(ARGV[18]) > 0
     and not redis.call('SET', KEYS[last + 2], '1', 'NX', 'EX', ARGV[18]) then
   if ARGV[5] ~= '' then
