@@ -94,10 +94,28 @@ def test_an_event_takes_its_time_from_the_stream_id_when_it_can(events):
         appended.append((events.append(event, resolved=resolved), event))
     entries = events.client.xrange(events.stream_of(shard))
     assert [b'"s":' in fields[b"e"] for _, fields in entries] == [False, True, True, False]
-    assert int(entries[0][0].split(b"-")[0]) == round(now * 1000)
+    assert iso_time(int(entries[0][0].split(b"-")[0]) / 1000) == appended[0][1]["timestamp"]
     assert all(int(entry_id.split(b"-")[0]) < (now + 2) * 1000 for entry_id, _ in entries)
     assert events.decoded(shard, entries) == [
         {**event, "event_id": str(score_of(entry_id, shard))} for entry_id, event in appended]
+
+
+def test_events_of_one_millisecond_keep_unique_event_ids(events):
+    """Past the shard's ids of one ms (41), events of the same ms take Redis's ids: an
+    event_id names one event (a batch of imported events, a benchmark, a burst)."""
+    import time
+
+    from engage.store.links import LinkStore
+    from engage.store.tokens import new_message_key as bucketed_key
+    key = bucketed_key()
+    LinkStore(events.client, events.prefix).register(key, TEMPLATE, RECORD)
+    resolved, shard, now = Resolved(key, TEMPLATE, RECORD, None), keys.shard_of(key), time.time()
+    batch = [build_event("open", resolved, RequestFacts("192.0.2.1"), now) for _ in range(100)]
+    events.append_many(batch, resolved=[resolved] * 100)
+    entries = events.client.xrange(events.stream_of(shard))
+    assert len({score_of(entry_id, shard) for entry_id, _ in entries}) == 100
+    assert [event["timestamp"] for event in events.decoded(shard, entries)] == [
+        batch[0]["timestamp"]] * 100
 
 
 def test_append_many_stores_a_batch_with_its_indexes(events):

@@ -12,8 +12,9 @@ from engage.store.scripts.eventindex import INDEX_FUNCTIONS
 # counter is in no shard; counted after a recorded open).
 # ARGV[20]: the event's epoch ms when ARGV[1] (a stored form, engage.store.eventforms)
 # leaves its time to the stream id: the entry is added as <ms>-*, or, when the stream's
-# last id is past that ms (another redirector's clock ahead) or the ms is a second or more
-# from Redis's clock (ids never run ahead of Redis's time), as * with "s":<ms> added.
+# last id is past that ms (another redirector's clock ahead), already has ARGV[17] (the
+# seq cap: ids past it would share an event_id) entries in that ms, or the ms is a second
+# or more from Redis's clock (ids never run ahead of Redis's time), as * with "s":<ms>.
 # The score (public event_id) is ms * 1000 + ARGV[16] + min(seq, ARGV[17]): the shard's
 # base and cap (engage.store.events.EventIds), so that shards never share an id.
 # Indexes (KEYS[first..last], engage.store.eventindex) are trimmed by MINID when they are
@@ -46,9 +47,11 @@ end
 if gate == 2 and ARGV[19] == '1' then return 'limited' end
 local id, clock = false, redis.call('TIME')
 if ARGV[20] ~= '' and math.abs(tonumber(ARGV[20]) - (clock[1] * 1000 + math.floor(clock[2] / 1000))) < 1000 then
-  local latest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  if not latest or tonumber(string.sub(latest[1], 1, string.find(latest[1], '-', 1, true) - 1))
-      <= tonumber(ARGV[20]) then
+  local latest, ms = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1], tonumber(ARGV[20])
+  local dash = latest and string.find(latest[1], '-', 1, true)
+  local last_ms = latest and tonumber(string.sub(latest[1], 1, dash - 1))
+  if not latest or last_ms < ms
+      or (last_ms == ms and tonumber(string.sub(latest[1], dash + 1)) < tonumber(ARGV[17])) then
     id = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[2], ARGV[20] .. '-*', 'e', ARGV[1])
     if type(id) ~= 'string' then id = false end
   end
