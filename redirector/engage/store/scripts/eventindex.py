@@ -5,7 +5,8 @@ INDEX_FUNCTIONS is defined at the top of every script that touches an index:
 - ``newest(key, top, low, first, last, count, base, cap)``: up to ``count`` entries with
   low <= score <= top (``first``/``last``: the same range as stream ids, engage.store.
   eventindex.id_range), newest first, as {id, score, id, score ...} (ZREVRANGEBYSCORE
-  WITHSCORES's shape); a stream entry's score is its event_id (base, cap: the shard's).
+  WITHSCORES's shape; a stream entry's score, its event_id, as a number: base, cap are
+  the shard's), or with ``ids_only`` the ids alone.
 - ``counted(key, low, high, first, last)``: how many entries are in the range.
 - ``indexed(key, id, score, cutoff_ms, cutoff_score, trim)``: adds the entry; a sorted set
   past LISTED entries is rewritten as a stream, in id order with ordinals 1, 2 ...; the
@@ -17,21 +18,23 @@ LISTED = 128  # Redis's zset-max-listpack-entries: past it a sorted set is a ski
 
 INDEX_FUNCTIONS = """
 local function type_of(key) return redis.call('TYPE', key)['ok'] end
-local function score_of(id, base, cap)
-  local dash = string.find(id, '-', 1, true)
-  return string.sub(id, 1, dash - 1)
-    .. string.format('%03d', tonumber(base) + math.min(tonumber(string.sub(id, dash + 1)), tonumber(cap)))
-end
-local function newest(key, top, low, first, last, count, base, cap)
+local function newest(key, top, low, first, last, count, base, cap, ids_only)
   local kind = type_of(key)
   if kind == 'zset' then
+    if ids_only then return redis.call('ZREVRANGEBYSCORE', key, top, low, 'LIMIT', 0, count) end
     return redis.call('ZREVRANGEBYSCORE', key, top, low, 'WITHSCORES', 'LIMIT', 0, count)
   end
   local out = {}
   if kind == 'stream' then
+    base, cap = tonumber(base), tonumber(cap)
     for _, entry in ipairs(redis.call('XREVRANGE', key, last, first, 'COUNT', count)) do
-      out[#out + 1] = entry[1]
-      out[#out + 1] = score_of(entry[1], base, cap)
+      local id = entry[1]
+      out[#out + 1] = id
+      if not ids_only then
+        local dash = string.find(id, '-', 1, true)
+        out[#out + 1] = tonumber(string.sub(id, 1, dash - 1)) * 1000 + base
+          + math.min(tonumber(string.sub(id, dash + 1)), cap)
+      end
     end
   end
   return out
@@ -84,9 +87,7 @@ return out
 NEWEST_LUA = INDEX_FUNCTIONS + """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local found, ids = newest(key, ARGV[1], ARGV[2], ARGV[6], ARGV[7], ARGV[3], ARGV[4], ARGV[5]), {}
-  for j = 1, #found, 2 do ids[#ids + 1] = found[j] end
-  out[i] = ids
+  out[i] = newest(key, ARGV[1], ARGV[2], ARGV[6], ARGV[7], ARGV[3], ARGV[4], ARGV[5], true)
 end
 return out
 """
