@@ -185,7 +185,9 @@ request = function() return wrk.format("GET", "/c/" .. tokens[math.random(#token
     servers = [start_gunicorn(redis_port, "gthread", 1, 16, work / f"gunicorn-{i}.log")
                for i in range(2)]
     try:
-        clicks = lambda: int(client.xlen("engage:events"))  # noqa: E731
+        from engage.store import keys
+        clicks = lambda: sum(int(client.xlen(keys.events("engage:", shard)))  # noqa: E731
+                             for shard in keys.shard_ids())
         results = {}
         bad = {}
         for label, wiring in (("one redirector", (0, 0)), ("two redirectors", (0, 1))):
@@ -237,12 +239,13 @@ def sample(cluster: RedisClusterServers, masters: dict[str, Master], moment: str
 
 
 def streamed(cluster: RedisClusterServers, prefix: str) -> int:
-    """Entries in every engage event stream, master by master."""
+    """Entries in every shard's events stream (``{p}{tag}events``; not the indexes or the
+    pending clicks, streams too), master by master."""
     total = 0
     for master in cluster.masters():
         client = redis.Redis(host=master.host, port=master.port)
         total += sum(int(client.xlen(key)) for key in
-                     client.scan_iter(match=f"{prefix}*", count=1000, _type="stream"))
+                     client.scan_iter(match=f"{prefix}{{*}}events", count=1000, _type="stream"))
         client.close()
     return total
 
