@@ -195,9 +195,20 @@ def test_the_api_answers_503_json_when_redis_is_down(client, web_redis):
         web_redis.start()
 
 
+def test_an_event_of_the_query_s_own_millisecond_is_found(events):
+    """Without ``to`` the window ends after the current ms, however early in it the
+    query comes (an event stored a moment before, in the same ms)."""
+    moment = int(time.time() * 1000) / 1000 + 0.0001  # the start of a ms
+    res = resolved(1)
+    event = build_event("click", res, RequestFacts("192.0.2.1", "UA"), moment)
+    events.append(event, resolved=res)
+    found = search(events, parse_query({}, now=moment), 10_000, now=moment)
+    assert found.total_count == 1 and b'"type":"click"' in found.results
+
+
 def test_default_window_is_the_last_24_hours():
     query = parse_query({}, now=1_000_000.0)
-    assert (query.start_ms, query.end_ms) == ((1_000_000 - 86400) * 1000, 1_000_000_000)
+    assert (query.start_ms, query.end_ms) == ((1_000_000 - 86400) * 1000, 1_000_000_001)
 
 
 def test_retention_hides_and_trims_old_events_but_links_still_resolve(events, mail, client):

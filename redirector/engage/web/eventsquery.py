@@ -91,8 +91,10 @@ def parse_query(args: Mapping[str, str], now: float) -> Query:
     for name in LOWERCASE:
         if name in lists:
             lists[name] = frozenset(value.lower() for value in lists[name])
-    # round(), not int(): 1795990589.836 * 1000 is 1795990589835.9998.
-    query = Query(round(start * 1000), round(end * 1000), _parse_per_page(args), None, types,
+    # round(), not int(): 1795990589.836 * 1000 is 1795990589835.9998. Without ``to`` the
+    # window ends after the current ms: an event of this very ms is in it.
+    end_ms = round(end * 1000) if "to" in args else round(now * 1000) + 1
+    query = Query(round(start * 1000), end_ms, _parse_per_page(args), None, types,
                   lists, _parse_event_ids(args, delimiter))
     return _with_cursor(query, args.get("cursor", "initial"))
 
