@@ -6,11 +6,20 @@ importable; otherwise ``open_lookup`` returns None and events carry no ``geo_ip`
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable, Optional
+
+from engage.store.trackevent import RequestFacts
 
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[str], Optional[dict[str, Any]]]
+
+
+def with_geo(lookup: Lookup | None, facts: RequestFacts) -> RequestFacts:
+    """``facts`` with the client address's geo_ip, when there is a lookup and an address."""
+    ip = facts.ip_address
+    return replace(facts, geo_ip=lookup(ip)) if lookup is not None and ip else facts
 
 
 def open_lookup(path: str) -> Lookup | None:

@@ -23,7 +23,7 @@ from typing import Optional
 import redis
 
 from engage.erasure.privacy import mask_facts
-from engage.geoip import Lookup, open_lookup
+from engage.geoip import Lookup, open_lookup, with_geo
 from engage.settings import Settings
 from engage.store import keys
 from engage.store.events import EventError, EventLog, OpenGate
@@ -73,13 +73,28 @@ def parse(fields: Mapping[bytes, bytes]) -> Pending:
                    float(now), state)
 
 
+def click_parts(client: redis.Redis, settings: Settings,
+                program: str) -> tuple[Judge, LinkStore, EventLog]:
+    """What judges a click, resolves its token and appends its event, from ``settings``:
+    one place for the redirector (engage.web.app) and the finisher, which must store a
+    click's event alike. A bad rules file ends ``program`` (machines.load_or_exit)."""
+    rules = machines.load_or_exit(program, settings.verdict_rules, settings.verdict_extra_rules)
+    prefix = settings.key_prefix
+    return (Judge(client, prefix, rules, thresholds(settings), settings.trap_window),
+            LinkStore(client, prefix, settings.link_retention_days,
+                      settings.metrics_retention_days,
+                      record_retention_days=settings.record_retention_days),
+            EventLog(client, prefix, settings.events_retention_days,
+                     settings.link_retention_days, settings.metrics_retention_days))
+
+
 def append_event(judge: Judge, events: EventLog, settings: Settings, kind: str,
                  resolved: Resolved, method: str, facts: RequestFacts, now: float,
                  gate: OpenGate | None = None, pending: tuple[str, bytes] | None = None) -> str:
-    """Judge the raw request (client fields capped by ``bounded``), append its event
-    masked as [privacy] says, remember a trap hit: the append's outcome (EventLog.append).
-    ``pending``: the click's (stream, entry id), deleted by the append. Raises EventError."""
-    facts = bounded(facts)
+    """Judge the raw request (``facts`` capped by ``bounded``: the callers' ``record`` and
+    ``parse`` do it), append its event masked as [privacy] says, remember a trap hit: the
+    append's outcome (EventLog.append). ``pending``: the click's (stream, entry id),
+    deleted by the append. Raises EventError."""
     judged = judge.judge(kind, method, facts.ip_address, facts.user_agent, resolved, now)
     masked = mask_facts(facts, settings.ip_addresses, settings.user_agents)
     outcome = events.append(build_event(kind, resolved, masked, now, judged.engage),
@@ -100,17 +115,8 @@ class Finisher:
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> Finisher:
-        """As the redirector builds them (engage.web.app.build_services)."""
-        rules = machines.load_or_exit("engage-webhooks", settings.verdict_rules,
-                                      settings.verdict_extra_rules)
-        prefix = settings.key_prefix
-        return cls(client, settings,
-                   Judge(client, prefix, rules, thresholds(settings), settings.trap_window),
-                   LinkStore(client, prefix, settings.link_retention_days,
-                             settings.metrics_retention_days,
-                             record_retention_days=settings.record_retention_days),
-                   EventLog(client, prefix, settings.events_retention_days,
-                            settings.link_retention_days, settings.metrics_retention_days),
+        """With the parts the redirector has (``click_parts``)."""
+        return cls(client, settings, *click_parts(client, settings, "engage-webhooks"),
                    open_lookup(settings.geoip_db))
 
     def tick(self, now: float | None = None, age: float = PENDING_AGE) -> int:
@@ -149,13 +155,11 @@ class Finisher:
                         reply_text(entry_id))
             self.client.xdel(stream, entry_id)
             return ""
-        facts = click.facts
-        if self.geo is not None and facts.ip_address:
-            facts = replace(facts, geo_ip=self.geo(facts.ip_address))
         try:
             outcome = append_event(self.judge, self.events, self.settings, "click",
-                                   replace(resolved, extra=click.state), click.method, facts,
-                                   click.now, pending=(stream, entry_id))
+                                   replace(resolved, extra=click.state), click.method,
+                                   with_geo(self.geo, click.facts), click.now,
+                                   pending=(stream, entry_id))
         except EventError:
             raise  # Redis: the entry stays, the next tick tries again
         except Exception:  # a bug: the entry would stop its shard's finishing for good

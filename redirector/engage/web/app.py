@@ -30,12 +30,9 @@ from engage.dashboard.login import ATTEMPT_WINDOW, ATTEMPTS, HASHING_SLOTS, Logi
 from engage.erasure.privacy import limiter_secret
 from engage.geoip import open_lookup
 from engage.logsetup import configure_logging
+from engage.pendingclicks import click_parts
 from engage.store import keys
-from engage.store.events import EventLog
-from engage.store.links import LinkStore
 from engage.store.redisconn import connect
-from engage.verdicts import machines
-from engage.verdicts.judge import Judge, thresholds
 from engage.web import errors
 from engage.web.api_compat import compat
 from engage.web.api_doctor import doctor
@@ -85,10 +82,9 @@ def create_app(settings: config.Settings | None = None,
 
 def build_services(settings: config.Settings, client: redis.Redis | None) -> Engage:
     """Everything the views use, connected once (``client``: a given connection)."""
-    rules = machines.load_or_exit("engage redirector", settings.verdict_rules,
-                                  settings.verdict_extra_rules)
     if client is None:
         client = connect(settings.redis_url, timeout=2.0)
+    judge, link_store, event_log = click_parts(client, settings, "engage redirector")
     secret = limiter_secret(*settings.api_keys, settings.url_signing_key,
                             *(stored for _, stored in settings.dashboard_users)) or os.urandom(32)
     login = None
@@ -100,16 +96,10 @@ def build_services(settings: config.Settings, client: redis.Redis | None) -> Eng
             HashGate(f"hash-{name.hexdigest()[:12]}", HASHING_SLOTS),
             ip_mode=settings.ip_addresses, secret=secret)
     return Engage(
-        settings, client,
-        LinkStore(client, settings.key_prefix, settings.link_retention_days,
-                  settings.metrics_retention_days,
-                  record_retention_days=settings.record_retention_days),
-        EventLog(client, settings.key_prefix, settings.events_retention_days,
-                 settings.link_retention_days, settings.metrics_retention_days),
+        settings, client, link_store, event_log,
         RateLimiter(client, settings.key_prefix, settings.rate_limit, settings.rate_limit_window,
                     settings.ip_addresses, secret),
-        open_lookup(settings.geoip_db),
-        Judge(client, settings.key_prefix, rules, thresholds(settings), settings.trap_window),
+        open_lookup(settings.geoip_db), judge,
         prefixes=tuple(sorted(route_prefixes(settings), key=len, reverse=True)),
         login=login, files=assets.load() if login else {})
 

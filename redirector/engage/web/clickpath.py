@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlsplit
@@ -34,7 +34,7 @@ from redis.commands.core import Script
 
 from engage import settings as config
 from engage.erasure.privacy import mask_ip, mask_user_agent
-from engage.geoip import Lookup
+from engage.geoip import Lookup, with_geo
 from engage.pendingclicks import append_event, facts_text
 from engage.store import keys, layout
 from engage.store.events import EventError, EventLog
@@ -280,5 +280,4 @@ class ClickPath:
         log_line("-", answered=answered)
 
     def geo(self, facts: RequestFacts) -> RequestFacts:
-        lookup, ip = self.services.geo, facts.ip_address
-        return replace(facts, geo_ip=lookup(ip)) if lookup and ip else facts
+        return with_geo(self.services.geo, facts)
