@@ -42,8 +42,8 @@ def stored(event: dict[str, Any], resolved: Resolved) -> tuple[str, int | None]:
         form[LINK] = resolved.template.links.index(resolved.link)
     elif resolved.link is not None:
         form[URL], form[NAME] = resolved.link
-    form.update((short, event[name]) for name, short in OWN.items() if event.get(name) != ""
-                and name in event)  # an empty field reads back as "" (expand)
+    form.update((short, event[name]) for name, short in OWN.items()
+                if event.get(name, "") != "")  # an empty field reads back as "" (expand)
     if form.get(OWN["engage"]) == PERSON:
         form[OWN["engage"]] = HUMAN
     stamp = str(event.get("timestamp", ""))
@@ -89,8 +89,7 @@ def expand(form: dict[str, Any], record: Optional[MessageRecord], template: Opti
         if built is not None:
             built[key] = shared
     event = dict(shared)
-    event["timestamp"] = (iso_time(form[TIME] / 1000) if TIME in form
-                          else str(form.get("timestamp", "")))
+    event["timestamp"] = _timestamp(form)
     event["ip_address"] = form.get(OWN["ip_address"], "")
     event["user_agent"] = form.get(OWN["user_agent"], "")
     if "accept_language" in event:  # a click's
@@ -121,10 +120,12 @@ def _shared(kind: str, message_key: str, template_id: str, link_of: tuple[Any, .
 def timestamp_of(entry_id: bytes | str, stored_text: bytes | str) -> str:
     """The timestamp of a stream entry (its id, its ``e`` field), stored whole or as a
     stored form."""
-    form = json.loads(stored_text)
-    if TIME not in form and "timestamp" not in form:
-        ms = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")[0]
-        return iso_time(int(ms) / 1000)
+    ms = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")[0]
+    return _timestamp(with_time(json.loads(stored_text), int(ms) * 1000))
+
+
+def _timestamp(form: dict[str, Any]) -> str:
+    """A form's timestamp, given ``with_time`` (an event stored whole has its own)."""
     return iso_time(form[TIME] / 1000) if TIME in form else str(form.get("timestamp", ""))
 
 

@@ -133,16 +133,13 @@ def _by_ids(log: EventLog, query: Query, low: int, high: int, top: int,
                     reverse=True)
     found = log.fetch_many([entry for score in wanted for entry in entries_of(score)])
     asked = set(wanted)  # up to MAX_EVENT_IDS: a set, or this is quadratic
-    found = [text for text in found if _event_id(text) in asked]  # not a layout-1 namesake
+    found = [text for text in found if score_in(text) in asked]  # not a layout-1 namesake
     kept = [text for text in found if _passes(json.loads(text), query)]
-    shown = [text for text in kept if _event_id(text) <= top]
+    shown = [text for text in kept if score_in(text) <= top]
     more = len(shown) > query.per_page
     page = shown[:query.per_page]
     return Page(b",".join(page), len(kept),
-                window.cursor(_event_id(page[-1])) if more and page else None)
-
-
-_event_id = score_in  # the event_id at the front of an event's JSON text
+                window.cursor(score_in(page[-1])) if more and page else None)
 
 
 def _passes(event: Mapping[str, Any], query: Query) -> bool:
